@@ -1,0 +1,970 @@
+//! `mail.db`: queue rows and message tracking.
+//!
+//! The queue tables say what still has to be delivered; the tracking tables say what happened
+//! to every message (kept after delivery, for the trace page and the charts). Both live in one
+//! database so that a [`Batch`] (accepted messages, delivery outcomes, generated bounces,
+//! rejections) is a single transaction: what the client was told and what the queue holds can
+//! never disagree. Batches are how the spool group-commits many sessions with one fsync.
+
+use std::path::Path;
+
+use rusqlite::{OptionalExtension, params};
+use serde::Serialize;
+
+use crate::{Result, SqlContext, migrate, now_unix, open_db};
+
+pub const MIGRATIONS: &[&str] = &["
+    CREATE TABLE queue_message (
+        id TEXT PRIMARY KEY,
+        received_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        sender TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        sha256 BLOB NOT NULL,
+        kind TEXT NOT NULL,
+        smtputf8 INTEGER NOT NULL,
+        body TEXT,
+        envid TEXT,
+        ret TEXT
+    );
+    CREATE TABLE queue_rcpt (
+        message_id TEXT NOT NULL REFERENCES queue_message(id) ON DELETE CASCADE,
+        idx INTEGER NOT NULL,
+        address TEXT NOT NULL,
+        route TEXT NOT NULL,
+        state TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt INTEGER NOT NULL,
+        last_error TEXT,
+        notify TEXT,
+        orcpt TEXT,
+        PRIMARY KEY (message_id, idx)
+    );
+    CREATE INDEX queue_rcpt_due ON queue_rcpt(state, next_attempt);
+
+    CREATE TABLE track_message (
+        queue_id TEXT PRIMARY KEY,
+        received_at INTEGER NOT NULL,
+        listener TEXT NOT NULL,
+        client_ip TEXT NOT NULL,
+        client_helo TEXT NOT NULL,
+        tls TEXT,
+        auth_user TEXT,
+        sender TEXT NOT NULL,
+        rcpts TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        message_id TEXT,
+        subject TEXT,
+        from_header TEXT,
+        status TEXT NOT NULL,
+        updated_at INTEGER NOT NULL
+    );
+    CREATE INDEX track_message_received ON track_message(received_at);
+    CREATE INDEX track_message_msgid ON track_message(message_id);
+    CREATE INDEX track_message_sender ON track_message(sender);
+    CREATE TABLE track_event (
+        id INTEGER PRIMARY KEY,
+        queue_id TEXT NOT NULL,
+        ts INTEGER NOT NULL,
+        event TEXT NOT NULL,
+        rcpt TEXT,
+        remote TEXT,
+        tls TEXT,
+        reply TEXT,
+        detail TEXT
+    );
+    CREATE INDEX track_event_queue ON track_event(queue_id);
+    CREATE INDEX track_event_ts ON track_event(ts, event);
+"];
+
+/// What kind of message a queue entry is. Bounces are never bounced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MessageKind {
+    Mail,
+    Dsn,
+}
+
+impl MessageKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            MessageKind::Mail => "mail",
+            MessageKind::Dsn => "dsn",
+        }
+    }
+    fn parse(s: &str) -> Self {
+        if s == "dsn" {
+            MessageKind::Dsn
+        } else {
+            MessageKind::Mail
+        }
+    }
+}
+
+/// How the message reached us: for tracking and for the trace page.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Origin {
+    /// `smtp`, `submission` or `local` (bounces we generated).
+    pub listener: String,
+    pub client_ip: String,
+    pub client_helo: String,
+    /// Protocol and cipher, `None` for plaintext.
+    pub tls: Option<String>,
+    pub auth_user: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewRecipient {
+    pub address: String,
+    /// Destination key the delivery side groups by (`maildir`, `mx:example.org`, ...).
+    pub route: String,
+    pub notify: Option<String>,
+    pub orcpt: Option<String>,
+}
+
+/// A message the spool has made durable on disk and now records.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub id: String,
+    pub received_at: i64,
+    pub expires_at: i64,
+    /// Empty for the null sender `<>`.
+    pub sender: String,
+    pub size: u64,
+    pub sha256: Vec<u8>,
+    pub kind: MessageKind,
+    pub smtputf8: bool,
+    pub body: Option<String>,
+    pub envid: Option<String>,
+    pub ret: Option<String>,
+    pub recipients: Vec<NewRecipient>,
+    pub origin: Origin,
+    pub message_id: Option<String>,
+    pub subject: Option<String>,
+    pub from_header: Option<String>,
+}
+
+/// A transaction refused during the SMTP dialogue: tracked, never queued.
+#[derive(Debug, Clone)]
+pub struct Rejection {
+    pub id: String,
+    pub ts: i64,
+    pub origin: Origin,
+    pub sender: String,
+    pub rcpts: Vec<String>,
+    /// The reply the client got.
+    pub reply: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutcomeKind {
+    Delivered,
+    /// Temporary failure; try again at this time.
+    Deferred {
+        next_attempt: i64,
+    },
+    /// Permanent failure (or expiry): the recipient is done and a bounce is due.
+    Failed,
+}
+
+/// The result of one delivery attempt for one recipient.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub message_id: String,
+    pub idx: i64,
+    pub rcpt: String,
+    pub kind: OutcomeKind,
+    /// The host that answered (`mx1.example.org[192.0.2.1]:25`, `maildir`).
+    pub remote: Option<String>,
+    pub tls: Option<String>,
+    /// The reply or error text.
+    pub reply: String,
+}
+
+/// A tracking event without a queue change (corrupt spool file, admin actions, expiry notes).
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub queue_id: String,
+    pub event: String,
+    pub rcpt: Option<String>,
+    pub detail: String,
+    /// If set, the message's tracking status becomes this.
+    pub status: Option<String>,
+}
+
+/// Everything one commit records. Applied in one transaction by [`MailDb::apply`].
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub accepted: Vec<NewMessage>,
+    pub rejected: Vec<Rejection>,
+    pub outcomes: Vec<Outcome>,
+    pub events: Vec<Event>,
+    /// Queue entries to remove (all recipients final, deleted by an admin, or corrupt).
+    pub remove: Vec<String>,
+}
+
+impl Batch {
+    pub fn is_empty(&self) -> bool {
+        self.accepted.is_empty()
+            && self.rejected.is_empty()
+            && self.outcomes.is_empty()
+            && self.events.is_empty()
+            && self.remove.is_empty()
+    }
+}
+
+/// A queued message with its recipients, as the delivery side and `queue list` see it.
+#[derive(Debug, Clone, Serialize)]
+pub struct QueuedMessage {
+    pub id: String,
+    pub received_at: i64,
+    pub expires_at: i64,
+    pub sender: String,
+    pub size: u64,
+    #[serde(skip)]
+    pub sha256: Vec<u8>,
+    pub kind: MessageKind,
+    pub smtputf8: bool,
+    pub body: Option<String>,
+    pub envid: Option<String>,
+    pub ret: Option<String>,
+    pub recipients: Vec<QueuedRecipient>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct QueuedRecipient {
+    pub idx: i64,
+    pub address: String,
+    pub route: String,
+    /// `queued`, `delivered` or `failed`.
+    pub state: String,
+    pub attempts: i64,
+    pub next_attempt: i64,
+    pub last_error: Option<String>,
+    pub notify: Option<String>,
+    pub orcpt: Option<String>,
+}
+
+/// Search criteria for message tracking; all optional, combined with AND. Text criteria
+/// match case-insensitively anywhere in the field.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(default)]
+pub struct TrackQuery {
+    pub sender: Option<String>,
+    pub rcpt: Option<String>,
+    pub subject: Option<String>,
+    pub message_id: Option<String>,
+    pub queue_id: Option<String>,
+    pub status: Option<String>,
+    pub since: Option<i64>,
+    pub until: Option<i64>,
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TrackedMessage {
+    pub queue_id: String,
+    pub received_at: i64,
+    pub listener: String,
+    pub client_ip: String,
+    pub client_helo: String,
+    pub tls: Option<String>,
+    pub auth_user: Option<String>,
+    pub sender: String,
+    pub rcpts: Vec<String>,
+    pub size: u64,
+    pub message_id: Option<String>,
+    pub subject: Option<String>,
+    pub from_header: Option<String>,
+    pub status: String,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TrackedEvent {
+    pub ts: i64,
+    pub event: String,
+    pub rcpt: Option<String>,
+    pub remote: Option<String>,
+    pub tls: Option<String>,
+    pub reply: Option<String>,
+    pub detail: Option<String>,
+}
+
+/// Counts of tracking events per time bucket, for the dashboard's charts.
+#[derive(Debug, Clone, Serialize)]
+pub struct FlowBucket {
+    pub start: i64,
+    pub received: u64,
+    pub delivered: u64,
+    pub deferred: u64,
+    pub bounced: u64,
+    pub rejected: u64,
+}
+
+pub struct MailDb {
+    conn: rusqlite::Connection,
+}
+
+fn opt_str(s: &Option<String>) -> Option<&str> {
+    s.as_deref()
+}
+
+impl MailDb {
+    pub fn open(path: &Path) -> Result<Self> {
+        let mut conn = open_db(path)?;
+        migrate::migrate(&mut conn, MIGRATIONS)?;
+        Ok(MailDb { conn })
+    }
+
+    /// Applies a batch in one transaction: after this returns, every accepted message is
+    /// recorded durably (`synchronous=FULL`).
+    pub fn apply(&mut self, batch: &Batch) -> Result<()> {
+        let now = now_unix();
+        let tx = crate::begin_immediate(&mut self.conn)?;
+        {
+            let mut ins_msg = tx
+                .prepare_cached(
+                    "INSERT INTO queue_message (id, received_at, expires_at, sender, size, sha256,
+                     kind, smtputf8, body, envid, ret) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)",
+                )
+                .at(&tx)?;
+            let mut ins_rcpt = tx
+                .prepare_cached(
+                    "INSERT INTO queue_rcpt (message_id, idx, address, route, state, next_attempt,
+                     notify, orcpt) VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?6, ?7)",
+                )
+                .at(&tx)?;
+            let mut ins_track = tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO track_message (queue_id, received_at, listener, client_ip,
+                     client_helo, tls, auth_user, sender, rcpts, size, message_id, subject,
+                     from_header, status, updated_at)
+                     VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15)",
+                )
+                .at(&tx)?;
+            let mut ins_event = tx
+                .prepare_cached(
+                    "INSERT INTO track_event (queue_id, ts, event, rcpt, remote, tls, reply, detail)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )
+                .at(&tx)?;
+            let mut set_status = tx
+                .prepare_cached(
+                    "UPDATE track_message SET status = ?2, updated_at = ?3 WHERE queue_id = ?1",
+                )
+                .at(&tx)?;
+
+            for m in &batch.accepted {
+                ins_msg
+                    .execute(params![
+                        m.id,
+                        m.received_at,
+                        m.expires_at,
+                        m.sender,
+                        m.size as i64,
+                        m.sha256,
+                        m.kind.as_str(),
+                        m.smtputf8,
+                        m.body,
+                        m.envid,
+                        m.ret
+                    ])
+                    .at(&tx)?;
+                for (i, r) in m.recipients.iter().enumerate() {
+                    ins_rcpt
+                        .execute(params![
+                            m.id,
+                            i as i64,
+                            r.address,
+                            r.route,
+                            m.received_at,
+                            r.notify,
+                            r.orcpt
+                        ])
+                        .at(&tx)?;
+                }
+                let rcpts: Vec<&str> = m.recipients.iter().map(|r| r.address.as_str()).collect();
+                ins_track
+                    .execute(params![
+                        m.id,
+                        m.received_at,
+                        m.origin.listener,
+                        m.origin.client_ip,
+                        m.origin.client_helo,
+                        opt_str(&m.origin.tls),
+                        opt_str(&m.origin.auth_user),
+                        m.sender,
+                        rcpts.join("\n"),
+                        m.size as i64,
+                        m.message_id,
+                        m.subject,
+                        m.from_header,
+                        "queued",
+                        now
+                    ])
+                    .at(&tx)?;
+                ins_event
+                    .execute(params![
+                        m.id,
+                        m.received_at,
+                        "received",
+                        None::<String>,
+                        format!("{} {}", m.origin.client_helo, m.origin.client_ip),
+                        opt_str(&m.origin.tls),
+                        None::<String>,
+                        format!("from=<{}> size={} rcpts={}", m.sender, m.size, rcpts.len())
+                    ])
+                    .at(&tx)?;
+            }
+
+            for r in &batch.rejected {
+                ins_track
+                    .execute(params![
+                        r.id,
+                        r.ts,
+                        r.origin.listener,
+                        r.origin.client_ip,
+                        r.origin.client_helo,
+                        opt_str(&r.origin.tls),
+                        opt_str(&r.origin.auth_user),
+                        r.sender,
+                        r.rcpts.join("\n"),
+                        0i64,
+                        None::<String>,
+                        None::<String>,
+                        None::<String>,
+                        "rejected",
+                        now
+                    ])
+                    .at(&tx)?;
+                ins_event
+                    .execute(params![
+                        r.id,
+                        r.ts,
+                        "rejected",
+                        None::<String>,
+                        r.origin.client_ip,
+                        opt_str(&r.origin.tls),
+                        r.reply,
+                        None::<String>
+                    ])
+                    .at(&tx)?;
+            }
+
+            let mut upd_rcpt = tx
+                .prepare_cached(
+                    "UPDATE queue_rcpt SET state = ?3, attempts = attempts + 1, next_attempt = ?4,
+                     last_error = ?5 WHERE message_id = ?1 AND idx = ?2",
+                )
+                .at(&tx)?;
+            for o in &batch.outcomes {
+                let (state, next, event, err) = match o.kind {
+                    OutcomeKind::Delivered => ("delivered", now, "delivered", None),
+                    OutcomeKind::Deferred { next_attempt } => {
+                        ("queued", next_attempt, "deferred", Some(&o.reply))
+                    }
+                    OutcomeKind::Failed => ("failed", now, "bounced", Some(&o.reply)),
+                };
+                upd_rcpt
+                    .execute(params![o.message_id, o.idx, state, next, err])
+                    .at(&tx)?;
+                ins_event
+                    .execute(params![
+                        o.message_id,
+                        now,
+                        event,
+                        o.rcpt,
+                        o.remote,
+                        o.tls,
+                        o.reply,
+                        None::<String>
+                    ])
+                    .at(&tx)?;
+                if event == "deferred" {
+                    set_status
+                        .execute(params![o.message_id, "deferred", now])
+                        .at(&tx)?;
+                }
+            }
+
+            for e in &batch.events {
+                ins_event
+                    .execute(params![
+                        e.queue_id,
+                        now,
+                        e.event,
+                        e.rcpt,
+                        None::<String>,
+                        None::<String>,
+                        None::<String>,
+                        e.detail
+                    ])
+                    .at(&tx)?;
+                if let Some(s) = &e.status {
+                    set_status.execute(params![e.queue_id, s, now]).at(&tx)?;
+                }
+            }
+
+            for id in &batch.remove {
+                // Final tracking status from the recipients' final states, unless an event
+                // above already set one (deleted, corrupt).
+                let (delivered, failed, queued): (i64, i64, i64) = tx
+                    .query_row(
+                        "SELECT
+                           coalesce(sum(state = 'delivered'), 0),
+                           coalesce(sum(state = 'failed'), 0),
+                           coalesce(sum(state = 'queued'), 0)
+                         FROM queue_rcpt WHERE message_id = ?1",
+                        [id],
+                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                    )
+                    .at(&tx)?;
+                if queued == 0 {
+                    let status = match (delivered, failed) {
+                        (_, 0) => "delivered",
+                        (0, _) => "bounced",
+                        _ => "partial",
+                    };
+                    set_status.execute(params![id, status, now]).at(&tx)?;
+                }
+                tx.execute("DELETE FROM queue_message WHERE id = ?1", [id])
+                    .at(&tx)?;
+            }
+        }
+        tx.commit().at(&self.conn)
+    }
+
+    /// Recipients due for delivery at `now`, oldest first, grouped into their messages.
+    /// `limit` bounds the number of recipient rows read.
+    pub fn due(&self, now: i64, limit: u32) -> Result<Vec<QueuedMessage>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT DISTINCT message_id FROM queue_rcpt
+                 WHERE state = 'queued' AND next_attempt <= ?1
+                 ORDER BY next_attempt LIMIT ?2",
+            )
+            .at(&self.conn)?;
+        let ids: Vec<String> = stmt
+            .query_map(params![now, limit], |r| r.get(0))
+            .at(&self.conn)?
+            .collect::<rusqlite::Result<_>>()
+            .at(&self.conn)?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(m) = self.message(&id)? {
+                out.push(m);
+            }
+        }
+        Ok(out)
+    }
+
+    /// When the next recipient becomes due, so the scheduler can sleep until then.
+    pub fn next_due(&self) -> Result<Option<i64>> {
+        self.conn
+            .query_row(
+                "SELECT min(next_attempt) FROM queue_rcpt WHERE state = 'queued'",
+                [],
+                |r| r.get(0),
+            )
+            .at(&self.conn)
+    }
+
+    pub fn message(&self, id: &str) -> Result<Option<QueuedMessage>> {
+        let m = self
+            .conn
+            .query_row(
+                "SELECT id, received_at, expires_at, sender, size, sha256, kind, smtputf8, body,
+                 envid, ret FROM queue_message WHERE id = ?1",
+                [id],
+                |r| {
+                    Ok(QueuedMessage {
+                        id: r.get(0)?,
+                        received_at: r.get(1)?,
+                        expires_at: r.get(2)?,
+                        sender: r.get(3)?,
+                        size: r.get::<_, i64>(4)? as u64,
+                        sha256: r.get(5)?,
+                        kind: MessageKind::parse(&r.get::<_, String>(6)?),
+                        smtputf8: r.get(7)?,
+                        body: r.get(8)?,
+                        envid: r.get(9)?,
+                        ret: r.get(10)?,
+                        recipients: vec![],
+                    })
+                },
+            )
+            .optional()
+            .at(&self.conn)?;
+        let Some(mut m) = m else { return Ok(None) };
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT idx, address, route, state, attempts, next_attempt, last_error, notify, orcpt
+                 FROM queue_rcpt WHERE message_id = ?1 ORDER BY idx",
+            )
+            .at(&self.conn)?;
+        m.recipients = stmt
+            .query_map([id], |r| {
+                Ok(QueuedRecipient {
+                    idx: r.get(0)?,
+                    address: r.get(1)?,
+                    route: r.get(2)?,
+                    state: r.get(3)?,
+                    attempts: r.get(4)?,
+                    next_attempt: r.get(5)?,
+                    last_error: r.get(6)?,
+                    notify: r.get(7)?,
+                    orcpt: r.get(8)?,
+                })
+            })
+            .at(&self.conn)?
+            .collect::<rusqlite::Result<_>>()
+            .at(&self.conn)?;
+        Ok(Some(m))
+    }
+
+    /// Every queued message, oldest first (for `queue list` and the console's queue page).
+    /// `search` matches sender, recipient or queue id.
+    pub fn list_queue(&self, search: Option<&str>, limit: u32) -> Result<Vec<QueuedMessage>> {
+        let pattern = search.map(|s| s.to_ascii_lowercase()).unwrap_or_default();
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT m.id FROM queue_message m WHERE ?1 = ''
+                   OR instr(lower(m.id), ?1) > 0 OR instr(lower(m.sender), ?1) > 0
+                   OR EXISTS (SELECT 1 FROM queue_rcpt r WHERE r.message_id = m.id
+                              AND instr(lower(r.address), ?1) > 0)
+                 ORDER BY m.received_at, m.id LIMIT ?2",
+            )
+            .at(&self.conn)?;
+        let ids: Vec<String> = stmt
+            .query_map(params![pattern, limit], |r| r.get(0))
+            .at(&self.conn)?
+            .collect::<rusqlite::Result<_>>()
+            .at(&self.conn)?;
+        let mut out = Vec::new();
+        for id in ids {
+            if let Some(m) = self.message(&id)? {
+                out.push(m);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Ids of every queue entry (for recovery's file ↔ row reconciliation).
+    pub fn queue_ids(&self) -> Result<Vec<(String, u64, Vec<u8>)>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, size, sha256 FROM queue_message")
+            .at(&self.conn)?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((r.get(0)?, r.get::<_, i64>(1)? as u64, r.get(2)?))
+            })
+            .at(&self.conn)?;
+        rows.collect::<rusqlite::Result<_>>().at(&self.conn)
+    }
+
+    pub fn queue_len(&self) -> Result<(u64, u64)> {
+        self.conn
+            .query_row(
+                "SELECT (SELECT count(*) FROM queue_message),
+                        (SELECT count(*) FROM queue_rcpt WHERE state = 'queued')",
+                [],
+                |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
+            )
+            .at(&self.conn)
+    }
+
+    /// Makes queued recipients due now: of one message, or of all with `None`.
+    /// Returns the number of recipients affected.
+    pub fn retry_now(&mut self, id: Option<&str>) -> Result<usize> {
+        let now = now_unix();
+        match id {
+            Some(id) => self.conn.execute(
+                "UPDATE queue_rcpt SET next_attempt = ?2 WHERE message_id = ?1 AND state = 'queued'",
+                params![id, now],
+            ),
+            None => self.conn.execute(
+                "UPDATE queue_rcpt SET next_attempt = ?1 WHERE state = 'queued'",
+                params![now],
+            ),
+        }
+        .at(&self.conn)
+    }
+
+    pub fn track_search(&self, q: &TrackQuery) -> Result<Vec<TrackedMessage>> {
+        let mut sql = String::from(
+            "SELECT queue_id, received_at, listener, client_ip, client_helo, tls, auth_user,
+             sender, rcpts, size, message_id, subject, from_header, status, updated_at
+             FROM track_message WHERE 1=1",
+        );
+        let mut args: Vec<rusqlite::types::Value> = Vec::new();
+        let mut contains = |col: &str, v: &Option<String>, sql: &mut String| {
+            if let Some(v) = v.as_ref().filter(|v| !v.is_empty()) {
+                sql.push_str(&format!(" AND instr(lower({col}), ?) > 0"));
+                args.push(v.to_lowercase().into());
+            }
+        };
+        contains("sender", &q.sender, &mut sql);
+        contains("rcpts", &q.rcpt, &mut sql);
+        contains("subject", &q.subject, &mut sql);
+        contains("message_id", &q.message_id, &mut sql);
+        contains("queue_id", &q.queue_id, &mut sql);
+        if let Some(s) = q.status.as_ref().filter(|s| !s.is_empty()) {
+            sql.push_str(" AND status = ?");
+            args.push(s.clone().into());
+        }
+        if let Some(s) = q.since {
+            sql.push_str(" AND received_at >= ?");
+            args.push(s.into());
+        }
+        if let Some(u) = q.until {
+            sql.push_str(" AND received_at <= ?");
+            args.push(u.into());
+        }
+        sql.push_str(&format!(
+            " ORDER BY received_at DESC, queue_id DESC LIMIT {}",
+            q.limit.unwrap_or(200).min(10_000)
+        ));
+        let mut stmt = self.conn.prepare(&sql).at(&self.conn)?;
+        let rows = stmt
+            .query_map(rusqlite::params_from_iter(args), |r| {
+                Ok(TrackedMessage {
+                    queue_id: r.get(0)?,
+                    received_at: r.get(1)?,
+                    listener: r.get(2)?,
+                    client_ip: r.get(3)?,
+                    client_helo: r.get(4)?,
+                    tls: r.get(5)?,
+                    auth_user: r.get(6)?,
+                    sender: r.get(7)?,
+                    rcpts: r
+                        .get::<_, String>(8)?
+                        .split('\n')
+                        .filter(|s| !s.is_empty())
+                        .map(String::from)
+                        .collect(),
+                    size: r.get::<_, i64>(9)? as u64,
+                    message_id: r.get(10)?,
+                    subject: r.get(11)?,
+                    from_header: r.get(12)?,
+                    status: r.get(13)?,
+                    updated_at: r.get(14)?,
+                })
+            })
+            .at(&self.conn)?;
+        rows.collect::<rusqlite::Result<_>>().at(&self.conn)
+    }
+
+    pub fn track_events(&self, queue_id: &str) -> Result<Vec<TrackedEvent>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT ts, event, rcpt, remote, tls, reply, detail FROM track_event
+                 WHERE queue_id = ?1 ORDER BY id",
+            )
+            .at(&self.conn)?;
+        let rows = stmt
+            .query_map([queue_id], |r| {
+                Ok(TrackedEvent {
+                    ts: r.get(0)?,
+                    event: r.get(1)?,
+                    rcpt: r.get(2)?,
+                    remote: r.get(3)?,
+                    tls: r.get(4)?,
+                    reply: r.get(5)?,
+                    detail: r.get(6)?,
+                })
+            })
+            .at(&self.conn)?;
+        rows.collect::<rusqlite::Result<_>>().at(&self.conn)
+    }
+
+    /// Mail flow counts in `bucket`-second buckets from `since` to now.
+    pub fn flow(&self, since: i64, bucket: i64) -> Result<Vec<FlowBucket>> {
+        let now = now_unix();
+        let bucket = bucket.max(1);
+        let n = ((now - since) / bucket + 1).max(1) as usize;
+        let mut out: Vec<FlowBucket> = (0..n)
+            .map(|i| FlowBucket {
+                start: since + i as i64 * bucket,
+                received: 0,
+                delivered: 0,
+                deferred: 0,
+                bounced: 0,
+                rejected: 0,
+            })
+            .collect();
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT (ts - ?1) / ?2, event, count(*) FROM track_event
+                 WHERE ts >= ?1 GROUP BY 1, 2",
+            )
+            .at(&self.conn)?;
+        let rows = stmt
+            .query_map(params![since, bucket], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })
+            .at(&self.conn)?;
+        for row in rows {
+            let (i, event, count) = row.at(&self.conn)?;
+            let Some(b) = out.get_mut(i as usize) else {
+                continue;
+            };
+            let count = count as u64;
+            match event.as_str() {
+                "received" => b.received += count,
+                "delivered" => b.delivered += count,
+                "deferred" => b.deferred += count,
+                "bounced" => b.bounced += count,
+                "rejected" => b.rejected += count,
+                _ => {}
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes tracking older than `before` (retention).
+    pub fn purge_tracking(&mut self, before: i64) -> Result<usize> {
+        let tx = crate::begin_immediate(&mut self.conn)?;
+        tx.execute(
+            "DELETE FROM track_event WHERE queue_id IN
+               (SELECT queue_id FROM track_message WHERE updated_at < ?1
+                AND queue_id NOT IN (SELECT id FROM queue_message))",
+            [before],
+        )
+        .at(&tx)?;
+        let n = tx
+            .execute(
+                "DELETE FROM track_message WHERE updated_at < ?1
+                 AND queue_id NOT IN (SELECT id FROM queue_message)",
+                [before],
+            )
+            .at(&tx)?;
+        tx.commit().at(&self.conn)?;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(id: &str, rcpts: &[&str]) -> NewMessage {
+        NewMessage {
+            id: id.into(),
+            received_at: now_unix(),
+            expires_at: now_unix() + 3600,
+            sender: "a@example.org".into(),
+            size: 10,
+            sha256: vec![1; 32],
+            kind: MessageKind::Mail,
+            smtputf8: false,
+            body: None,
+            envid: None,
+            ret: None,
+            recipients: rcpts
+                .iter()
+                .map(|r| NewRecipient {
+                    address: r.to_string(),
+                    route: "maildir".into(),
+                    notify: None,
+                    orcpt: None,
+                })
+                .collect(),
+            origin: Origin {
+                listener: "smtp".into(),
+                client_ip: "127.0.0.1".into(),
+                client_helo: "client".into(),
+                tls: None,
+                auth_user: None,
+            },
+            message_id: Some("<m1@example.org>".into()),
+            subject: Some("Hello".into()),
+            from_header: None,
+        }
+    }
+
+    fn outcome(id: &str, idx: i64, kind: OutcomeKind) -> Outcome {
+        Outcome {
+            message_id: id.into(),
+            idx,
+            rcpt: format!("r{idx}"),
+            kind,
+            remote: None,
+            tls: None,
+            reply: "250 ok".into(),
+        }
+    }
+
+    #[test]
+    fn accept_defer_deliver_and_track() {
+        let d = tempfile::tempdir().unwrap();
+        let mut db = MailDb::open(&d.path().join("mail.db")).unwrap();
+        db.apply(&Batch {
+            accepted: vec![msg("Q1", &["x@example.test", "y@example.test"])],
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(db.queue_len().unwrap(), (1, 2));
+        assert_eq!(db.due(now_unix(), 100).unwrap().len(), 1);
+
+        let later = now_unix() + 1000;
+        db.apply(&Batch {
+            outcomes: vec![
+                outcome("Q1", 0, OutcomeKind::Delivered),
+                outcome(
+                    "Q1",
+                    1,
+                    OutcomeKind::Deferred {
+                        next_attempt: later,
+                    },
+                ),
+            ],
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(db.due(now_unix(), 100).unwrap().is_empty());
+        assert_eq!(db.next_due().unwrap(), Some(later));
+        assert_eq!(db.retry_now(Some("Q1")).unwrap(), 1);
+        let due = db.due(now_unix(), 100).unwrap();
+        assert_eq!(due[0].recipients[1].attempts, 1);
+
+        db.apply(&Batch {
+            outcomes: vec![outcome("Q1", 1, OutcomeKind::Failed)],
+            remove: vec!["Q1".into()],
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(db.queue_len().unwrap(), (0, 0));
+        let t = db
+            .track_search(&TrackQuery {
+                message_id: Some("M1@".into()),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(t.len(), 1);
+        assert_eq!(t[0].status, "partial");
+        let ev: Vec<_> = db
+            .track_events("Q1")
+            .unwrap()
+            .into_iter()
+            .map(|e| e.event)
+            .collect();
+        assert_eq!(ev, ["received", "delivered", "deferred", "bounced"]);
+        let flow = db.flow(now_unix() - 3600, 3600).unwrap();
+        let total: u64 = flow
+            .iter()
+            .map(|b| b.received + b.delivered + b.bounced)
+            .sum();
+        assert_eq!(total, 3);
+    }
+}

@@ -26,6 +26,8 @@ pub use config::{Config, Problem};
 pub use config_store::{ConfigStore, Revision};
 pub use data_dir::DataDir;
 pub use mail::MailDb;
+/// Re-exported so callers can inspect SQLite error codes without their own dependency.
+pub use rusqlite;
 
 /// Errors a caller can act on.
 #[derive(Debug, thiserror::Error)]

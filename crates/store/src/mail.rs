@@ -320,6 +320,11 @@ impl MailDb {
     /// Applies a batch in one transaction: after this returns, every accepted message is
     /// recorded durably (`synchronous=FULL`).
     pub fn apply(&mut self, batch: &Batch) -> Result<()> {
+        self.apply_all(&[batch])
+    }
+
+    /// Applies several batches in one transaction (the group commit).
+    pub fn apply_all(&mut self, batches: &[&Batch]) -> Result<()> {
         let now = now_unix();
         let tx = crate::begin_immediate(&mut self.conn)?;
         {
@@ -355,7 +360,7 @@ impl MailDb {
                 )
                 .at(&tx)?;
 
-            for m in &batch.accepted {
+            for m in batches.iter().flat_map(|b| &b.accepted) {
                 ins_msg
                     .execute(params![
                         m.id,
@@ -418,7 +423,7 @@ impl MailDb {
                     .at(&tx)?;
             }
 
-            for r in &batch.rejected {
+            for r in batches.iter().flat_map(|b| &b.rejected) {
                 ins_track
                     .execute(params![
                         r.id,
@@ -458,7 +463,7 @@ impl MailDb {
                      last_error = ?5 WHERE message_id = ?1 AND idx = ?2",
                 )
                 .at(&tx)?;
-            for o in &batch.outcomes {
+            for o in batches.iter().flat_map(|b| &b.outcomes) {
                 let (state, next, event, err) = match o.kind {
                     OutcomeKind::Delivered => ("delivered", now, "delivered", None),
                     OutcomeKind::Deferred { next_attempt } => {
@@ -488,7 +493,7 @@ impl MailDb {
                 }
             }
 
-            for e in &batch.events {
+            for e in batches.iter().flat_map(|b| &b.events) {
                 ins_event
                     .execute(params![
                         e.queue_id,
@@ -506,7 +511,7 @@ impl MailDb {
                 }
             }
 
-            for id in &batch.remove {
+            for id in batches.iter().flat_map(|b| &b.remove) {
                 // Final tracking status from the recipients' final states, unless an event
                 // above already set one (deleted, corrupt).
                 let (delivered, failed, queued): (i64, i64, i64) = tx

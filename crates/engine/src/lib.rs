@@ -1,1 +1,116 @@
-//! placeholder
+//! The mail engine: everything between a client's TCP connection and the next hop's 250.
+//!
+//! - `inbound/`: the SMTP server (sessions, relay control, DATA into the spool);
+//! - `pipeline`: the filter stages a received message passes before it is committed;
+//! - `outbound/`: the queue runner, routing, the SMTP client and local Maildir delivery,
+//!   bounces;
+//! - `control`: the unix socket other processes (console, CLI) use to reach the engine.
+//!
+//! The engine never runs as root and holds no listening socket it did not get from the
+//! supervisor (or bind itself when started alone, for development). It reads the configuration
+//! from `config.db` and owns `mail.db` through the spool.
+
+mod control;
+mod inbound;
+mod listeners;
+mod outbound;
+pub mod pipeline;
+mod state;
+pub mod tls;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use palisade_spool::Spool;
+use palisade_store::{ConfigStore, DataDir};
+
+pub use control::{ControlRequest, ControlResponse, request as control_request};
+pub use listeners::{LISTEN_FDS_ENV, ListenerRole, NOTIFY_FD_ENV};
+use state::Shared;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Store(#[from] palisade_store::StoreError),
+    #[error(transparent)]
+    Spool(#[from] palisade_spool::SpoolError),
+    #[error("no configuration in {0}: start Palisade with `palisade run` first")]
+    NoConfig(PathBuf),
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error("listener: {0}")]
+    Listener(String),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    pub data: PathBuf,
+    /// How long a drain waits for in-flight sessions and deliveries before cutting them off.
+    pub drain_grace: Duration,
+}
+
+/// Runs the engine until SIGTERM/SIGINT, then drains and returns.
+pub async fn run(opts: EngineOptions) -> Result<(), EngineError> {
+    let data = DataDir::new(&opts.data);
+    let config = {
+        let store = ConfigStore::open(&data.config_db())?;
+        store
+            .current()?
+            .ok_or_else(|| EngineError::NoConfig(opts.data.clone()))?
+    };
+    tracing::info!(event = "engine.start", revision = config.id, data = %opts.data.display());
+
+    let (spool, report) = Spool::open(&data)?;
+    for id in &report.removed_partial {
+        tracing::info!(event = "spool.partial_removed", queue_id = %id);
+    }
+    for (id, reason) in &report.corrupt {
+        tracing::error!(event = "spool.corrupt", queue_id = %id, reason = %reason,
+            "queued message set aside: its content is damaged; it will not be delivered");
+    }
+    tracing::info!(
+        event = "spool.recovered",
+        queued = report.queued,
+        partial_removed = report.removed_partial.len(),
+        corrupt = report.corrupt.len()
+    );
+
+    let tls = tls::load_server(&data, &config.config)?;
+    let listeners = listeners::take(&config.config)?;
+    let shared = Arc::new(Shared::new(data.clone(), config, spool, tls));
+
+    let runner = outbound::Runner::start(shared.clone());
+    shared.set_runner(runner.clone());
+    let control = control::serve(shared.clone()).await?;
+    let sessions = inbound::serve(shared.clone(), listeners);
+
+    listeners::notify_ready();
+    tracing::info!(event = "engine.ready");
+
+    wait_for_shutdown().await;
+    tracing::info!(event = "engine.draining");
+    shared.begin_shutdown();
+    // Sessions first (no new mail), then deliveries; each gets the grace period.
+    inbound::drain(sessions, opts.drain_grace).await;
+    runner.drain(opts.drain_grace).await;
+    control.abort();
+    tracing::info!(event = "engine.stopped");
+    Ok(())
+}
+
+async fn wait_for_shutdown() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

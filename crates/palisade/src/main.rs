@@ -1,1 +1,512 @@
-fn main() {}
+//! `palisade`: one binary, many roles (like busybox). This file parses arguments and hands
+//! over to the crate that owns the role; the operational subcommands print what the store
+//! crates return.
+
+#![forbid(unsafe_code)]
+
+mod print;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use palisade_store::mail::TrackQuery;
+use palisade_store::{AuditLog, AuditVerdict, Config, ConfigStore, DataDir, MailDb, StoreError};
+
+#[derive(Parser)]
+#[command(
+    name = "palisade",
+    version,
+    about = "Palisade email-security appliance"
+)]
+struct Cli {
+    /// Data directory (the appliance uses /data).
+    #[arg(
+        long,
+        global = true,
+        env = "PALISADE_DATA",
+        default_value = "./palisade-data"
+    )]
+    data: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the appliance: the supervisor and all its services.
+    Run {
+        /// Configuration to start from when the data directory is new (TOML).
+        #[arg(long)]
+        initial_config: Option<PathBuf>,
+        /// Seconds services get to finish in-flight work on shutdown.
+        #[arg(long, default_value_t = 30)]
+        drain_grace: u64,
+    },
+    /// The mail engine (started by `run`; runs alone for development).
+    #[command(hide = true)]
+    Engine {
+        #[arg(long, default_value_t = 30)]
+        drain_grace: u64,
+    },
+    /// Configuration: export, import, history, rollback.
+    #[command(subcommand)]
+    Config(ConfigCmd),
+    /// The audit log.
+    #[command(subcommand)]
+    Audit(AuditCmd),
+    /// The mail queue.
+    #[command(subcommand)]
+    Queue(QueueCmd),
+    /// Search message tracking.
+    Track(TrackArgs),
+}
+
+#[derive(Subcommand)]
+enum ConfigCmd {
+    /// Print the configuration in force (or a past revision) as TOML.
+    Export {
+        #[arg(long)]
+        revision: Option<i64>,
+    },
+    /// Validate a TOML file and make it the configuration in force (a new revision).
+    Import {
+        file: PathBuf,
+        /// Only validate and show the difference.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long, default_value = "imported from file")]
+        comment: String,
+    },
+    /// List configuration revisions, newest first.
+    History {
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make a past revision current again (as a new revision).
+    Rollback { revision: i64 },
+}
+
+#[derive(Subcommand)]
+enum AuditCmd {
+    /// Check the hash chain; names the first entry that was tampered with.
+    Verify {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show entries, newest first.
+    List {
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// Only actions starting with this (e.g. `config.`).
+        #[arg(long)]
+        action: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum QueueCmd {
+    /// List queued messages.
+    List {
+        /// Only messages whose id, sender or a recipient contains this.
+        search: Option<String>,
+        #[arg(long, default_value_t = 1000)]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Try queued messages again now.
+    Retry {
+        /// A queue id; all messages if omitted together with --all.
+        id: Option<String>,
+        #[arg(long, conflicts_with = "id")]
+        all: bool,
+    },
+    /// Delete queued messages.
+    Delete {
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+}
+
+#[derive(Args)]
+struct TrackArgs {
+    #[arg(long)]
+    sender: Option<String>,
+    #[arg(long)]
+    rcpt: Option<String>,
+    #[arg(long)]
+    subject: Option<String>,
+    #[arg(long)]
+    message_id: Option<String>,
+    #[arg(long)]
+    queue_id: Option<String>,
+    /// queued, deferred, delivered, bounced, partial, rejected, deleted, corrupt
+    #[arg(long)]
+    status: Option<String>,
+    /// RFC 3339 time, Unix seconds, or an age like 24h / 7d.
+    #[arg(long)]
+    since: Option<String>,
+    #[arg(long)]
+    until: Option<String>,
+    #[arg(long, default_value_t = 100)]
+    limit: u32,
+    /// Show every event of each message.
+    #[arg(long)]
+    events: bool,
+    #[arg(long)]
+    json: bool,
+}
+
+fn init_logs(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run {
+            initial_config,
+            drain_grace,
+        } => {
+            init_logs("info");
+            let opts = palisade_supervisor::RunOptions {
+                data: cli.data,
+                initial_config,
+                drain_grace: Duration::from_secs(drain_grace),
+            };
+            match palisade_supervisor::run(opts) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(palisade_supervisor::SupervisorError::Config(problems)) => {
+                    eprintln!("palisade: the configuration cannot be used:");
+                    for p in &problems {
+                        eprintln!("  {p}");
+                    }
+                    ExitCode::from(64)
+                }
+                Err(e) => {
+                    eprintln!("palisade: {e}");
+                    ExitCode::from(e.exit_code())
+                }
+            }
+        }
+        Command::Engine { drain_grace } => {
+            init_logs("info");
+            let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+            let opts = palisade_engine::EngineOptions {
+                data: cli.data,
+                drain_grace: Duration::from_secs(drain_grace),
+            };
+            match rt.block_on(palisade_engine::run(opts)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("palisade engine: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        other => {
+            init_logs("warn");
+            let data = DataDir::new(&cli.data);
+            match operate(&data, other) {
+                Ok(code) => code,
+                Err(e) => {
+                    eprintln!("palisade: {e:#}");
+                    match e.downcast_ref::<StoreError>() {
+                        Some(StoreError::Invalid(_)) => ExitCode::from(64),
+                        _ => ExitCode::FAILURE,
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Who is acting, for the audit log.
+fn actor() -> String {
+    let user = std::env::var("SUDO_USER").ok().or_else(|| {
+        nix::unistd::User::from_uid(nix::unistd::getuid())
+            .ok()
+            .flatten()
+            .map(|u| u.name)
+    });
+    format!("cli:{}", user.unwrap_or_else(|| "unknown".into()))
+}
+
+fn require_data(data: &DataDir) -> Result<()> {
+    if !data.config_db().exists() {
+        bail!(
+            "{} is not a Palisade data directory (start it once with `palisade run`)",
+            data.root().display()
+        );
+    }
+    Ok(())
+}
+
+/// Tells a running engine to do something; not running is fine (it reads state at start).
+fn nudge(data: &DataDir, req: palisade_engine::ControlRequest) -> Option<String> {
+    palisade_engine::control_request(&data.control_socket(), &req)
+        .ok()
+        .map(|r| r.message)
+}
+
+fn operate(data: &DataDir, cmd: Command) -> Result<ExitCode> {
+    require_data(data)?;
+    match cmd {
+        Command::Config(c) => config(data, c),
+        Command::Audit(AuditCmd::Verify { json }) => {
+            let v = AuditLog::open(&data.audit_db())?.verify()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                match &v {
+                    AuditVerdict::Intact { entries, head } => {
+                        println!("audit log intact: {entries} entries, head {head}")
+                    }
+                    AuditVerdict::Tampered { seq, reason } => {
+                        println!("audit log TAMPERED at entry {seq}: {reason}")
+                    }
+                }
+            }
+            Ok(match v {
+                AuditVerdict::Intact { .. } => ExitCode::SUCCESS,
+                AuditVerdict::Tampered { .. } => ExitCode::from(2),
+            })
+        }
+        Command::Audit(AuditCmd::List {
+            limit,
+            action,
+            json,
+        }) => {
+            let f = palisade_store::audit::AuditFilter {
+                limit: Some(limit),
+                action_prefix: action,
+                ..Default::default()
+            };
+            let entries = AuditLog::open(&data.audit_db())?.list(&f)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&entries)?);
+            } else {
+                print::audit(&entries);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Queue(QueueCmd::List {
+            search,
+            limit,
+            json,
+        }) => {
+            let msgs = MailDb::open(&data.mail_db())?.list_queue(search.as_deref(), limit)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&msgs)?);
+            } else {
+                print::queue(&msgs);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Queue(QueueCmd::Retry { id, all }) => {
+            if id.is_none() && !all {
+                bail!("name a queue id, or --all");
+            }
+            let n = palisade_spool::admin::retry(data, id.as_deref(), &actor(), "local")?;
+            println!("{n} recipient(s) due now");
+            nudge(data, palisade_engine::ControlRequest::Wake);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Queue(QueueCmd::Delete { ids }) => {
+            let deleted = palisade_spool::admin::delete(data, &ids, &actor(), "local")?;
+            for id in &ids {
+                if deleted.contains(id) {
+                    println!("deleted {id}");
+                } else {
+                    println!("not queued: {id}");
+                }
+            }
+            nudge(data, palisade_engine::ControlRequest::Wake);
+            Ok(if deleted.len() == ids.len() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Track(t) => {
+            let q = TrackQuery {
+                sender: t.sender,
+                rcpt: t.rcpt,
+                subject: t.subject,
+                message_id: t.message_id,
+                queue_id: t.queue_id,
+                status: t.status,
+                since: t.since.as_deref().map(parse_time).transpose()?,
+                until: t.until.as_deref().map(parse_time).transpose()?,
+                limit: Some(t.limit),
+            };
+            let db = MailDb::open(&data.mail_db())?;
+            let found = db.track_search(&q)?;
+            if t.json {
+                let out: Vec<serde_json::Value> = found
+                    .iter()
+                    .map(|m| {
+                        let mut v = serde_json::to_value(m).expect("serialisable");
+                        if t.events {
+                            v["events"] = serde_json::to_value(
+                                db.track_events(&m.queue_id).unwrap_or_default(),
+                            )
+                            .expect("serialisable");
+                        }
+                        v
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&out)?);
+            } else {
+                for m in &found {
+                    print::tracked(m);
+                    if t.events {
+                        print::events(&db.track_events(&m.queue_id)?);
+                    }
+                }
+                if found.is_empty() {
+                    println!("no messages found");
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run { .. } | Command::Engine { .. } => unreachable!("handled in main"),
+    }
+}
+
+fn config(data: &DataDir, cmd: ConfigCmd) -> Result<ExitCode> {
+    let mut store = ConfigStore::open(&data.config_db())?;
+    match cmd {
+        ConfigCmd::Export { revision } => {
+            let rev = match revision {
+                Some(id) => store.get(id)?,
+                None => store.current()?.context("no configuration yet")?,
+            };
+            print!(
+                "# Palisade configuration, revision {} ({} by {}: {})\n{}",
+                rev.id,
+                palisade_store::format_unix(rev.created_at),
+                rev.author,
+                rev.comment,
+                rev.config.to_toml()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        ConfigCmd::Import {
+            file,
+            dry_run,
+            comment,
+        } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let cfg = match Config::from_toml(&text) {
+                Ok(c) => c,
+                Err(problems) => {
+                    eprintln!(
+                        "{}: {} problem(s), nothing imported:",
+                        file.display(),
+                        problems.len()
+                    );
+                    for p in &problems {
+                        eprintln!("  {p}");
+                    }
+                    return Ok(ExitCode::from(64));
+                }
+            };
+            let current = store.current()?.context("no configuration yet")?;
+            let diff = palisade_store::config_store::diff(&current.config, &cfg);
+            if diff.is_empty() {
+                println!("no change from revision {}", current.id);
+                return Ok(ExitCode::SUCCESS);
+            }
+            print!("{diff}");
+            if dry_run {
+                println!("(dry run: valid, not imported)");
+                return Ok(ExitCode::SUCCESS);
+            }
+            let mut audit = AuditLog::open(&data.audit_db())?;
+            let rev = store.commit_audited(
+                &mut audit,
+                &cfg,
+                &actor(),
+                "local",
+                &comment,
+                Some(current.id),
+            )?;
+            println!("imported as revision {}", rev.id);
+            if let Some(m) = nudge(data, palisade_engine::ControlRequest::Reload) {
+                println!("engine: {m}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ConfigCmd::History { limit, json } => {
+            let h = store.history(limit)?;
+            if json {
+                let v: Vec<_> = h
+                    .iter()
+                    .map(|(id, ts, author, comment)| serde_json::json!({"revision": id, "created_at": ts, "author": author, "comment": comment}))
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                for (id, ts, author, comment) in h {
+                    println!(
+                        "{id:>5}  {}  {author:<20} {comment}",
+                        palisade_store::format_unix(ts)
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ConfigCmd::Rollback { revision } => {
+            let mut audit = AuditLog::open(&data.audit_db())?;
+            let rev = store.rollback(&mut audit, revision, &actor(), "local")?;
+            println!(
+                "revision {revision} is current again as revision {}",
+                rev.id
+            );
+            if let Some(m) = nudge(data, palisade_engine::ControlRequest::Reload) {
+                println!("engine: {m}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// RFC 3339, Unix seconds, or an age (`90m`, `24h`, `7d`) before now.
+fn parse_time(s: &str) -> Result<i64> {
+    if let Ok(n) = s.parse::<i64>() {
+        return Ok(n);
+    }
+    if let Some((num, unit)) = s.find(|c: char| !c.is_ascii_digit()).map(|i| s.split_at(i)) {
+        if let (Ok(n), Some(mult)) = (
+            num.parse::<i64>(),
+            match unit {
+                "s" => Some(1),
+                "m" => Some(60),
+                "h" => Some(3600),
+                "d" => Some(86400),
+                _ => None,
+            },
+        ) {
+            return Ok(palisade_store::now_unix() - n * mult);
+        }
+    }
+    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .with_context(|| {
+            format!("'{s}' is not a time (RFC 3339, Unix seconds, or an age like 24h)")
+        })?;
+    Ok(t.unix_timestamp())
+}

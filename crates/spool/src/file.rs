@@ -39,7 +39,7 @@ impl IncomingFile {
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)
-            .mode(0o600)
+            .mode(0o640)
             .open(&path)
             .map_err(io_err(&path))?;
         Ok(IncomingFile {
@@ -74,9 +74,9 @@ impl IncomingFile {
             .ok_or_else(|| io::Error::other("spool file closed"))?;
         let buf = std::mem::take(&mut self.buf);
         let (file, buf, res) = tokio::task::spawn_blocking(move || {
-            let res =
-                file.write_all(&buf)
-                    .and_then(|_| if sync { file.sync_all() } else { Ok(()) });
+            let res = file
+                .write_all(&buf)
+                .and_then(|_| if sync { file.sync_all() } else { Ok(()) });
             (file, buf, res)
         })
         .await

@@ -8,6 +8,9 @@
 //! damaged are reported and set aside, never delivered), retry scheduling, and DSN bounces.
 //! It does not speak SMTP and does not decide routes: that is the engine.
 
+#![forbid(unsafe_code)]
+
+pub mod admin;
 mod committer;
 pub mod dsn;
 mod file;

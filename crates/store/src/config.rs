@@ -55,10 +55,10 @@ pub struct Config {
     pub console: Console,
     pub supervisor: Supervisor,
     /// Inbound domains: mail for these is accepted from anyone and routed internally.
-    #[serde(rename = "domain")]
+    #[serde(rename = "domain", skip_serializing_if = "Vec::is_empty")]
     pub domains: Vec<InboundDomain>,
     /// Static outbound routes per destination domain (instead of MX lookup).
-    #[serde(rename = "route")]
+    #[serde(rename = "route", skip_serializing_if = "Vec::is_empty")]
     pub routes: Vec<StaticRoute>,
 }
 
@@ -602,8 +602,12 @@ impl Config {
                 other => problems.push(Problem::new(other, "unknown section")),
             }
         }
-        if problems.is_empty() {
-            problems = cfg.problems();
+        // Semantic checks run even after type errors (on the fields that parsed), so one pass
+        // reports everything; a field already reported is not reported twice.
+        for p in cfg.problems() {
+            if !problems.iter().any(|q| q.path == p.path) {
+                problems.push(p);
+            }
         }
         if problems.is_empty() {
             Ok(cfg)
@@ -655,15 +659,22 @@ fn section<T: DeserializeOwned + Default>(
         Ok(v) => *out = v,
         Err(whole) => {
             let before = problems.len();
+            let mut good = toml::Table::new();
             for (key, v) in table {
                 let mut one = toml::Table::new();
-                one.insert(key.clone(), v);
-                if let Err(e) = T::deserialize(toml::Value::Table(one)) {
-                    problems.push(Problem::new(format!("{name}.{key}"), clean(&e)));
+                one.insert(key.clone(), v.clone());
+                match T::deserialize(toml::Value::Table(one)) {
+                    Ok(_) => {
+                        good.insert(key, v);
+                    }
+                    Err(e) => problems.push(Problem::new(format!("{name}.{key}"), clean(&e))),
                 }
             }
             if problems.len() == before {
                 problems.push(Problem::new(name, clean(&whole)));
+            } else if let Ok(v) = T::deserialize(toml::Value::Table(good)) {
+                // Keep the fields that were fine, so semantic checks still see them.
+                *out = v;
             }
         }
     }

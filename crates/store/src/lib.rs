@@ -11,6 +11,8 @@
 //! - `mail.db`: queue rows and message tracking, in one file so that accepting a message is a
 //!   single transaction (SQLite does not make a transaction across attached WAL databases atomic).
 
+#![forbid(unsafe_code)]
+
 pub mod audit;
 pub mod config;
 pub mod config_store;

@@ -540,24 +540,28 @@ impl MailDb {
         tx.commit().at(&self.conn)
     }
 
-    /// Recipients due for delivery at `now`, oldest first, grouped into their messages.
-    /// `limit` bounds the number of recipient rows read.
-    pub fn due(&self, now: i64, limit: u32) -> Result<Vec<QueuedMessage>> {
+    /// Ids of messages with recipients due for delivery at `now`, oldest first.
+    pub fn due_ids(&self, now: i64, limit: u32) -> Result<Vec<String>> {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT DISTINCT message_id FROM queue_rcpt
+                "SELECT message_id FROM queue_rcpt
                  WHERE state = 'queued' AND next_attempt <= ?1
-                 ORDER BY next_attempt LIMIT ?2",
+                 GROUP BY message_id ORDER BY min(next_attempt) LIMIT ?2",
             )
             .at(&self.conn)?;
-        let ids: Vec<String> = stmt
+        let ids = stmt
             .query_map(params![now, limit], |r| r.get(0))
             .at(&self.conn)?
             .collect::<rusqlite::Result<_>>()
             .at(&self.conn)?;
-        let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
+        Ok(ids)
+    }
+
+    /// Messages with recipients due for delivery at `now`, oldest first.
+    pub fn due(&self, now: i64, limit: u32) -> Result<Vec<QueuedMessage>> {
+        let mut out = Vec::new();
+        for id in self.due_ids(now, limit)? {
             if let Some(m) = self.message(&id)? {
                 out.push(m);
             }

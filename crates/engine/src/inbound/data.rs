@@ -1,0 +1,318 @@
+//! What happens at DATA: receive the content into the spool, check it, run the filter
+//! pipeline, commit, and only then say 250.
+//!
+//! Content that breaks a rule (too big, a line over 1000 octets, a NUL) is read to its end and
+//! refused as a whole: never truncated, never "fixed". A bare CR or LF ends the session (the
+//! smuggling class): the content up to there is discarded and nothing is queued.
+
+use std::time::Duration;
+
+use palisade_smtp_proto::{Body, DataDecoder, DataEvent, MAX_TEXT_LINE, Reply, Ret};
+use palisade_spool::{Batch, MessageKind, NewMessage, NewRecipient};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc2822;
+
+use super::io::ReadError;
+use super::session::{Flow, Session, sender_string};
+use crate::pipeline::{self, Verdict};
+use crate::state::Counters;
+
+/// How much of the start of the content is kept in memory for header inspection.
+const HEAD_KEEP: usize = 64 * 1024;
+
+enum Refusal {
+    TooBig,
+    LongLine,
+    Nul,
+    Storage(std::io::Error),
+}
+
+impl Session {
+    pub(super) async fn data(&mut self) -> Flow {
+        let Some(tx) = self.tx.as_ref() else {
+            return self.reject_data(Reply::new(503, "5.5.1", "Need MAIL command first"));
+        };
+        if tx.rcpts.is_empty() {
+            return self.reject_data(Reply::new(554, "5.5.1", "No valid recipients"));
+        }
+        let id = tx.id.clone();
+        let mut file = match self.shared.spool.create(&id) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::error!(event = "smtp.spool_failed", queue_id = %id, error = %e);
+                let r = if e.is_disk_full() {
+                    Reply::new(452, "4.3.1", "Insufficient system storage")
+                } else {
+                    Reply::new(451, "4.3.0", "Local error, try again later")
+                };
+                self.io.reply(&r);
+                return Flow::Continue;
+            }
+        };
+        self.io
+            .reply(&Reply::new(354, "", "End data with <CR><LF>.<CR><LF>"));
+        if self.io.flush().await.is_err() {
+            return Flow::Close;
+        }
+
+        let received = self.received_header(&id);
+        let mut refusal: Option<Refusal> = None;
+        if let Err(e) = file.write(received.as_bytes()).await {
+            refusal = Some(Refusal::Storage(e));
+        }
+        let max = self.cfg.smtp.max_message_size;
+        let timeout = Duration::from_secs(self.cfg.smtp.data_timeout_secs);
+        let mut decoder = DataDecoder::new(MAX_TEXT_LINE);
+        let mut head: Vec<u8> = Vec::new();
+        let mut out: Vec<u8> = Vec::with_capacity(64 * 1024);
+        loop {
+            if !self.io.pending().is_empty() {
+                out.clear();
+                let event = decoder.feed(self.io.pending(), &mut out);
+                let consumed = match event {
+                    DataEvent::NeedMore => self.io.pending().len(),
+                    DataEvent::Done { consumed } | DataEvent::BareCrLf { consumed } => consumed,
+                };
+                self.io.consume(consumed);
+                if refusal.is_none() {
+                    if decoder.content_len() > max {
+                        refusal = Some(Refusal::TooBig);
+                    } else {
+                        if head.len() < HEAD_KEEP {
+                            let take = (HEAD_KEEP - head.len()).min(out.len());
+                            head.extend_from_slice(&out[..take]);
+                        }
+                        if let Err(e) = file.write(&out).await {
+                            refusal = Some(Refusal::Storage(e));
+                        }
+                    }
+                }
+                match event {
+                    DataEvent::Done { .. } => break,
+                    DataEvent::BareCrLf { .. } => {
+                        tracing::warn!(event = "smtp.bare_newline", peer = %self.peer, queue_id = %id, phase = "data");
+                        drop(file);
+                        let r = Reply::new(
+                            521,
+                            "5.5.2",
+                            format!(
+                                "{} Error: bare <CR> or <LF> in message; closing",
+                                self.hostname()
+                            ),
+                        );
+                        self.io.reply(&r);
+                        if let Some(tx) = self.tx.take() {
+                            self.record_rejection(tx, Some(&r)).await;
+                        }
+                        return Flow::Close;
+                    }
+                    DataEvent::NeedMore => {}
+                }
+            }
+            match self.io.fill(timeout).await {
+                Ok(_) => {}
+                Err(e) => {
+                    // The client never finished: nothing was promised, the partial file goes.
+                    drop(file);
+                    if matches!(e, ReadError::Timeout) {
+                        self.io.reply(&Reply::new(
+                            421,
+                            "4.4.2",
+                            format!("{} Timeout, closing connection", self.hostname()),
+                        ));
+                    }
+                    self.tx = None;
+                    return Flow::Close;
+                }
+            }
+        }
+        if decoder.line_too_long() && refusal.is_none() {
+            refusal = Some(Refusal::LongLine);
+        }
+        if decoder.saw_nul() && refusal.is_none() {
+            refusal = Some(Refusal::Nul);
+        }
+        let tx = self.tx.take().expect("transaction checked above");
+        if let Some(refusal) = refusal {
+            drop(file);
+            let r = match refusal {
+                Refusal::TooBig => Reply::new(
+                    552,
+                    "5.3.4",
+                    format!("Message exceeds the size limit of {max} bytes"),
+                ),
+                Refusal::LongLine => Reply::new(
+                    550,
+                    "5.6.0",
+                    format!(
+                        "Message has a line longer than {} octets; refused, not truncated",
+                        MAX_TEXT_LINE - 2
+                    ),
+                ),
+                Refusal::Nul => Reply::new(550, "5.6.0", "Message contains a NUL character"),
+                Refusal::Storage(e) => {
+                    tracing::error!(event = "smtp.spool_write_failed", queue_id = %id, error = %e);
+                    if palisade_spool::is_disk_full(&e) {
+                        Reply::new(452, "4.3.1", "Insufficient system storage")
+                    } else {
+                        Reply::new(451, "4.3.0", "Local error, try again later")
+                    }
+                }
+            };
+            self.io.reply(&r);
+            self.record_rejection(tx, Some(&r)).await;
+            return Flow::Continue;
+        }
+
+        let content = match file.finish().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(event = "smtp.spool_write_failed", queue_id = %id, error = %e);
+                let r = if palisade_spool::is_disk_full(&e) {
+                    Reply::new(452, "4.3.1", "Insufficient system storage")
+                } else {
+                    Reply::new(451, "4.3.0", "Local error, try again later")
+                };
+                self.io.reply(&r);
+                self.record_rejection(tx, Some(&r)).await;
+                return Flow::Continue;
+            }
+        };
+
+        let headers = pipeline::Headers::parse(&head);
+        let ctx = pipeline::MessageContext {
+            queue_id: &id,
+            sender: &tx.from,
+            recipients: tx.rcpts.iter().map(|r| r.address.as_str()).collect(),
+            headers: &headers,
+            client_ip: self.peer.ip(),
+            trusted: self.trusted,
+        };
+        if let Verdict::Reject(r) = pipeline::run(&ctx).await {
+            self.shared.spool.remove_content(&id);
+            self.io.reply(&r);
+            self.record_rejection(tx, Some(&r)).await;
+            return Flow::Continue;
+        }
+
+        let now = palisade_store::now_unix();
+        let msg = NewMessage {
+            id: id.clone(),
+            received_at: now,
+            expires_at: now + self.cfg.delivery.max_lifetime_secs as i64,
+            sender: sender_string(&tx.from),
+            size: content.size,
+            sha256: content.sha256,
+            kind: MessageKind::Mail,
+            smtputf8: tx.params.smtputf8,
+            body: tx.params.body.map(|b| match b {
+                Body::SevenBit => "7BIT".to_string(),
+                Body::EightBitMime => "8BITMIME".to_string(),
+            }),
+            envid: tx.params.envid.clone(),
+            ret: tx.params.ret.map(|r| match r {
+                Ret::Full => "FULL".to_string(),
+                Ret::Hdrs => "HDRS".to_string(),
+            }),
+            recipients: tx
+                .rcpts
+                .iter()
+                .map(|r| NewRecipient {
+                    address: r.address.clone(),
+                    route: r.route.clone(),
+                    notify: r.notify.clone(),
+                    orcpt: r.orcpt.clone(),
+                })
+                .collect(),
+            origin: self.origin(),
+            message_id: headers.message_id.clone(),
+            subject: headers.subject.clone(),
+            from_header: headers.from.clone(),
+        };
+        let queued = crate::outbound::queued_from_new(&msg);
+        match self
+            .shared
+            .spool
+            .commit(Batch {
+                accepted: vec![msg],
+                ..Default::default()
+            })
+            .await
+        {
+            Ok(()) => {
+                Counters::inc(&self.shared.counters.accepted);
+                tracing::info!(
+                    event = "smtp.queued",
+                    queue_id = %id,
+                    peer = %self.peer,
+                    from = %queued.sender,
+                    rcpts = queued.recipients.len(),
+                    size = queued.size,
+                    message_id = headers.message_id.as_deref().unwrap_or(""),
+                    tls = self.tls.as_deref().unwrap_or(""),
+                );
+                self.io
+                    .reply(&Reply::new(250, "2.0.0", format!("Ok: queued as {id}")));
+                self.shared.runner().submit(queued);
+            }
+            Err(e) => {
+                tracing::error!(event = "smtp.commit_failed", queue_id = %id, error = %e);
+                self.shared.spool.remove_content(&id);
+                let r = if e.is_disk_full() {
+                    Reply::new(452, "4.3.1", "Insufficient system storage")
+                } else {
+                    Reply::new(451, "4.3.0", "Local error, try again later")
+                };
+                self.io.reply(&r);
+            }
+        }
+        Flow::Continue
+    }
+
+    fn reject_data(&mut self, r: Reply) -> Flow {
+        self.io.reply(&r);
+        Flow::Continue
+    }
+
+    /// The trace header this hop adds (RFC 5321 4.4).
+    fn received_header(&self, id: &str) -> String {
+        let tx = self.tx.as_ref().expect("in a transaction");
+        let proto = match (self.esmtp, self.tls.is_some()) {
+            (false, _) => "SMTP",
+            (true, false) => "ESMTP",
+            (true, true) => "ESMTPS",
+        };
+        let helo = clean(self.helo.as_deref().unwrap_or("unknown"));
+        let date = OffsetDateTime::now_utc()
+            .format(&Rfc2822)
+            .unwrap_or_default();
+        let mut h = format!(
+            "Received: from {helo} ([{}])\r\n\tby {} (Palisade) with {proto}",
+            self.peer.ip(),
+            self.hostname()
+        );
+        if let Some(tls) = &self.tls {
+            h.push_str(&format!("\r\n\t(using {})", clean(tls)));
+        }
+        h.push_str(&format!("\r\n\tid {id}"));
+        // Naming the recipient is only safe when there is one (RFC 5321 7.2).
+        if let [only] = tx.rcpts.as_slice() {
+            h.push_str(&format!("\r\n\tfor <{}>", clean(&only.address)));
+        }
+        h.push_str(&format!("; {date}\r\n"));
+        h
+    }
+}
+
+/// Keeps client-supplied text from breaking the header's structure.
+fn clean(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_control() || c == '(' || c == ')' {
+                '_'
+            } else {
+                c
+            }
+        })
+        .collect()
+}

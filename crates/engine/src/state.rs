@@ -1,0 +1,104 @@
+//! What every part of the engine shares: the configuration in force (swapped atomically on
+//! reload), the spool, TLS, counters, and the shutdown signal.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use palisade_spool::Spool;
+use palisade_store::{Config, DataDir, Revision};
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+use crate::outbound::Runner;
+
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub sessions: AtomicU64,
+    pub sessions_total: AtomicU64,
+    pub accepted: AtomicU64,
+    pub rejected: AtomicU64,
+    pub delivered: AtomicU64,
+    pub deferred: AtomicU64,
+    pub bounced: AtomicU64,
+}
+
+impl Counters {
+    pub fn inc(c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn get(c: &AtomicU64) -> u64 {
+        c.load(Ordering::Relaxed)
+    }
+}
+
+pub(crate) struct Shared {
+    pub data: DataDir,
+    config: ArcSwap<Config>,
+    revision: AtomicU64,
+    pub spool: Spool,
+    tls: ArcSwap<Option<TlsAcceptor>>,
+    pub counters: Counters,
+    pub started: Instant,
+    shutdown: watch::Sender<bool>,
+    runner: OnceLock<Runner>,
+}
+
+impl Shared {
+    pub fn new(data: DataDir, rev: Revision, spool: Spool, tls: Option<TlsAcceptor>) -> Self {
+        Shared {
+            data,
+            config: ArcSwap::from_pointee(rev.config),
+            revision: AtomicU64::new(rev.id as u64),
+            spool,
+            tls: ArcSwap::from_pointee(tls),
+            counters: Counters::default(),
+            started: Instant::now(),
+            shutdown: watch::channel(false).0,
+            runner: OnceLock::new(),
+        }
+    }
+
+    /// The configuration in force now. Sessions take one snapshot at connect and keep it.
+    pub fn config(&self) -> Arc<Config> {
+        self.config.load_full()
+    }
+
+    pub fn revision(&self) -> u64 {
+        self.revision.load(Ordering::Relaxed)
+    }
+
+    pub fn tls(&self) -> Option<TlsAcceptor> {
+        self.tls.load().as_ref().clone()
+    }
+
+    /// Applies a new configuration: new sessions and the next deliveries use it; sessions in
+    /// progress finish with the one they started with. Listener addresses cannot change
+    /// without a restart (the supervisor owns the sockets).
+    pub fn apply(&self, rev: Revision, tls: Option<TlsAcceptor>) {
+        self.revision.store(rev.id as u64, Ordering::Relaxed);
+        self.config.store(Arc::new(rev.config));
+        self.tls.store(Arc::new(tls));
+    }
+
+    pub fn set_runner(&self, r: Runner) {
+        let _ = self.runner.set(r);
+    }
+
+    pub fn runner(&self) -> &Runner {
+        self.runner.get().expect("runner started before sessions")
+    }
+
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
+    pub fn begin_shutdown(&self) {
+        let _ = self.shutdown.send(true);
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+}

@@ -490,8 +490,8 @@ fn parse_time(s: &str) -> Result<i64> {
     if let Ok(n) = s.parse::<i64>() {
         return Ok(n);
     }
-    if let Some((num, unit)) = s.find(|c: char| !c.is_ascii_digit()).map(|i| s.split_at(i)) {
-        if let (Ok(n), Some(mult)) = (
+    if let Some((num, unit)) = s.find(|c: char| !c.is_ascii_digit()).map(|i| s.split_at(i))
+        && let (Ok(n), Some(mult)) = (
             num.parse::<i64>(),
             match unit {
                 "s" => Some(1),
@@ -500,9 +500,9 @@ fn parse_time(s: &str) -> Result<i64> {
                 "d" => Some(86400),
                 _ => None,
             },
-        ) {
-            return Ok(palisade_store::now_unix() - n * mult);
-        }
+        )
+    {
+        return Ok(palisade_store::now_unix() - n * mult);
     }
     let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
         .with_context(|| {

@@ -55,17 +55,17 @@ fn run(spool_dir: PathBuf, mut db: MailDb, rx: mpsc::Receiver<(Batch, Reply)>) {
                 Err(_) => break,
             }
         }
-        if group.iter().any(|(b, _)| !b.accepted.is_empty()) {
-            if let Err(e) = fsync_dir(&spool_dir) {
-                let msg = e.to_string();
-                for (_, reply) in group {
-                    let _ = reply.send(Err(SpoolError::Io {
-                        path: spool_dir.display().to_string(),
-                        source: std::io::Error::new(e.kind(), msg.clone()),
-                    }));
-                }
-                continue;
+        if group.iter().any(|(b, _)| !b.accepted.is_empty())
+            && let Err(e) = fsync_dir(&spool_dir)
+        {
+            let msg = e.to_string();
+            for (_, reply) in group {
+                let _ = reply.send(Err(SpoolError::Io {
+                    path: spool_dir.display().to_string(),
+                    source: std::io::Error::new(e.kind(), msg.clone()),
+                }));
             }
+            continue;
         }
         let batches: Vec<&Batch> = group.iter().map(|(b, _)| b).collect();
         match db.apply_all(&batches) {

@@ -142,10 +142,10 @@ impl Spool {
     /// without a row, which recovery removes.
     pub fn remove_content(&self, id: &str) {
         let p = self.content_path(id);
-        if let Err(e) = std::fs::remove_file(&p) {
-            if e.kind() != io::ErrorKind::NotFound {
-                tracing::warn!(event = "spool.remove_failed", queue_id = id, error = %e);
-            }
+        if let Err(e) = std::fs::remove_file(&p)
+            && e.kind() != io::ErrorKind::NotFound
+        {
+            tracing::warn!(event = "spool.remove_failed", queue_id = id, error = %e);
         }
     }
 

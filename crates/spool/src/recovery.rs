@@ -29,10 +29,10 @@ pub struct RecoveryReport {
 pub(crate) fn set_aside(spool: &Path, corrupt: &Path, id: &str) -> PathBuf {
     let from = spool.join(id);
     let to = corrupt.join(id);
-    if let Err(e) = std::fs::rename(&from, &to) {
-        if e.kind() != std::io::ErrorKind::NotFound {
-            tracing::error!(event = "spool.set_aside_failed", queue_id = id, error = %e);
-        }
+    if let Err(e) = std::fs::rename(&from, &to)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::error!(event = "spool.set_aside_failed", queue_id = id, error = %e);
     }
     to
 }

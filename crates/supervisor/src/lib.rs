@@ -10,6 +10,7 @@
 //! The same code runs under systemd (READY/STATUS/WATCHDOG over sd-notify) and on a laptop.
 
 mod child;
+pub mod control;
 mod setup;
 
 use std::collections::VecDeque;
@@ -93,6 +94,10 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, SupervisorError> {
 enum Event {
     Ready(usize),
     Exited(usize, std::io::Result<ExitStatus>),
+    Control(
+        control::Request,
+        tokio::sync::oneshot::Sender<control::Response>,
+    ),
 }
 
 struct Slot {
@@ -103,13 +108,31 @@ struct Slot {
     crashes: VecDeque<Instant>,
     consecutive: u32,
     restart_at: Option<Instant>,
+    /// Restarts so far (crashes and requested ones).
+    restarts: u64,
+    last_exit: Option<String>,
+    /// The next exit was asked for (a restart from the console), not a crash.
+    restart_requested: bool,
+}
+
+impl Slot {
+    fn status(&self) -> control::ChildStatus {
+        control::ChildStatus {
+            name: self.spec.name.to_string(),
+            pid: self.pid.map(|p| p.as_raw()),
+            ready: self.ready,
+            up_secs: self.pid.map(|_| self.started.elapsed().as_secs()),
+            restarts: self.restarts,
+            last_exit: self.last_exit.clone(),
+        }
+    }
 }
 
 fn notify(states: &[NotifyState<'_>]) {
-    if std::env::var_os("NOTIFY_SOCKET").is_some() {
-        if let Err(e) = sd_notify::notify(states) {
-            tracing::warn!(event = "supervisor.sd_notify_failed", error = %e);
-        }
+    if std::env::var_os("NOTIFY_SOCKET").is_some()
+        && let Err(e) = sd_notify::notify(states)
+    {
+        tracing::warn!(event = "supervisor.sd_notify_failed", error = %e);
     }
 }
 
@@ -195,6 +218,9 @@ async fn supervise(opts: RunOptions) -> Result<(), SupervisorError> {
         crashes: VecDeque::new(),
         consecutive: 0,
         restart_at: Some(Instant::now()),
+        restarts: 0,
+        last_exit: None,
+        restart_requested: false,
     }];
 
     let exe = child::Program::open(&std::env::current_exe()?)?;
@@ -208,6 +234,14 @@ async fn supervise(opts: RunOptions) -> Result<(), SupervisorError> {
     let mut watchdog_tick = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
     let mut announced = false;
     status("starting");
+    let started_at = palisade_store::now_unix();
+    let status_file = data.run().join("status.json");
+    let snapshot = |slots: &[Slot]| control::Status {
+        pid: std::process::id(),
+        started_at,
+        children: slots.iter().map(Slot::status).collect(),
+    };
+    let control_task = control::serve(&data, tx.clone())?;
 
     let result = loop {
         let next_restart = slots.iter().filter_map(|s| s.restart_at).min();
@@ -234,14 +268,34 @@ async fn supervise(opts: RunOptions) -> Result<(), SupervisorError> {
             _ = watchdog_tick.tick(), if watchdog.is_some() => notify(&[NotifyState::Watchdog]),
             _ = sleep => {
                 let now = Instant::now();
-                for i in 0..slots.len() {
-                    if slots[i].restart_at.is_some_and(|t| t <= now) {
-                        slots[i].restart_at = None;
-                        start(&exe, &data_path, i, &mut slots[i], &tx);
+                for (i, slot) in slots.iter_mut().enumerate() {
+                    if slot.restart_at.is_some_and(|t| t <= now) {
+                        slot.restart_at = None;
+                        start(&exe, &data_path, i, slot, &tx);
                     }
                 }
             }
             Some(ev) = rx.recv() => match ev {
+                Event::Control(req, reply) => {
+                    let resp = match req {
+                        control::Request::Status => control::Response::Status(snapshot(&slots)),
+                        control::Request::Restart { child } => match slots.iter_mut().find(|s| s.spec.name == child) {
+                            Some(slot) => {
+                                tracing::info!(event = "supervisor.restart_requested", child = %child);
+                                match slot.pid {
+                                    Some(pid) => {
+                                        slot.restart_requested = true;
+                                        let _ = kill(pid, Signal::SIGTERM);
+                                    }
+                                    None => slot.restart_at = Some(Instant::now()),
+                                }
+                                control::Response::Ok { message: format!("{child} is restarting") }
+                            }
+                            None => control::Response::Error { message: format!("no service named {child}") },
+                        },
+                    };
+                    let _ = reply.send(resp);
+                }
                 Event::Ready(i) => {
                     slots[i].ready = true;
                     tracing::info!(event = "supervisor.child_ready", child = slots[i].spec.name);
@@ -259,12 +313,20 @@ async fn supervise(opts: RunOptions) -> Result<(), SupervisorError> {
                     let slot = &mut slots[i];
                     slot.pid = None;
                     slot.ready = false;
+                    slot.restarts += 1;
                     let desc = match &st {
                         Ok(s) => s.to_string(),
                         Err(e) => e.to_string(),
                     };
-                    tracing::error!(event = "supervisor.child_exited", child = slot.spec.name, status = %desc);
+                    slot.last_exit = Some(format!("{} at {}", desc, palisade_store::format_unix(palisade_store::now_unix())));
                     let now = Instant::now();
+                    if std::mem::take(&mut slot.restart_requested) {
+                        tracing::info!(event = "supervisor.child_restarting", child = slot.spec.name);
+                        slot.restart_at = Some(now);
+                        write_status(&status_file, &snapshot(&slots));
+                        continue;
+                    }
+                    tracing::error!(event = "supervisor.child_exited", child = slot.spec.name, status = %desc);
                     slot.crashes.push_back(now);
                     while slot.crashes.front().is_some_and(|t| now.duration_since(*t) > window) {
                         slot.crashes.pop_front();
@@ -285,7 +347,9 @@ async fn supervise(opts: RunOptions) -> Result<(), SupervisorError> {
                 }
             }
         }
+        write_status(&status_file, &snapshot(&slots));
     };
+    control_task.abort();
 
     notify(&[NotifyState::Stopping, NotifyState::Status("draining")]);
     tracing::info!(event = "supervisor.stopping");
@@ -299,6 +363,11 @@ async fn supervise(opts: RunOptions) -> Result<(), SupervisorError> {
         match tokio::time::timeout_at(deadline, rx.recv()).await {
             Ok(Some(Event::Exited(i, _))) => slots[i].pid = None,
             Ok(Some(Event::Ready(_))) => {}
+            Ok(Some(Event::Control(_, reply))) => {
+                let _ = reply.send(control::Response::Error {
+                    message: "shutting down".into(),
+                });
+            }
             Ok(None) => break,
             Err(_) => {
                 for s in &slots {
@@ -313,6 +382,19 @@ async fn supervise(opts: RunOptions) -> Result<(), SupervisorError> {
     }
     tracing::info!(event = "supervisor.stopped");
     result
+}
+
+/// `DIR/run/status.json`: the same snapshot the control socket gives, for readers that only
+/// have the file system.
+fn write_status(path: &std::path::Path, st: &control::Status) {
+    let tmp = path.with_extension("tmp");
+    let body = serde_json::to_vec_pretty(st).unwrap_or_default();
+    if std::fs::write(&tmp, body)
+        .and_then(|_| std::fs::rename(&tmp, path))
+        .is_err()
+    {
+        tracing::warn!(event = "supervisor.status_write_failed", path = %path.display());
+    }
 }
 
 fn start(

@@ -19,6 +19,9 @@ use crate::state::{Counters, Shared};
 
 /// After this many bad commands in one session the client is disconnected.
 const MAX_ERRORS: u32 = 10;
+/// RFC 3461 4.1: the DSN parameters (which we offer) may make MAIL and RCPT lines up to 500
+/// octets longer than RFC 5321's 512. Every other command keeps the 512 limit.
+const MAX_MAIL_RCPT_LINE: usize = MAX_COMMAND_LINE + 500;
 
 pub(super) enum Flow {
     Continue,
@@ -72,7 +75,7 @@ impl Session {
             tls: None,
             trusted,
             tx: None,
-            framer: CommandFramer::new(MAX_COMMAND_LINE),
+            framer: CommandFramer::new(MAX_MAIL_RCPT_LINE),
             errors: 0,
             stop,
         }
@@ -109,12 +112,7 @@ impl Session {
         }
         let greeting = Reply::new(220, "", format!("{} ESMTP Palisade", self.hostname()));
         self.io.reply(&greeting);
-        loop {
-            match self.step().await {
-                Flow::Continue => {}
-                Flow::Close => break,
-            }
-        }
+        while let Flow::Continue = self.step().await {}
         self.end_transaction().await;
         self.io.shutdown().await;
         tracing::debug!(event = "smtp.disconnect", peer = %self.peer);
@@ -126,6 +124,13 @@ impl Session {
             Frame::Line { consumed } => {
                 let line = self.io.pending()[..consumed - 2].to_vec();
                 self.io.consume(consumed);
+                let verb = line.get(..4).unwrap_or(&line);
+                let long_ok =
+                    verb.eq_ignore_ascii_case(b"MAIL") || verb.eq_ignore_ascii_case(b"RCPT");
+                if consumed > MAX_COMMAND_LINE && !long_ok {
+                    self.io.reply(&Reply::new(500, "5.5.2", "Line too long"));
+                    return self.count_error();
+                }
                 self.command(&line).await
             }
             Frame::TooLong { consumed, complete } => {

@@ -1,0 +1,115 @@
+//! The supervisor's control socket (`DIR/run/supervisor.sock`, mode 0660, group `palisade`):
+//! service status and restarts, for the console's dashboard and System page. One JSON request
+//! per line, one JSON response per line.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::Duration;
+
+use palisade_store::DataDir;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+use tokio::net::UnixListener;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{Event, SupervisorError};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum Request {
+    Status,
+    /// Stop a service and start it again at once (not counted as a crash).
+    Restart {
+        child: String,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChildStatus {
+    pub name: String,
+    pub pid: Option<i32>,
+    pub ready: bool,
+    pub up_secs: Option<u64>,
+    pub restarts: u64,
+    pub last_exit: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Status {
+    pub pid: u32,
+    pub started_at: i64,
+    pub children: Vec<ChildStatus>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum Response {
+    Status(Status),
+    Ok { message: String },
+    Error { message: String },
+}
+
+/// Sends one request to the running supervisor (blocking).
+pub fn request(data: &DataDir, req: &Request) -> std::io::Result<Response> {
+    let mut s = std::os::unix::net::UnixStream::connect(socket(data))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut line = serde_json::to_string(req).map_err(std::io::Error::other)?;
+    line.push('\n');
+    s.write_all(line.as_bytes())?;
+    let mut reply = String::new();
+    BufReader::new(s).read_line(&mut reply)?;
+    serde_json::from_str(&reply).map_err(std::io::Error::other)
+}
+
+fn socket(data: &DataDir) -> std::path::PathBuf {
+    data.run().join("supervisor.sock")
+}
+
+pub(crate) fn serve(
+    data: &DataDir,
+    events: mpsc::UnboundedSender<Event>,
+) -> Result<tokio::task::JoinHandle<()>, SupervisorError> {
+    let path = socket(data);
+    let _ = std::fs::remove_file(&path);
+    let listener = UnixListener::bind(&path)?;
+    set_mode(&path)?;
+    Ok(tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let events = events.clone();
+            tokio::spawn(async move {
+                let (r, mut w) = stream.into_split();
+                let mut lines = tokio::io::BufReader::new(r).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    let resp = match serde_json::from_str::<Request>(&line) {
+                        Ok(req) => {
+                            let (tx, rx) = oneshot::channel();
+                            if events.send(Event::Control(req, tx)).is_err() {
+                                break;
+                            }
+                            rx.await.unwrap_or(Response::Error {
+                                message: "supervisor stopping".into(),
+                            })
+                        }
+                        Err(e) => Response::Error {
+                            message: format!("bad request: {e}"),
+                        },
+                    };
+                    let mut out = serde_json::to_string(&resp).unwrap_or_default();
+                    out.push('\n');
+                    if w.write_all(out.as_bytes()).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    }))
+}
+
+fn set_mode(path: &Path) -> Result<(), SupervisorError> {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+    Ok(())
+}

@@ -31,6 +31,8 @@ pub enum ControlRequest {
     /// Scan the queue now (after the queue was changed from outside).
     Wake,
     Stats,
+    /// Return a queued message to its sender with a bounce.
+    Bounce { id: String },
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -147,6 +149,12 @@ async fn handle(shared: &Arc<Shared>, req: ControlRequest) -> ControlResponse {
             }
         }
         ControlRequest::Reload => reload(shared).await,
+        ControlRequest::Bounce { id } => {
+            match shared.runner().bounce(&id, "returned to the sender by the administrator").await {
+                Ok(n) => ControlResponse::ok(format!("{id}: {n} recipient(s) returned to the sender")),
+                Err(e) => ControlResponse::err(e),
+            }
+        }
         ControlRequest::Stats => {
             let s = shared.clone();
             let q =

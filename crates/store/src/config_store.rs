@@ -18,13 +18,16 @@ use crate::config::Config;
 use crate::{Result, SqlContext, StoreError, migrate, now_unix, open_db};
 
 /// Schema of `config.db`. Append only (see `migrate`).
-pub const MIGRATIONS: &[&str] = &["CREATE TABLE config_revision (
+pub const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE config_revision (
         id INTEGER PRIMARY KEY,
         created_at INTEGER NOT NULL,
         author TEXT NOT NULL,
         comment TEXT NOT NULL,
         config TEXT NOT NULL
-    );"];
+    );",
+    crate::accounts::MIGRATION_ACCOUNTS,
+];
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Revision {

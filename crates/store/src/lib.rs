@@ -13,6 +13,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod accounts;
 pub mod audit;
 pub mod config;
 pub mod config_store;

@@ -26,7 +26,9 @@ use palisade_spool::Spool;
 use palisade_store::{ConfigStore, DataDir};
 
 pub use control::{ControlRequest, ControlResponse, request as control_request};
-pub use listeners::{LISTEN_FDS_ENV, ListenerRole, NOTIFY_FD_ENV};
+pub use listeners::{
+    LISTEN_FDS_ENV, ListenerRole, NOTIFY_FD_ENV, inherited as inherited_listeners, notify_ready,
+};
 use state::Shared;
 
 #[derive(Debug, thiserror::Error)]

@@ -86,25 +86,37 @@ pub fn parse_fds(spec: &str) -> Result<Vec<(ListenerRole, RawFd)>, String> {
         .collect()
 }
 
+/// The listeners the supervisor handed over for `roles` (others are left alone, they belong to
+/// another child), or `None` when there is no supervisor. Shared by every child that serves
+/// sockets (engine, console).
+pub fn inherited(
+    roles: &[ListenerRole],
+) -> Result<Option<Vec<(ListenerRole, TcpListener)>>, EngineError> {
+    let Ok(spec) = std::env::var(LISTEN_FDS_ENV) else {
+        return Ok(None);
+    };
+    // SAFETY (of the process environment): read once at start, before any other thread
+    // looks at the environment.
+    unsafe { std::env::remove_var(LISTEN_FDS_ENV) };
+    let fds = parse_fds(&spec).map_err(EngineError::Listener)?;
+    fds.into_iter()
+        .filter(|(role, _)| roles.contains(role))
+        .map(|(role, fd)| {
+            let l = TcpListener::from(adopt(fd)?);
+            l.set_nonblocking(true).map_err(|e| EngineError::Io {
+                context: format!("listener {fd}"),
+                source: e,
+            })?;
+            Ok((role, l))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+}
+
 /// The engine's listeners: inherited if the supervisor passed them, else bound here.
 pub(crate) fn take(cfg: &Config) -> Result<Vec<(ListenerRole, TcpListener)>, EngineError> {
-    if let Ok(spec) = std::env::var(LISTEN_FDS_ENV) {
-        // SAFETY (of the process environment): read once at start, before any other thread
-        // looks at the environment.
-        unsafe { std::env::remove_var(LISTEN_FDS_ENV) };
-        let fds = parse_fds(&spec).map_err(EngineError::Listener)?;
-        return fds
-            .into_iter()
-            .filter(|(role, _)| *role != ListenerRole::Console)
-            .map(|(role, fd)| {
-                let l = TcpListener::from(adopt(fd)?);
-                l.set_nonblocking(true).map_err(|e| EngineError::Io {
-                    context: format!("listener {fd}"),
-                    source: e,
-                })?;
-                Ok((role, l))
-            })
-            .collect();
+    if let Some(l) = inherited(&[ListenerRole::Smtp, ListenerRole::Submission])? {
+        return Ok(l);
     }
     let mut out = Vec::new();
     let wanted = cfg
@@ -133,7 +145,7 @@ pub(crate) fn take(cfg: &Config) -> Result<Vec<(ListenerRole, TcpListener)>, Eng
 }
 
 /// Tells the supervisor we are serving. Without a supervisor this does nothing.
-pub(crate) fn notify_ready() {
+pub fn notify_ready() {
     let Some(fd) = std::env::var(NOTIFY_FD_ENV)
         .ok()
         .and_then(|v| v.parse::<RawFd>().ok())
@@ -146,10 +158,10 @@ pub(crate) fn notify_ready() {
         Ok(fd) => {
             let mut f = std::fs::File::from(fd);
             if let Err(e) = f.write_all(b"READY=1\n") {
-                tracing::warn!(event = "engine.notify_failed", error = %e);
+                tracing::warn!(event = "child.notify_failed", error = %e);
             }
         }
-        Err(e) => tracing::warn!(event = "engine.notify_failed", error = %e),
+        Err(e) => tracing::warn!(event = "child.notify_failed", error = %e),
     }
 }
 

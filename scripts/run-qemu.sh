@@ -17,6 +17,7 @@
 #                               qemu-guest-agent (the test channel, tests/image/)
 #   PALISADE_QEMU_SERIAL        serial console to this file instead of stdio
 #   PALISADE_QEMU_MONITOR       QMP monitor on this unix socket path
+#   PALISADE_QEMU_EXTRA_DISK    a second, read-only disk (the tests bring bundles in on it)
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -89,6 +90,8 @@ if [[ -n ${PALISADE_QGA_SOCKET:-} ]]; then
 		-chardev "socket,path=$PALISADE_QGA_SOCKET,server=on,wait=off,id=qga0"
 		-device "virtserialport,chardev=qga0,name=org.qemu.guest_agent.0")
 fi
+[[ -n ${PALISADE_QEMU_EXTRA_DISK:-} ]] &&
+	args+=(-drive "if=virtio,format=raw,readonly=on,file=$PALISADE_QEMU_EXTRA_DISK")
 [[ -n ${PALISADE_QEMU_MONITOR:-} ]] && args+=(-qmp "unix:$PALISADE_QEMU_MONITOR,server=on,wait=off")
 echo "run-qemu: $disk, accel $accel; SMTP 127.0.0.1:$smtp, submission :$sub, console https://127.0.0.1:$web/" >&2
 exec qemu-system-x86_64 "${args[@]}"

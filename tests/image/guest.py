@@ -41,8 +41,9 @@ class Result:
 
 
 class Guest:
-    def __init__(self, workdir: Path, disk: Path, ports: dict[str, int]):
+    def __init__(self, workdir: Path, disk: Path, ports: dict[str, int], extra_disk: Path | None = None):
         self.workdir = workdir
+        self.extra_disk = extra_disk
         self.disk = disk
         self.ports = ports
         self.qga = workdir / "qga.sock"
@@ -60,6 +61,8 @@ class Guest:
             PALISADE_SUBMISSION_PORT=str(self.ports["submission"]),
             PALISADE_CONSOLE_PORT=str(self.ports["console"]),
         )
+        if self.extra_disk:
+            env["PALISADE_QEMU_EXTRA_DISK"] = str(self.extra_disk)
         self.serial.unlink(missing_ok=True)
         self.started_at = time.monotonic()
         self.proc = subprocess.Popen(
@@ -162,20 +165,6 @@ class Guest:
     def write_file(self, path: str, data: bytes, mode: str = "0644") -> None:
         b64 = base64.b64encode(data).decode()
         self.sh(f"echo '{b64}' | base64 -d > '{path}' && chmod {mode} '{path}'")
-
-    def copy_in(self, host_path: Path, guest_path: str) -> None:
-        """Copies a large host file into the guest through the agent's file API."""
-        h = self._qga("guest-file-open", {"path": guest_path, "mode": "wb"})
-        try:
-            with open(host_path, "rb") as f:
-                while chunk := f.read(1 << 20):
-                    self._qga(
-                        "guest-file-write",
-                        {"handle": h, "buf-b64": base64.b64encode(chunk).decode()},
-                        timeout=60,
-                    )
-        finally:
-            self._qga("guest-file-close", {"handle": h})
 
     # --- boots -----------------------------------------------------------------------
     def boot_id(self, timeout: float = 5) -> str | None:

@@ -1,0 +1,138 @@
+"""The running appliance: mail in, the console, users, supervision."""
+
+import json
+import re
+import smtplib
+import socket
+import ssl
+import subprocess
+import time
+import uuid
+
+import pytest
+
+from conftest import wait_for
+
+
+def swaks(port: int, to: str, body: str, extra=()) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["swaks", "--server", "127.0.0.1", "--port", str(port), "--from", "sender@example.org",
+         "--to", to, "--header", f"Subject: {body}", "--body", body, "--timeout", "60", *extra],
+        capture_output=True, text=True, timeout=120,
+    )
+
+
+def test_swaks_message_is_delivered_to_the_maildir(guest):
+    token = f"palisade-image-test-{uuid.uuid4()}"
+    r = swaks(guest.ports["smtp"], "alice@example.test", token)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert re.search(r"<-\s+250 ", r.stdout), r.stdout
+    found = wait_for(
+        "the message in /data/mailbox",
+        lambda: guest.run(f"grep -rl '{token}' /data/mailbox").out.split(),
+        timeout=120,
+    )
+    assert all("/new/" in f for f in found), found
+    guest.delivered_token = token
+
+
+def test_submission_port_greets(guest):
+    with socket.create_connection(("127.0.0.1", guest.ports["submission"]), timeout=60) as s:
+        banner = s.recv(512).decode(errors="replace")
+    assert banner.startswith("220"), banner
+
+
+def test_console_answers_https(guest):
+    if guest.run("palisade console --help").rc != 0:
+        pytest.xfail("this build has no `palisade console` yet")
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE  # the appliance's first certificate is self-signed
+
+    def get():
+        with socket.create_connection(("127.0.0.1", guest.ports["console"]), timeout=30) as raw:
+            with ctx.wrap_socket(raw) as s:
+                s.sendall(b"GET / HTTP/1.1\r\nHost: palisade\r\nConnection: close\r\n\r\n")
+                return s.recv(4096).decode(errors="replace")
+
+    head = wait_for("an HTTPS answer from the console", get, timeout=120, interval=3)
+    assert re.match(r"HTTP/1\.[01] [23]\d\d", head), head
+
+
+def test_services_run_as_their_own_users(guest):
+    ps = guest.sh("ps -eo user:20,pid,ppid,args --no-headers")
+    main_pid = guest.sh("systemctl show -P MainPID palisade.service").strip()
+    rows = [l.split(None, 3) for l in ps.splitlines()]
+    supervisor = [r for r in rows if r[1] == main_pid]
+    assert supervisor and supervisor[0][0] == "root", ps
+    children = {r[3].split()[-1]: r[0] for r in rows if r[2] == main_pid}
+    assert children.get("engine") == "palisade-mail", ps
+    if "console" in children:
+        assert children["console"] == "palisade-web", ps
+    chrony = [r for r in rows if r[3].startswith("/usr/sbin/chronyd")]
+    assert chrony and chrony[0][0] == "_chrony", ps
+    # Only the supervisor holds the SMTP ports; nothing else listens but what we know.
+    listening = guest.sh("ss -Htlnp")
+    for port in (":25 ", ":587 "):
+        line = next(l for l in listening.splitlines() if port in l)
+        assert "palisade" in line, listening
+
+
+def test_clamd_runs_unprivileged_once_signatures_are_uploaded(guest):
+    # A one-line hash database (the EICAR test file's MD5) stands in for uploaded signatures.
+    guest.sh("echo '44d88612fea8a8f36de82e1278abb02f:68:Eicar-Test-Signature' > /data/clamav/palisade-test.hdb"
+             " && chown clamav:clamav /data/clamav/palisade-test.hdb")
+    guest.sh("systemctl start palisade-clamd.service")
+    sock = wait_for("clamd's socket",
+                    lambda: guest.run("stat -c '%U:%G %a' /run/clamav-palisade/clamd.sock /run/clamav-palisade").out,
+                    timeout=180, interval=3)
+    assert "clamav:palisade 750" in sock, sock
+    user = guest.sh("ps -o user= -p $(systemctl show -P MainPID palisade-clamd.service)").strip()
+    assert user == "clamav"
+
+
+def engine_pid(guest) -> str:
+    return guest.run("pgrep -u palisade-mail -f 'palisade .*engine'").out.split()[0]
+
+
+def test_engine_killed_with_sigkill_is_restarted_by_the_supervisor(guest):
+    main_before = guest.sh("systemctl show -P MainPID palisade.service").strip()
+    old = engine_pid(guest)
+    guest.sh(f"kill -9 {old}")
+    new = wait_for("a new engine", lambda: (p := guest.run("pgrep -u palisade-mail -f 'palisade .*engine'").out.split()) and p[0] != old and p[0], timeout=90)
+    assert new != old
+    assert guest.sh("systemctl show -P MainPID palisade.service").strip() == main_before
+    r = wait_for("mail accepted again", lambda: (x := swaks(guest.ports["smtp"], "bob@example.test", "after engine kill")).returncode == 0 and x, timeout=120, interval=3)
+    assert r
+
+
+def test_supervisor_killed_with_sigkill_is_restarted_by_systemd(guest):
+    before = guest.sh("systemctl show -P MainPID -P NRestarts palisade.service").split()
+    guest.sh(f"kill -9 {before[0]}")
+
+    def restarted():
+        st = guest.sh("systemctl show -P ActiveState -P MainPID -P NRestarts palisade.service").split()
+        return st[0] == "active" and st[1] != before[0] and st[1] != "0" and st
+    st = wait_for("palisade.service active again with a new supervisor", restarted, timeout=180, interval=2)
+    assert int(st[2]) == int(before[1]) + 1
+    r = wait_for("mail accepted again", lambda: (x := swaks(guest.ports["smtp"], "carol@example.test", "after supervisor kill")).returncode == 0 and x, timeout=120, interval=3)
+    assert r
+
+
+def test_prepare_state_that_must_survive_reboots(guest):
+    """A configuration change and a message that stays queued (its smarthost never answers);
+    test_30 looks for both after rebooting into the other firmware slot."""
+    toml = guest.sh("cat /usr/share/palisade/appliance.toml") + (
+        '\n[[domain]]\nname = "held.test"\nroute = "smarthosts"\nsmarthosts = ["127.0.0.1:9"]\n')
+    guest.write_file("/data/held.toml", toml.encode())
+    out = guest.sh("palisade --data /data config import /data/held.toml --comment 'image test'")
+    assert "revision" in out, out
+    token = f"held-{uuid.uuid4().hex[:12]}"
+    r = wait_for("held.test accepted", lambda: (x := swaks(guest.ports["smtp"], f"{token}@held.test", token)).returncode == 0 and x, timeout=120, interval=3)
+    queued = wait_for("the message in the queue",
+                      lambda: token in (q := guest.sh(f"palisade --data /data queue list {token} --json")) and q, timeout=60)
+    guest.held_token = token
+    guest.held_queue = json.loads(queued)
+    guest.config_revision = guest.sh("palisade --data /data config history --json")
+    assert "held.test" in guest.sh("palisade --data /data config export")
+    assert r and queued

@@ -51,6 +51,15 @@ enum Command {
         #[arg(long, default_value_t = 30)]
         drain_grace: u64,
     },
+    /// The web console (started by `run`; runs alone for development).
+    #[command(hide = true)]
+    Console {
+        #[arg(long, default_value_t = 5)]
+        drain_grace: u64,
+    },
+    /// Console accounts.
+    #[command(subcommand)]
+    Admin(AdminCmd),
     /// Configuration: export, import, history, rollback.
     #[command(subcommand)]
     Config(ConfigCmd),
@@ -89,6 +98,16 @@ enum ConfigCmd {
     },
     /// Make a past revision current again (as a new revision).
     Rollback { revision: i64 },
+}
+
+#[derive(Subcommand)]
+enum AdminCmd {
+    /// Give a console user a new one-time password (shown once; changed at the next login).
+    /// Also ends the user's sessions and removes their authenticator.
+    ResetPassword {
+        /// The user; the first-start administrator if omitted.
+        user: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -219,6 +238,21 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Console { drain_grace } => {
+            init_logs("info");
+            let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+            let opts = palisade_console::ConsoleOptions {
+                data: cli.data,
+                drain_grace: Duration::from_secs(drain_grace),
+            };
+            match rt.block_on(palisade_console::run(opts)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("palisade console: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         other => {
             init_logs("warn");
             let data = DataDir::new(&cli.data);
@@ -268,6 +302,15 @@ fn operate(data: &DataDir, cmd: Command) -> Result<ExitCode> {
     require_data(data)?;
     match cmd {
         Command::Config(c) => config(data, c),
+        Command::Admin(AdminCmd::ResetPassword { user }) => {
+            let user = user.unwrap_or_else(|| palisade_store::accounts::INITIAL_ADMIN.into());
+            let mut accounts = palisade_store::accounts::Accounts::open(&data.config_db())?;
+            let mut audit = AuditLog::open(&data.audit_db())?;
+            let password = accounts.reset_password(&mut audit, &user, &actor(), "local")?;
+            println!("console user {user}: one-time password {password}");
+            println!("(it must be changed at the next login; the user's sessions have ended)");
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Audit(AuditCmd::Verify { json }) => {
             let v = AuditLog::open(&data.audit_db())?.verify()?;
             if json {
@@ -398,7 +441,9 @@ fn operate(data: &DataDir, cmd: Command) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Run { .. } | Command::Engine { .. } => unreachable!("handled in main"),
+        Command::Run { .. } | Command::Engine { .. } | Command::Console { .. } => {
+            unreachable!("handled in main")
+        }
     }
 }
 

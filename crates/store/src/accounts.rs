@@ -484,6 +484,22 @@ impl Accounts {
         Ok(password)
     }
 
+    /// Whether `password` is the user's password (to confirm a sensitive change by a user who
+    /// is already logged in).
+    pub fn password_matches(&self, id: i64, password: &str) -> Result<bool> {
+        let stored: Option<String> = sql(
+            &self.conn,
+            self.conn
+                .query_row(
+                    "SELECT password_hash FROM console_user WHERE id = ?1",
+                    [id],
+                    |r| r.get(0),
+                )
+                .optional(),
+        )?;
+        Ok(stored.is_some_and(|h| verify_password(&h, password)))
+    }
+
     /// A user changes their own password. Every session of the user ends; the caller opens a
     /// new one for the browser that made the change (see [`Accounts::open_session`]).
     pub fn change_password(

@@ -1,5 +1,6 @@
 //! The supervisor's control socket (`DIR/run/supervisor.sock`, mode 0660, group `palisade`):
-//! service status and restarts, for the console's dashboard and System page. One JSON request
+//! service status and restarts, for the console's dashboard and System page, and installing
+//! certificates that belong to another service's user. One JSON request
 //! per line, one JSON response per line.
 
 use std::io::{BufRead, BufReader, Write};
@@ -22,6 +23,15 @@ pub enum Request {
     /// Stop a service and start it again at once (not counted as a crash).
     Restart {
         child: String,
+    },
+    /// Check a TLS certificate chain and key (PEM) and install them, owned by the service's
+    /// user, where the configuration says that service's certificate lives (`smtp`: the
+    /// engine's STARTTLS certificate; `console`). Only root can write there; the caller
+    /// then has the service reload it.
+    InstallCertificate {
+        service: String,
+        cert_pem: String,
+        key_pem: String,
     },
 }
 

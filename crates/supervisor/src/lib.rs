@@ -2,7 +2,7 @@
 //!
 //! It is root only long enough to prepare the data directory, create the service users, bind
 //! the listening sockets and start the children; it then only watches them. Each child
-//! (`palisade engine`, later `palisade console` and `palisade ha`) runs as its own user with
+//! (`palisade engine`, `palisade console`, later `palisade ha`) runs as its own user with
 //! its sockets handed over as descriptors. A crashed child is restarted with backoff; one that
 //! keeps crashing makes the supervisor stop everything and exit with failure, loudly, so that
 //! systemd (or the operator) sees it. On SIGTERM the children drain and the supervisor exits 0.
@@ -169,6 +169,8 @@ async fn supervise(opts: RunOptions) -> Result<(), SupervisorError> {
     setup::prepare_dirs(&data, accounts.as_ref())?;
     let _lock = lock(&data)?;
     let (rev, created) = setup::configuration(&data, opts.initial_config.as_deref())?;
+    let admin_password = setup::initial_admin(&data)?;
+    setup::create_databases(&data)?;
     setup::fix_db_modes(&data, accounts.as_ref())?;
     let cfg = &rev.config;
     if created || fresh {
@@ -204,24 +206,58 @@ async fn supervise(opts: RunOptions) -> Result<(), SupervisorError> {
         }
     }
 
-    let mut slots = vec![Slot {
-        spec: child::ChildSpec {
-            name: "engine",
-            command: "engine",
-            account: accounts.as_ref().map(|a| a.mail),
-            group: accounts.as_ref().map(|a| a.group),
-            sockets: engine_sockets,
+    let mut console_sockets: Vec<(ListenerRole, OwnedFd)> = Vec::new();
+    for addr in &cfg.console.listen {
+        console_sockets.push((ListenerRole::Console, OwnedFd::from(bind(*addr).await?)));
+        println!("Palisade: console listening on https://{addr}/");
+    }
+    if let Some(pw) = &admin_password {
+        // The first-boot unit relays this line to the serial console; it is shown once.
+        println!(
+            "Palisade: console user {}",
+            palisade_store::accounts::INITIAL_ADMIN
+        );
+        println!("Palisade: console admin password (one-time, change it at first login): {pw}");
+    }
+
+    let mut slots = vec![
+        Slot {
+            spec: child::ChildSpec {
+                name: "engine",
+                command: "engine",
+                account: accounts.as_ref().map(|a| a.mail),
+                group: accounts.as_ref().map(|a| a.group),
+                sockets: engine_sockets,
+            },
+            pid: None,
+            ready: false,
+            started: Instant::now(),
+            crashes: VecDeque::new(),
+            consecutive: 0,
+            restart_at: Some(Instant::now()),
+            restarts: 0,
+            last_exit: None,
+            restart_requested: false,
         },
-        pid: None,
-        ready: false,
-        started: Instant::now(),
-        crashes: VecDeque::new(),
-        consecutive: 0,
-        restart_at: Some(Instant::now()),
-        restarts: 0,
-        last_exit: None,
-        restart_requested: false,
-    }];
+        Slot {
+            spec: child::ChildSpec {
+                name: "console",
+                command: "console",
+                account: accounts.as_ref().map(|a| a.web),
+                group: accounts.as_ref().map(|a| a.group),
+                sockets: console_sockets,
+            },
+            pid: None,
+            ready: false,
+            started: Instant::now(),
+            crashes: VecDeque::new(),
+            consecutive: 0,
+            restart_at: Some(Instant::now()),
+            restarts: 0,
+            last_exit: None,
+            restart_requested: false,
+        },
+    ];
 
     let exe = child::Program::open(&std::env::current_exe()?)?;
     let burst = cfg.supervisor.restart_limit_burst as usize;
@@ -293,6 +329,18 @@ async fn supervise(opts: RunOptions) -> Result<(), SupervisorError> {
                             }
                             None => control::Response::Error { message: format!("no service named {child}") },
                         },
+                        control::Request::InstallCertificate { service, cert_pem, key_pem } => {
+                            match setup::install_certificate(&data, &service, &cert_pem, &key_pem, accounts.as_ref()) {
+                                Ok(message) => {
+                                    tracing::info!(event = "supervisor.certificate_installed", service = %service);
+                                    control::Response::Ok { message }
+                                }
+                                Err(message) => {
+                                    tracing::warn!(event = "supervisor.certificate_refused", service = %service, reason = %message);
+                                    control::Response::Error { message }
+                                }
+                            }
+                        }
                     };
                     let _ = reply.send(resp);
                 }

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use nix::unistd::{Gid, Group, Uid, User, chown};
+use palisade_store::accounts::Accounts as ConsoleAccounts;
 use palisade_store::{AuditLog, Config, ConfigStore, DataDir, Problem, Revision};
 
 use crate::SupervisorError;
@@ -227,6 +228,97 @@ pub(crate) fn configuration(
     };
     let rev = store.init(&mut audit, &cfg)?;
     Ok((rev, true))
+}
+
+/// Creates (or migrates) every database as root before any child starts, so that
+/// `fix_db_modes` makes each one group-writable: SQLite creates files 0644 minus the umask,
+/// and a database first created by one service would be read-only for the others (the
+/// console writes `mail.db` for queue actions, the engine writes `audit.db`).
+pub(crate) fn create_databases(data: &DataDir) -> Result<(), SupervisorError> {
+    palisade_store::MailDb::open(&data.mail_db())?;
+    AuditLog::open(&data.audit_db())?;
+    Ok(())
+}
+
+/// On first start (no console user yet): creates the administrator with a one-time password
+/// and returns it, to be printed once.
+pub(crate) fn initial_admin(data: &DataDir) -> Result<Option<String>, SupervisorError> {
+    let err = |e: palisade_store::accounts::AccountError| {
+        SupervisorError::Setup(format!("console accounts: {e}"))
+    };
+    let mut accounts = ConsoleAccounts::open(&data.config_db()).map_err(err)?;
+    let mut audit = AuditLog::open(&data.audit_db())?;
+    accounts.ensure_initial_admin(&mut audit).map_err(err)
+}
+
+/// Largest certificate chain and key accepted (PEM text).
+const MAX_PEM: usize = 256 * 1024;
+
+/// Checks a certificate chain and key the way a service will load them, then installs them
+/// for `service` with that service's ownership. The target must be inside `DIR/tls/`: the
+/// paths come from the configuration, which an administrator can edit, and root must not
+/// write wherever a configuration points.
+pub(crate) fn install_certificate(
+    data: &DataDir,
+    service: &str,
+    cert_pem: &str,
+    key_pem: &str,
+    accounts: Option<&Accounts>,
+) -> Result<String, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    if cert_pem.len() > MAX_PEM || key_pem.len() > MAX_PEM {
+        return Err("the certificate or key is too large".into());
+    }
+    let cfg = ConfigStore::open(&data.config_db())
+        .and_then(|s| s.current())
+        .map_err(|e| e.to_string())?
+        .ok_or("no configuration")?
+        .config;
+    let (cert, key, owner) = match service {
+        "smtp" => (
+            data.resolve(&cfg.tls.cert),
+            data.resolve(&cfg.tls.key),
+            accounts.map(|a| (a.mail.uid, a.group)),
+        ),
+        "console" => (
+            data.resolve(&cfg.console.cert),
+            data.resolve(&cfg.console.key),
+            accounts.map(|a| (a.web.uid, a.group)),
+        ),
+        other => return Err(format!("no service named {other}")),
+    };
+    let tls_dir = fs::canonicalize(data.tls()).map_err(|e| e.to_string())?;
+    for p in [&cert, &key] {
+        let parent = p.parent().and_then(|d| fs::canonicalize(d).ok());
+        let named = p.file_name().is_some_and(|n| n != ".." && n != ".");
+        if parent.as_deref() != Some(tls_dir.as_path()) || !named {
+            return Err(format!(
+                "{} is not in {}: certificates are only installed there",
+                p.display(),
+                data.tls().display()
+            ));
+        }
+    }
+    let certs = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("the certificate cannot be read: {e}"))?;
+    if certs.is_empty() {
+        return Err("no certificate in the certificate file".into());
+    }
+    let parsed_key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+        .map_err(|e| format!("the key cannot be read: {e}"))?;
+    rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_no_client_auth()
+    .with_single_cert(certs, parsed_key)
+    .map_err(|e| format!("the certificate and key cannot serve TLS: {e}"))?;
+    write_secret(&key, key_pem.as_bytes(), 0o600, owner).map_err(|e| e.to_string())?;
+    write_secret(&cert, cert_pem.as_bytes(), 0o644, owner).map_err(|e| e.to_string())?;
+    Ok(format!("installed {} for {service}", cert.display()))
 }
 
 /// Writes a self-signed certificate and key for `hostname` if either file is missing.

@@ -1,0 +1,160 @@
+//! Turning submitted form text into configuration values, and the one path by which a page
+//! changes the configuration: edit a copy of the revision the user saw, validate all of it,
+//! commit it as a new audited revision, ask the engine to reload.
+
+use std::collections::HashMap;
+use std::fmt::Display;
+use std::str::FromStr;
+
+use palisade_store::{Config, Problem, StoreError};
+
+use crate::auth::Principal;
+use crate::error::AppError;
+use crate::state::AppState;
+
+pub type Raw = HashMap<String, String>;
+
+pub fn get<'a>(raw: &'a Raw, name: &str) -> &'a str {
+    raw.get(name).map(|s| s.as_str()).unwrap_or("")
+}
+
+/// Items one per line (commas also separate), blanks skipped; a bad item is reported as
+/// `path[i]`.
+pub fn parse_list<T>(text: &str, path: &str, problems: &mut Vec<Problem>) -> Vec<T>
+where
+    T: FromStr,
+    T::Err: Display,
+{
+    let mut out = Vec::new();
+    for (i, item) in text
+        .split(['\n', ','])
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .enumerate()
+    {
+        match item.parse::<T>() {
+            Ok(v) => out.push(v),
+            Err(e) => problems.push(Problem::new(
+                format!("{path}[{i}]"),
+                format!("'{item}': {e}"),
+            )),
+        }
+    }
+    out
+}
+
+pub fn parse_strings(text: &str) -> Vec<String> {
+    text.split(['\n', ','])
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+/// A whole number; `None` (with a problem at `path`) when it is not one.
+pub fn parse_num<T: FromStr>(text: &str, path: &str, problems: &mut Vec<Problem>) -> Option<T> {
+    match text.trim().parse::<T>() {
+        Ok(v) => Some(v),
+        Err(_) => {
+            problems.push(Problem::new(
+                path,
+                format!("'{}' is not a whole number in range", text.trim()),
+            ));
+            None
+        }
+    }
+}
+
+/// Sets `*slot` from the field if it parses.
+pub fn set_num<T: FromStr>(slot: &mut T, raw: &Raw, name: &str, path: &str, p: &mut Vec<Problem>) {
+    if let Some(v) = parse_num(get(raw, name), path, p) {
+        *slot = v;
+    }
+}
+
+pub enum EditOutcome {
+    Committed {
+        revision: i64,
+        engine: String,
+    },
+    Unchanged,
+    /// Nothing was committed: the problems, each with its path.
+    Invalid(Vec<Problem>),
+}
+
+/// Applies `edit` to the revision the form was rendered from (`revision`) and commits it.
+/// `edit` returns the revision comment and the problems it met while parsing; the
+/// configuration's own validation adds the rest (one report with everything).
+pub async fn edit_config<F>(
+    state: &AppState,
+    p: &Principal,
+    revision: i64,
+    edit: F,
+) -> Result<EditOutcome, AppError>
+where
+    F: FnOnce(&mut Config) -> (String, Vec<Problem>) + Send + 'static,
+{
+    let (actor, source) = (p.actor(), p.source.clone());
+    let outcome = state
+        .db(move |s| {
+            let current = s
+                .config
+                .current()?
+                .ok_or_else(|| AppError::internal("no configuration"))?;
+            if current.id != revision {
+                return Err(StoreError::Conflict {
+                    expected: revision,
+                    current: current.id,
+                }
+                .into());
+            }
+            let mut cfg = current.config.clone();
+            let (comment, mut problems) = edit(&mut cfg);
+            for q in cfg.problems() {
+                if !problems.iter().any(|x| x.path == q.path) {
+                    problems.push(q);
+                }
+            }
+            if !problems.is_empty() {
+                return Ok(EditOutcome::Invalid(problems));
+            }
+            if cfg == current.config {
+                return Ok(EditOutcome::Unchanged);
+            }
+            let rev = s.config.commit_audited(
+                &mut s.audit,
+                &cfg,
+                &actor,
+                &source,
+                &comment,
+                Some(revision),
+            )?;
+            Ok(EditOutcome::Committed {
+                revision: rev.id,
+                engine: String::new(),
+            })
+        })
+        .await?;
+    Ok(match outcome {
+        EditOutcome::Committed { revision, .. } => EditOutcome::Committed {
+            revision,
+            engine: state.reload_engine().await,
+        },
+        o => o,
+    })
+}
+
+/// Sets the flash message of a browser session (nothing for API callers).
+pub async fn flash(state: &AppState, p: &Principal, msg: String) -> Result<(), AppError> {
+    if let Some(s) = &p.session {
+        let c = s.cookie.clone();
+        state
+            .db(move |st| Ok(st.accounts.set_flash(&c, &msg)?))
+            .await?;
+    }
+    Ok(())
+}
+
+pub fn committed_message(revision: i64, engine: &str) -> String {
+    format!("Saved as configuration revision {revision}; {engine}.")
+}

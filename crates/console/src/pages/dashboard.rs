@@ -1,0 +1,178 @@
+//! The dashboard: mail flow over 24 hours and 7 days, the queue, each service's health, HA.
+
+use askama::Template;
+use axum::extract::State;
+use axum::response::Response;
+use palisade_engine::ControlRequest;
+use palisade_store::mail::FlowBucket;
+use palisade_store::now_unix;
+use palisade_supervisor::control as sup;
+use serde::Serialize;
+
+use crate::auth::Principal;
+use crate::chart;
+use crate::error::{AppError, render};
+use crate::state::AppState;
+use crate::view::{Page, fmt_duration, fmt_time};
+
+pub const DAY_BUCKET: i64 = 3600;
+pub const WEEK_BUCKET: i64 = 6 * 3600;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ServiceView {
+    pub name: String,
+    pub state: &'static str,
+    pub pid: String,
+    pub up: String,
+    pub restarts: u64,
+    pub last_exit: String,
+}
+
+pub struct Overview {
+    pub day: Vec<FlowBucket>,
+    pub week: Vec<FlowBucket>,
+    pub queue: (u64, u64),
+    pub revision: Option<(i64, i64, String, String)>,
+}
+
+/// Flow buckets aligned to their size, ending with the current one.
+pub fn flow_since(bucket: i64, count: i64) -> i64 {
+    (now_unix() / bucket - (count - 1)) * bucket
+}
+
+pub async fn overview(state: &AppState) -> Result<Overview, AppError> {
+    state
+        .db(|s| {
+            let day = s.mail.flow(flow_since(DAY_BUCKET, 24), DAY_BUCKET)?;
+            let week = s.mail.flow(flow_since(WEEK_BUCKET, 28), WEEK_BUCKET)?;
+            let queue = s.mail.queue_len()?;
+            let revision = s.config.history(1)?.into_iter().next();
+            Ok(Overview {
+                day,
+                week,
+                queue,
+                revision,
+            })
+        })
+        .await
+}
+
+pub async fn services(state: &AppState) -> Result<Vec<ServiceView>, String> {
+    match state.supervisor(sup::Request::Status).await? {
+        sup::Response::Status(st) => Ok(st
+            .children
+            .into_iter()
+            .map(|c| ServiceView {
+                state: match (c.pid, c.ready) {
+                    (Some(_), true) => "running",
+                    (Some(_), false) => "starting",
+                    (None, _) => "stopped",
+                },
+                pid: c.pid.map(|p| p.to_string()).unwrap_or_else(|| "—".into()),
+                up: c.up_secs.map(fmt_duration).unwrap_or_else(|| "—".into()),
+                restarts: c.restarts,
+                last_exit: c.last_exit.unwrap_or_default(),
+                name: c.name,
+            })
+            .collect()),
+        sup::Response::Error { message } => Err(message),
+        sup::Response::Ok { message } => Err(message),
+    }
+}
+
+pub struct EngineView {
+    pub revision: u64,
+    pub uptime: String,
+    pub sessions: u64,
+    pub accepted: u64,
+    pub rejected: u64,
+    pub delivered: u64,
+    pub deferred: u64,
+    pub bounced: u64,
+    pub delivering: u64,
+}
+
+#[derive(Template)]
+#[template(path = "dashboard.html")]
+struct DashboardPage {
+    page: Page,
+    chart_day: String,
+    chart_week: String,
+    totals_day: Vec<(&'static str, &'static str, u64)>,
+    totals_week: Vec<(&'static str, &'static str, u64)>,
+    queue_messages: u64,
+    queue_recipients: u64,
+    engine: Option<EngineView>,
+    engine_error: String,
+    services: Vec<ServiceView>,
+    services_error: String,
+    revision: String,
+}
+
+fn hour_label(ts: i64) -> String {
+    let t =
+        time::OffsetDateTime::from_unix_timestamp(ts).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    if t.hour().is_multiple_of(3) {
+        format!("{:02}:00", t.hour())
+    } else {
+        String::new()
+    }
+}
+
+fn day_label(ts: i64) -> String {
+    let t =
+        time::OffsetDateTime::from_unix_timestamp(ts).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    if t.hour() == 0 {
+        format!("{} {}", &t.weekday().to_string()[..3], t.day())
+    } else {
+        String::new()
+    }
+}
+
+pub async fn page(State(state): State<AppState>, p: Principal) -> Result<Response, AppError> {
+    let page = Page::load(&state, &p, "dashboard", "Dashboard").await?;
+    let o = overview(&state).await?;
+    let (engine, engine_error) = match state.engine(ControlRequest::Stats).await {
+        Ok(r) => match r.stats {
+            Some(s) => (
+                Some(EngineView {
+                    revision: s.revision,
+                    uptime: fmt_duration(s.uptime_secs),
+                    sessions: s.sessions,
+                    accepted: s.accepted,
+                    rejected: s.rejected,
+                    delivered: s.delivered,
+                    deferred: s.deferred,
+                    bounced: s.bounced,
+                    delivering: s.delivering,
+                }),
+                String::new(),
+            ),
+            None => (None, r.message),
+        },
+        Err(e) => (None, e),
+    };
+    let (services, services_error) = match services(&state).await {
+        Ok(s) => (s, String::new()),
+        Err(e) => (vec![], e),
+    };
+    render(&DashboardPage {
+        page,
+        chart_day: chart::flow_svg("Mail flow, last 24 hours (UTC)", &o.day, hour_label, 1),
+        chart_week: chart::flow_svg("Mail flow, last 7 days (UTC)", &o.week, day_label, 1),
+        totals_day: chart::totals(&o.day),
+        totals_week: chart::totals(&o.week),
+        queue_messages: o.queue.0,
+        queue_recipients: o.queue.1,
+        engine,
+        engine_error,
+        services,
+        services_error,
+        revision: o
+            .revision
+            .map(|(id, ts, author, comment)| {
+                format!("revision {id}, {} by {author}: {comment}", fmt_time(ts))
+            })
+            .unwrap_or_default(),
+    })
+}

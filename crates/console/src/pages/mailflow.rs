@@ -1,0 +1,811 @@
+//! Mail flow: inbound domains and their internal routes, outbound routing (smarthosts and
+//! static routes), trusted networks, limits, listeners, and the SMTP certificate.
+//!
+//! Each section is its own form carrying the revision it was rendered from; a save edits
+//! that revision, so a concurrent change by someone else is a conflict, not a silent undo.
+
+use askama::Template;
+use axum::Form;
+use axum::extract::{Multipart, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use palisade_store::config::{DomainRoute, HostPort, InboundDomain, OutboundTls, StaticRoute};
+use palisade_store::{Config, Problem};
+
+use super::{CertInfo, cert_info_file};
+use crate::auth::{Perm, Principal, allows};
+use crate::error::{AppError, render_status};
+use crate::forms::{
+    EditOutcome, Raw, committed_message, edit_config, flash, get, parse_list, set_num,
+};
+use crate::state::AppState;
+use crate::view::{Field, FormView, Page, Submitted, lines};
+
+struct DomainView {
+    name: String,
+    summary: String,
+    update: FormView,
+    remove: FormView,
+}
+
+#[derive(Template)]
+#[template(path = "mailflow.html")]
+struct MailflowPage {
+    page: Page,
+    editable: bool,
+    revision: i64,
+    domains: Vec<DomainView>,
+    new_domain: FormView,
+    routes: Vec<DomainView>,
+    new_route: FormView,
+    outbound: FormView,
+    network: FormView,
+    limits: FormView,
+    listeners: FormView,
+    cert: CertInfo,
+    cert_form: FormView,
+}
+
+const ROUTES: &[(&str, &str)] = &[
+    ("smarthosts", "Relay to internal mail servers"),
+    ("maildir", "Keep in the appliance's local mailbox"),
+];
+
+fn route_str(r: DomainRoute) -> &'static str {
+    match r {
+        DomainRoute::Maildir => "maildir",
+        DomainRoute::Smarthosts => "smarthosts",
+    }
+}
+
+fn tls_str(t: OutboundTls) -> &'static str {
+    match t {
+        OutboundTls::Opportunistic => "opportunistic",
+        OutboundTls::Required => "required",
+        OutboundTls::None => "none",
+    }
+}
+
+fn domain_form(id: &str, i: usize, d: &InboundDomain, submit: &str, action: &str) -> FormView {
+    FormView::new(id, "/mailflow/domains", "", submit)
+        .hidden("index", i)
+        .action_value(action)
+        .field(
+            Field::new("name", "Domain", "text", &d.name)
+                .path(format!("domain[{i}].name"))
+                .help("Mail for this domain is accepted from anyone on the internet."),
+        )
+        .field(
+            Field::new("route", "Deliver to", "select", route_str(d.route))
+                .options(ROUTES)
+                .path(format!("domain[{i}].route")),
+        )
+        .field(
+            Field::new(
+                "smarthosts",
+                "Internal mail servers",
+                "textarea",
+                lines(&d.smarthosts),
+            )
+            .path(format!("domain[{i}].smarthosts"))
+            .rows(2)
+            .help("host or host:port, one per line, tried in order (port 25 if omitted)."),
+        )
+}
+
+fn route_form(id: &str, i: usize, r: &StaticRoute, submit: &str, action: &str) -> FormView {
+    FormView::new(id, "/mailflow/routes", "", submit)
+        .hidden("index", i)
+        .action_value(action)
+        .field(
+            Field::new("domain", "Destination domain", "text", &r.domain)
+                .path(format!("route[{i}].domain")),
+        )
+        .field(
+            Field::new(
+                "smarthosts",
+                "Send through",
+                "textarea",
+                lines(&r.smarthosts),
+            )
+            .path(format!("route[{i}].smarthosts"))
+            .rows(2)
+            .help("host or host:port, one per line, tried in order."),
+        )
+}
+
+fn remove_form(id: &str, action: &str, i: usize, what: &str) -> FormView {
+    FormView::new(id, action, "", &format!("Remove {what}"))
+        .hidden("index", i)
+        .action_value("delete")
+        .danger()
+}
+
+fn build(
+    state: &AppState,
+    cfg: &Config,
+    revision: i64,
+    editable: bool,
+    sub: Option<&Submitted>,
+    page: Page,
+) -> MailflowPage {
+    let fin = |f: FormView| {
+        f.hidden("revision", revision)
+            .editable(editable)
+            .finish(sub)
+    };
+    let domains = cfg
+        .domains
+        .iter()
+        .enumerate()
+        .map(|(i, d)| DomainView {
+            name: d.name.clone(),
+            summary: match d.route {
+                DomainRoute::Maildir => "local mailbox".into(),
+                DomainRoute::Smarthosts => lines(&d.smarthosts).replace('\n', ", "),
+            },
+            update: fin(domain_form(
+                &format!("domain-{i}"),
+                i,
+                d,
+                "Save domain",
+                "update",
+            )),
+            remove: fin(remove_form(
+                &format!("domain-{i}-remove"),
+                "/mailflow/domains",
+                i,
+                "domain",
+            )),
+        })
+        .collect();
+    let n = cfg.domains.len();
+    let new_domain = fin(domain_form(
+        "domain-new",
+        n,
+        &InboundDomain {
+            route: DomainRoute::Smarthosts,
+            ..Default::default()
+        },
+        "Add domain",
+        "add",
+    ));
+    let routes = cfg
+        .routes
+        .iter()
+        .enumerate()
+        .map(|(i, r)| DomainView {
+            name: r.domain.clone(),
+            summary: lines(&r.smarthosts).replace('\n', ", "),
+            update: fin(route_form(
+                &format!("route-{i}"),
+                i,
+                r,
+                "Save route",
+                "update",
+            )),
+            remove: fin(remove_form(
+                &format!("route-{i}-remove"),
+                "/mailflow/routes",
+                i,
+                "route",
+            )),
+        })
+        .collect();
+    let new_route = fin(route_form(
+        "route-new",
+        cfg.routes.len(),
+        &StaticRoute::default(),
+        "Add route",
+        "add",
+    ));
+    let d = &cfg.delivery;
+    let outbound = fin(FormView::new(
+        "outbound",
+        "/mailflow/outbound",
+        "",
+        "Save outbound routing",
+    )
+    .field(
+        Field::new(
+            "smarthosts",
+            "Smarthosts for all other outbound mail",
+            "textarea",
+            lines(&cfg.outbound.smarthosts),
+        )
+        .path("outbound.smarthosts")
+        .rows(3)
+        .help("Empty: deliver directly to each recipient domain's MX hosts."),
+    )
+    .field(
+        Field::new("tls", "TLS when delivering", "select", tls_str(d.tls))
+            .options(&[
+                (
+                    "opportunistic",
+                    "Opportunistic: encrypt when the server offers it",
+                ),
+                ("required", "Required: defer unless encrypted"),
+                ("none", "Never (internal hops that cannot)"),
+            ])
+            .path("delivery.tls"),
+    )
+    .field(
+        Field::new(
+            "remote_port",
+            "Port for MX delivery",
+            "number",
+            d.remote_port.to_string(),
+        )
+        .path("delivery.remote_port"),
+    ));
+    let network = fin(FormView::new("network", "/mailflow/network", "", "Save trusted networks")
+        .field(
+            Field::new("trusted_networks", "Trusted networks", "textarea", lines(&cfg.smtp.trusted_networks))
+                .path("smtp.trusted_networks")
+                .rows(4)
+                .help("Clients in these networks (address/prefix, one per line) may send to any domain: your own mail servers. Everything else may only send to the inbound domains."),
+        ));
+    let s = &cfg.smtp;
+    let num = |name: &str, label: &str, v: u64, path: &str| {
+        Field::new(name, label, "number", v.to_string()).path(path)
+    };
+    let limits = fin(
+        FormView::new("limits", "/mailflow/limits", "", "Save limits")
+            .field(num(
+                "max_message_size_mib",
+                "Largest message (MiB)",
+                s.max_message_size / (1024 * 1024),
+                "smtp.max_message_size",
+            ))
+            .field(num(
+                "max_recipients",
+                "Recipients per message",
+                s.max_recipients.into(),
+                "smtp.max_recipients",
+            ))
+            .field(num(
+                "max_connections",
+                "Simultaneous connections",
+                s.max_connections.into(),
+                "smtp.max_connections",
+            ))
+            .field(num(
+                "max_connections_per_ip",
+                "Connections per client address",
+                s.max_connections_per_ip.into(),
+                "smtp.max_connections_per_ip",
+            ))
+            .field(num(
+                "command_timeout_secs",
+                "Command timeout (s)",
+                s.command_timeout_secs,
+                "smtp.command_timeout_secs",
+            ))
+            .field(num(
+                "data_timeout_secs",
+                "Message transfer timeout (s)",
+                s.data_timeout_secs,
+                "smtp.data_timeout_secs",
+            ))
+            .field(num(
+                "min_free_disk_mb",
+                "Refuse new mail below this free space (MB)",
+                s.min_free_disk_mb,
+                "smtp.min_free_disk_mb",
+            ))
+            .field(num(
+                "max_lifetime_hours",
+                "Bounce undeliverable mail after (hours)",
+                d.max_lifetime_secs / 3600,
+                "delivery.max_lifetime_secs",
+            ))
+            .field(num(
+                "retry_initial_secs",
+                "First retry after (s)",
+                d.retry_initial_secs,
+                "delivery.retry_initial_secs",
+            ))
+            .field(num(
+                "retry_max_secs",
+                "Longest retry interval (s)",
+                d.retry_max_secs,
+                "delivery.retry_max_secs",
+            ))
+            .field(num(
+                "max_per_destination",
+                "Connections per destination",
+                d.max_per_destination.into(),
+                "delivery.max_per_destination",
+            ))
+            .field(num(
+                "max_concurrent",
+                "Outgoing connections in total",
+                d.max_concurrent.into(),
+                "delivery.max_concurrent",
+            ))
+            .field(num(
+                "connect_timeout_secs",
+                "Connect timeout (s)",
+                d.connect_timeout_secs,
+                "delivery.connect_timeout_secs",
+            ))
+            .field(num(
+                "delivery_command_timeout_secs",
+                "Delivery command timeout (s)",
+                d.command_timeout_secs,
+                "delivery.command_timeout_secs",
+            )),
+    );
+    let listeners = fin(
+        FormView::new("listeners", "/mailflow/listeners", "", "Save listeners")
+            .intro("Addresses (address:port, one per line). Changes take effect when the appliance restarts.")
+            .field(Field::new("smtp_listen", "SMTP (inbound, port 25)", "textarea", lines(&s.listen)).path("smtp.listen").rows(2))
+            .field(Field::new("submission_listen", "Submission (your mail servers, port 587)", "textarea", lines(&s.submission_listen)).path("smtp.submission_listen").rows(2))
+            .field(Field::new("console_listen", "This console (HTTPS)", "textarea", lines(&cfg.console.listen)).path("console.listen").rows(2)),
+    );
+    let cert = cert_info_file(&state.data().resolve(&cfg.tls.cert));
+    let cert_form = FormView::new("smtp-cert", "/mailflow/certificate", "", "Install certificate")
+        .intro("PEM files: the certificate (with its chain) and its unencrypted private key. They are checked, then installed by the supervisor for the mail engine only.")
+        .field(Field::new("cert", "Certificate chain", "file", ""))
+        .field(Field::new("key", "Private key", "file", ""))
+        .multipart()
+        .editable(editable)
+        .finish(sub);
+    MailflowPage {
+        page,
+        editable,
+        revision,
+        domains,
+        new_domain,
+        routes,
+        new_route,
+        outbound,
+        network,
+        limits,
+        listeners,
+        cert,
+        cert_form,
+    }
+}
+
+async fn show(
+    state: &AppState,
+    p: &Principal,
+    sub: Option<Submitted>,
+) -> Result<Response, AppError> {
+    let page = Page::load(state, p, "mailflow", "Mail flow").await?;
+    let rev = state
+        .db(|s| {
+            s.config
+                .current()?
+                .ok_or_else(|| AppError::internal("no configuration"))
+        })
+        .await?;
+    let status = if sub.is_some() {
+        StatusCode::UNPROCESSABLE_ENTITY
+    } else {
+        StatusCode::OK
+    };
+    let editable = allows(p.user.role, Perm::EditConfig);
+    render_status(
+        status,
+        &build(state, &rev.config, rev.id, editable, sub.as_ref(), page),
+    )
+}
+
+pub async fn page(State(state): State<AppState>, p: Principal) -> Result<Response, AppError> {
+    show(&state, &p, None).await
+}
+
+fn revision(raw: &Raw) -> Result<i64, AppError> {
+    get(raw, "revision")
+        .parse()
+        .map_err(|_| AppError::BadRequest("The form did not say which revision it edits.".into()))
+}
+
+fn index(raw: &Raw) -> Result<usize, AppError> {
+    get(raw, "index")
+        .parse()
+        .map_err(|_| AppError::BadRequest("The form did not say which entry it edits.".into()))
+}
+
+/// Saves, then redirects back with a message, or shows the form again with its problems.
+async fn save<F>(
+    state: &AppState,
+    p: &Principal,
+    raw: Raw,
+    form: String,
+    anchor: &str,
+    edit: F,
+) -> Result<Response, AppError>
+where
+    F: FnOnce(&mut Config, &Raw) -> (String, Vec<Problem>) + Send + 'static,
+{
+    let rev = revision(&raw)?;
+    let raw2 = raw.clone();
+    match edit_config(state, p, rev, move |cfg| edit(cfg, &raw2)).await? {
+        EditOutcome::Committed { revision, engine } => {
+            flash(state, p, committed_message(revision, &engine)).await?;
+            Ok(Redirect::to(&format!("/mailflow#{anchor}")).into_response())
+        }
+        EditOutcome::Unchanged => {
+            flash(state, p, "Nothing changed.".into()).await?;
+            Ok(Redirect::to(&format!("/mailflow#{anchor}")).into_response())
+        }
+        EditOutcome::Invalid(problems) => {
+            show(
+                state,
+                p,
+                Some(Submitted {
+                    form,
+                    raw,
+                    problems,
+                }),
+            )
+            .await
+        }
+    }
+}
+
+fn parse_route(v: &str, path: String, p: &mut Vec<Problem>) -> DomainRoute {
+    match v {
+        "maildir" => DomainRoute::Maildir,
+        "smarthosts" => DomainRoute::Smarthosts,
+        other => {
+            p.push(Problem::new(path, format!("unknown route '{other}'")));
+            DomainRoute::Smarthosts
+        }
+    }
+}
+
+pub async fn domains(
+    State(state): State<AppState>,
+    p: Principal,
+    Form(raw): Form<Raw>,
+) -> Result<Response, AppError> {
+    let action = get(&raw, "action").to_string();
+    let i = index(&raw)?;
+    let form = match action.as_str() {
+        "add" => "domain-new".to_string(),
+        "delete" => format!("domain-{i}-remove"),
+        _ => format!("domain-{i}"),
+    };
+    save(&state, &p, raw, form, "domains", move |cfg, raw| {
+        let mut problems = Vec::new();
+        match action.as_str() {
+            "delete" => {
+                if i >= cfg.domains.len() {
+                    problems.push(Problem::new("", "that domain is no longer listed"));
+                    return (String::new(), problems);
+                }
+                let d = cfg.domains.remove(i);
+                (format!("inbound domain {} removed", d.name), problems)
+            }
+            "add" | "update" => {
+                let i = if action == "add" {
+                    cfg.domains.push(InboundDomain::default());
+                    cfg.domains.len() - 1
+                } else if i < cfg.domains.len() {
+                    i
+                } else {
+                    problems.push(Problem::new("", "that domain is no longer listed"));
+                    return (String::new(), problems);
+                };
+                let route = parse_route(
+                    get(raw, "route"),
+                    format!("domain[{i}].route"),
+                    &mut problems,
+                );
+                let hosts: Vec<HostPort> = parse_list(
+                    get(raw, "smarthosts"),
+                    &format!("domain[{i}].smarthosts"),
+                    &mut problems,
+                );
+                let d = &mut cfg.domains[i];
+                d.name = get(raw, "name")
+                    .trim()
+                    .trim_end_matches('.')
+                    .to_ascii_lowercase();
+                d.route = route;
+                d.smarthosts = hosts;
+                let verb = if action == "add" { "added" } else { "changed" };
+                (format!("inbound domain {} {verb}", d.name), problems)
+            }
+            other => {
+                problems.push(Problem::new("", format!("unknown action '{other}'")));
+                (String::new(), problems)
+            }
+        }
+    })
+    .await
+}
+
+pub async fn routes(
+    State(state): State<AppState>,
+    p: Principal,
+    Form(raw): Form<Raw>,
+) -> Result<Response, AppError> {
+    let action = get(&raw, "action").to_string();
+    let i = index(&raw)?;
+    let form = match action.as_str() {
+        "add" => "route-new".to_string(),
+        "delete" => format!("route-{i}-remove"),
+        _ => format!("route-{i}"),
+    };
+    save(&state, &p, raw, form, "routes", move |cfg, raw| {
+        let mut problems = Vec::new();
+        match action.as_str() {
+            "delete" => {
+                if i >= cfg.routes.len() {
+                    problems.push(Problem::new("", "that route is no longer listed"));
+                    return (String::new(), problems);
+                }
+                let r = cfg.routes.remove(i);
+                (format!("static route for {} removed", r.domain), problems)
+            }
+            "add" | "update" => {
+                let i = if action == "add" {
+                    cfg.routes.push(StaticRoute::default());
+                    cfg.routes.len() - 1
+                } else if i < cfg.routes.len() {
+                    i
+                } else {
+                    problems.push(Problem::new("", "that route is no longer listed"));
+                    return (String::new(), problems);
+                };
+                let hosts: Vec<HostPort> = parse_list(
+                    get(raw, "smarthosts"),
+                    &format!("route[{i}].smarthosts"),
+                    &mut problems,
+                );
+                let r = &mut cfg.routes[i];
+                r.domain = get(raw, "domain")
+                    .trim()
+                    .trim_end_matches('.')
+                    .to_ascii_lowercase();
+                r.smarthosts = hosts;
+                let verb = if action == "add" { "added" } else { "changed" };
+                (format!("static route for {} {verb}", r.domain), problems)
+            }
+            other => {
+                problems.push(Problem::new("", format!("unknown action '{other}'")));
+                (String::new(), problems)
+            }
+        }
+    })
+    .await
+}
+
+pub async fn outbound(
+    State(state): State<AppState>,
+    p: Principal,
+    Form(raw): Form<Raw>,
+) -> Result<Response, AppError> {
+    save(
+        &state,
+        &p,
+        raw,
+        "outbound".into(),
+        "outbound",
+        |cfg, raw| {
+            let mut problems = Vec::new();
+            cfg.outbound.smarthosts =
+                parse_list(get(raw, "smarthosts"), "outbound.smarthosts", &mut problems);
+            cfg.delivery.tls = match get(raw, "tls") {
+                "opportunistic" => OutboundTls::Opportunistic,
+                "required" => OutboundTls::Required,
+                "none" => OutboundTls::None,
+                other => {
+                    problems.push(Problem::new(
+                        "delivery.tls",
+                        format!("unknown policy '{other}'"),
+                    ));
+                    cfg.delivery.tls
+                }
+            };
+            set_num(
+                &mut cfg.delivery.remote_port,
+                raw,
+                "remote_port",
+                "delivery.remote_port",
+                &mut problems,
+            );
+            ("outbound routing changed".into(), problems)
+        },
+    )
+    .await
+}
+
+pub async fn network(
+    State(state): State<AppState>,
+    p: Principal,
+    Form(raw): Form<Raw>,
+) -> Result<Response, AppError> {
+    save(&state, &p, raw, "network".into(), "network", |cfg, raw| {
+        let mut problems = Vec::new();
+        cfg.smtp.trusted_networks = parse_list(
+            get(raw, "trusted_networks"),
+            "smtp.trusted_networks",
+            &mut problems,
+        );
+        ("trusted networks changed".into(), problems)
+    })
+    .await
+}
+
+pub async fn limits(
+    State(state): State<AppState>,
+    p: Principal,
+    Form(raw): Form<Raw>,
+) -> Result<Response, AppError> {
+    save(&state, &p, raw, "limits".into(), "limits", |cfg, raw| {
+        let mut pr = Vec::new();
+        let mut mib = cfg.smtp.max_message_size / (1024 * 1024);
+        set_num(
+            &mut mib,
+            raw,
+            "max_message_size_mib",
+            "smtp.max_message_size",
+            &mut pr,
+        );
+        cfg.smtp.max_message_size = mib.saturating_mul(1024 * 1024);
+        let s = &mut cfg.smtp;
+        set_num(
+            &mut s.max_recipients,
+            raw,
+            "max_recipients",
+            "smtp.max_recipients",
+            &mut pr,
+        );
+        set_num(
+            &mut s.max_connections,
+            raw,
+            "max_connections",
+            "smtp.max_connections",
+            &mut pr,
+        );
+        set_num(
+            &mut s.max_connections_per_ip,
+            raw,
+            "max_connections_per_ip",
+            "smtp.max_connections_per_ip",
+            &mut pr,
+        );
+        set_num(
+            &mut s.command_timeout_secs,
+            raw,
+            "command_timeout_secs",
+            "smtp.command_timeout_secs",
+            &mut pr,
+        );
+        set_num(
+            &mut s.data_timeout_secs,
+            raw,
+            "data_timeout_secs",
+            "smtp.data_timeout_secs",
+            &mut pr,
+        );
+        set_num(
+            &mut s.min_free_disk_mb,
+            raw,
+            "min_free_disk_mb",
+            "smtp.min_free_disk_mb",
+            &mut pr,
+        );
+        let d = &mut cfg.delivery;
+        let mut hours = d.max_lifetime_secs / 3600;
+        set_num(
+            &mut hours,
+            raw,
+            "max_lifetime_hours",
+            "delivery.max_lifetime_secs",
+            &mut pr,
+        );
+        d.max_lifetime_secs = hours.saturating_mul(3600);
+        set_num(
+            &mut d.retry_initial_secs,
+            raw,
+            "retry_initial_secs",
+            "delivery.retry_initial_secs",
+            &mut pr,
+        );
+        set_num(
+            &mut d.retry_max_secs,
+            raw,
+            "retry_max_secs",
+            "delivery.retry_max_secs",
+            &mut pr,
+        );
+        set_num(
+            &mut d.max_per_destination,
+            raw,
+            "max_per_destination",
+            "delivery.max_per_destination",
+            &mut pr,
+        );
+        set_num(
+            &mut d.max_concurrent,
+            raw,
+            "max_concurrent",
+            "delivery.max_concurrent",
+            &mut pr,
+        );
+        set_num(
+            &mut d.connect_timeout_secs,
+            raw,
+            "connect_timeout_secs",
+            "delivery.connect_timeout_secs",
+            &mut pr,
+        );
+        set_num(
+            &mut d.command_timeout_secs,
+            raw,
+            "delivery_command_timeout_secs",
+            "delivery.command_timeout_secs",
+            &mut pr,
+        );
+        ("limits changed".into(), pr)
+    })
+    .await
+}
+
+pub async fn listeners(
+    State(state): State<AppState>,
+    p: Principal,
+    Form(raw): Form<Raw>,
+) -> Result<Response, AppError> {
+    save(
+        &state,
+        &p,
+        raw,
+        "listeners".into(),
+        "listeners",
+        |cfg, raw| {
+            let mut pr = Vec::new();
+            cfg.smtp.listen = parse_list(get(raw, "smtp_listen"), "smtp.listen", &mut pr);
+            cfg.smtp.submission_listen = parse_list(
+                get(raw, "submission_listen"),
+                "smtp.submission_listen",
+                &mut pr,
+            );
+            cfg.console.listen = parse_list(get(raw, "console_listen"), "console.listen", &mut pr);
+            if cfg.console.listen.is_empty()
+                && !pr.iter().any(|p| p.path.starts_with("console.listen"))
+            {
+                pr.push(Problem::new(
+                    "console.listen",
+                    "the console needs at least one address, or nobody can reach it",
+                ));
+            }
+            ("listeners changed (applied at the next restart)".into(), pr)
+        },
+    )
+    .await
+}
+
+pub async fn certificate(
+    State(state): State<AppState>,
+    p: Principal,
+    mp: Multipart,
+) -> Result<Response, AppError> {
+    let (cert, key) = super::read_cert_upload(mp).await?;
+    match super::install_certificate(&state, &p, "smtp", cert, key).await {
+        Ok(msg) => {
+            flash(&state, &p, msg).await?;
+            Ok(Redirect::to("/mailflow#certificate").into_response())
+        }
+        Err(AppError::BadRequest(msg)) => {
+            show(
+                &state,
+                &p,
+                Some(Submitted {
+                    form: "smtp-cert".into(),
+                    raw: Default::default(),
+                    problems: vec![Problem::new("", msg)],
+                }),
+            )
+            .await
+        }
+        Err(e) => Err(e),
+    }
+}

@@ -1,0 +1,187 @@
+//! Every URL, and the permission it needs. Reading this file is reading the access policy;
+//! `tests/routes.rs` checks it for every role.
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::middleware::{from_fn, from_fn_with_state};
+use axum::routing::{delete, get, post};
+
+use crate::auth::{self, BODY_LIMIT, Perm, with_perm};
+use crate::pages::{account, audit, dashboard, mailflow, queue, system, tracking, users};
+use crate::state::AppState;
+use crate::{api, pages, security};
+
+fn pages(state: &AppState) -> Router<AppState> {
+    use Perm::*;
+    Router::new()
+        .merge(with_perm(
+            Dashboard,
+            Router::new().route("/", get(dashboard::page)),
+        ))
+        .merge(with_perm(
+            ViewConfig,
+            Router::new().route("/mailflow", get(mailflow::page)),
+        ))
+        .merge(with_perm(
+            EditConfig,
+            Router::new()
+                .route("/mailflow/domains", post(mailflow::domains))
+                .route("/mailflow/routes", post(mailflow::routes))
+                .route("/mailflow/outbound", post(mailflow::outbound))
+                .route("/mailflow/network", post(mailflow::network))
+                .route("/mailflow/limits", post(mailflow::limits))
+                .route("/mailflow/listeners", post(mailflow::listeners))
+                .route("/mailflow/certificate", post(mailflow::certificate)),
+        ))
+        .merge(with_perm(
+            ViewQueue,
+            Router::new()
+                .route("/queue", get(queue::list))
+                .route("/queue/{id}", get(queue::message)),
+        ))
+        .merge(with_perm(
+            ManageQueue,
+            Router::new()
+                .route("/queue/flush", post(queue::flush))
+                .route("/queue/{id}", post(queue::action)),
+        ))
+        .merge(with_perm(
+            ViewTracking,
+            Router::new()
+                .route("/tracking", get(tracking::search))
+                .route("/tracking/{id}", get(tracking::trace)),
+        ))
+        .merge(with_perm(
+            ViewAudit,
+            Router::new()
+                .route("/audit", get(audit::list))
+                .route("/audit/verify", get(audit::verify))
+                .route("/audit.csv", get(audit::csv)),
+        ))
+        .merge(with_perm(
+            ViewUsers,
+            Router::new().route("/users", get(users::list)),
+        ))
+        .merge(with_perm(
+            ManageUsers,
+            Router::new()
+                .route("/users", post(users::create))
+                .route("/users/{id}", post(users::action)),
+        ))
+        .merge(with_perm(
+            ViewSystem,
+            Router::new()
+                .route("/system", get(system::page))
+                .route("/system/backup.toml", get(system::backup)),
+        ))
+        .merge(with_perm(
+            ManageSystem,
+            Router::new()
+                .route("/system/identity", post(system::identity))
+                .route("/system/restore", post(system::restore_preview))
+                .route("/system/restore/apply", post(system::restore_apply))
+                .route("/system/rollback", post(system::rollback))
+                .route("/system/restart", post(system::restart))
+                .route("/system/certificate", post(system::certificate)),
+        ))
+        .merge(with_perm(
+            OwnAccount,
+            Router::new()
+                .route("/account", get(account::page))
+                .route("/account/totp/begin", post(account::totp_begin))
+                .route("/account/totp/confirm", post(account::totp_confirm))
+                .route("/account/totp/disable", post(account::totp_disable))
+                .route("/account/tokens", post(account::token_create))
+                .route("/account/tokens/{id}/revoke", post(account::token_revoke)),
+        ))
+        // Reachable while a password change is forced.
+        .route(
+            "/password",
+            get(auth::password_page).post(auth::password_submit),
+        )
+        .route("/logout", post(auth::logout))
+        .layer(from_fn_with_state(state.clone(), auth::session_layer))
+}
+
+fn api(state: &AppState) -> Router<AppState> {
+    use Perm::*;
+    Router::new()
+        .merge(with_perm(
+            Dashboard,
+            Router::new()
+                .route("/status", get(api::status))
+                .route("/flow", get(api::flow)),
+        ))
+        .merge(with_perm(
+            ViewConfig,
+            Router::new()
+                .route("/config", get(api::config_get))
+                .route("/config/toml", get(api::config_toml))
+                .route("/config/history", get(api::config_history)),
+        ))
+        .merge(with_perm(
+            EditConfig,
+            Router::new()
+                .route("/config", post(api::config_put))
+                .route("/config/rollback", post(api::config_rollback)),
+        ))
+        .merge(with_perm(
+            ViewQueue,
+            Router::new()
+                .route("/queue", get(api::queue_list))
+                .route("/queue/{id}", get(api::queue_get)),
+        ))
+        .merge(with_perm(
+            ManageQueue,
+            Router::new()
+                .route("/queue/flush", post(api::queue_flush))
+                .route("/queue/{id}/{action}", post(api::queue_action)),
+        ))
+        .merge(with_perm(
+            ViewTracking,
+            Router::new()
+                .route("/tracking", get(api::tracking_search))
+                .route("/tracking/{id}", get(api::tracking_get)),
+        ))
+        .merge(with_perm(
+            ViewAudit,
+            Router::new()
+                .route("/audit", get(api::audit_list))
+                .route("/audit/verify", get(api::audit_verify)),
+        ))
+        .merge(with_perm(
+            ViewUsers,
+            Router::new().route("/users", get(api::users_list)),
+        ))
+        .merge(with_perm(
+            ManageUsers,
+            Router::new()
+                .route("/users", post(api::users_create))
+                .route("/users/{id}/role", post(api::users_role))
+                .route("/users/{id}/reset-password", post(api::users_reset))
+                .route("/users/{id}", delete(api::users_delete)),
+        ))
+        .merge(with_perm(
+            ViewSystem,
+            Router::new().route("/services", get(api::services_list)),
+        ))
+        .merge(with_perm(
+            ManageSystem,
+            Router::new().route("/services/{name}/restart", post(api::services_restart)),
+        ))
+        .fallback(api::not_found)
+        .layer(from_fn_with_state(state.clone(), api::token_layer))
+}
+
+/// The whole console. Security headers wrap everything, including errors and redirects.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/login", get(auth::login_page).post(auth::login_submit))
+        .route("/static/console.css", get(pages::stylesheet))
+        .nest("/api/v1", api(&state))
+        .merge(pages(&state))
+        .fallback(pages::not_found)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(from_fn(security::headers))
+        .with_state(state)
+}

@@ -1,0 +1,144 @@
+//! What every handler shares: the open databases, the policies, and the ways to reach the
+//! engine and the supervisor.
+
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwapOption;
+use palisade_engine::{ControlRequest, ControlResponse};
+use palisade_store::accounts::{Accounts, SessionPolicy, Throttle};
+use palisade_store::{AuditLog, ConfigStore, DataDir, MailDb};
+use palisade_supervisor::control as sup;
+
+use crate::error::AppError;
+
+/// Policies a deployment (or a test) may tune.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Settings {
+    pub throttle: Throttle,
+    pub sessions: SessionPolicy,
+}
+
+/// The databases, behind one lock: the console is used by a handful of people, and one lock
+/// makes every handler's read-modify-write obviously atomic within this process (SQLite's
+/// `BEGIN IMMEDIATE` and revision checks take care of other processes).
+pub struct Stores {
+    pub accounts: Accounts,
+    pub config: ConfigStore,
+    pub audit: AuditLog,
+    pub mail: MailDb,
+}
+
+/// Logins hash passwords (tens of milliseconds by design): they get their own connections and
+/// lock so that a burst of attempts does not stall every page.
+pub struct LoginStores {
+    pub accounts: Accounts,
+    pub audit: AuditLog,
+}
+
+struct Inner {
+    data: DataDir,
+    stores: Mutex<Stores>,
+    login: Mutex<LoginStores>,
+    settings: Settings,
+    /// Set by the server so that a replaced certificate takes effect without a restart.
+    tls_reload: ArcSwapOption<Box<dyn Fn() -> Result<(), String> + Send + Sync>>,
+}
+
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+impl AppState {
+    pub fn open(data: &DataDir, settings: Settings) -> Result<AppState, crate::ConsoleError> {
+        let stores = Stores {
+            accounts: Accounts::open(&data.config_db())?,
+            config: ConfigStore::open(&data.config_db())?,
+            audit: AuditLog::open(&data.audit_db())?,
+            mail: MailDb::open(&data.mail_db())?,
+        };
+        let login = LoginStores {
+            accounts: Accounts::open(&data.config_db())?,
+            audit: AuditLog::open(&data.audit_db())?,
+        };
+        Ok(AppState(Arc::new(Inner {
+            data: data.clone(),
+            stores: Mutex::new(stores),
+            login: Mutex::new(login),
+            settings,
+            tls_reload: ArcSwapOption::empty(),
+        })))
+    }
+
+    pub fn data(&self) -> &DataDir {
+        &self.0.data
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.0.settings
+    }
+
+    /// Runs `f` on the databases on a blocking thread.
+    pub async fn db<T, F>(&self, f: F) -> Result<T, AppError>
+    where
+        F: FnOnce(&mut Stores) -> Result<T, AppError> + Send + 'static,
+        T: Send + 'static,
+    {
+        let inner = self.0.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut stores = inner.stores.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut stores)
+        })
+        .await?
+    }
+
+    pub async fn login_db<T, F>(&self, f: F) -> Result<T, AppError>
+    where
+        F: FnOnce(&mut LoginStores) -> Result<T, AppError> + Send + 'static,
+        T: Send + 'static,
+    {
+        let inner = self.0.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut stores = inner.login.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut stores)
+        })
+        .await?
+    }
+
+    /// One request to the engine's control socket. `Err` says why it could not be asked
+    /// (not running, no permission), in words for the page.
+    pub async fn engine(&self, req: ControlRequest) -> Result<ControlResponse, String> {
+        let socket = self.0.data.control_socket();
+        tokio::task::spawn_blocking(move || palisade_engine::control_request(&socket, &req))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("the engine is not reachable ({e})"))
+    }
+
+    /// After a configuration commit: asks the engine to apply it, and says what happened.
+    pub async fn reload_engine(&self) -> String {
+        match self.engine(ControlRequest::Reload).await {
+            Ok(r) if r.ok => format!("engine: {}", r.message),
+            Ok(r) => format!("the engine did not apply it: {}", r.message),
+            Err(e) => format!("{e}; it applies the change when it starts"),
+        }
+    }
+
+    pub async fn supervisor(&self, req: sup::Request) -> Result<sup::Response, String> {
+        let data = self.0.data.clone();
+        tokio::task::spawn_blocking(move || sup::request(&data, &req))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("the supervisor is not reachable ({e})"))
+    }
+
+    pub(crate) fn set_tls_reload(&self, f: Box<dyn Fn() -> Result<(), String> + Send + Sync>) {
+        self.0.tls_reload.store(Some(Arc::new(f)));
+    }
+
+    /// Re-reads the console's certificate; `Err` if there is no server (tests) or it failed.
+    pub(crate) fn reload_tls(&self) -> Result<(), String> {
+        match self.0.tls_reload.load_full() {
+            Some(f) => f(),
+            None => Err("no TLS listener in this process".into()),
+        }
+    }
+}

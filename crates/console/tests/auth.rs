@@ -1,0 +1,476 @@
+//! Logins, sessions, cookies, CSRF, headers, throttling.
+
+mod common;
+
+use axum::http::{Method, StatusCode, header};
+use common::*;
+use palisade_console::{LOGIN_COOKIE, SESSION_COOKIE};
+use palisade_store::audit::AuditFilter;
+
+fn assert_security_headers(r: &Reply, what: &str) {
+    let h = |n: &str| {
+        r.headers
+            .get(n)
+            .unwrap_or_else(|| panic!("{what}: no {n} header"))
+            .to_str()
+            .unwrap()
+            .to_string()
+    };
+    let csp = h("content-security-policy");
+    for part in [
+        "default-src 'none'",
+        "script-src 'none'",
+        "object-src 'none'",
+        "base-uri 'none'",
+        "frame-ancestors 'none'",
+        "style-src 'self'",
+    ] {
+        assert!(csp.contains(part), "{what}: CSP lacks {part}: {csp}");
+    }
+    assert!(!csp.contains("unsafe-inline"), "{what}: {csp}");
+    assert!(
+        h("strict-transport-security").starts_with("max-age="),
+        "{what}"
+    );
+    assert_eq!(h("x-content-type-options"), "nosniff", "{what}");
+    assert_eq!(h("x-frame-options"), "DENY", "{what}");
+}
+
+#[tokio::test]
+async fn every_response_carries_the_security_headers() {
+    let c = Console::new();
+    let admin = c.admin();
+    let cases = [
+        ("login page", c.get("/login", None).await),
+        ("redirect to login", c.get("/", None).await),
+        ("stylesheet", c.get("/static/console.css", None).await),
+        ("not found", c.get("/no/such/page", None).await),
+        ("dashboard", c.get("/", Some(&admin)).await),
+        ("api without token", c.get("/api/v1/status", None).await),
+        (
+            "refused post",
+            c.send(req(
+                Method::POST,
+                "/logout",
+                Some(&admin),
+                Some("x=1"),
+                "192.0.2.1",
+            ))
+            .await,
+        ),
+    ];
+    for (what, r) in &cases {
+        assert_security_headers(r, what);
+    }
+    assert_eq!(cases[1].1.status, StatusCode::SEE_OTHER);
+    assert_eq!(cases[3].1.status, StatusCode::NOT_FOUND);
+    assert_eq!(cases[4].1.status, StatusCode::OK);
+    assert_eq!(cases[5].1.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(cases[6].1.status, StatusCode::FORBIDDEN);
+    // Pages are never cached; the stylesheet may be.
+    assert_eq!(cases[4].1.headers["cache-control"], "no-store");
+    // No page carries inline script or style (the CSP would block it anyway).
+    for (what, r) in &cases {
+        assert!(!r.body.contains("<script"), "{what}");
+        assert!(!r.body.contains("style="), "{what}");
+    }
+}
+
+#[tokio::test]
+async fn first_login_forces_a_password_change_and_cookies_are_host_only() {
+    let c = Console::new();
+    let r = c.login("admin", &c.admin_otp, "192.0.2.10").await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    assert_eq!(r.location(), Some("/password"));
+    let set = r
+        .set_cookies()
+        .into_iter()
+        .find(|c| c.starts_with(&format!("{SESSION_COOKIE}=")))
+        .unwrap();
+    for attr in ["Path=/", "Secure", "HttpOnly", "SameSite=Strict"] {
+        assert!(set.split("; ").any(|a| a == attr), "{attr} missing: {set}");
+    }
+    assert!(!set.contains("Domain"), "{set}");
+    assert!(SESSION_COOKIE.starts_with("__Host-"));
+    // The login token cookie is cleared.
+    assert!(
+        r.set_cookies()
+            .iter()
+            .any(|c| c.starts_with(&format!("{LOGIN_COOKIE}=;")) && c.contains("Max-Age=0"))
+    );
+    let id = r.cookie(SESSION_COOKIE).unwrap();
+    assert_eq!(id.len(), 64, "256 random bits in hex");
+
+    // Until the password is changed, every page leads to the change form.
+    let s = Session {
+        cookie: id.clone(),
+        csrf: String::new(),
+    };
+    let r = c.get("/", Some(&s)).await;
+    assert_eq!(r.location(), Some("/password"));
+    let r = c.get("/queue", Some(&s)).await;
+    assert_eq!(r.location(), Some("/password"));
+    let page = c.get("/password", Some(&s)).await;
+    assert_eq!(page.status, StatusCode::OK);
+    let csrf = page
+        .body
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string();
+    let s = Session { cookie: id, csrf };
+    let weak = c
+        .post(
+            "/password",
+            &s,
+            &[
+                ("current", &c.admin_otp),
+                ("new", "short"),
+                ("confirm", "short"),
+            ],
+        )
+        .await;
+    assert_eq!(weak.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        weak.body.contains("at least 12 characters"),
+        "{}",
+        weak.body
+    );
+    let r = c
+        .post(
+            "/password",
+            &s,
+            &[
+                ("current", &c.admin_otp),
+                ("new", PASSWORD),
+                ("confirm", PASSWORD),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    assert_eq!(r.location(), Some("/"));
+    // The password change ended the old session and issued a new id.
+    let new_id = r.cookie(SESSION_COOKIE).unwrap();
+    assert_ne!(new_id, s.cookie);
+    assert_eq!(c.get("/", Some(&s)).await.location(), Some("/login"));
+    let fresh = Session {
+        cookie: new_id,
+        csrf: String::new(),
+    };
+    let dash = c.get("/", Some(&fresh)).await;
+    assert_eq!(dash.status, StatusCode::OK);
+    assert!(dash.body.contains("Your password was changed"));
+}
+
+#[tokio::test]
+async fn login_issues_a_new_session_id_every_time() {
+    let c = Console::new();
+    c.admin();
+    let a = c.login("admin", PASSWORD, "192.0.2.1").await;
+    let b = c.login("admin", PASSWORD, "192.0.2.1").await;
+    let (a, b) = (
+        a.cookie(SESSION_COOKIE).unwrap(),
+        b.cookie(SESSION_COOKIE).unwrap(),
+    );
+    assert_ne!(a, b);
+    let wrong = c.login("admin", "not the password", "192.0.2.1").await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    assert!(wrong.cookie(SESSION_COOKIE).is_none());
+    assert!(wrong.body.contains("Wrong user name, password"));
+    let unknown = c.login("nobody", "x", "192.0.2.1").await;
+    assert_eq!(unknown.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        wrong.body.replace("value=\"admin\"", ""),
+        unknown.body.replace("value=\"nobody\"", "").replace(
+            &unknown.cookie(LOGIN_COOKIE).unwrap(),
+            &wrong.cookie(LOGIN_COOKIE).unwrap()
+        ),
+        "a wrong password and an unknown user look the same"
+    );
+}
+
+#[tokio::test]
+async fn missing_or_foreign_csrf_is_refused() {
+    let c = Console::new();
+    let s = c.admin();
+    let path = "/mailflow/network";
+    let body_ok = form(&[
+        ("csrf", &s.csrf),
+        ("revision", "1"),
+        ("trusted_networks", "127.0.0.0/8\n10.0.0.0/8"),
+    ]);
+    let body_none = form(&[("revision", "1"), ("trusted_networks", "10.0.0.0/8")]);
+    let other = c.user("other", palisade_store::accounts::Role::Administrator);
+    let body_foreign = form(&[
+        ("csrf", &other.csrf),
+        ("revision", "1"),
+        ("trusted_networks", "10.0.0.0/8"),
+    ]);
+
+    let r = c
+        .send(req(
+            Method::POST,
+            path,
+            Some(&s),
+            Some(&body_none),
+            "192.0.2.1",
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "no token");
+    let r = c
+        .send(req(
+            Method::POST,
+            path,
+            Some(&s),
+            Some(&body_foreign),
+            "192.0.2.1",
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "another session's token");
+
+    let mut foreign_origin = req(Method::POST, path, Some(&s), Some(&body_ok), "192.0.2.1");
+    foreign_origin
+        .headers_mut()
+        .insert(header::ORIGIN, "https://evil.example".parse().unwrap());
+    assert_eq!(c.send(foreign_origin).await.status, StatusCode::FORBIDDEN);
+
+    let mut no_origin = req(Method::POST, path, Some(&s), Some(&body_ok), "192.0.2.1");
+    no_origin.headers_mut().remove(header::ORIGIN);
+    assert_eq!(
+        c.send(no_origin).await.status,
+        StatusCode::FORBIDDEN,
+        "neither Origin nor Referer"
+    );
+
+    let mut referer = req(Method::POST, path, Some(&s), Some(&body_ok), "192.0.2.1");
+    referer.headers_mut().remove(header::ORIGIN);
+    referer.headers_mut().insert(
+        header::REFERER,
+        format!("{ORIGIN}/mailflow").parse().unwrap(),
+    );
+    let r = c.send(referer).await;
+    assert_eq!(
+        r.status,
+        StatusCode::SEE_OTHER,
+        "same-origin Referer: {}",
+        r.body
+    );
+
+    // Nothing the refused requests carried was applied: one new revision only.
+    let history = palisade_store::ConfigStore::open(&c.data.config_db())
+        .unwrap()
+        .history(10)
+        .unwrap();
+    assert_eq!(history.len(), 2);
+
+    // The login form has its own token (a cookie and a field that must match).
+    let page = c.get("/login", None).await;
+    let token = page.cookie(LOGIN_COOKIE).unwrap();
+    let body = form(&[("user", "admin"), ("password", PASSWORD), ("csrf", &token)]);
+    let r = c
+        .send(req(Method::POST, "/login", None, Some(&body), "192.0.2.1"))
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "token without its cookie");
+    let mut r = req(Method::POST, "/login", None, Some(&body), "192.0.2.1");
+    r.headers_mut().insert(
+        header::COOKIE,
+        format!("{LOGIN_COOKIE}={token}").parse().unwrap(),
+    );
+    r.headers_mut()
+        .insert(header::ORIGIN, "https://evil.example".parse().unwrap());
+    assert_eq!(
+        c.send(r).await.status,
+        StatusCode::FORBIDDEN,
+        "foreign origin"
+    );
+}
+
+#[tokio::test]
+async fn a_cookie_reused_after_logout_leads_to_the_login_page() {
+    let c = Console::new();
+    c.admin();
+    let r = c.login("admin", PASSWORD, "192.0.2.1").await;
+    let cookie = r.cookie(SESSION_COOKIE).unwrap();
+    let page = c
+        .get(
+            "/",
+            Some(&Session {
+                cookie: cookie.clone(),
+                csrf: String::new(),
+            }),
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::OK);
+    let csrf = page
+        .body
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string();
+    let s = Session { cookie, csrf };
+    let out = c.post("/logout", &s, &[]).await;
+    assert_eq!(out.status, StatusCode::SEE_OTHER);
+    assert_eq!(out.location(), Some("/login"));
+    assert!(
+        out.set_cookies()
+            .iter()
+            .any(|c| c.starts_with(&format!("{SESSION_COOKIE}=;")) && c.contains("Max-Age=0"))
+    );
+    for path in ["/", "/queue", "/audit", "/system/backup.toml"] {
+        let r = c.get(path, Some(&s)).await;
+        assert_eq!(r.status, StatusCode::SEE_OTHER, "{path}");
+        assert_eq!(r.location(), Some("/login"), "{path}");
+    }
+    let r = c.post("/mailflow/network", &s, &[("revision", "1")]).await;
+    assert_eq!(r.location(), Some("/login"));
+    let actions: Vec<String> = c
+        .audit()
+        .list(&AuditFilter::default())
+        .unwrap()
+        .into_iter()
+        .map(|e| e.action)
+        .collect();
+    assert!(actions.contains(&"logout".to_string()), "{actions:?}");
+}
+
+#[tokio::test]
+async fn fifty_wrong_passwords_are_throttled_and_audited_and_the_user_gets_in_later() {
+    let window = 3;
+    let c = Console::with(settings(window));
+    c.admin();
+    let ips = [
+        "198.51.100.1",
+        "198.51.100.2",
+        "198.51.100.3",
+        "198.51.100.4",
+        "198.51.100.5",
+    ];
+    let (mut refused, mut throttled) = (0, 0);
+    for i in 0..50 {
+        let r = c
+            .login("admin", &format!("guess {i}"), ips[i % ips.len()])
+            .await;
+        match r.status {
+            StatusCode::UNAUTHORIZED => refused += 1,
+            StatusCode::TOO_MANY_REQUESTS => throttled += 1,
+            s => panic!("attempt {i}: {s}"),
+        }
+        assert!(r.cookie(SESSION_COOKIE).is_none());
+    }
+    // Five failures lock the account: the other 45 were not even checked.
+    assert_eq!((refused, throttled), (5, 45));
+    // While locked, the right password does not help either (and says so, without saying
+    // whether it was right).
+    let locked = c.login("admin", PASSWORD, "192.0.2.99").await;
+    assert_eq!(locked.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(locked.body.contains("Too many failed attempts"));
+
+    // Every attempt is in the audit log.
+    let entries = c
+        .audit()
+        .list(&AuditFilter {
+            action_prefix: Some("login.".into()),
+            ..Default::default()
+        })
+        .unwrap();
+    let count = |a: &str| entries.iter().filter(|e| e.action == a).count();
+    assert_eq!(count("login.failed"), 5);
+    assert_eq!(count("login.throttled"), 46);
+    assert!(entries.iter().all(|e| e.actor == "admin"));
+    let sources: std::collections::BTreeSet<_> =
+        entries.iter().map(|e| e.source.as_str()).collect();
+    for ip in ips {
+        assert!(sources.contains(ip), "{ip} not audited");
+    }
+
+    // A different account is not locked by admin's lockout; per-address limits still apply:
+    // 198.51.100.1 has only one counted failure, so it may still try.
+    let other = c.login("nobody", "x", "198.51.100.1").await;
+    assert_eq!(other.status, StatusCode::UNAUTHORIZED);
+
+    // After the window the real user gets in.
+    tokio::time::sleep(std::time::Duration::from_secs(window as u64 + 1)).await;
+    let ok = c.login("admin", PASSWORD, "192.0.2.99").await;
+    assert_eq!(ok.status, StatusCode::SEE_OTHER, "{}", ok.body);
+    assert!(ok.cookie(SESSION_COOKIE).is_some());
+    assert_eq!(
+        c.audit()
+            .list(&AuditFilter {
+                action_prefix: Some("login.success".into()),
+                ..Default::default()
+            })
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn one_address_guessing_many_accounts_is_throttled() {
+    let c = Console::with(settings(60));
+    c.admin();
+    for i in 0..10 {
+        let r = c.login(&format!("user{i}"), "x", "203.0.113.7").await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "attempt {i}");
+    }
+    // The address is now blocked, even for a correct login...
+    let r = c.login("admin", PASSWORD, "203.0.113.7").await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    // ...but the account is not: the administrator gets in from elsewhere.
+    let r = c.login("admin", PASSWORD, "192.0.2.5").await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+}
+
+#[tokio::test]
+async fn second_factor_is_required_once_enabled() {
+    let c = Console::new();
+    let s = c.admin();
+    let begin = c.post("/account/totp/begin", &s, &[]).await;
+    assert_eq!(begin.status, StatusCode::OK);
+    assert!(begin.body.contains("otpauth://totp/"), "{}", begin.body);
+    let secret = begin
+        .body
+        .split("name=\"secret\" value=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string();
+    let key = palisade_store::accounts::totp::base32_decode(&secret).unwrap();
+    let now = palisade_store::now_unix();
+    let bad = c
+        .post("/account/totp/confirm", &s, &[("code", "123456x")])
+        .await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let code = palisade_store::accounts::totp::code_at(&key, now / 30 - 1);
+    let ok = c
+        .post("/account/totp/confirm", &s, &[("code", &code)])
+        .await;
+    assert_eq!(ok.status, StatusCode::SEE_OTHER, "{}", ok.body);
+
+    let without = c.login("admin", PASSWORD, "192.0.2.1").await;
+    assert_eq!(without.status, StatusCode::UNAUTHORIZED);
+    let page = c.get("/login", None).await;
+    let token = page.cookie(LOGIN_COOKIE).unwrap();
+    let code = palisade_store::accounts::totp::code_at(&key, palisade_store::now_unix() / 30);
+    let body = form(&[
+        ("user", "admin"),
+        ("password", PASSWORD),
+        ("code", &code),
+        ("csrf", &token),
+    ]);
+    let mut r = req(Method::POST, "/login", None, Some(&body), "192.0.2.1");
+    r.headers_mut().insert(
+        header::COOKIE,
+        format!("{LOGIN_COOKIE}={token}").parse().unwrap(),
+    );
+    let with = c.send(r).await;
+    assert_eq!(with.status, StatusCode::SEE_OTHER, "{}", with.body);
+}

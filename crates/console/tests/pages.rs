@@ -1,0 +1,538 @@
+//! The pages do what they say: configuration changes become audited revisions, problems
+//! appear next to their fields, the queue shows headers but never bodies, tracking finds
+//! messages, the audit log verifies and exports, a restore shows its difference first.
+
+mod common;
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode, header};
+use common::*;
+use palisade_console::{ClientAddr, SESSION_COOKIE};
+use palisade_store::ConfigStore;
+use palisade_store::audit::AuditFilter;
+use palisade_store::mail::{Batch, MailDb, MessageKind, NewMessage, NewRecipient, Origin};
+
+fn revision(c: &Console) -> (i64, palisade_store::Config) {
+    let r = ConfigStore::open(&c.data.config_db())
+        .unwrap()
+        .current()
+        .unwrap()
+        .unwrap();
+    (r.id, r.config)
+}
+
+#[tokio::test]
+async fn adding_an_inbound_domain_is_an_audited_revision_and_problems_sit_by_their_fields() {
+    let c = Console::new();
+    let s = c.admin();
+    let page = c.get("/mailflow", Some(&s)).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("example.test"));
+
+    // Two problems at once: a bad name and a bad host; both shown by their fields, nothing saved.
+    let bad = c
+        .post(
+            "/mailflow/domains",
+            &s,
+            &[
+                ("revision", "1"),
+                ("action", "add"),
+                ("index", "1"),
+                ("name", "not a domain"),
+                ("route", "smarthosts"),
+                ("smarthosts", "mx1.hospital.test:25\nbad host:x"),
+            ],
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", bad.body);
+    assert!(
+        bad.body.contains(
+            r#"id="domain-new-name-err">&#39;not a domain&#39; is not a valid domain name"#
+        ),
+        "{}",
+        bad.body
+    );
+    assert!(bad.body.contains(r#"id="domain-new-smarthosts-err""#));
+    assert!(
+        bad.body.contains("mx1.hospital.test:25\nbad host:x"),
+        "the user's input is kept"
+    );
+    assert_eq!(revision(&c).0, 1);
+
+    let ok = c
+        .post(
+            "/mailflow/domains",
+            &s,
+            &[
+                ("revision", "1"),
+                ("action", "add"),
+                ("index", "1"),
+                ("name", "Hospital.Test"),
+                ("route", "smarthosts"),
+                ("smarthosts", "10.1.2.3:2525\nmx2.hospital.test"),
+            ],
+        )
+        .await;
+    assert_eq!(ok.status, StatusCode::SEE_OTHER, "{}", ok.body);
+    let (rev, cfg) = revision(&c);
+    assert_eq!(rev, 2);
+    let d = cfg.inbound_domain("hospital.test").unwrap();
+    assert_eq!(d.smarthosts.len(), 2);
+    assert_eq!(d.smarthosts[0].port, 2525);
+    let entry = c
+        .audit()
+        .list(&AuditFilter {
+            action_prefix: Some("config.commit".into()),
+            ..Default::default()
+        })
+        .unwrap()
+        .remove(0);
+    assert_eq!(entry.actor, "admin");
+    assert_eq!(entry.source, "192.0.2.1");
+    assert!(entry.detail.contains("hospital.test"), "{}", entry.detail);
+    assert!(entry.detail.contains("inbound domain hospital.test added"));
+    // The engine is not running here: the page says so instead of failing.
+    let after = c.get("/mailflow", Some(&s)).await;
+    assert!(
+        after.body.contains("Saved as configuration revision 2"),
+        "{}",
+        after.body
+    );
+    assert!(after.body.contains("engine is not reachable"));
+
+    // An edit based on an old revision is a conflict, not a silent undo.
+    let stale = c
+        .post(
+            "/mailflow/network",
+            &s,
+            &[("revision", "1"), ("trusted_networks", "10.0.0.0/8")],
+        )
+        .await;
+    assert_eq!(stale.status, StatusCode::CONFLICT);
+    assert_eq!(revision(&c).0, 2);
+
+    // The audit page shows the difference.
+    let audit = c.get("/audit?action=config.", Some(&s)).await;
+    assert!(audit.body.contains("+[[domain]]"), "{}", audit.body);
+    assert!(
+        audit.body.contains("name = &#34;hospital.test&#34;"),
+        "{}",
+        audit.body
+    );
+
+    // Limits: a value out of range is reported at its field.
+    let r = c
+        .post(
+            "/mailflow/limits",
+            &s,
+            &[
+                ("revision", "2"),
+                ("max_message_size_mib", "50"),
+                ("max_recipients", "0"),
+                ("max_connections", "500"),
+                ("max_connections_per_ip", "20"),
+                ("command_timeout_secs", "300"),
+                ("data_timeout_secs", "600"),
+                ("min_free_disk_mb", "100"),
+                ("max_lifetime_hours", "120"),
+                ("retry_initial_secs", "300"),
+                ("retry_max_secs", "3600"),
+                ("max_per_destination", "10"),
+                ("max_concurrent", "100"),
+                ("connect_timeout_secs", "30"),
+                ("delivery_command_timeout_secs", "lots"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        r.body
+            .contains(r#"id="limits-max_recipients-err">0 is outside 1 .. 10000"#),
+        "{}",
+        r.body
+    );
+    assert!(
+        r.body
+            .contains(r#"id="limits-delivery_command_timeout_secs-err""#)
+    );
+}
+
+#[tokio::test]
+async fn auditors_read_configuration_without_forms_to_change_it() {
+    let c = Console::new();
+    let s = c.user("arthur", palisade_store::accounts::Role::Auditor);
+    let page = c.get("/mailflow", Some(&s)).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(
+        page.body
+            .contains("can read these settings but not change them")
+    );
+    assert!(!page.body.contains("Add domain"));
+    assert!(page.body.contains(" disabled"));
+    let nav = c.get("/", Some(&s)).await.body;
+    assert!(nav.contains("href=\"/audit\""));
+    let op = c.user("olivia", palisade_store::accounts::Role::Operator);
+    let nav = c.get("/", Some(&op)).await.body;
+    assert!(
+        !nav.contains("href=\"/mailflow\""),
+        "operators do not see configuration"
+    );
+    assert!(nav.contains("href=\"/queue\""));
+}
+
+fn queue_one(c: &Console, id: &str, content: &str) {
+    std::fs::write(c.data.spool().join(id), content).unwrap();
+    let mut db = MailDb::open(&c.data.mail_db()).unwrap();
+    let now = palisade_store::now_unix();
+    db.apply(&Batch {
+        accepted: vec![NewMessage {
+            id: id.into(),
+            received_at: now,
+            expires_at: now + 3600,
+            sender: "alice@partner.test".into(),
+            size: content.len() as u64,
+            sha256: vec![0; 32],
+            kind: MessageKind::Mail,
+            smtputf8: false,
+            body: None,
+            envid: None,
+            ret: None,
+            recipients: vec![NewRecipient {
+                address: "bob@example.test".into(),
+                route: "maildir".into(),
+                notify: None,
+                orcpt: None,
+            }],
+            origin: Origin {
+                listener: "smtp".into(),
+                client_ip: "192.0.2.50".into(),
+                client_helo: "mx.partner.test".into(),
+                tls: Some("TLSv1.3 TLS13_AES_128_GCM_SHA256".into()),
+                auth_user: None,
+            },
+            message_id: Some("<m1@partner.test>".into()),
+            subject: Some("<script>alert(1)</script> results".into()),
+            from_header: Some("Alice <alice@partner.test>".into()),
+        }],
+        ..Default::default()
+    })
+    .unwrap();
+}
+
+#[tokio::test]
+async fn queue_shows_envelope_and_headers_as_text_never_the_body() {
+    let c = Console::new();
+    let s = c.admin();
+    let id = "00000000000000000000a1";
+    let id = &id[..20];
+    queue_one(
+        &c,
+        id,
+        "From: Alice <alice@partner.test>\r\nSubject: <script>alert(1)</script> results\r\nMessage-ID: <m1@partner.test>\r\n\r\nSECRET BODY TEXT <b>bold</b>\r\n",
+    );
+    let list = c.get("/queue", Some(&s)).await;
+    assert!(list.body.contains(id));
+    assert!(list.body.contains("alice@partner.test"));
+    let search = c.get("/queue?q=nomatch", Some(&s)).await;
+    assert!(!search.body.contains(id));
+    let page = c.get(&format!("/queue/{id}"), Some(&s)).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(
+        page.body
+            .contains("Subject: &#60;script&#62;alert(1)&#60;/script&#62; results"),
+        "{}",
+        page.body
+    );
+    assert!(!page.body.contains("<script>"));
+    assert!(
+        !page.body.contains("SECRET BODY TEXT"),
+        "the body is never shown"
+    );
+    // Path traversal never reaches the file system.
+    let r = c.get("/queue/..%2F..%2Fconfig.db", Some(&s)).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+
+    // Tracking finds it by subject, sender, Message-ID; the trace page shows the reception.
+    for q in [
+        "subject=results",
+        "sender=alice",
+        "message_id=m1%40partner",
+        "rcpt=bob",
+    ] {
+        let r = c.get(&format!("/tracking?{q}"), Some(&s)).await;
+        assert!(r.body.contains(id), "{q}");
+    }
+    let r = c.get("/tracking?status=delivered", Some(&s)).await;
+    assert!(!r.body.contains(&format!(">{id}<")));
+    let trace = c.get(&format!("/tracking/{id}"), Some(&s)).await;
+    assert!(trace.body.contains("mx.partner.test"));
+    assert!(trace.body.contains("TLSv1.3"));
+    assert!(trace.body.contains("received"));
+
+    // Delete (audited); retry of a message that is gone is a plain 404.
+    let r = c
+        .post(&format!("/queue/{id}"), &s, &[("action", "delete")])
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    assert!(!c.data.spool().join(id).exists());
+    let r = c
+        .post(&format!("/queue/{id}"), &s, &[("action", "retry")])
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    let audit = c.audit().list(&AuditFilter::default()).unwrap();
+    assert!(
+        audit
+            .iter()
+            .any(|e| e.action == "queue.delete" && e.target == id)
+    );
+    // Bounce needs the engine; without it the page says so.
+    queue_one(&c, "00000000000000000000", "Subject: x\r\n\r\nbody\r\n");
+    let r = c
+        .post("/queue/00000000000000000000", &s, &[("action", "bounce")])
+        .await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(r.body.contains("engine is not reachable"));
+}
+
+#[tokio::test]
+async fn audit_log_verifies_and_exports_csv() {
+    let c = Console::new();
+    let s = c.admin();
+    let r = c.get("/audit/verify", Some(&s)).await;
+    assert!(r.body.contains("The chain is intact"), "{}", r.body);
+    let csv = c.get("/audit.csv?action=user.", Some(&s)).await;
+    assert_eq!(csv.status, StatusCode::OK);
+    assert!(
+        csv.headers[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/csv")
+    );
+    assert!(
+        csv.headers[header::CONTENT_DISPOSITION]
+            .to_str()
+            .unwrap()
+            .contains("attachment")
+    );
+    let mut lines = csv.body.lines();
+    assert_eq!(
+        lines.next(),
+        Some("seq,time_utc,actor,source,action,target,detail,hash")
+    );
+    assert!(csv.body.contains("user.create"));
+    assert!(!csv.body.contains("config.commit"));
+    // Tampering shows.
+    let conn = rusqlite_open(&c.data.audit_db());
+    conn.execute("UPDATE audit SET actor = 'mallory' WHERE seq = 1", [])
+        .unwrap();
+    let r = c.get("/audit/verify", Some(&s)).await;
+    assert!(
+        r.body.contains("The chain is broken at entry 1"),
+        "{}",
+        r.body
+    );
+}
+
+fn rusqlite_open(p: &std::path::Path) -> palisade_store::rusqlite::Connection {
+    palisade_store::rusqlite::Connection::open(p).unwrap()
+}
+
+fn multipart(csrf: &str, name: &str, filename: &str, content: &str) -> (String, String) {
+    let boundary = "XBOUNDARYx7";
+    let body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\n{csrf}\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"{filename}\"\r\nContent-Type: application/octet-stream\r\n\r\n{content}\r\n--{boundary}--\r\n"
+    );
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+#[tokio::test]
+async fn backup_then_restore_shows_the_difference_before_applying() {
+    let c = Console::new();
+    let s = c.admin();
+    let backup = c.get("/system/backup.toml", Some(&s)).await;
+    assert_eq!(backup.status, StatusCode::OK);
+    assert!(backup.body.contains("[smtp]"));
+    let edited = backup
+        .body
+        .replace("max_recipients = 100", "max_recipients = 42");
+
+    // The upload carries its CSRF token inside the multipart body; without it: 403.
+    let (ct, body) = multipart("wrong", "file", "cfg.toml", &edited);
+    let mut r = Request::builder()
+        .method(Method::POST)
+        .uri("/system/restore")
+        .header(header::HOST, HOST)
+        .header(header::ORIGIN, ORIGIN)
+        .header(header::COOKIE, format!("{SESSION_COOKIE}={}", s.cookie))
+        .header(header::CONTENT_TYPE, &ct)
+        .body(Body::from(body))
+        .unwrap();
+    r.extensions_mut()
+        .insert(ClientAddr("192.0.2.1:1".parse().unwrap()));
+    assert_eq!(c.send(r).await.status, StatusCode::FORBIDDEN);
+
+    let (ct, body) = multipart(&s.csrf, "file", "cfg.toml", &edited);
+    let mut r = Request::builder()
+        .method(Method::POST)
+        .uri("/system/restore")
+        .header(header::HOST, HOST)
+        .header(header::ORIGIN, ORIGIN)
+        .header(header::COOKIE, format!("{SESSION_COOKIE}={}", s.cookie))
+        .header(header::CONTENT_TYPE, &ct)
+        .body(Body::from(body))
+        .unwrap();
+    r.extensions_mut()
+        .insert(ClientAddr("192.0.2.1:1".parse().unwrap()));
+    let preview = c.send(r).await;
+    assert_eq!(preview.status, StatusCode::OK, "{}", preview.body);
+    assert!(preview.body.contains("-max_recipients = 100"));
+    assert!(preview.body.contains("+max_recipients = 42"));
+    assert_eq!(revision(&c).0, 1, "a preview changes nothing");
+
+    let apply = c
+        .post(
+            "/system/restore/apply",
+            &s,
+            &[("base", "1"), ("toml", &edited)],
+        )
+        .await;
+    assert_eq!(apply.status, StatusCode::SEE_OTHER, "{}", apply.body);
+    let (rev, cfg) = revision(&c);
+    assert_eq!((rev, cfg.smtp.max_recipients), (2, 42));
+
+    // A broken file lists every problem and changes nothing.
+    let broken = "[smtp]\nmax_recipients = 0\n[system]\nhostname = \"a b\"\n";
+    let r = c
+        .post(
+            "/system/restore/apply",
+            &s,
+            &[("base", "2"), ("toml", broken)],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(r.body.contains("smtp.max_recipients"));
+    assert!(r.body.contains("system.hostname"));
+    assert_eq!(revision(&c).0, 2);
+
+    // Rollback makes revision 1 current again as revision 3.
+    let r = c.post("/system/rollback", &s, &[("revision", "1")]).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    let (rev, cfg) = revision(&c);
+    assert_eq!((rev, cfg.smtp.max_recipients), (3, 100));
+}
+
+#[tokio::test]
+async fn users_are_created_with_one_time_passwords_and_the_last_administrator_stays() {
+    let c = Console::new();
+    let s = c.admin();
+    let r = c
+        .post("/users", &s, &[("name", "olivia"), ("role", "operator")])
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let otp = r
+        .body
+        .split("<p class=\"secret mono\">")
+        .nth(1)
+        .unwrap()
+        .split('<')
+        .next()
+        .unwrap()
+        .to_string();
+    let login = c.login("olivia", &otp, "192.0.2.3").await;
+    assert_eq!(login.location(), Some("/password"));
+    let admin_id = c.accounts().user_by_name("admin").unwrap().unwrap().id;
+    let r = c
+        .post(
+            &format!("/users/{admin_id}"),
+            &s,
+            &[("action", "role"), ("role", "auditor")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.body.contains("at least one administrator"));
+    let r = c
+        .post(&format!("/users/{admin_id}"), &s, &[("action", "delete")])
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn api_changes_configuration_with_problems_as_json() {
+    let c = Console::new();
+    c.admin();
+    let mut acc = c.accounts();
+    let id = acc.user_by_name("admin").unwrap().unwrap().id;
+    let (_, token) = acc.create_token(&mut c.audit(), id, "ci", "test").unwrap();
+    let call = |method: Method, path: &str, body: Option<serde_json::Value>| {
+        let mut b = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::HOST, HOST)
+            .header(header::AUTHORIZATION, format!("Bearer {token}"));
+        if body.is_some() {
+            b = b.header(header::CONTENT_TYPE, "application/json");
+        }
+        b.body(Body::from(body.map(|b| b.to_string()).unwrap_or_default()))
+            .unwrap()
+    };
+    let st = c.send(call(Method::GET, "/api/v1/status", None)).await;
+    assert_eq!(st.status, StatusCode::OK);
+    let st = st.json();
+    assert_eq!(st["revision"], 1);
+    assert_eq!(st["ha"]["state"], "standalone");
+    let toml = c
+        .send(call(Method::GET, "/api/v1/config/toml", None))
+        .await
+        .body;
+    let bad = c
+        .send(call(
+            Method::POST,
+            "/api/v1/config",
+            Some(serde_json::json!({ "toml": toml.replace("max_recipients = 100", "max_recipients = 0") })),
+        ))
+        .await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(bad.json()["problems"][0]["path"], "smtp.max_recipients");
+    let ok = c
+        .send(call(
+            Method::POST,
+            "/api/v1/config",
+            Some(serde_json::json!({ "toml": toml.replace("max_recipients = 100", "max_recipients = 7"),
+                                     "revision": 1, "comment": "from CI" })),
+        ))
+        .await;
+    assert_eq!(ok.status, StatusCode::OK, "{}", ok.body);
+    assert_eq!(ok.json()["revision"], 2);
+    let stale = c
+        .send(call(
+            Method::POST,
+            "/api/v1/config",
+            Some(serde_json::json!({ "toml": toml, "revision": 1 })),
+        ))
+        .await;
+    assert_eq!(stale.status, StatusCode::CONFLICT);
+    let audit = c
+        .send(call(Method::GET, "/api/v1/audit?action=config.", None))
+        .await;
+    let entries = audit.json();
+    assert_eq!(entries[0]["actor"], "admin (api)");
+    let flow = c
+        .send(call(Method::GET, "/api/v1/flow?range=7d", None))
+        .await
+        .json();
+    assert_eq!(flow["buckets"].as_array().unwrap().len(), 28);
+}
+
+#[tokio::test]
+async fn dashboard_draws_charts_as_svg_without_inline_style() {
+    let c = Console::new();
+    let s = c.admin();
+    queue_one(&c, "00000000000000000001", "Subject: x\r\n\r\nb\r\n");
+    let r = c.get("/", Some(&s)).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body.matches("<svg class=\"chart\"").count(), 2);
+    assert!(r.body.contains("class=\"line s-received\""));
+    assert!(r.body.contains("Standalone"));
+    assert!(r.body.contains("supervisor is not reachable"));
+    assert!(!r.body.contains("style="));
+}

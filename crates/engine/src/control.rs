@@ -32,7 +32,9 @@ pub enum ControlRequest {
     Wake,
     Stats,
     /// Return a queued message to its sender with a bounce.
-    Bounce { id: String },
+    Bounce {
+        id: String,
+    },
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -150,8 +152,14 @@ async fn handle(shared: &Arc<Shared>, req: ControlRequest) -> ControlResponse {
         }
         ControlRequest::Reload => reload(shared).await,
         ControlRequest::Bounce { id } => {
-            match shared.runner().bounce(&id, "returned to the sender by the administrator").await {
-                Ok(n) => ControlResponse::ok(format!("{id}: {n} recipient(s) returned to the sender")),
+            match shared
+                .runner()
+                .bounce(&id, "returned to the sender by the administrator")
+                .await
+            {
+                Ok(n) => {
+                    ControlResponse::ok(format!("{id}: {n} recipient(s) returned to the sender"))
+                }
                 Err(e) => ControlResponse::err(e),
             }
         }

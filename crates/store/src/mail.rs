@@ -569,6 +569,25 @@ impl MailDb {
         Ok(out)
     }
 
+    /// Messages with no recipient left to deliver that are still queued: the process died
+    /// between recording the last outcome and removing the message. They need finalizing
+    /// (bounce if due, then removal).
+    pub fn finished_ids(&self) -> Result<Vec<String>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT m.id FROM queue_message m WHERE NOT EXISTS
+                   (SELECT 1 FROM queue_rcpt r WHERE r.message_id = m.id AND r.state = 'queued')",
+            )
+            .at(&self.conn)?;
+        let ids = stmt
+            .query_map([], |r| r.get(0))
+            .at(&self.conn)?
+            .collect::<rusqlite::Result<_>>()
+            .at(&self.conn)?;
+        Ok(ids)
+    }
+
     /// When the next recipient becomes due, so the scheduler can sleep until then.
     pub fn next_due(&self) -> Result<Option<i64>> {
         self.conn

@@ -82,7 +82,8 @@ pub(crate) fn serve(
 ) -> Result<tokio::task::JoinHandle<()>, SupervisorError> {
     let path = socket(data);
     let _ = std::fs::remove_file(&path);
-    let listener = UnixListener::bind(&path)?;
+    let listener = UnixListener::bind(&path)
+        .map_err(|e| SupervisorError::Setup(format!("control socket {}: {e}", path.display())))?;
     set_mode(&path)?;
     Ok(tokio::spawn(async move {
         loop {

@@ -105,6 +105,7 @@ struct Slot {
     pid: Option<Pid>,
     ready: bool,
     started: Instant,
+    ready_at: Option<Instant>,
     crashes: VecDeque<Instant>,
     consecutive: u32,
     restart_at: Option<Instant>,
@@ -232,6 +233,7 @@ async fn supervise(opts: RunOptions) -> Result<(), SupervisorError> {
             pid: None,
             ready: false,
             started: Instant::now(),
+            ready_at: None,
             crashes: VecDeque::new(),
             consecutive: 0,
             restart_at: Some(Instant::now()),
@@ -250,6 +252,7 @@ async fn supervise(opts: RunOptions) -> Result<(), SupervisorError> {
             pid: None,
             ready: false,
             started: Instant::now(),
+            ready_at: None,
             crashes: VecDeque::new(),
             consecutive: 0,
             restart_at: Some(Instant::now()),
@@ -346,6 +349,7 @@ async fn supervise(opts: RunOptions) -> Result<(), SupervisorError> {
                 }
                 Event::Ready(i) => {
                     slots[i].ready = true;
+                    slots[i].ready_at = Some(Instant::now());
                     tracing::info!(event = "supervisor.child_ready", child = slots[i].spec.name);
                     if slots.iter().all(|s| s.ready) {
                         if !announced {
@@ -387,7 +391,10 @@ async fn supervise(opts: RunOptions) -> Result<(), SupervisorError> {
                         status(&format!("{name} keeps crashing; stopped"));
                         break Err(SupervisorError::GaveUp(name.to_string()));
                     }
-                    slot.consecutive = if slot.started.elapsed() >= Duration::from_secs(10) { 1 } else { slot.consecutive + 1 };
+                    // A child that served for a while before dying starts the backoff over; one
+                    // that dies before (or right after) becoming ready backs off further.
+                    let healthy = slot.ready_at.take().is_some_and(|t| t.elapsed() >= Duration::from_secs(1));
+                    slot.consecutive = if healthy { 1 } else { slot.consecutive + 1 };
                     let delay = Duration::from_millis(250 * (1u64 << (slot.consecutive - 1).min(7))).min(Duration::from_secs(30));
                     tracing::warn!(event = "supervisor.restart_scheduled", child = slot.spec.name, delay_ms = delay.as_millis() as u64);
                     status(&format!("{} restarting", slot.spec.name));
@@ -401,6 +408,11 @@ async fn supervise(opts: RunOptions) -> Result<(), SupervisorError> {
 
     notify(&[NotifyState::Stopping, NotifyState::Status("draining")]);
     tracing::info!(event = "supervisor.stopping");
+    // Close our copies of the listening sockets: once the children stop accepting, new
+    // clients get a refused connection at once instead of waiting in a backlog nobody reads.
+    for s in &mut slots {
+        s.spec.sockets.clear();
+    }
     for s in &slots {
         if let Some(pid) = s.pid {
             let _ = kill(pid, Signal::SIGTERM);
@@ -428,6 +440,11 @@ async fn supervise(opts: RunOptions) -> Result<(), SupervisorError> {
             }
         }
     }
+    for s in &mut slots {
+        s.pid = None;
+        s.ready = false;
+    }
+    write_status(&status_file, &snapshot(&slots));
     tracing::info!(event = "supervisor.stopped");
     result
 }

@@ -144,18 +144,22 @@ impl Runner {
         {
             let mut st = inner.state.lock().expect("lock");
             if st.inflight.contains_key(id) {
-                return Err("the message is being delivered right now; try again in a moment".into());
+                return Err(
+                    "the message is being delivered right now; try again in a moment".into(),
+                );
             }
             st.inflight.insert(id.to_string(), 1);
         }
         let result = async {
             let shared = inner.shared.clone();
             let qid = id.to_string();
-            let msg = tokio::task::spawn_blocking(move || shared.spool.db().lock().expect("lock").message(&qid))
-                .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| e.to_string())?
-                .ok_or_else(|| format!("{id} is not queued"))?;
+            let msg = tokio::task::spawn_blocking(move || {
+                shared.spool.db().lock().expect("lock").message(&qid)
+            })
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("{id} is not queued"))?;
             let outcomes: Vec<Outcome> = msg
                 .recipients
                 .iter()
@@ -210,8 +214,16 @@ impl Runner {
     }
 }
 
+/// How often the queue is checked for messages left unfinished by a crash (also at start).
+const FINISH_INTERVAL: Duration = Duration::from_secs(60);
+
 async fn scan_loop(inner: Arc<Inner>) {
+    let mut last_finish: Option<tokio::time::Instant> = None;
     loop {
+        if last_finish.is_none_or(|t| t.elapsed() >= FINISH_INTERVAL) {
+            last_finish = Some(tokio::time::Instant::now());
+            finish_orphans(&inner).await;
+        }
         tokio::select! {
             _ = inner.wake.notified() => {}
             _ = tokio::time::sleep(SCAN_INTERVAL) => {}
@@ -259,6 +271,32 @@ fn dispatch_task(
     msg: QueuedMessage,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
     Box::pin(async move { dispatch(&inner, msg).await })
+}
+
+/// Finalizes messages whose recipients are all done but which are still queued (the engine
+/// died between the last outcome and the removal): their bounce goes out, they leave the queue.
+async fn finish_orphans(inner: &Arc<Inner>) {
+    let shared = inner.shared.clone();
+    let ids =
+        tokio::task::spawn_blocking(move || shared.spool.db().lock().expect("lock").finished_ids())
+            .await;
+    let ids = match ids {
+        Ok(Ok(ids)) => ids,
+        Ok(Err(e)) => return tracing::error!(event = "queue.scan_failed", error = %e),
+        Err(e) => return tracing::error!(event = "queue.scan_failed", error = %e),
+    };
+    for id in ids {
+        {
+            let mut st = inner.state.lock().expect("lock");
+            if st.inflight.contains_key(&id) {
+                continue;
+            }
+            st.inflight.insert(id.clone(), 1);
+        }
+        tracing::info!(event = "queue.finish_unfinished", queue_id = %id);
+        finalize(inner, &id).await;
+        inner.state.lock().expect("lock").inflight.remove(&id);
+    }
 }
 
 /// Checks the content, splits the due recipients into jobs per destination and queues them.
@@ -548,13 +586,7 @@ async fn connect(
     let resolver = inner.resolver.load_full();
     let targets = route::targets(resolver.as_deref(), dest, cfg.delivery.remote_port)
         .await
-        .map_err(|e| {
-            if e.permanent {
-                Reply::new(550, "", e.message)
-            } else {
-                Reply::new(451, "", e.message)
-            }
-        })?;
+        .map_err(|e| e.0)?;
     let mut errors = Vec::new();
     for t in &targets {
         let res = client::ClientConn::connect(

@@ -10,6 +10,7 @@ use hickory_resolver::TokioResolver;
 use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::proto::rr::RData;
+use palisade_smtp_proto::Reply;
 use palisade_store::Config;
 use palisade_store::config::{DomainRoute, HostPort};
 
@@ -79,13 +80,10 @@ impl std::fmt::Display for Target {
     }
 }
 
-/// Why no host could be found.
+/// Why no host could be found, as the reply the recipients get: 5xx when permanent (the
+/// domain does not exist, or publishes a null MX), 4xx when DNS or the hosts may recover.
 #[derive(Debug, Clone)]
-pub(crate) struct ResolveError {
-    /// Permanent (the domain does not exist, or publishes a null MX): bounce now.
-    pub permanent: bool,
-    pub message: String,
-}
+pub(crate) struct ResolveError(pub Reply);
 
 /// At most this many addresses are tried per delivery attempt.
 const MAX_TARGETS: usize = 10;
@@ -152,10 +150,7 @@ pub(crate) async fn targets(
     dest: &Destination,
     mx_port: u16,
 ) -> Result<Vec<Target>, ResolveError> {
-    let temp = |message: String| ResolveError {
-        permanent: false,
-        message,
-    };
+    let temp = |message: String| ResolveError(Reply::new(451, "4.4.3", message));
     let mut out = Vec::new();
     let mut errors = Vec::new();
     match dest {
@@ -181,21 +176,23 @@ pub(crate) async fn targets(
                     })
                     .collect(),
                 Err(e) if e.is_nx_domain() => {
-                    return Err(ResolveError {
-                        permanent: true,
-                        message: format!("550 5.1.2 {domain}: domain does not exist"),
-                    });
+                    return Err(ResolveError(Reply::new(
+                        550,
+                        "5.1.2",
+                        format!("{domain}: domain does not exist"),
+                    )));
                 }
                 // No MX records: the domain itself is the implicit MX (RFC 5321 5.1).
                 Err(e) if e.is_no_records_found() => vec![(0, domain.clone())],
-                Err(e) => return Err(temp(format!("451 4.4.3 {domain}: MX lookup failed: {e}"))),
+                Err(e) => return Err(temp(format!("{domain}: MX lookup failed: {e}"))),
             };
             let null_mx = mxs.iter().any(|(_, name)| name == "." || name.is_empty());
             if null_mx {
-                return Err(ResolveError {
-                    permanent: true,
-                    message: format!("556 5.1.10 {domain} does not accept mail (null MX)"),
-                });
+                return Err(ResolveError(Reply::new(
+                    556,
+                    "5.1.10",
+                    format!("{domain} does not accept mail (null MX)"),
+                )));
             }
             mxs.sort_by_key(|(pref, _)| *pref);
             for (_, name) in mxs {
@@ -210,7 +207,7 @@ pub(crate) async fn targets(
     out.truncate(MAX_TARGETS);
     if out.is_empty() {
         return Err(temp(format!(
-            "451 4.4.3 no reachable host: {}",
+            "no reachable host: {}",
             if errors.is_empty() {
                 "none configured".into()
             } else {

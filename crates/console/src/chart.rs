@@ -70,7 +70,7 @@ pub fn flow_svg(
     label_every: usize,
 ) -> String {
     let (w, h) = (760.0f64, 240.0f64);
-    let (left, right, top, bottom) = (48.0, 12.0, 12.0, 36.0);
+    let (left, right, top, bottom) = (48.0, 28.0, 12.0, 36.0);
     let (pw, ph) = (w - left - right, h - top - bottom);
     let max = buckets
         .iter()

@@ -178,6 +178,8 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/login", get(auth::login_page).post(auth::login_submit))
         .route("/static/console.css", get(pages::stylesheet))
+        .route("/static/favicon.svg", get(pages::favicon))
+        .route("/favicon.ico", get(pages::favicon))
         .nest("/api/v1", api(&state))
         .merge(pages(&state))
         .fallback(pages::not_found)

@@ -332,10 +332,25 @@ pub(crate) fn ensure_certificate(
     if cert.exists() && key.exists() {
         return Ok(false);
     }
-    let ck = rcgen::generate_simple_self_signed(vec![hostname.to_string()])
-        .map_err(|e| SupervisorError::Setup(format!("certificate for {hostname}: {e}")))?;
-    write_secret(key, ck.signing_key.serialize_pem().as_bytes(), 0o600, owner)?;
-    write_secret(cert, ck.cert.pem().as_bytes(), 0o644, owner)?;
+    let err = |e: rcgen::Error| SupervisorError::Setup(format!("certificate for {hostname}: {e}"));
+    // Named after the appliance and valid from now, so that what a browser shows for the
+    // console (until an administrator installs a real certificate) makes sense.
+    let mut params = rcgen::CertificateParams::new(vec![hostname.to_string()]).map_err(err)?;
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, hostname);
+    params.distinguished_name.push(
+        rcgen::DnType::OrganizationName,
+        "Palisade appliance (self-signed)",
+    );
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::days(1);
+    params.not_after = now + time::Duration::days(3650);
+    let signing_key = rcgen::KeyPair::generate().map_err(err)?;
+    let certificate = params.self_signed(&signing_key).map_err(err)?;
+    write_secret(key, signing_key.serialize_pem().as_bytes(), 0o600, owner)?;
+    write_secret(cert, certificate.pem().as_bytes(), 0o644, owner)?;
     tracing::info!(event = "supervisor.certificate_created", cert = %cert.display(), host = hostname);
     Ok(true)
 }

@@ -199,7 +199,7 @@ pub async fn token_create(
         page,
         heading: t.name,
         what: format!(
-            "API token with your role ({}). Send it as `Authorization: Bearer <token>`. Store it now: it is not shown again.",
+            "API token with your role ({}). Send it in the header \"Authorization: Bearer <token>\". Store it now: it is not shown again.",
             p.user.role
         ),
         secret,

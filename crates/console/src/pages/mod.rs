@@ -30,6 +30,14 @@ pub async fn stylesheet() -> Response {
         .into_response()
 }
 
+pub async fn favicon() -> Response {
+    (
+        [(header::CONTENT_TYPE, "image/svg+xml")],
+        include_str!("../../static/favicon.svg"),
+    )
+        .into_response()
+}
+
 pub async fn not_found() -> AppError {
     AppError::NotFound("There is no such page.".into())
 }

@@ -87,7 +87,7 @@ async fn show(
         .editable(manage)
         .finish(sub.as_ref());
     let restore_form = FormView::new("restore", "/system/restore", "", "Preview")
-        .intro("Choose a configuration file exported from this page (or `palisade config export`). You will see the difference before anything is changed.")
+        .intro("Choose a configuration file exported from this page (or made with \"palisade config export\"). You will see the difference before anything is changed.")
         .field(Field::new("file", "Configuration file (TOML)", "file", ""))
         .multipart()
         .editable(manage)

@@ -117,6 +117,22 @@ struct Slot {
 }
 
 impl Slot {
+    fn new(spec: child::ChildSpec) -> Slot {
+        Slot {
+            spec,
+            pid: None,
+            ready: false,
+            started: Instant::now(),
+            ready_at: None,
+            crashes: VecDeque::new(),
+            consecutive: 0,
+            restart_at: Some(Instant::now()),
+            restarts: 0,
+            last_exit: None,
+            restart_requested: false,
+        }
+    }
+
     fn status(&self) -> control::ChildStatus {
         control::ChildStatus {
             name: self.spec.name.to_string(),
@@ -221,46 +237,23 @@ async fn supervise(opts: RunOptions) -> Result<(), SupervisorError> {
         println!("Palisade: console admin password (one-time, change it at first login): {pw}");
     }
 
-    let mut slots = vec![
-        Slot {
-            spec: child::ChildSpec {
-                name: "engine",
-                command: "engine",
-                account: accounts.as_ref().map(|a| a.mail),
-                group: accounts.as_ref().map(|a| a.group),
-                sockets: engine_sockets,
-            },
-            pid: None,
-            ready: false,
-            started: Instant::now(),
-            ready_at: None,
-            crashes: VecDeque::new(),
-            consecutive: 0,
-            restart_at: Some(Instant::now()),
-            restarts: 0,
-            last_exit: None,
-            restart_requested: false,
-        },
-        Slot {
-            spec: child::ChildSpec {
-                name: "console",
-                command: "console",
-                account: accounts.as_ref().map(|a| a.web),
-                group: accounts.as_ref().map(|a| a.group),
-                sockets: console_sockets,
-            },
-            pid: None,
-            ready: false,
-            started: Instant::now(),
-            ready_at: None,
-            crashes: VecDeque::new(),
-            consecutive: 0,
-            restart_at: Some(Instant::now()),
-            restarts: 0,
-            last_exit: None,
-            restart_requested: false,
-        },
-    ];
+    let mut slots = vec![Slot::new(child::ChildSpec {
+        name: "engine",
+        command: "engine",
+        account: accounts.as_ref().map(|a| a.mail),
+        group: accounts.as_ref().map(|a| a.group),
+        sockets: engine_sockets,
+    })];
+    // A unit without a console listener (a headless node, a benchmark) runs no console.
+    if !console_sockets.is_empty() {
+        slots.push(Slot::new(child::ChildSpec {
+            name: "console",
+            command: "console",
+            account: accounts.as_ref().map(|a| a.web),
+            group: accounts.as_ref().map(|a| a.group),
+            sockets: console_sockets,
+        }));
+    }
 
     let exe = child::Program::open(&std::env::current_exe()?)?;
     let burst = cfg.supervisor.restart_limit_burst as usize;

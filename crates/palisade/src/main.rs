@@ -71,6 +71,20 @@ enum Command {
     Queue(QueueCmd),
     /// Search message tracking.
     Track(TrackArgs),
+    /// Firmware: the A/B slots and signed updates (on the appliance).
+    #[command(subcommand)]
+    System(SystemCmd),
+}
+
+#[derive(Subcommand)]
+enum SystemCmd {
+    /// Both firmware slots, which one runs, their versions.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Verify a signed RAUC bundle and install it into the inactive slot (active after a reboot).
+    Update { bundle: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -253,6 +267,17 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::System(cmd) => {
+            init_logs("warn");
+            let data = DataDir::new(&cli.data);
+            match system(&data, cmd) {
+                Ok(code) => code,
+                Err(e) => {
+                    eprintln!("palisade: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         other => {
             init_logs("warn");
             let data = DataDir::new(&cli.data);
@@ -395,7 +420,13 @@ fn operate(data: &DataDir, cmd: Command) -> Result<ExitCode> {
             if !resp.ok {
                 bail!("{}", resp.message);
             }
-            AuditLog::open(&data.audit_db())?.append(&actor(), "local", "queue.bounce", &id, &serde_json::json!({}))?;
+            AuditLog::open(&data.audit_db())?.append(
+                &actor(),
+                "local",
+                "queue.bounce",
+                &id,
+                &serde_json::json!({}),
+            )?;
             println!("{}", resp.message);
             Ok(ExitCode::SUCCESS)
         }
@@ -441,7 +472,10 @@ fn operate(data: &DataDir, cmd: Command) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Run { .. } | Command::Engine { .. } | Command::Console { .. } => {
+        Command::Run { .. }
+        | Command::Engine { .. }
+        | Command::Console { .. }
+        | Command::System(_) => {
             unreachable!("handled in main")
         }
     }
@@ -540,6 +574,59 @@ fn config(data: &DataDir, cmd: ConfigCmd) -> Result<ExitCode> {
             if let Some(m) = nudge(data, palisade_engine::ControlRequest::Reload) {
                 println!("engine: {m}");
             }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn system(data: &DataDir, cmd: SystemCmd) -> Result<ExitCode> {
+    match cmd {
+        SystemCmd::Status { json } => {
+            let st = palisade_system::status()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&st)?);
+            } else {
+                println!("compatible: {}", st.compatible);
+                for s in &st.slots {
+                    println!(
+                        "{:<10} {:<2} {:<9} {:<5} {}{}{}",
+                        s.name,
+                        s.bootname.as_deref().unwrap_or("-"),
+                        s.state,
+                        s.boot_status.as_deref().unwrap_or("-"),
+                        s.version.as_deref().unwrap_or("(factory)"),
+                        if s.booted { "  [running]" } else { "" },
+                        if s.primary { "  [next boot]" } else { "" },
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        SystemCmd::Update { bundle } => {
+            let report = palisade_system::install_update(&bundle);
+            // Recorded whether it worked or not, when there is an audit log to record it in.
+            if data.audit_db().exists() {
+                let detail = match &report {
+                    Ok(r) => {
+                        serde_json::json!({ "version": r.version, "slot": r.slot, "ok": true })
+                    }
+                    Err(e) => serde_json::json!({ "error": e.to_string(), "ok": false }),
+                };
+                AuditLog::open(&data.audit_db())?.append(
+                    &actor(),
+                    "local",
+                    "system.update",
+                    &bundle.display().to_string(),
+                    &detail,
+                )?;
+            }
+            let r = report?;
+            println!(
+                "installed {} into {} ({}); it runs after the next reboot",
+                r.version,
+                r.slot.as_deref().unwrap_or("the inactive slot"),
+                r.bootname.as_deref().unwrap_or("-")
+            );
             Ok(ExitCode::SUCCESS)
         }
     }

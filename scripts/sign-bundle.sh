@@ -95,10 +95,13 @@ ln "$rootfs" "$work/bundle/rootfs.squashfs" 2>/dev/null || cp "$rootfs" "$work/b
 sed -e "s|@VERSION@|$version|g" -e "s|@BUILD@|$build|g" "$here/image/manifest.raucm.in" \
 	>"$work/bundle/manifest.raucm"
 rm -f "$out"
-# With a keyring the fresh signature is verified right away, with the appliance's own
-# rules (system.conf: check-purpose=codesign).
+# With a keyring the fresh signature is verified right away, with the appliance's rule for
+# the certificate's purpose (image/system.conf: check-purpose=codesign). A minimal
+# configuration: the appliance's own would make rauc use /data on this host.
+printf '%s\n' "[system]" "compatible=palisade-x86_64" "bootloader=noop" \
+	"[keyring]" "check-purpose=codesign" >"$work/rauc.conf"
 keyring_args=()
 [[ -n $keyring ]] && keyring_args=(--signing-keyring="$keyring")
-rauc --conf="$here/image/system.conf" bundle --cert="$cert" --key="$key" "${keyring_args[@]}" \
+rauc --conf="$work/rauc.conf" bundle --cert="$cert" --key="$key" "${keyring_args[@]}" \
 	"$work/bundle" "$out" >&2
 echo "sign-bundle: $out (version $version, build $build)" >&2

@@ -103,8 +103,11 @@ def test_queue_list_retry_delete_bounce_and_track(palisade_factory):
              what="the retried attempt")
 
     r = p.cli("queue", "delete", ids[1])
-    assert f"deleted {ids[1]}" in r.stdout
+    assert f"{ids[1]} deleted" in r.stdout
     assert len(p.queue()) == 2
+    assert not (p.data / "spool" / ids[1]).exists()
+    r = p.cli("queue", "delete", ids[1], check=False)
+    assert r.returncode == 1 and "no longer queued" in r.stdout
     (t,) = p.track(queue_id=ids[1])
     assert t["status"] == "deleted"
 

@@ -35,6 +35,13 @@ pub enum ControlRequest {
     Bounce {
         id: String,
     },
+    /// Delete a queued message (row and content) on behalf of `actor`, audited. Done here
+    /// because the content file belongs to the engine's user.
+    Delete {
+        id: String,
+        actor: String,
+        source: String,
+    },
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -151,6 +158,27 @@ async fn handle(shared: &Arc<Shared>, req: ControlRequest) -> ControlResponse {
             }
         }
         ControlRequest::Reload => reload(shared).await,
+        ControlRequest::Delete { id, actor, source } => {
+            if shared.runner().is_inflight(&id) {
+                return ControlResponse::err(
+                    "the message is being delivered right now; try again in a moment",
+                );
+            }
+            let data = shared.data.clone();
+            let ids = vec![id.clone()];
+            let r = tokio::task::spawn_blocking(move || {
+                palisade_spool::admin::delete(&data, &ids, &actor, &source)
+            })
+            .await;
+            match r {
+                Ok(Ok(deleted)) if deleted.is_empty() => {
+                    ControlResponse::err(format!("{id} is no longer queued"))
+                }
+                Ok(Ok(_)) => ControlResponse::ok(format!("{id} deleted")),
+                Ok(Err(e)) => ControlResponse::err(e.to_string()),
+                Err(e) => ControlResponse::err(e.to_string()),
+            }
+        }
         ControlRequest::Bounce { id } => {
             match shared
                 .runner()

@@ -396,16 +396,38 @@ fn operate(data: &DataDir, cmd: Command) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Queue(QueueCmd::Delete { ids }) => {
-            let deleted = palisade_spool::admin::delete(data, &ids, &actor(), "local")?;
+            let mut failed = 0;
             for id in &ids {
-                if deleted.contains(id) {
-                    println!("deleted {id}");
-                } else {
-                    println!("not queued: {id}");
+                // The running engine deletes as the owner of the content and knows whether
+                // the message is being delivered; without it, the store is changed directly.
+                let req = palisade_engine::ControlRequest::Delete {
+                    id: id.clone(),
+                    actor: actor(),
+                    source: "local".into(),
+                };
+                let (ok, message) =
+                    match palisade_engine::control_request(&data.control_socket(), &req) {
+                        Ok(r) => (r.ok, r.message),
+                        Err(_) => {
+                            let deleted = palisade_spool::admin::delete(
+                                data,
+                                std::slice::from_ref(id),
+                                &actor(),
+                                "local",
+                            )?;
+                            if deleted.is_empty() {
+                                (false, format!("{id} is not queued"))
+                            } else {
+                                (true, format!("{id} deleted"))
+                            }
+                        }
+                    };
+                println!("{message}");
+                if !ok {
+                    failed += 1;
                 }
             }
-            nudge(data, palisade_engine::ControlRequest::Wake);
-            Ok(if deleted.len() == ids.len() {
+            Ok(if failed == 0 {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE

@@ -260,15 +260,32 @@ pub async fn act(
             }
         }
         "delete" => {
-            let deleted = tokio::task::spawn_blocking(move || {
-                palisade_spool::admin::delete(&data, std::slice::from_ref(&qid), &actor, &source)
-            })
-            .await??;
-            let _ = state.engine(ControlRequest::Wake).await;
-            if deleted.is_empty() {
-                return Err(AppError::NotFound(format!("{id} is no longer queued.")));
+            // The engine deletes as the owner of the content file; only when it is not
+            // running is the row removed here (the file then goes at the engine's next start).
+            let request = ControlRequest::Delete {
+                id: qid.clone(),
+                actor: actor.clone(),
+                source: source.clone(),
+            };
+            match state.engine(request).await {
+                Ok(r) if r.ok => format!("{id} deleted."),
+                Ok(r) => return Err(AppError::Conflict(r.message)),
+                Err(_) => {
+                    let deleted = tokio::task::spawn_blocking(move || {
+                        palisade_spool::admin::delete(
+                            &data,
+                            std::slice::from_ref(&qid),
+                            &actor,
+                            &source,
+                        )
+                    })
+                    .await??;
+                    if deleted.is_empty() {
+                        return Err(AppError::NotFound(format!("{id} is no longer queued.")));
+                    }
+                    format!("{id} deleted.")
+                }
             }
-            format!("{id} deleted.")
         }
         "bounce" => {
             let r = state

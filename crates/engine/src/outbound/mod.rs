@@ -192,6 +192,15 @@ impl Runner {
         result
     }
 
+    pub fn is_inflight(&self, id: &str) -> bool {
+        self.inner
+            .state
+            .lock()
+            .expect("lock")
+            .inflight
+            .contains_key(id)
+    }
+
     pub fn inflight(&self) -> usize {
         self.inner.state.lock().expect("lock").inflight.len()
     }

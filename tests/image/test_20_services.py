@@ -2,11 +2,9 @@
 
 import json
 import re
-import smtplib
 import socket
 import ssl
 import subprocess
-import time
 import uuid
 
 import pytest
@@ -106,15 +104,20 @@ def test_engine_killed_with_sigkill_is_restarted_by_the_supervisor(guest):
     assert r
 
 
+def unit(guest, name: str, *props: str) -> dict[str, str]:
+    out = guest.sh(f"systemctl show {name} " + " ".join(f"-p {p}" for p in props))
+    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+
 def test_supervisor_killed_with_sigkill_is_restarted_by_systemd(guest):
-    before = guest.sh("systemctl show -P MainPID -P NRestarts palisade.service").split()
-    guest.sh(f"kill -9 {before[0]}")
+    before = unit(guest, "palisade.service", "MainPID", "NRestarts")
+    guest.sh(f"kill -9 {before['MainPID']}")
 
     def restarted():
-        st = guest.sh("systemctl show -P ActiveState -P MainPID -P NRestarts palisade.service").split()
-        return st[0] == "active" and st[1] != before[0] and st[1] != "0" and st
+        st = unit(guest, "palisade.service", "ActiveState", "MainPID", "NRestarts")
+        return st["ActiveState"] == "active" and st["MainPID"] not in ("0", before["MainPID"]) and st
     st = wait_for("palisade.service active again with a new supervisor", restarted, timeout=180, interval=2)
-    assert int(st[2]) == int(before[1]) + 1
+    assert int(st["NRestarts"]) == int(before["NRestarts"]) + 1
     r = wait_for("mail accepted again", lambda: (x := swaks(guest.ports["smtp"], "carol@example.test", "after supervisor kill")).returncode == 0 and x, timeout=120, interval=3)
     assert r
 

@@ -39,8 +39,11 @@ def system_update_wired(guest) -> bool:
 def install(guest, bundle: str):
     """The appliance's own command when the binary has it; RAUC directly until then."""
     if system_update_wired(guest):
-        return guest.run(f"palisade system update {BUNDLES}/{bundle}", timeout=600)
-    return guest.run(f"rauc install {BUNDLES}/{bundle}", timeout=600)
+        cmd = f"palisade --data /data system update {BUNDLES}/{bundle}"
+    else:
+        cmd = f"rauc install {BUNDLES}/{bundle}"
+    print(f"\n  installing with: {cmd}")
+    return guest.run(cmd, timeout=600)
 
 
 def remount_bundles(guest):
@@ -83,8 +86,11 @@ def test_signed_update_installs_into_the_inactive_slot_and_boots(guest, version)
     # The previous firmware stays as the fallback.
     assert slot_map(st)["A"]["boot_status"] == "good"
     if system_update_wired(guest):
-        shown = guest.sh("palisade system status --json")
-        assert f"{version}-update" in shown, shown
+        shown = json.loads(guest.sh("palisade system status --json"))
+        b = next(s for s in shown["slots"] if s["bootname"] == "B")
+        assert b["booted"] and b["version"] == f"{version}-update", shown
+        # The installation is in the appliance's audit log.
+        assert "system.update" in guest.sh("palisade --data /data audit list --json")
     remount_bundles(guest)
 
 

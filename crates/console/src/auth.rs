@@ -47,7 +47,8 @@ pub enum Perm {
 }
 
 /// Administrators do everything; operators work the queue (and, later, quarantine) and read
-/// what they need for that; auditors read everything and change nothing.
+/// what they need for that; auditors read everything and change nothing; submission
+/// accounts only send mail.
 pub fn allows(role: Role, perm: Perm) -> bool {
     use Perm::*;
     match role {
@@ -57,6 +58,8 @@ pub fn allows(role: Role, perm: Perm) -> bool {
             Dashboard | ViewQueue | ManageQueue | ViewTracking | OwnAccount
         ),
         Role::Auditor => !matches!(perm, EditConfig | ManageQueue | ManageUsers | ManageSystem),
+        // SMTP submission accounts cannot log in here at all (see `accounts::Purpose`).
+        Role::Submission => false,
     }
 }
 

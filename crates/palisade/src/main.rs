@@ -116,6 +116,13 @@ enum ConfigCmd {
 
 #[derive(Subcommand)]
 enum AdminCmd {
+    /// Create an account: a console user (administrator, operator, auditor) or a
+    /// `submission` account for SMTP AUTH on the submission port. Prints its password once.
+    AddUser {
+        name: String,
+        #[arg(long, value_parser = ["administrator", "operator", "auditor", "submission"])]
+        role: String,
+    },
     /// Give a console user a new one-time password (shown once; changed at the next login).
     /// Also ends the user's sessions and removes their authenticator.
     ResetPassword {
@@ -327,6 +334,18 @@ fn operate(data: &DataDir, cmd: Command) -> Result<ExitCode> {
     require_data(data)?;
     match cmd {
         Command::Config(c) => config(data, c),
+        Command::Admin(AdminCmd::AddUser { name, role }) => {
+            let role = palisade_store::accounts::Role::parse(&role).context("unknown role")?;
+            let mut accounts = palisade_store::accounts::Accounts::open(&data.config_db())?;
+            let mut audit = AuditLog::open(&data.audit_db())?;
+            let (user, password) =
+                accounts.create_user(&mut audit, &name, role, &actor(), "local")?;
+            println!("{} {}: password {password}", user.role, user.name);
+            if role != palisade_store::accounts::Role::Submission {
+                println!("(it must be changed at the first login)");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Admin(AdminCmd::ResetPassword { user }) => {
             let user = user.unwrap_or_else(|| palisade_store::accounts::INITIAL_ADMIN.into());
             let mut accounts = palisade_store::accounts::Accounts::open(&data.config_db())?;

@@ -40,16 +40,26 @@ pub enum Role {
     Operator,
     /// Reads everything, changes nothing.
     Auditor,
+    /// Sends mail through the submission port after SMTP AUTH (a scanner, an application);
+    /// no console access. Its password is set once and not forced to change (an SMTP client
+    /// cannot).
+    Submission,
 }
 
 impl Role {
-    pub const ALL: [Role; 3] = [Role::Administrator, Role::Operator, Role::Auditor];
+    pub const ALL: [Role; 4] = [
+        Role::Administrator,
+        Role::Operator,
+        Role::Auditor,
+        Role::Submission,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Administrator => "administrator",
             Role::Operator => "operator",
             Role::Auditor => "auditor",
+            Role::Submission => "submission",
         }
     }
 
@@ -170,6 +180,41 @@ pub enum LoginResult {
     Throttled,
 }
 
+/// Where credentials are being presented: decides which roles may use them and how the
+/// attempts are named in the audit log (`login.*` or `smtp_auth.*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    Console,
+    Submission,
+}
+
+impl Purpose {
+    fn allows(self, role: Role) -> bool {
+        match self {
+            Purpose::Console => role != Role::Submission,
+            Purpose::Submission => role == Role::Submission,
+        }
+    }
+    fn action(self, what: &str) -> String {
+        match self {
+            Purpose::Console => format!("login.{what}"),
+            Purpose::Submission => format!("smtp_auth.{what}"),
+        }
+    }
+}
+
+/// id, password hash, TOTP secret, last TOTP step, role.
+type CredentialRow = (i64, String, Option<Vec<u8>>, i64, String);
+
+/// The outcome of checking credentials.
+#[derive(Debug)]
+pub enum Credentials {
+    Valid(User),
+    /// Wrong user name, password, code or role: one answer for all.
+    Refused,
+    Throttled,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct ApiToken {
     pub id: i64,
@@ -185,7 +230,7 @@ pub(crate) const MIGRATION_ACCOUNTS: &str = "
     CREATE TABLE console_user (
         id INTEGER PRIMARY KEY,
         name TEXT NOT NULL UNIQUE COLLATE NOCASE,
-        role TEXT NOT NULL CHECK (role IN ('administrator', 'operator', 'auditor')),
+        role TEXT NOT NULL CHECK (role IN ('administrator', 'operator', 'auditor', 'submission')),
         password_hash TEXT NOT NULL,
         must_change_password INTEGER NOT NULL DEFAULT 1,
         totp_secret BLOB,
@@ -338,7 +383,8 @@ impl Accounts {
         Ok(Some(password))
     }
 
-    /// Creates a user with a one-time password (returned; changed at first login).
+    /// Creates a user with a generated password (returned; console users change it at their
+    /// first login).
     pub fn create_user(
         &mut self,
         audit: &mut AuditLog,
@@ -361,8 +407,9 @@ impl Accounts {
             c,
             c.execute(
                 "INSERT INTO console_user (name, role, password_hash, must_change_password,
-                 created_at, password_changed_at) VALUES (?1, ?2, ?3, 1, ?4, ?4)",
-                params![name, role.as_str(), hash, now],
+                 created_at, password_changed_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
+                // An SMTP client cannot change its password: submission accounts keep theirs.
+                params![name, role.as_str(), hash, role != Role::Submission, now],
             ),
         )?;
         let user = self.user(c.last_insert_rowid())?;
@@ -554,10 +601,9 @@ impl Accounts {
         self.user(id)
     }
 
-    /// Checks a login attempt and, if it succeeds, opens a new session. Every attempt is
-    /// audited: `login.success`, `login.failed` (with the reason, which the user is not
+    /// Checks a console login attempt and, if it succeeds, opens a new session. Every attempt
+    /// is audited: `login.success`, `login.failed` (with the reason, which the user is not
     /// told), `login.throttled`.
-    #[allow(clippy::too_many_arguments)]
     pub fn login(
         &mut self,
         audit: &mut AuditLog,
@@ -567,6 +613,57 @@ impl Accounts {
         source: &str,
         throttle: &Throttle,
     ) -> Result<LoginResult> {
+        match self.check_credentials(
+            audit,
+            name,
+            password,
+            code,
+            source,
+            throttle,
+            Purpose::Console,
+        )? {
+            Credentials::Refused => Ok(LoginResult::Refused),
+            Credentials::Throttled => Ok(LoginResult::Throttled),
+            Credentials::Valid(user) => {
+                let session = self.open_session(user.id, source)?;
+                Ok(LoginResult::Success { user, session })
+            }
+        }
+    }
+
+    /// SMTP AUTH on the submission port: only `submission` accounts, same throttling and
+    /// auditing (`smtp_auth.*`) as console logins.
+    pub fn authenticate_submission(
+        &mut self,
+        audit: &mut AuditLog,
+        name: &str,
+        password: &str,
+        source: &str,
+        throttle: &Throttle,
+    ) -> Result<Credentials> {
+        self.check_credentials(
+            audit,
+            name,
+            password,
+            None,
+            source,
+            throttle,
+            Purpose::Submission,
+        )
+    }
+
+    /// Checks credentials with throttling, and audits the attempt.
+    #[allow(clippy::too_many_arguments)]
+    fn check_credentials(
+        &mut self,
+        audit: &mut AuditLog,
+        name: &str,
+        password: &str,
+        code: Option<&str>,
+        source: &str,
+        throttle: &Throttle,
+        purpose: Purpose,
+    ) -> Result<Credentials> {
         let now = now_unix();
         // An attacker chooses the name: keep what is recorded bounded.
         let name: String = name.trim().chars().take(64).collect();
@@ -599,21 +696,21 @@ impl Accounts {
             audit.append(
                 &name,
                 source,
-                "login.throttled",
+                &purpose.action("throttled"),
                 &name,
                 &json!({ "limit": reason, "account_failures": by_account,
                          "source_failures": by_source, "window_secs": throttle.window_secs }),
             )?;
-            return Ok(LoginResult::Throttled);
+            return Ok(Credentials::Throttled);
         }
 
-        let row: Option<(i64, String, Option<Vec<u8>>, i64)> = sql(
+        let row: Option<CredentialRow> = sql(
             c,
             c.query_row(
-                "SELECT id, password_hash, totp_secret, totp_last_step FROM console_user
+                "SELECT id, password_hash, totp_secret, totp_last_step, role FROM console_user
                  WHERE name = ?1",
                 [&name],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
             )
             .optional(),
         )?;
@@ -623,8 +720,11 @@ impl Accounts {
                 let _ = verify_password(dummy_hash(), password);
                 Some("unknown user")
             }
-            Some((_, hash, _, _)) if !verify_password(hash, password) => Some("wrong password"),
-            Some((_, _, Some(secret), last_step)) => {
+            Some((_, hash, _, _, _)) if !verify_password(hash, password) => Some("wrong password"),
+            Some((_, _, _, _, role)) if !Role::parse(role).is_some_and(|r| purpose.allows(r)) => {
+                Some("role not allowed here")
+            }
+            Some((_, _, Some(secret), last_step, _)) => {
                 match code.and_then(|code| totp::verify(secret, code, now, *last_step)) {
                     Some(step) => {
                         sql(
@@ -655,13 +755,13 @@ impl Accounts {
             audit.append(
                 &name,
                 source,
-                "login.failed",
+                &purpose.action("failed"),
                 &name,
                 &json!({ "reason": reason }),
             )?;
-            return Ok(LoginResult::Refused);
+            return Ok(Credentials::Refused);
         }
-        let (id, _, secret, _) = row.expect("checked above");
+        let (id, _, secret, _, _) = row.expect("checked above");
         sql(
             c,
             c.execute(
@@ -677,15 +777,14 @@ impl Accounts {
             ),
         )?;
         let user = self.user(id)?;
-        let session = self.open_session(id, source)?;
         audit.append(
             &user.name,
             source,
-            "login.success",
+            &purpose.action("success"),
             &user.name,
             &json!({ "second_factor": secret.is_some(), "role": user.role.as_str() }),
         )?;
-        Ok(LoginResult::Success { user, session })
+        Ok(Credentials::Valid(user))
     }
 
     /// A new session for a user who just proved who they are.
@@ -1246,6 +1345,45 @@ mod tests {
         let a = Accounts::open(&d.path().join("config.db")).unwrap();
         let l = AuditLog::open(&d.path().join("audit.db")).unwrap();
         (d, a, l)
+    }
+
+    #[test]
+    fn submission_accounts_send_mail_and_console_accounts_do_not() {
+        let (_d, mut a, mut log) = stores();
+        let t = Throttle::default();
+        let (u, pw) = a
+            .create_user(&mut log, "scanner", Role::Submission, "admin", "local")
+            .unwrap();
+        assert!(
+            !u.must_change_password,
+            "an SMTP client cannot change its password"
+        );
+        let (_, admin_pw) = a
+            .create_user(&mut log, "alice", Role::Administrator, "admin", "local")
+            .unwrap();
+        assert!(matches!(
+            a.login(&mut log, "scanner", &pw, None, "10.0.0.1", &t)
+                .unwrap(),
+            LoginResult::Refused
+        ));
+        assert!(matches!(
+            a.authenticate_submission(&mut log, "scanner", &pw, "10.0.0.1", &t).unwrap(),
+            Credentials::Valid(u) if u.name == "scanner"
+        ));
+        assert!(matches!(
+            a.authenticate_submission(&mut log, "alice", &admin_pw, "10.0.0.1", &t)
+                .unwrap(),
+            Credentials::Refused
+        ));
+        let actions: Vec<String> = log
+            .list(&Default::default())
+            .unwrap()
+            .into_iter()
+            .map(|e| e.action)
+            .collect();
+        assert!(actions.contains(&"login.failed".to_string()));
+        assert!(actions.contains(&"smtp_auth.success".to_string()));
+        assert!(actions.contains(&"smtp_auth.failed".to_string()));
     }
 
     #[test]

@@ -277,10 +277,12 @@ impl Session {
     /// The trace header this hop adds (RFC 5321 4.4).
     fn received_header(&self, id: &str) -> String {
         let tx = self.tx.as_ref().expect("in a transaction");
-        let proto = match (self.esmtp, self.tls.is_some()) {
-            (false, _) => "SMTP",
-            (true, false) => "ESMTP",
-            (true, true) => "ESMTPS",
+        let proto = match (self.esmtp, self.tls.is_some(), self.auth_user.is_some()) {
+            (false, _, _) => "SMTP",
+            (true, false, false) => "ESMTP",
+            (true, true, false) => "ESMTPS",
+            (true, false, true) => "ESMTPA",
+            (true, true, true) => "ESMTPSA",
         };
         let helo = clean(self.helo.as_deref().unwrap_or("unknown"));
         let date = OffsetDateTime::now_utc()

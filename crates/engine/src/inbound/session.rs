@@ -47,6 +47,8 @@ pub(crate) struct Session {
     pub(super) esmtp: bool,
     pub(super) tls: Option<String>,
     pub(super) trusted: bool,
+    /// The submission account that authenticated with SMTP AUTH, if any.
+    pub(super) auth_user: Option<String>,
     pub(super) tx: Option<Transaction>,
     framer: CommandFramer,
     errors: u32,
@@ -74,11 +76,17 @@ impl Session {
             esmtp: false,
             tls: None,
             trusted,
+            auth_user: None,
             tx: None,
             framer: CommandFramer::new(MAX_MAIL_RCPT_LINE),
             errors: 0,
             stop,
         }
+    }
+
+    /// Clients in trusted networks and authenticated submission accounts may send anywhere.
+    pub(super) fn may_relay(&self) -> bool {
+        self.trusted || self.auth_user.is_some()
     }
 
     pub(super) fn hostname(&self) -> &str {
@@ -95,7 +103,7 @@ impl Session {
             client_ip: self.peer.ip().to_string(),
             client_helo: self.helo.clone().unwrap_or_default(),
             tls: self.tls.clone(),
-            auth_user: None,
+            auth_user: self.auth_user.clone(),
         }
     }
 
@@ -119,14 +127,19 @@ impl Session {
     }
 
     /// Frames and handles one command, reading more input when needed.
+    pub(super) fn framer_next(&mut self) -> Frame {
+        self.framer.next(self.io.pending())
+    }
+
     async fn step(&mut self) -> Flow {
         match self.framer.next(self.io.pending()) {
             Frame::Line { consumed } => {
                 let line = self.io.pending()[..consumed - 2].to_vec();
                 self.io.consume(consumed);
                 let verb = line.get(..4).unwrap_or(&line);
-                let long_ok =
-                    verb.eq_ignore_ascii_case(b"MAIL") || verb.eq_ignore_ascii_case(b"RCPT");
+                let long_ok = [&b"MAIL"[..], b"RCPT", b"AUTH"]
+                    .iter()
+                    .any(|v| verb.eq_ignore_ascii_case(v));
                 if consumed > MAX_COMMAND_LINE && !long_ok {
                     self.io.reply(&Reply::new(500, "5.5.2", "Line too long"));
                     return self.count_error();
@@ -208,7 +221,7 @@ impl Session {
         Flow::Continue
     }
 
-    fn reject(&mut self, r: Reply) -> Flow {
+    pub(super) fn reject(&mut self, r: Reply) -> Flow {
         let bad = r.code >= 500;
         self.io.reply(&r);
         if bad {
@@ -264,7 +277,7 @@ impl Session {
                 self.io.reply(&Reply::new(214, "2.0.0", "See RFC 5321"));
                 Flow::Continue
             }
-            Command::Auth { .. } => self.reject(Reply::new(502, "5.5.1", "AUTH not available")),
+            Command::Auth { mechanism, initial } => self.auth(mechanism, initial).await,
             Command::Bdat => {
                 self.reject(Reply::new(502, "5.5.1", "CHUNKING not offered; use DATA"))
             }
@@ -296,6 +309,10 @@ impl Session {
         ];
         if !self.io.is_tls() && self.shared.tls().is_some() {
             lines.push("STARTTLS".into());
+        }
+        // Authentication only where it is used (submission) and only under TLS.
+        if self.role == ListenerRole::Submission && self.io.is_tls() && self.auth_user.is_none() {
+            lines.push("AUTH PLAIN LOGIN".into());
         }
         self.io.reply(&Reply::multi(250, lines));
         Flow::Continue
@@ -342,12 +359,8 @@ impl Session {
             ));
             return Flow::Close;
         }
-        if self.role == ListenerRole::Submission && !self.trusted {
-            return self.reject(Reply::new(
-                530,
-                "5.7.0",
-                "Submission is only open to trusted networks",
-            ));
+        if self.role == ListenerRole::Submission && !self.may_relay() {
+            return self.reject(Reply::new(530, "5.7.0", "Authentication required"));
         }
         let max = self.cfg.smtp.max_message_size;
         if let Some(size) = params.size.filter(|s| *s > max) {
@@ -392,6 +405,7 @@ impl Session {
         to: palisade_smtp_proto::ForwardPath,
         params: palisade_smtp_proto::RcptParams,
     ) -> Flow {
+        let may_relay = self.may_relay();
         let Some(tx) = self.tx.as_mut() else {
             return self.reject(Reply::new(503, "5.5.1", "Need MAIL command first"));
         };
@@ -400,7 +414,7 @@ impl Session {
                 .reply(&Reply::new(452, "4.5.3", "Too many recipients"));
             return Flow::Continue;
         }
-        match rcpt::check(&self.cfg, self.trusted, &to, &params) {
+        match rcpt::check(&self.cfg, may_relay, &to, &params) {
             Ok(accepted) => {
                 tx.rcpts.push(accepted);
                 self.io.reply(&Reply::new(250, "2.1.5", "Ok"));

@@ -15,7 +15,10 @@
 #   PALISADE_QEMU_MEM [2048]    PALISADE_QEMU_CPUS [2]
 #   PALISADE_QGA_SOCKET         a unix socket path: adds the virtio-serial port of
 #                               qemu-guest-agent (the test channel, tests/image/)
-#   PALISADE_QEMU_SERIAL        serial console to this file instead of stdio
+#   PALISADE_QEMU_SERIAL        serial console to this file (appended to) instead of stdio
+#   PALISADE_QEMU_NO_REBOOT=1   QEMU exits when the guest reboots, so that the caller can
+#                               power it on again (the image tests do: a warm reset of
+#                               OVMF under TCG sometimes never comes back, a cold start does)
 #   PALISADE_QEMU_MONITOR       QMP monitor on this unix socket path
 #   PALISADE_QEMU_EXTRA_DISK    a second, read-only disk (the tests bring bundles in on it)
 set -euo pipefail
@@ -81,7 +84,7 @@ args=(
 	-nographic -no-user-config -nodefaults
 )
 if [[ -n ${PALISADE_QEMU_SERIAL:-} ]]; then
-	args+=(-serial "file:$PALISADE_QEMU_SERIAL" -display none)
+	args+=(-chardev "file,id=serial0,path=$PALISADE_QEMU_SERIAL,append=on" -serial chardev:serial0 -display none)
 else
 	args+=(-serial mon:stdio)
 fi
@@ -92,6 +95,7 @@ if [[ -n ${PALISADE_QGA_SOCKET:-} ]]; then
 fi
 [[ -n ${PALISADE_QEMU_EXTRA_DISK:-} ]] &&
 	args+=(-drive "if=virtio,format=raw,readonly=on,file=$PALISADE_QEMU_EXTRA_DISK")
+[[ ${PALISADE_QEMU_NO_REBOOT:-0} == 1 ]] && args+=(-no-reboot)
 [[ -n ${PALISADE_QEMU_MONITOR:-} ]] && args+=(-qmp "unix:$PALISADE_QEMU_MONITOR,server=on,wait=off")
 echo "run-qemu: $disk, accel $accel; SMTP 127.0.0.1:$smtp, submission :$sub, console https://127.0.0.1:$web/" >&2
 exec qemu-system-x86_64 "${args[@]}"

@@ -50,9 +50,13 @@ class Guest:
         self.serial = workdir / "serial.log"
         self.proc: subprocess.Popen | None = None
         self.boots: list[dict] = []
+        # Where in serial.log the running QEMU started writing, and how often the guest's
+        # own reboots were turned into power cycles (see alive()).
+        self.serial_mark = 0
+        self.power_cycles = 0
 
     # --- lifecycle -------------------------------------------------------------------
-    def start(self) -> None:
+    def start(self, fresh: bool = True) -> None:
         env = dict(os.environ)
         env.update(
             PALISADE_QGA_SOCKET=str(self.qga),
@@ -60,11 +64,14 @@ class Guest:
             PALISADE_SMTP_PORT=str(self.ports["smtp"]),
             PALISADE_SUBMISSION_PORT=str(self.ports["submission"]),
             PALISADE_CONSOLE_PORT=str(self.ports["console"]),
+            PALISADE_QEMU_NO_REBOOT="1",
         )
         if self.extra_disk:
             env["PALISADE_QEMU_EXTRA_DISK"] = str(self.extra_disk)
-        self.serial.unlink(missing_ok=True)
-        self.started_at = time.monotonic()
+        if fresh:
+            self.serial.unlink(missing_ok=True)
+            self.started_at = time.monotonic()
+        self.serial_mark = len(self.serial_text())
         self.proc = subprocess.Popen(
             [str(REPO / "scripts/run-qemu.sh"), str(self.disk)],
             env=env,
@@ -84,7 +91,22 @@ class Guest:
                 self.proc.wait()
 
     def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        """Whether QEMU runs. QEMU runs with -no-reboot: when the guest reboots (its own
+        `systemctl reboot`, the boot check's fallback, a kernel panic), QEMU exits and this
+        powers it on again with the same disk and firmware variables -- a cold start, as a
+        hardware reset is. Under TCG a warm reset of OVMF now and then never reaches the
+        boot loader again, which no real box does."""
+        if self.proc is None:
+            return False
+        rc = self.proc.poll()
+        if rc is None:
+            return True
+        since = self.serial_text()[self.serial_mark:]
+        if rc == 0 and ("reboot: Restarting system" in since or "Rebooting in" in since):
+            self.power_cycles += 1
+            self.start(fresh=False)
+            return True
+        return False
 
     def serial_text(self) -> str:
         try:

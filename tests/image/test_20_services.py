@@ -76,6 +76,16 @@ def test_services_run_as_their_own_users(guest):
         assert "palisade" in line, listening
 
 
+def test_palisade_service_sandbox_exposure(guest):
+    """The issue's bar: `systemd-analyze security palisade.service` exposure at most 3.0."""
+    out = guest.sh("systemd-analyze security --no-pager palisade.service")
+    m = re.search(r"Overall exposure level for palisade\.service: ([0-9.]+)", out)
+    assert m, out[-2000:]
+    exposure = float(m.group(1))
+    print(f"\n  systemd-analyze security palisade.service: exposure {exposure}")
+    assert exposure <= 3.0, out
+
+
 def test_clamd_runs_unprivileged_once_signatures_are_uploaded(guest):
     # A one-line hash database (the EICAR test file's MD5) stands in for uploaded signatures.
     guest.sh("echo '44d88612fea8a8f36de82e1278abb02f:68:Eicar-Test-Signature' > /data/clamav/palisade-test.hdb"

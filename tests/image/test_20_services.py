@@ -91,12 +91,26 @@ def test_clamd_runs_unprivileged_once_signatures_are_uploaded(guest):
     guest.sh("echo '44d88612fea8a8f36de82e1278abb02f:68:Eicar-Test-Signature' > /data/clamav/palisade-test.hdb"
              " && chown clamav:clamav /data/clamav/palisade-test.hdb")
     guest.sh("systemctl start palisade-clamd.service")
-    sock = wait_for("clamd's socket",
-                    lambda: guest.run("stat -c '%U:%G %a' /run/clamav-palisade/clamd.sock /run/clamav-palisade").out,
-                    timeout=180, interval=3)
-    assert "clamav:palisade 750" in sock, sock
-    user = guest.sh("ps -o user= -p $(systemctl show -P MainPID palisade-clamd.service)").strip()
-    assert user == "clamav"
+    # clamd opens its socket only after it has loaded the databases. It runs with
+    # PrivateNetwork=, so its listening socket shows up in its own network namespace.
+    def listening():
+        pid = guest.run("systemctl show -P MainPID palisade-clamd.service").out.strip()
+        if pid in ("", "0"):
+            return None
+        out = guest.run(f"nsenter -t {pid} -n ss -Hxlp").out
+        hits = [l for l in out.splitlines() if "/run/clamav-palisade/clamd.sock" in l and f"pid={pid}," in l]
+        return hits and pid
+
+    pid = wait_for("clamd listening on /run/clamav-palisade/clamd.sock", listening, timeout=180, interval=3)
+    assert guest.sh(f"ps -o user= -p {pid}").strip() == "clamav"
+    assert guest.sh("stat -c '%U:%G %a' /run/clamav-palisade").strip() == "clamav:palisade 750"
+    log = guest.sh("journalctl -u palisade-clamd.service -o cat --no-pager")
+    assert re.search(r"Loaded [1-9]\d* signatures", log), log[-3000:]
+    # Still the same process a while later: it did not load, fail and restart.
+    wait_for("clamd to stay up", lambda: guest.sh("sleep 5; systemctl show -P MainPID,NRestarts palisade-clamd.service").split() == [pid, "0"], timeout=30)
+    # Of /data, clamd sees its signatures and nothing else.
+    seen = guest.sh(f"ls -A /proc/{pid}/root/data").split()
+    assert seen == ["clamav"], seen
 
 
 def engine_pid(guest) -> str:

@@ -458,6 +458,57 @@ fn parse_route(v: &str, path: String, p: &mut Vec<Problem>) -> DomainRoute {
     }
 }
 
+/// What an add/update/delete form of a configuration list did to the list.
+enum ListEdit<T> {
+    /// The entry was removed; here it is, for the audit message.
+    Removed(T),
+    /// The entry at this index is to be filled from the form; `true` when it is new.
+    Fill(usize, bool),
+}
+
+/// The list part of the domain and route forms: removes entry `i`, or names the entry to
+/// fill (a new default one for "add"). `None`, with a problem, when entry `i` is gone (the
+/// list changed since the page was drawn) or the action is unknown.
+fn edit_list<T: Default>(
+    list: &mut Vec<T>,
+    action: &str,
+    i: usize,
+    noun: &str,
+    problems: &mut Vec<Problem>,
+) -> Option<ListEdit<T>> {
+    let gone = |problems: &mut Vec<Problem>| {
+        problems.push(Problem::new("", format!("that {noun} is no longer listed")));
+        None
+    };
+    match action {
+        "delete" if i < list.len() => Some(ListEdit::Removed(list.remove(i))),
+        "add" => {
+            list.push(T::default());
+            Some(ListEdit::Fill(list.len() - 1, true))
+        }
+        "update" if i < list.len() => Some(ListEdit::Fill(i, false)),
+        "delete" | "update" => gone(problems),
+        other => {
+            problems.push(Problem::new("", format!("unknown action '{other}'")));
+            None
+        }
+    }
+}
+
+/// The form id a list form's answer is drawn into.
+fn list_form(prefix: &str, action: &str, i: usize) -> String {
+    match action {
+        "add" => format!("{prefix}-new"),
+        "delete" => format!("{prefix}-{i}-remove"),
+        _ => format!("{prefix}-{i}"),
+    }
+}
+
+/// A domain name as the configuration keeps it: lower case, no trailing dot.
+fn domain_name(s: &str) -> String {
+    s.trim().trim_end_matches('.').to_ascii_lowercase()
+}
+
 pub async fn domains(
     State(state): State<AppState>,
     p: Principal,
@@ -465,32 +516,13 @@ pub async fn domains(
 ) -> Result<Response, AppError> {
     let action = get(&raw, "action").to_string();
     let i = index(&raw)?;
-    let form = match action.as_str() {
-        "add" => "domain-new".to_string(),
-        "delete" => format!("domain-{i}-remove"),
-        _ => format!("domain-{i}"),
-    };
+    let form = list_form("domain", &action, i);
     save(&state, &p, raw, form, "domains", move |cfg, raw| {
         let mut problems = Vec::new();
-        match action.as_str() {
-            "delete" => {
-                if i >= cfg.domains.len() {
-                    problems.push(Problem::new("", "that domain is no longer listed"));
-                    return (String::new(), problems);
-                }
-                let d = cfg.domains.remove(i);
-                (format!("inbound domain {} removed", d.name), problems)
-            }
-            "add" | "update" => {
-                let i = if action == "add" {
-                    cfg.domains.push(InboundDomain::default());
-                    cfg.domains.len() - 1
-                } else if i < cfg.domains.len() {
-                    i
-                } else {
-                    problems.push(Problem::new("", "that domain is no longer listed"));
-                    return (String::new(), problems);
-                };
+        match edit_list(&mut cfg.domains, &action, i, "domain", &mut problems) {
+            None => (String::new(), problems),
+            Some(ListEdit::Removed(d)) => (format!("inbound domain {} removed", d.name), problems),
+            Some(ListEdit::Fill(i, new)) => {
                 let route = parse_route(
                     get(raw, "route"),
                     format!("domain[{i}].route"),
@@ -502,18 +534,11 @@ pub async fn domains(
                     &mut problems,
                 );
                 let d = &mut cfg.domains[i];
-                d.name = get(raw, "name")
-                    .trim()
-                    .trim_end_matches('.')
-                    .to_ascii_lowercase();
+                d.name = domain_name(get(raw, "name"));
                 d.route = route;
                 d.smarthosts = hosts;
-                let verb = if action == "add" { "added" } else { "changed" };
+                let verb = if new { "added" } else { "changed" };
                 (format!("inbound domain {} {verb}", d.name), problems)
-            }
-            other => {
-                problems.push(Problem::new("", format!("unknown action '{other}'")));
-                (String::new(), problems)
             }
         }
     })
@@ -527,49 +552,25 @@ pub async fn routes(
 ) -> Result<Response, AppError> {
     let action = get(&raw, "action").to_string();
     let i = index(&raw)?;
-    let form = match action.as_str() {
-        "add" => "route-new".to_string(),
-        "delete" => format!("route-{i}-remove"),
-        _ => format!("route-{i}"),
-    };
+    let form = list_form("route", &action, i);
     save(&state, &p, raw, form, "routes", move |cfg, raw| {
         let mut problems = Vec::new();
-        match action.as_str() {
-            "delete" => {
-                if i >= cfg.routes.len() {
-                    problems.push(Problem::new("", "that route is no longer listed"));
-                    return (String::new(), problems);
-                }
-                let r = cfg.routes.remove(i);
+        match edit_list(&mut cfg.routes, &action, i, "route", &mut problems) {
+            None => (String::new(), problems),
+            Some(ListEdit::Removed(r)) => {
                 (format!("static route for {} removed", r.domain), problems)
             }
-            "add" | "update" => {
-                let i = if action == "add" {
-                    cfg.routes.push(StaticRoute::default());
-                    cfg.routes.len() - 1
-                } else if i < cfg.routes.len() {
-                    i
-                } else {
-                    problems.push(Problem::new("", "that route is no longer listed"));
-                    return (String::new(), problems);
-                };
+            Some(ListEdit::Fill(i, new)) => {
                 let hosts: Vec<HostPort> = parse_list(
                     get(raw, "smarthosts"),
                     &format!("route[{i}].smarthosts"),
                     &mut problems,
                 );
                 let r = &mut cfg.routes[i];
-                r.domain = get(raw, "domain")
-                    .trim()
-                    .trim_end_matches('.')
-                    .to_ascii_lowercase();
+                r.domain = domain_name(get(raw, "domain"));
                 r.smarthosts = hosts;
-                let verb = if action == "add" { "added" } else { "changed" };
+                let verb = if new { "added" } else { "changed" };
                 (format!("static route for {} {verb}", r.domain), problems)
-            }
-            other => {
-                problems.push(Problem::new("", format!("unknown action '{other}'")));
-                (String::new(), problems)
             }
         }
     })

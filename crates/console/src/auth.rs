@@ -9,7 +9,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
-use palisade_store::accounts::{AccountError, LoginResult, Role, User};
+use palisade_store::accounts::{AccountError, LoginResult, Role, Throttle, User};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -344,15 +344,30 @@ pub async fn login_submit(State(state): State<AppState>, req: Request) -> Respon
             "The login form has expired or was not sent by this console. Reload it and try again.",
         );
     }
-    let throttle = state.settings().throttle;
+    // The management network comes from the configuration in force.
+    let trusted_networks = state
+        .db(|s| {
+            Ok(s.config
+                .current()?
+                .map(|r| r.config.console.trusted_networks)
+                .unwrap_or_default())
+        })
+        .await
+        .unwrap_or_default();
+    let throttle = Throttle {
+        trusted_networks,
+        ..state.settings().throttle.clone()
+    };
+    let trusted = throttle.is_trusted(&source);
     let (name, password, code, src) = (form.user.clone(), form.password, form.code, source);
     let result = state
-        .login_db(move |s| {
+        .login_db(trusted, move |s| {
             let code = Some(code.as_str()).filter(|c| !c.trim().is_empty());
             Ok(s.accounts
                 .login(&mut s.audit, &name, &password, code, &src, &throttle)?)
         })
-        .await;
+        .await
+        .unwrap_or(Ok(LoginResult::Busy));
     match result {
         Ok(LoginResult::Success { user, session }) => {
             // Whatever session this browser had before is ended: the new one has a new id.
@@ -377,15 +392,44 @@ pub async fn login_submit(State(state): State<AppState>, req: Request) -> Respon
             form.user,
             Some("Wrong user name, password or authentication code.".into()),
         ),
-        Ok(LoginResult::Throttled) => login_form(
-            StatusCode::TOO_MANY_REQUESTS,
-            form.user,
-            Some(
-                "Too many failed attempts for this account or from this address. Wait a few minutes, then try again."
-                    .into(),
+        Ok(LoginResult::Throttled { retry_after_secs }) => retry_after(
+            login_form(
+                StatusCode::TOO_MANY_REQUESTS,
+                form.user,
+                Some(format!(
+                    "Too many failed attempts from this address. Wait {}, then try again.",
+                    wait_words(retry_after_secs)
+                )),
             ),
+            retry_after_secs,
+        ),
+        Ok(LoginResult::Busy) => retry_after(
+            login_form(
+                StatusCode::SERVICE_UNAVAILABLE,
+                form.user,
+                Some(
+                    "The console is checking too many sign-ins right now. Try again in a few seconds."
+                        .into(),
+                ),
+            ),
+            2,
         ),
         Err(e) => e.into_response(),
+    }
+}
+
+fn retry_after(mut r: Response, secs: i64) -> Response {
+    if let Ok(v) = header::HeaderValue::from_str(&secs.max(1).to_string()) {
+        r.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    r
+}
+
+fn wait_words(secs: i64) -> String {
+    match secs {
+        ..=1 => "a second".into(),
+        2..=90 => format!("{secs} seconds"),
+        _ => format!("{} minutes", (secs + 59) / 60),
     }
 }
 

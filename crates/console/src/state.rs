@@ -12,7 +12,7 @@ use palisade_supervisor::control as sup;
 use crate::error::AppError;
 
 /// Policies a deployment (or a test) may tune.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Settings {
     pub throttle: Throttle,
     pub sessions: SessionPolicy,
@@ -28,17 +28,26 @@ pub struct Stores {
     pub mail: MailDb,
 }
 
-/// Logins hash passwords (tens of milliseconds by design): they get their own connections and
-/// lock so that a burst of attempts does not stall every page.
+/// Logins hash passwords (tens of milliseconds by design): each attempt gets its own
+/// connections, so that a burst of attempts neither stalls every page nor queues the owner
+/// behind a stranger's guesses; how many run at once is bounded by [`MAX_LOGIN_CHECKS`] and
+/// the hashing budget (`store::password`).
 pub struct LoginStores {
     pub accounts: Accounts,
     pub audit: AuditLog,
 }
 
+/// Login attempts checked at once; beyond this a stranger gets 503 at once, before any thread,
+/// connection or memory is spent on the attempt. Sources in the console's trusted networks
+/// have [`TRUSTED_LOGIN_CHECKS`] more of their own.
+pub const MAX_LOGIN_CHECKS: usize = 8;
+pub const TRUSTED_LOGIN_CHECKS: usize = 2;
+
 struct Inner {
     data: DataDir,
     stores: Mutex<Stores>,
-    login: Mutex<LoginStores>,
+    login_checks: tokio::sync::Semaphore,
+    trusted_login_checks: tokio::sync::Semaphore,
     settings: Settings,
     /// Set by the server so that a replaced certificate takes effect without a restart.
     tls_reload: ArcSwapOption<Box<dyn Fn() -> Result<(), String> + Send + Sync>>,
@@ -55,14 +64,11 @@ impl AppState {
             audit: AuditLog::open(&data.audit_db())?,
             mail: MailDb::open(&data.mail_db())?,
         };
-        let login = LoginStores {
-            accounts: Accounts::open(&data.config_db())?,
-            audit: AuditLog::open(&data.audit_db())?,
-        };
         Ok(AppState(Arc::new(Inner {
             data: data.clone(),
             stores: Mutex::new(stores),
-            login: Mutex::new(login),
+            login_checks: tokio::sync::Semaphore::new(MAX_LOGIN_CHECKS),
+            trusted_login_checks: tokio::sync::Semaphore::new(TRUSTED_LOGIN_CHECKS),
             settings,
             tls_reload: ArcSwapOption::empty(),
         })))
@@ -90,17 +96,29 @@ impl AppState {
         .await?
     }
 
-    pub async fn login_db<T, F>(&self, f: F) -> Result<T, AppError>
+    /// Runs a login check on connections of its own; `None` when too many are running
+    /// (the caller answers 503). `trusted`: the source is in the console's trusted networks.
+    pub async fn login_db<T, F>(&self, trusted: bool, f: F) -> Option<Result<T, AppError>>
     where
         F: FnOnce(&mut LoginStores) -> Result<T, AppError> + Send + 'static,
         T: Send + 'static,
     {
-        let inner = self.0.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut stores = inner.login.lock().unwrap_or_else(|p| p.into_inner());
+        let permit = match self.0.login_checks.try_acquire() {
+            Ok(p) => p,
+            Err(_) if trusted => self.0.trusted_login_checks.try_acquire().ok()?,
+            Err(_) => return None,
+        };
+        let data = self.0.data.clone();
+        let r = tokio::task::spawn_blocking(move || {
+            let mut stores = LoginStores {
+                accounts: Accounts::open(&data.config_db())?,
+                audit: AuditLog::open(&data.audit_db())?,
+            };
             f(&mut stores)
         })
-        .await?
+        .await;
+        drop(permit);
+        Some(r.map_err(AppError::from).and_then(|r| r))
     }
 
     /// One request to the engine's control socket. `Err` says why it could not be asked

@@ -43,7 +43,14 @@ pub(crate) struct Shared {
     pub started: Instant,
     shutdown: watch::Sender<bool>,
     runner: OnceLock<Runner>,
+    /// SMTP AUTH attempts being checked at once (database work and the hash): beyond this a
+    /// client gets `454 4.7.0` at once, before any thread or memory is spent on it. The hash
+    /// itself has its own, smaller budget (`store::password`).
+    pub auth_checks: tokio::sync::Semaphore,
 }
+
+/// See [`Shared::auth_checks`].
+pub(crate) const MAX_AUTH_CHECKS: usize = 16;
 
 impl Shared {
     pub fn new(data: DataDir, rev: Revision, spool: Spool, tls: Option<TlsAcceptor>) -> Self {
@@ -57,6 +64,7 @@ impl Shared {
             started: Instant::now(),
             shutdown: watch::channel(false).0,
             runner: OnceLock::new(),
+            auth_checks: tokio::sync::Semaphore::new(MAX_AUTH_CHECKS),
         }
     }
 

@@ -10,17 +10,20 @@
 //! 256 random bits: a fast hash is enough for values nobody can guess). TOTP secrets are
 //! stored as they are, because verifying a code needs them.
 //!
-//! Throttling is a sliding window over recorded failures, per account and per source address
-//! (an IPv6 source counts as its /64): when either has `max_*` failures within the window,
-//! further attempts are refused without looking at the password, and are audited as
-//! `login.throttled` but not counted, so the lockout ends on its own once the failures age
-//! out and the real user gets in.
+//! Throttling (see [`throttle`]) never locks an account for everyone: failures are counted per
+//! (account, source), per source, and per account from *unfamiliar* sources only, and each
+//! count beyond its free allowance makes the next attempt wait twice as long as the one before
+//! (capped). A source is familiar to an account when it is in the trusted (management) networks
+//! or the account signed in from it before, so a stranger guessing `admin` from anywhere else
+//! never keeps the administrator out. Password hashes run under a fixed memory and CPU budget
+//! ([`crate::password`]); a throttled attempt computes no hash at all.
 
-use std::net::IpAddr;
+mod throttle;
 use std::path::Path;
 use std::sync::OnceLock;
+pub(crate) use throttle::MIGRATION_LOGIN_SOURCES;
+pub use throttle::{Counts, Scope, Tally, Throttle};
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use ring::rand::{SecureRandom, SystemRandom};
 use ring::{digest, hmac};
 use rusqlite::{OptionalExtension, params};
@@ -28,6 +31,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::audit::AuditLog;
+use crate::password::{self, Priority, Verified};
 use crate::{SqlContext, StoreError, config_store, migrate, now_unix, open_db};
 
 /// What a console user may do. Checked per route by the console.
@@ -116,24 +120,6 @@ pub struct User {
     pub last_login_at: Option<i64>,
 }
 
-/// Failed-login throttling: see the module comment.
-#[derive(Debug, Clone, Copy)]
-pub struct Throttle {
-    pub window_secs: i64,
-    pub max_per_account: u32,
-    pub max_per_source: u32,
-}
-
-impl Default for Throttle {
-    fn default() -> Self {
-        Throttle {
-            window_secs: 15 * 60,
-            max_per_account: 5,
-            max_per_source: 20,
-        }
-    }
-}
-
 /// How long a session lives without use, and at most.
 #[derive(Debug, Clone, Copy)]
 pub struct SessionPolicy {
@@ -176,8 +162,13 @@ pub enum LoginResult {
     },
     /// Wrong user name, password or code: deliberately one answer for all three.
     Refused,
-    /// Too many recent failures for this account or from this address.
-    Throttled,
+    /// Too many recent failures for this account or from this address: come back after
+    /// `retry_after_secs`.
+    Throttled {
+        retry_after_secs: i64,
+    },
+    /// Every password-hashing slot is taken: a temporary failure, not a verdict.
+    Busy,
 }
 
 /// Where credentials are being presented: decides which roles may use them and how the
@@ -212,7 +203,12 @@ pub enum Credentials {
     Valid(User),
     /// Wrong user name, password, code or role: one answer for all.
     Refused,
-    Throttled,
+    /// See [`LoginResult::Throttled`].
+    Throttled {
+        retry_after_secs: i64,
+    },
+    /// See [`LoginResult::Busy`].
+    Busy,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -623,7 +619,10 @@ impl Accounts {
             Purpose::Console,
         )? {
             Credentials::Refused => Ok(LoginResult::Refused),
-            Credentials::Throttled => Ok(LoginResult::Throttled),
+            Credentials::Throttled { retry_after_secs } => {
+                Ok(LoginResult::Throttled { retry_after_secs })
+            }
+            Credentials::Busy => Ok(LoginResult::Busy),
             Credentials::Valid(user) => {
                 let session = self.open_session(user.id, source)?;
                 Ok(LoginResult::Success { user, session })
@@ -653,6 +652,13 @@ impl Accounts {
     }
 
     /// Checks credentials with throttling, and audits the attempt.
+    ///
+    /// Order matters for what a stranger can make us spend: the throttle is consulted first
+    /// (a few indexed SELECTs, no hash), then the password is verified within the hashing
+    /// budget, and only a real verdict is recorded. Attempts refused by the throttle or the
+    /// budget are logged, not audited one by one (the failure that started or lengthened a
+    /// delay is audited as `*.throttled`, so the audit log records every throttle without
+    /// letting an attacker grow it at will).
     #[allow(clippy::too_many_arguments)]
     fn check_credentials(
         &mut self,
@@ -667,41 +673,22 @@ impl Accounts {
         let now = now_unix();
         // An attacker chooses the name: keep what is recorded bounded.
         let name: String = name.trim().chars().take(64).collect();
-        let key = throttle_key(source);
-        let since = now - throttle.window_secs;
+        let key = throttle::source_key(source);
         let c = &self.conn;
-        sql(
-            c,
-            c.execute("DELETE FROM console_login_failure WHERE ts < ?1", [since]),
-        )?;
-        let (by_account, by_source): (i64, i64) = sql(
-            c,
-            c.query_row(
-                "SELECT (SELECT count(*) FROM console_login_failure
-                         WHERE user_name = ?1 AND ts >= ?3),
-                        (SELECT count(*) FROM console_login_failure
-                         WHERE source = ?2 AND ts >= ?3)",
-                params![name, key, since],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            ),
-        )?;
-        if by_account >= i64::from(throttle.max_per_account)
-            || by_source >= i64::from(throttle.max_per_source)
-        {
-            let reason = if by_account >= i64::from(throttle.max_per_account) {
-                "account"
-            } else {
-                "source"
-            };
-            audit.append(
-                &name,
+        let familiar =
+            throttle.is_trusted(source) || throttle::is_known(c, &name, &key, now, throttle)?;
+        let counts = throttle::counts(c, &name, &key, now, throttle)?;
+        if let Some((scope, retry_after_secs)) = throttle.wait(&counts, familiar, now) {
+            tracing::warn!(
+                event = "login.throttled",
+                purpose = ?purpose,
+                user = %name,
                 source,
-                &purpose.action("throttled"),
-                &name,
-                &json!({ "limit": reason, "account_failures": by_account,
-                         "source_failures": by_source, "window_secs": throttle.window_secs }),
-            )?;
-            return Ok(Credentials::Throttled);
+                scope = scope.as_str(),
+                retry_after_secs,
+                "attempt refused without checking the password"
+            );
+            return Ok(Credentials::Throttled { retry_after_secs });
         }
 
         let row: Option<CredentialRow> = sql(
@@ -714,13 +701,22 @@ impl Accounts {
             )
             .optional(),
         )?;
+        let priority = if familiar {
+            Priority::Trusted
+        } else {
+            Priority::Normal
+        };
+        // Same work for an unknown user as for a real one, so timing does not tell who exists.
+        let stored = row.as_ref().map_or(dummy_hash(), |r| r.1.as_str());
+        let verdict = password::verify_password(stored, password, priority);
+        if verdict == Verified::Busy {
+            tracing::warn!(event = "login.busy", purpose = ?purpose, user = %name, source,
+                "password hashing budget exhausted; temporary failure");
+            return Ok(Credentials::Busy);
+        }
         let failure = match &row {
-            None => {
-                // Same work as for a real user, so timing does not tell who exists.
-                let _ = verify_password(dummy_hash(), password);
-                Some("unknown user")
-            }
-            Some((_, hash, _, _, _)) if !verify_password(hash, password) => Some("wrong password"),
+            None => Some("unknown user"),
+            Some(_) if verdict != Verified::Match => Some("wrong password"),
             Some((_, _, _, _, role)) if !Role::parse(role).is_some_and(|r| purpose.allows(r)) => {
                 Some("role not allowed here")
             }
@@ -745,13 +741,7 @@ impl Accounts {
             Some(_) => None,
         };
         if let Some(reason) = failure {
-            sql(
-                c,
-                c.execute(
-                    "INSERT INTO console_login_failure (ts, user_name, source) VALUES (?1, ?2, ?3)",
-                    params![now, name, key],
-                ),
-            )?;
+            throttle::record_failure(c, &name, &key, now, throttle)?;
             audit.append(
                 &name,
                 source,
@@ -759,6 +749,19 @@ impl Accounts {
                 &name,
                 &json!({ "reason": reason }),
             )?;
+            // The delay this failure starts (or lengthens), per scope: audited, so every
+            // throttle is on record.
+            let after = counts.with_failure(now);
+            for (scope, delay) in throttle.delays(&after, familiar) {
+                audit.append(
+                    &name,
+                    source,
+                    &purpose.action("throttled"),
+                    &name,
+                    &json!({ "scope": scope.as_str(), "failures": after.of(scope).count,
+                             "delay_secs": delay, "window_secs": throttle.window_secs }),
+                )?;
+            }
             return Ok(Credentials::Refused);
         }
         let (id, _, secret, _, _) = row.expect("checked above");
@@ -769,20 +772,15 @@ impl Accounts {
                 params![id, now],
             ),
         )?;
-        sql(
-            c,
-            c.execute(
-                "DELETE FROM console_login_failure WHERE user_name = ?1",
-                [&name],
-            ),
-        )?;
+        throttle::record_success(c, &name, &key, now)?;
         let user = self.user(id)?;
         audit.append(
             &user.name,
             source,
             &purpose.action("success"),
             &user.name,
-            &json!({ "second_factor": secret.is_some(), "role": user.role.as_str() }),
+            &json!({ "second_factor": secret.is_some(), "role": user.role.as_str(),
+                     "familiar_source": familiar }),
         )?;
         Ok(Credentials::Valid(user))
     }
@@ -1157,21 +1155,6 @@ pub fn check_password_policy(name: &str, current: &str, new: &str) -> Result<()>
     Ok(())
 }
 
-/// Failures from one IPv6 /64 count together: one host usually holds the whole prefix.
-fn throttle_key(source: &str) -> String {
-    match source.parse::<IpAddr>() {
-        Ok(IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
-            Some(v4) => v4.to_string(),
-            None => {
-                let s = v6.segments();
-                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
-            }
-        },
-        Ok(v4) => v4.to_string(),
-        Err(_) => source.to_string(),
-    }
-}
-
 fn sha256(s: &str) -> Vec<u8> {
     digest::digest(&digest::SHA256, s.as_bytes())
         .as_ref()
@@ -1208,26 +1191,15 @@ pub fn one_time_password() -> String {
     out
 }
 
-/// argon2id with the crate's defaults (19 MiB, 2 passes: OWASP's recommendation).
+/// argon2id with OWASP's parameters (19 MiB, 2 passes), within the process's hashing budget.
 pub fn hash_password(password: &str) -> Result<String> {
-    let mut salt = [0u8; 16];
-    SystemRandom::new()
-        .fill(&mut salt)
-        .expect("system random source");
-    let salt = SaltString::encode_b64(&salt).map_err(|e| AccountError::Hash(e.to_string()))?;
-    argon2::Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| AccountError::Hash(e.to_string()))
+    password::hash_password(password).map_err(|e| AccountError::Hash(e.to_string()))
 }
 
+/// Whether `password` matches `hash`, for someone already signed in (confirming a change):
+/// waits for the reserved slot; a busy budget counts as "no".
 pub fn verify_password(hash: &str, password: &str) -> bool {
-    match PasswordHash::new(hash) {
-        Ok(h) => argon2::Argon2::default()
-            .verify_password(password.as_bytes(), &h)
-            .is_ok(),
-        Err(_) => false,
-    }
+    password::verify_password(hash, password, Priority::Trusted) == Verified::Match
 }
 
 fn dummy_hash() -> &'static str {
@@ -1464,57 +1436,161 @@ mod tests {
         );
     }
 
+    fn quick_throttle() -> Throttle {
+        Throttle {
+            window_secs: 600,
+            free_per_account_source: 3,
+            free_per_source: 6,
+            free_per_account: 5,
+            first_delay_secs: 2,
+            max_delay_secs: 4,
+            ..Throttle::default()
+        }
+    }
+
+    fn actions(audit: &AuditLog, prefix: &str) -> Vec<String> {
+        audit
+            .list(&crate::audit::AuditFilter {
+                action_prefix: Some(prefix.into()),
+                ..Default::default()
+            })
+            .unwrap()
+            .into_iter()
+            .map(|e| e.action)
+            .collect()
+    }
+
     #[test]
-    fn throttling_per_account_and_source_expires() {
+    fn a_stranger_guessing_is_slowed_down_but_never_locks_the_owner_out() {
         let (_d, mut acc, mut audit) = stores();
         let pw = acc.ensure_initial_admin(&mut audit).unwrap().unwrap();
-        let t = Throttle {
-            window_secs: 1,
-            max_per_account: 3,
-            max_per_source: 100,
-        };
-        for i in 0..3 {
-            let r = acc
+        let t = quick_throttle();
+        let (mut refused, mut throttled) = (0, 0);
+        for i in 0..20 {
+            match acc
                 .login(
                     &mut audit,
                     "admin",
-                    "nope",
+                    &format!("guess {i}"),
                     None,
-                    &format!("10.0.0.{i}"),
+                    "198.51.100.7",
+                    &t,
+                )
+                .unwrap()
+            {
+                LoginResult::Refused => refused += 1,
+                LoginResult::Throttled { retry_after_secs } => {
+                    assert!((1..=2).contains(&retry_after_secs), "{retry_after_secs}");
+                    throttled += 1;
+                }
+                r => panic!("{r:?}"),
+            }
+        }
+        // Three free failures, then the fourth must wait 2 s: the rest were not checked.
+        assert_eq!((refused, throttled), (3, 17));
+        // The owner, from elsewhere, is not affected.
+        let r = acc
+            .login(&mut audit, "admin", &pw, None, "192.0.2.99", &t)
+            .unwrap();
+        assert!(matches!(r, LoginResult::Success { .. }), "{r:?}");
+        // Each real failure is audited; the one that started a wait is audited as a throttle;
+        // refused attempts are not audited one by one.
+        assert_eq!(actions(&audit, "login.failed").len(), 3);
+        assert_eq!(actions(&audit, "login.throttled").len(), 1);
+        // After the wait the stranger may try again (and waits longer after that failure).
+        std::thread::sleep(std::time::Duration::from_millis(2100));
+        let r = acc
+            .login(&mut audit, "admin", "again", None, "198.51.100.7", &t)
+            .unwrap();
+        assert!(matches!(r, LoginResult::Refused), "{r:?}");
+        let r = acc
+            .login(&mut audit, "admin", &pw, None, "198.51.100.7", &t)
+            .unwrap();
+        assert!(
+            matches!(
+                r,
+                LoginResult::Throttled {
+                    retry_after_secs: 3..=4
+                }
+            ),
+            "{r:?}"
+        );
+    }
+
+    #[test]
+    fn a_distributed_attack_holds_back_unfamiliar_sources_only() {
+        let (_d, mut acc, mut audit) = stores();
+        let pw = acc.ensure_initial_admin(&mut audit).unwrap().unwrap();
+        let t = Throttle {
+            trusted_networks: vec!["10.20.0.0/16".parse().unwrap()],
+            first_delay_secs: 60,
+            max_delay_secs: 120,
+            ..quick_throttle()
+        };
+        // The owner signs in once from their desk: that source becomes familiar.
+        let r = acc
+            .login(&mut audit, "admin", &pw, None, "192.0.2.10", &t)
+            .unwrap();
+        assert!(matches!(r, LoginResult::Success { .. }));
+        // Ten addresses, one guess each: the account scope (5 free) holds back strangers.
+        for i in 0..10 {
+            acc.login(
+                &mut audit,
+                "admin",
+                "guess",
+                None,
+                &format!("203.0.113.{i}"),
+                &t,
+            )
+            .unwrap();
+        }
+        let r = acc
+            .login(&mut audit, "admin", &pw, None, "203.0.113.200", &t)
+            .unwrap();
+        assert!(matches!(r, LoginResult::Throttled { .. }), "{r:?}");
+        // The familiar source and the management network get in at once.
+        let r = acc
+            .login(&mut audit, "admin", &pw, None, "192.0.2.10", &t)
+            .unwrap();
+        assert!(matches!(r, LoginResult::Success { .. }), "{r:?}");
+        let r = acc
+            .login(&mut audit, "admin", &pw, None, "10.20.3.4", &t)
+            .unwrap();
+        assert!(matches!(r, LoginResult::Success { .. }), "{r:?}");
+        // The owner's success did not wipe the attackers' count.
+        let r = acc
+            .login(&mut audit, "admin", &pw, None, "203.0.113.201", &t)
+            .unwrap();
+        assert!(matches!(r, LoginResult::Throttled { .. }), "{r:?}");
+    }
+
+    #[test]
+    fn one_source_guessing_names_is_throttled_as_a_source() {
+        let (_d, mut acc, mut audit) = stores();
+        let pw = acc.ensure_initial_admin(&mut audit).unwrap().unwrap();
+        let t = quick_throttle();
+        // One /64 counts as one source.
+        for i in 0..6 {
+            let r = acc
+                .login(
+                    &mut audit,
+                    &format!("user{i}"),
+                    "x",
+                    None,
+                    &format!("2001:db8::{i}"),
                     &t,
                 )
                 .unwrap();
-            assert!(matches!(r, LoginResult::Refused));
-        }
-        // Locked: even the right password is refused, from anywhere.
-        let r = acc
-            .login(&mut audit, "admin", &pw, None, "10.9.9.9", &t)
-            .unwrap();
-        assert!(matches!(r, LoginResult::Throttled));
-        std::thread::sleep(std::time::Duration::from_millis(2100));
-        let r = acc
-            .login(&mut audit, "admin", &pw, None, "10.9.9.9", &t)
-            .unwrap();
-        assert!(matches!(r, LoginResult::Success { .. }), "{r:?}");
-
-        // Per source: one /64 counts as one source.
-        let t = Throttle {
-            window_secs: 60,
-            max_per_account: 100,
-            max_per_source: 2,
-        };
-        for n in ["a", "b"] {
-            acc.login(&mut audit, n, "x", None, "2001:db8::1", &t)
-                .unwrap();
+            assert!(matches!(r, LoginResult::Refused), "{r:?}");
         }
         let r = acc
             .login(&mut audit, "admin", &pw, None, "2001:db8::ffff", &t)
             .unwrap();
-        assert!(matches!(r, LoginResult::Throttled));
+        assert!(matches!(r, LoginResult::Throttled { .. }), "{r:?}");
         let r = acc
             .login(&mut audit, "admin", &pw, None, "2001:db9::1", &t)
             .unwrap();
-        assert!(matches!(r, LoginResult::Success { .. }));
+        assert!(matches!(r, LoginResult::Success { .. }), "{r:?}");
     }
 
     #[test]

@@ -81,8 +81,26 @@ pub struct Smtp {
     pub max_recipients: u32,
     pub max_connections: u32,
     pub max_connections_per_ip: u32,
+    /// A client must send each whole command line within this time (not per read: a client
+    /// trickling one byte at a time does not reset it).
     pub command_timeout_secs: u64,
+    /// The longest silence while a message is being received.
     pub data_timeout_secs: u64,
+    /// While receiving a message, after `data_rate_grace_secs` the average rate must stay at or
+    /// above this many bytes per second; slower clients get `421 4.4.2` (a trickle attack).
+    pub min_data_rate: u64,
+    pub data_rate_grace_secs: u64,
+    /// The longest a session may last, whatever it does.
+    pub max_session_secs: u64,
+    /// NOOP, RSET, VRFY, EXPN, HELP, HELO/EHLO allowed between two accepted messages.
+    pub junk_command_limit: u32,
+    /// Stress mode (Postfix's idea): when at least this percentage of `max_connections` is in
+    /// use, every session gets `stress_timeout_secs` for a command line, as the DATA silence
+    /// limit and as the rate grace, and a junk command limit of 10. And when all connections
+    /// are in use, a client from an address holding fewer of them than the busiest address
+    /// takes the slot of that address's longest-idle session.
+    pub stress_threshold_percent: u32,
+    pub stress_timeout_secs: u64,
     /// Clients in these networks may relay to any domain.
     pub trusted_networks: Vec<IpNet>,
     /// Below this much free space on the data partition, new mail gets 452 (try later).
@@ -148,6 +166,10 @@ pub struct Console {
     pub listen: Vec<SocketAddr>,
     pub cert: PathBuf,
     pub key: PathBuf,
+    /// The management network(s): sign-ins from here are never held back by failures from
+    /// elsewhere, and get the reserved password-hashing slot while the console is under
+    /// attack (see `accounts::throttle`).
+    pub trusted_networks: Vec<IpNet>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -304,6 +326,12 @@ impl Default for Smtp {
             max_connections_per_ip: 20,
             command_timeout_secs: 300,
             data_timeout_secs: 600,
+            min_data_rate: 1024,
+            data_rate_grace_secs: 30,
+            max_session_secs: 3600,
+            junk_command_limit: 100,
+            stress_threshold_percent: 80,
+            stress_timeout_secs: 10,
             trusted_networks: vec![
                 "127.0.0.0/8".parse().expect("literal"),
                 "::1/128".parse().expect("literal"),
@@ -344,6 +372,7 @@ impl Default for Console {
             listen: vec!["127.0.0.1:8443".parse().expect("literal")],
             cert: "tls/console.crt".into(),
             key: "tls/console.key".into(),
+            trusted_networks: Vec::new(),
         }
     }
 }
@@ -448,9 +477,32 @@ impl Config {
                 ),
             );
         }
+        if !(1..=100).contains(&s.stress_threshold_percent) {
+            bad(
+                "smtp.stress_threshold_percent",
+                format!("{} is outside 1 .. 100", s.stress_threshold_percent),
+            );
+        }
+        if s.junk_command_limit == 0 {
+            bad("smtp.junk_command_limit", "must be at least 1".into());
+        }
+        if !(10..=86400).contains(&s.max_session_secs) {
+            bad(
+                "smtp.max_session_secs",
+                format!("{} is outside 10 .. 86400 seconds", s.max_session_secs),
+            );
+        }
+        if s.min_data_rate > 10 * MIB {
+            bad(
+                "smtp.min_data_rate",
+                format!("{} bytes/s is more than 10 MiB/s", s.min_data_rate),
+            );
+        }
         for (path, v) in [
             ("smtp.command_timeout_secs", s.command_timeout_secs),
             ("smtp.data_timeout_secs", s.data_timeout_secs),
+            ("smtp.data_rate_grace_secs", s.data_rate_grace_secs),
+            ("smtp.stress_timeout_secs", s.stress_timeout_secs),
             (
                 "delivery.connect_timeout_secs",
                 self.delivery.connect_timeout_secs,

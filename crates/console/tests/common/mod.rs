@@ -30,8 +30,12 @@ pub fn settings(window_secs: i64) -> Settings {
     Settings {
         throttle: Throttle {
             window_secs,
-            max_per_account: 5,
-            max_per_source: 10,
+            free_per_account_source: 5,
+            free_per_source: 10,
+            free_per_account: 10,
+            first_delay_secs: 2,
+            max_delay_secs: 60,
+            ..Throttle::default()
         },
         sessions: SessionPolicy::default(),
     }

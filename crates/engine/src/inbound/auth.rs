@@ -95,19 +95,24 @@ impl Session {
             }
         };
 
+        let shared = self.shared.clone();
+        let Ok(_permit) = shared.auth_checks.try_acquire() else {
+            tracing::warn!(event = "smtp.auth_busy", peer = %self.peer, user = %user);
+            return self.reject_auth(busy());
+        };
         let data = self.shared.data.clone();
         let source = self.peer.ip().to_string();
         let name = user.clone();
+        // The submission port's trusted networks are familiar to every account: a stranger's
+        // failures elsewhere never hold them back (see store::accounts::throttle).
+        let throttle = Throttle {
+            trusted_networks: self.cfg.smtp.trusted_networks.clone(),
+            ..Throttle::default()
+        };
         let checked = tokio::task::spawn_blocking(move || {
             let mut accounts = Accounts::open(&data.config_db())?;
             let mut audit = AuditLog::open(&data.audit_db())?;
-            accounts.authenticate_submission(
-                &mut audit,
-                &name,
-                &password,
-                &source,
-                &Throttle::default(),
-            )
+            accounts.authenticate_submission(&mut audit, &name, &password, &source, &throttle)
         })
         .await;
         match checked {
@@ -126,13 +131,20 @@ impl Session {
                     "Authentication credentials invalid",
                 ))
             }
-            Ok(Ok(Credentials::Throttled)) => {
-                tracing::warn!(event = "smtp.auth_throttled", peer = %self.peer, user = %user);
+            Ok(Ok(Credentials::Throttled { retry_after_secs })) => {
+                tracing::warn!(event = "smtp.auth_throttled", peer = %self.peer, user = %user,
+                    retry_after_secs);
                 self.reject_auth(Reply::new(
                     454,
                     "4.7.0",
-                    "Too many failed authentications, try again later",
+                    format!(
+                        "Too many failed authentications, try again in {retry_after_secs} seconds"
+                    ),
                 ))
+            }
+            Ok(Ok(Credentials::Busy)) => {
+                tracing::warn!(event = "smtp.auth_busy", peer = %self.peer, user = %user);
+                self.reject_auth(busy())
             }
             Ok(Err(e)) => {
                 tracing::error!(event = "smtp.auth_error", error = %e);
@@ -155,6 +167,9 @@ impl Session {
         if self.io.flush().await.is_err() {
             return Step::Close;
         }
+        // The answer is a command line like any other: one deadline for all of it.
+        let deadline =
+            (std::time::Instant::now() + self.command_timeout()).min(self.session_deadline());
         loop {
             match self.framer_next() {
                 Frame::Line { consumed } => {
@@ -169,12 +184,23 @@ impl Session {
                     }
                 }
                 Frame::BareLf { .. } | Frame::BareCr { .. } => return Step::Close,
-                Frame::Incomplete => match self.io.fill(self.command_timeout()).await {
-                    Ok(_) => {}
-                    Err(ReadError::Timeout) | Err(ReadError::Closed) | Err(ReadError::Io(_)) => {
-                        return Step::Close;
+                Frame::Incomplete => {
+                    let wait = deadline.saturating_duration_since(std::time::Instant::now());
+                    match self.io.fill(wait).await {
+                        Ok(_) => {}
+                        Err(ReadError::Timeout) => {
+                            let r = self.timeout_reply();
+                            self.io.reply(&r);
+                            return Step::Close;
+                        }
+                        Err(ReadError::Evicted) => {
+                            let r = self.evicted_reply();
+                            self.io.reply(&r);
+                            return Step::Close;
+                        }
+                        Err(ReadError::Closed) | Err(ReadError::Io(_)) => return Step::Close,
                     }
-                },
+                }
             }
         }
     }
@@ -202,4 +228,13 @@ impl Session {
             None => Err(self.reject_auth(Reply::new(501, "5.5.2", "Cannot decode the response"))),
         }
     }
+}
+
+/// The reply when too many authentications are being checked at once.
+fn busy() -> Reply {
+    Reply::new(
+        454,
+        "4.7.0",
+        "Temporary authentication failure: server busy, try again shortly",
+    )
 }

@@ -5,7 +5,7 @@
 //! refused as a whole: never truncated, never "fixed". A bare CR or LF ends the session (the
 //! smuggling class): the content up to there is discarded and nothing is queued.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use palisade_smtp_proto::{Body, DataDecoder, DataEvent, MAX_TEXT_LINE, Reply, Ret};
 use palisade_spool::{Batch, MessageKind, NewMessage, NewRecipient};
@@ -61,7 +61,8 @@ impl Session {
             refusal = Some(Refusal::Storage(e));
         }
         let max = self.cfg.smtp.max_message_size;
-        let timeout = Duration::from_secs(self.cfg.smtp.data_timeout_secs);
+        let data_started = Instant::now();
+        let mut received_bytes: u64 = 0;
         let mut decoder = DataDecoder::new(MAX_TEXT_LINE);
         let mut head: Vec<u8> = Vec::new();
         let mut out: Vec<u8> = Vec::with_capacity(64 * 1024);
@@ -109,17 +110,37 @@ impl Session {
                     DataEvent::NeedMore => {}
                 }
             }
-            match self.io.fill(timeout).await {
-                Ok(_) => {}
+            let (wait, limit) = self.data_wait(data_started, received_bytes);
+            let read = if wait.is_zero() {
+                Err(ReadError::Timeout)
+            } else {
+                self.io.fill(wait).await
+            };
+            match read {
+                Ok(n) => received_bytes += n as u64,
                 Err(e) => {
                     // The client never finished: nothing was promised, the partial file goes.
                     drop(file);
-                    if matches!(e, ReadError::Timeout) {
-                        self.io.reply(&Reply::new(
-                            421,
-                            "4.4.2",
-                            format!("{} Timeout, closing connection", self.hostname()),
-                        ));
+                    let reply = match e {
+                        ReadError::Timeout if limit == DataLimit::Rate => {
+                            tracing::info!(event = "smtp.data_too_slow", peer = %self.peer,
+                                queue_id = %id, bytes = received_bytes,
+                                secs = data_started.elapsed().as_secs());
+                            Some(Reply::new(
+                                421,
+                                "4.4.2",
+                                format!(
+                                    "{} Data rate too low, closing connection",
+                                    self.hostname()
+                                ),
+                            ))
+                        }
+                        ReadError::Timeout => Some(self.timeout_reply()),
+                        ReadError::Evicted => Some(self.evicted_reply()),
+                        ReadError::Closed | ReadError::Io(_) => None,
+                    };
+                    if let Some(r) = reply {
+                        self.io.reply(&r);
                     }
                     self.tx = None;
                     return Flow::Close;
@@ -253,6 +274,7 @@ impl Session {
                 );
                 self.io
                     .reply(&Reply::new(250, "2.0.0", format!("Ok: queued as {id}")));
+                self.message_accepted();
                 self.shared.runner().submit(queued);
             }
             Err(e) => {
@@ -277,13 +299,12 @@ impl Session {
     /// The trace header this hop adds (RFC 5321 4.4).
     fn received_header(&self, id: &str) -> String {
         let tx = self.tx.as_ref().expect("in a transaction");
-        let proto = match (self.esmtp, self.tls.is_some(), self.auth_user.is_some()) {
-            (false, _, _) => "SMTP",
-            (true, false, false) => "ESMTP",
-            (true, true, false) => "ESMTPS",
-            (true, false, true) => "ESMTPA",
-            (true, true, true) => "ESMTPSA",
-        };
+        let proto = with_protocol(
+            self.esmtp,
+            tx.params.smtputf8,
+            self.tls.is_some(),
+            self.auth_user.is_some(),
+        );
         let helo = clean(self.helo.as_deref().unwrap_or("unknown"));
         let date = OffsetDateTime::now_utc()
             .format(&Rfc2822)
@@ -306,6 +327,20 @@ impl Session {
     }
 }
 
+/// The `with` keyword of the Received header (RFC 3848; RFC 6531 section 3.7.3 for SMTPUTF8
+/// transactions: UTF8SMTP, UTF8SMTPS, UTF8SMTPA, UTF8SMTPSA).
+fn with_protocol(esmtp: bool, smtputf8: bool, tls: bool, auth: bool) -> String {
+    if !esmtp {
+        return "SMTP".into();
+    }
+    let base = if smtputf8 { "UTF8SMTP" } else { "ESMTP" };
+    format!(
+        "{base}{}{}",
+        if tls { "S" } else { "" },
+        if auth { "A" } else { "" }
+    )
+}
+
 /// Keeps client-supplied text from breaking the header's structure.
 fn clean(s: &str) -> String {
     s.chars()
@@ -317,4 +352,70 @@ fn clean(s: &str) -> String {
             }
         })
         .collect()
+}
+
+/// Which limit the next read in DATA runs into first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DataLimit {
+    /// No byte for `data_timeout_secs` (or the session's end).
+    Silence,
+    /// The average rate fell below `min_data_rate` after the grace period.
+    Rate,
+}
+
+impl Session {
+    /// How long the next read in DATA may wait, and which limit ends it: the silence limit,
+    /// the session's end, or the moment the average rate since DATA began would fall below
+    /// the minimum (after the grace period) if nothing more arrives.
+    fn data_wait(&self, started: Instant, bytes: u64) -> (Duration, DataLimit) {
+        let smtp = &self.cfg.smtp;
+        let stressed = self.stressed();
+        let short = |secs: u64| {
+            if stressed {
+                secs.min(smtp.stress_timeout_secs)
+            } else {
+                secs
+            }
+        };
+        let now = Instant::now();
+        let silence =
+            (now + Duration::from_secs(short(smtp.data_timeout_secs))).min(self.session_deadline());
+        if smtp.min_data_rate == 0 {
+            return (silence.saturating_duration_since(now), DataLimit::Silence);
+        }
+        // bytes / elapsed >= rate  <=>  elapsed <= bytes / rate.
+        let allowed = Duration::from_secs(short(smtp.data_rate_grace_secs)).max(
+            Duration::from_secs_f64(bytes as f64 / smtp.min_data_rate as f64),
+        );
+        let rate = started + allowed;
+        if rate < silence {
+            (rate.saturating_duration_since(now), DataLimit::Rate)
+        } else {
+            (silence.saturating_duration_since(now), DataLimit::Silence)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_protocol;
+
+    #[test]
+    fn received_protocol_names() {
+        let cases = [
+            ((false, false, false, false), "SMTP"),
+            ((false, true, true, true), "SMTP"),
+            ((true, false, false, false), "ESMTP"),
+            ((true, false, true, false), "ESMTPS"),
+            ((true, false, false, true), "ESMTPA"),
+            ((true, false, true, true), "ESMTPSA"),
+            ((true, true, false, false), "UTF8SMTP"),
+            ((true, true, true, false), "UTF8SMTPS"),
+            ((true, true, false, true), "UTF8SMTPA"),
+            ((true, true, true, true), "UTF8SMTPSA"),
+        ];
+        for ((esmtp, utf8, tls, auth), want) in cases {
+            assert_eq!(with_protocol(esmtp, utf8, tls, auth), want);
+        }
+    }
 }

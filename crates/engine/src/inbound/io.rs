@@ -5,6 +5,7 @@
 
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -13,6 +14,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
+
+use super::SessionSlot;
 
 pub(crate) enum Stream {
     Plain(TcpStream),
@@ -69,21 +72,27 @@ pub(crate) enum ReadError {
     Timeout,
     Closed,
     Io(io::Error),
+    /// The connection limits gave this session's slot to another client.
+    Evicted,
 }
 
 pub(crate) struct SmtpIo {
     stream: Stream,
+    slot: Arc<SessionSlot>,
     rbuf: Vec<u8>,
     start: usize,
     wbuf: Vec<u8>,
 }
 
 const READ_CHUNK: usize = 64 * 1024;
+/// The longest a reply may take to be written to the client.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl SmtpIo {
-    pub fn new(stream: TcpStream) -> Self {
+    pub fn new(stream: TcpStream, slot: Arc<SessionSlot>) -> Self {
         SmtpIo {
             stream: Stream::Plain(stream),
+            slot,
             rbuf: Vec::with_capacity(4096),
             start: 0,
             wbuf: Vec::with_capacity(1024),
@@ -104,15 +113,26 @@ impl SmtpIo {
     }
 
     /// Reads more input. The buffer only grows by what one line or DATA chunk needs: the
-    /// framer refuses over-long lines and DATA consumes what it reads.
+    /// framer refuses over-long lines and DATA consumes what it reads. Ends early when the
+    /// session is evicted (see `ConnLimits`).
     pub async fn fill(&mut self, timeout: Duration) -> Result<usize, ReadError> {
+        if self.slot.is_evicted() {
+            return Err(ReadError::Evicted);
+        }
         if self.start > 0 {
             self.rbuf.drain(..self.start);
             self.start = 0;
         }
         let len = self.rbuf.len();
         self.rbuf.resize(len + READ_CHUNK, 0);
-        let res = tokio::time::timeout(timeout, self.stream.read(&mut self.rbuf[len..])).await;
+        let slot = &self.slot;
+        let res = tokio::select! {
+            r = tokio::time::timeout(timeout, self.stream.read(&mut self.rbuf[len..])) => r,
+            _ = slot.evicted() => {
+                self.rbuf.truncate(len);
+                return Err(ReadError::Evicted);
+            }
+        };
         let n = match res {
             Err(_) => {
                 self.rbuf.truncate(len);
@@ -128,6 +148,7 @@ impl SmtpIo {
         if n == 0 {
             return Err(ReadError::Closed);
         }
+        self.slot.touch();
         Ok(n)
     }
 
@@ -135,14 +156,19 @@ impl SmtpIo {
         self.wbuf.extend_from_slice(&r.to_bytes());
     }
 
+    /// Sends the buffered replies. A client that stops reading cannot hold the session
+    /// (and its slot) forever: the write gives up after [`WRITE_TIMEOUT`].
     pub async fn flush(&mut self) -> io::Result<()> {
         if self.wbuf.is_empty() {
             return Ok(());
         }
-        let res = self.stream.write_all(&self.wbuf).await;
+        let res = tokio::time::timeout(WRITE_TIMEOUT, async {
+            self.stream.write_all(&self.wbuf).await?;
+            self.stream.flush().await
+        })
+        .await;
         self.wbuf.clear();
-        res?;
-        self.stream.flush().await
+        res.map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "client not reading replies"))?
     }
 
     pub fn is_tls(&self) -> bool {
@@ -172,6 +198,6 @@ impl SmtpIo {
 
     pub async fn shutdown(&mut self) {
         let _ = self.flush().await;
-        let _ = self.stream.shutdown().await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.stream.shutdown()).await;
     }
 }

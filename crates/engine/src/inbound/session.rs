@@ -2,7 +2,8 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use palisade_smtp_proto::{
     Command, CommandError, CommandFramer, Frame, MAX_COMMAND_LINE, MailParams, Reply, ReversePath,
@@ -12,6 +13,7 @@ use palisade_store::Config;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
+use super::SessionSlot;
 use super::io::{ReadError, SmtpIo};
 use super::rcpt;
 use crate::listeners::ListenerRole;
@@ -19,6 +21,8 @@ use crate::state::{Counters, Shared};
 
 /// After this many bad commands in one session the client is disconnected.
 const MAX_ERRORS: u32 = 10;
+/// The junk command limit in stress mode (see `Smtp::stress_threshold_percent`).
+const STRESS_JUNK_LIMIT: u32 = 10;
 /// RFC 3461 4.1: the DSN parameters (which we offer) may make MAIL and RCPT lines up to 500
 /// octets longer than RFC 5321's 512. Every other command keeps the 512 limit.
 const MAX_MAIL_RCPT_LINE: usize = MAX_COMMAND_LINE + 500;
@@ -52,6 +56,12 @@ pub(crate) struct Session {
     pub(super) tx: Option<Transaction>,
     framer: CommandFramer,
     errors: u32,
+    /// Junk commands since the last accepted message (see `Smtp::junk_command_limit`).
+    junk: u32,
+    /// When the session began (for `max_session_secs`).
+    pub(super) started: Instant,
+    /// When we began waiting for the current command line.
+    line_started: Instant,
     stop: watch::Receiver<bool>,
 }
 
@@ -62,6 +72,7 @@ impl Session {
         stream: TcpStream,
         peer: SocketAddr,
         _local: Option<SocketAddr>,
+        slot: Arc<SessionSlot>,
     ) -> Self {
         let cfg = shared.config();
         let trusted = cfg.is_trusted(peer.ip());
@@ -70,7 +81,7 @@ impl Session {
             shared,
             cfg,
             role,
-            io: SmtpIo::new(stream),
+            io: SmtpIo::new(stream, slot),
             peer,
             helo: None,
             esmtp: false,
@@ -80,6 +91,9 @@ impl Session {
             tx: None,
             framer: CommandFramer::new(MAX_MAIL_RCPT_LINE),
             errors: 0,
+            junk: 0,
+            started: Instant::now(),
+            line_started: Instant::now(),
             stop,
         }
     }
@@ -93,8 +107,88 @@ impl Session {
         &self.cfg.system.hostname
     }
 
+    /// Whether the server is near its connection limit: every timeout becomes the short one.
+    pub(super) fn stressed(&self) -> bool {
+        let open = self.shared.counters.sessions.load(Ordering::Relaxed);
+        open * 100
+            >= u64::from(self.cfg.smtp.max_connections)
+                * u64::from(self.cfg.smtp.stress_threshold_percent)
+    }
+
+    /// The time a client has for one command line (or a TLS handshake).
     pub(super) fn command_timeout(&self) -> Duration {
-        Duration::from_secs(self.cfg.smtp.command_timeout_secs)
+        let secs = if self.stressed() {
+            self.cfg
+                .smtp
+                .stress_timeout_secs
+                .min(self.cfg.smtp.command_timeout_secs)
+        } else {
+            self.cfg.smtp.command_timeout_secs
+        };
+        Duration::from_secs(secs)
+    }
+
+    /// When the session must end, whatever it is doing.
+    pub(super) fn session_deadline(&self) -> Instant {
+        self.started + Duration::from_secs(self.cfg.smtp.max_session_secs)
+    }
+
+    /// How long the next read for a command line may wait: what is left of the line's time
+    /// and of the session's. Zero means the time is up.
+    fn command_wait(&self) -> Duration {
+        let deadline = (self.line_started + self.command_timeout()).min(self.session_deadline());
+        deadline.saturating_duration_since(Instant::now())
+    }
+
+    /// A message was accepted: the junk allowance starts again.
+    pub(super) fn message_accepted(&mut self) {
+        self.junk = 0;
+    }
+
+    /// Counts a command that moves no mail; too many close the session.
+    fn junk_command(&mut self) -> Option<Flow> {
+        self.junk += 1;
+        let limit = if self.stressed() {
+            STRESS_JUNK_LIMIT.min(self.cfg.smtp.junk_command_limit)
+        } else {
+            self.cfg.smtp.junk_command_limit
+        };
+        if self.junk > limit {
+            tracing::info!(event = "smtp.junk_limit", peer = %self.peer, commands = self.junk);
+            self.io.reply(&Reply::new(
+                421,
+                "4.7.0",
+                format!(
+                    "{} Too many commands without mail, closing",
+                    self.hostname()
+                ),
+            ));
+            return Some(Flow::Close);
+        }
+        None
+    }
+
+    /// The reply to a session whose slot went to another client.
+    pub(super) fn evicted_reply(&self) -> Reply {
+        tracing::info!(event = "smtp.evicted_session", peer = %self.peer);
+        Reply::new(
+            421,
+            "4.7.0",
+            format!(
+                "{} Too many connections from your address, closing",
+                self.hostname()
+            ),
+        )
+    }
+
+    pub(super) fn timeout_reply(&self) -> Reply {
+        tracing::info!(event = "smtp.timeout", peer = %self.peer, stressed = self.stressed(),
+            session_secs = self.started.elapsed().as_secs());
+        Reply::new(
+            421,
+            "4.4.2",
+            format!("{} Timeout, closing connection", self.hostname()),
+        )
     }
 
     pub(super) fn origin(&self) -> Origin {
@@ -142,9 +236,12 @@ impl Session {
                     .any(|v| verb.eq_ignore_ascii_case(v));
                 if consumed > MAX_COMMAND_LINE && !long_ok {
                     self.io.reply(&Reply::new(500, "5.5.2", "Line too long"));
+                    self.line_started = Instant::now();
                     return self.count_error();
                 }
-                self.command(&line).await
+                let flow = self.command(&line).await;
+                self.line_started = Instant::now();
+                flow
             }
             Frame::TooLong { consumed, complete } => {
                 self.io.consume(consumed);
@@ -174,7 +271,12 @@ impl Session {
         if self.io.flush().await.is_err() {
             return Flow::Close;
         }
-        let timeout = self.command_timeout();
+        let timeout = self.command_wait();
+        if timeout.is_zero() {
+            let r = self.timeout_reply();
+            self.io.reply(&r);
+            return Flow::Close;
+        }
         let idle = self.tx.is_none();
         let stop = &mut self.stop;
         let read = tokio::select! {
@@ -193,11 +295,13 @@ impl Session {
         match read {
             Ok(_) => Flow::Continue,
             Err(ReadError::Timeout) => {
-                self.io.reply(&Reply::new(
-                    421,
-                    "4.4.2",
-                    format!("{} Timeout, closing connection", self.hostname()),
-                ));
+                let r = self.timeout_reply();
+                self.io.reply(&r);
+                Flow::Close
+            }
+            Err(ReadError::Evicted) => {
+                let r = self.evicted_reply();
+                self.io.reply(&r);
                 Flow::Close
             }
             Err(ReadError::Closed) => Flow::Close,
@@ -244,6 +348,19 @@ impl Session {
                 return self.reject(reply);
             }
         };
+        if matches!(
+            cmd,
+            Command::Ehlo(_)
+                | Command::Helo(_)
+                | Command::Rset
+                | Command::Noop
+                | Command::Vrfy(_)
+                | Command::Expn(_)
+                | Command::Help
+        ) && let Some(flow) = self.junk_command()
+        {
+            return flow;
+        }
         match cmd {
             Command::Ehlo(name) => self.hello(name, true),
             Command::Helo(name) => self.hello(name, false),

@@ -497,13 +497,11 @@ async fn supervise(opts: RunOptions) -> Result<(), SupervisorError> {
                     slots[i].ready = true;
                     slots[i].ready_at = Some(Instant::now());
                     tracing::info!(event = "supervisor.child_ready", child = slots[i].spec.name);
-                    if slots.iter().all(|s| s.ready) {
-                        if !announced {
-                            announced = true;
-                            last_status = status_line(&slots, Instant::now());
-                            notify(&[NotifyState::Ready, NotifyState::Status(&last_status)]);
-                            println!("Palisade: ready (data in {})", data_path.display());
-                        }
+                    if !announced && slots.iter().all(|s| s.ready) {
+                        announced = true;
+                        last_status = status_line(&slots, Instant::now());
+                        notify(&[NotifyState::Ready, NotifyState::Status(&last_status)]);
+                        println!("Palisade: ready (data in {})", data_path.display());
                     }
                 }
                 Event::Exited(i, st) => {

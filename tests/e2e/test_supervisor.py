@@ -72,9 +72,25 @@ def crash_loop_events(log: str) -> int:
     return len(re.findall(r"supervisor\.crash_loop(?!_ended)\b", log))
 
 
-def test_crash_looping_engine_is_reported_and_recovers_without_stopping_anything(palisade_factory):
+def test_crash_looping_engine_is_reported_and_recovers_without_stopping_anything(palisade_factory, tmp_path):
+    import threading
+
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify.sock"))
+    statuses = []
+
+    def collect():
+        while True:
+            try:
+                statuses.extend(l for l in notify.recv(4096).decode().splitlines() if l.startswith("STATUS="))
+            except OSError:
+                return
+
+    threading.Thread(target=collect, daemon=True).start()
     # A 20 s window: the crash loop ends once the engine has been ready for 20 s.
-    p = palisade_factory({"supervisor": {"restart_limit_burst": 3, "restart_limit_interval_secs": 20}})
+    p = palisade_factory({"supervisor": {"restart_limit_burst": 3, "restart_limit_interval_secs": 20}},
+                         extra_env={"NOTIFY_SOCKET": str(tmp_path / "notify.sock")})
+    log_start = len(p.log_text())  # the log file is appended to across runs
     console_pid = p.child("console")["pid"]
     assert console_pid and p.child()["state"] == "running" and p.status()["degraded"] == []
 
@@ -95,13 +111,15 @@ def test_crash_looping_engine_is_reported_and_recovers_without_stopping_anything
     assert p.child("console")["pid"] == console_pid
     assert p.child("console")["state"] == "running"
     assert console_answers(p.console_port)
+    assert any(re.fullmatch(r"STATUS=degraded: engine crash-looping \(\d+ crashes in 20s\), restarting in \d+s", s)
+               for s in statuses), statuses
     # One crash-loop event however many crashes follow; its audit entry.
     restarts = eng["restarts"]
     wait_for(lambda: p.child()["restarts"] > restarts, 60, what="another failed engine start")
     eng = p.child()
     assert eng["state"] == "crash_loop" and eng["last_exit_code"] not in (None, 0), eng
-    assert crash_loop_events(p.log_text()) == 1, p.log_tail()
-    assert "smtp.key" in p.log_text(), "the engine says why it cannot start"
+    assert crash_loop_events(p.log_text()[log_start:]) == 1, p.log_tail()
+    assert "smtp.key" in p.log_text()[log_start:], "the engine says why it cannot start"
     audit = p.cli("audit", "list", "--json", "--action", "service.", json_out=True)
     assert [(a["action"], a["actor"], a["target"]) for a in audit] == [("service.crash_loop", "system", "engine")], audit
 
@@ -121,11 +139,13 @@ def test_crash_looping_engine_is_reported_and_recovers_without_stopping_anything
     wait_for(lambda: any(b"after the crash loop" in m for m in p.mailbox()), 30, what="delivery")
     wait_for(lambda: p.child()["state"] == "running", 60, what="the crash loop to end")
     assert p.status()["degraded"] == []
-    assert "supervisor.crash_loop_ended" in p.log_text()
+    assert "supervisor.crash_loop_ended" in p.log_text()[log_start:]
     audit = p.cli("audit", "list", "--json", "--action", "service.", json_out=True)
     assert sorted(a["action"] for a in audit) == ["service.crash_loop", "service.recovered"], audit
     assert p.child("console")["pid"] == console_pid
     assert p.proc.poll() is None
+    assert statuses[-1] == "STATUS=serving", statuses
+    notify.close()
 
 
 def test_sigterm_drains_in_flight_sessions_and_exits_zero(palisade_factory):

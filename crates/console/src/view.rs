@@ -377,6 +377,42 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_crash_looping_service_gets_a_banner() {
+        let child = |name: &str, state| sup::ChildStatus {
+            name: name.into(),
+            state,
+            pid: None,
+            ready: false,
+            up_secs: None,
+            restarts: 7,
+            last_exit: None,
+            last_exit_code: Some(1),
+            last_exit_signal: None,
+            crashes: 7,
+            crash_window_secs: 120,
+            crash_loop_since: Some(1),
+            next_restart_at: Some(2),
+        };
+        let mut st = sup::Status {
+            pid: 1,
+            started_at: 0,
+            degraded: vec!["engine".into()],
+            children: vec![
+                child("engine", sup::ChildState::CrashLoop),
+                child("console", sup::ChildState::Running),
+            ],
+        };
+        assert_eq!(
+            service_alerts(&st),
+            [
+                "The engine is crash-looping (7 crashes in the last 120 s); mail is accepted only while it is up."
+            ]
+        );
+        st.children[0].state = sup::ChildState::Backoff;
+        assert!(service_alerts(&st).is_empty());
+    }
+
+    #[test]
     fn problem_paths_find_their_fields() {
         assert!(path_matches("smtp.listen[1]", "smtp.listen"));
         assert!(path_matches("domain[0].name", "domain[0].name"));

@@ -2,6 +2,7 @@
 //! engine and the supervisor.
 
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
 use palisade_engine::{ControlRequest, ControlResponse};
@@ -51,7 +52,13 @@ struct Inner {
     settings: Settings,
     /// Set by the server so that a replaced certificate takes effect without a restart.
     tls_reload: ArcSwapOption<Box<dyn Fn() -> Result<(), String> + Send + Sync>>,
+    /// The supervisor's last status snapshot and when it was taken, for the banner every page
+    /// shows (see [`AppState::supervisor_status_cached`]).
+    sup_status: tokio::sync::Mutex<Option<(Instant, Option<sup::Status>)>>,
 }
+
+/// How long a supervisor status snapshot serves the page banner.
+const SUP_STATUS_TTL: Duration = Duration::from_secs(2);
 
 #[derive(Clone)]
 pub struct AppState(Arc<Inner>);
@@ -71,6 +78,7 @@ impl AppState {
             trusted_login_checks: tokio::sync::Semaphore::new(TRUSTED_LOGIN_CHECKS),
             settings,
             tls_reload: ArcSwapOption::empty(),
+            sup_status: tokio::sync::Mutex::new(None),
         })))
     }
 
@@ -146,6 +154,23 @@ impl AppState {
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| format!("the supervisor is not reachable ({e})"))
+    }
+
+    /// The supervisor's status, asked at most every two seconds however many pages are
+    /// served; `None` when it cannot be asked (the console runs alone, or it is stopping).
+    pub async fn supervisor_status_cached(&self) -> Option<sup::Status> {
+        let mut cache = self.0.sup_status.lock().await;
+        if let Some((at, st)) = cache.as_ref()
+            && at.elapsed() < SUP_STATUS_TTL
+        {
+            return st.clone();
+        }
+        let st = match self.supervisor(sup::Request::Status).await {
+            Ok(sup::Response::Status(st)) => Some(st),
+            _ => None,
+        };
+        *cache = Some((Instant::now(), st.clone()));
+        st
     }
 
     pub(crate) fn set_tls_reload(&self, f: Box<dyn Fn() -> Result<(), String> + Send + Sync>) {

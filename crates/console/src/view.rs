@@ -3,6 +3,7 @@
 
 use askama::Template;
 use palisade_store::Problem;
+use palisade_supervisor::control as sup;
 
 use crate::auth::{Perm, Principal, allows};
 use crate::error::AppError;
@@ -24,6 +25,10 @@ pub struct Page {
     pub nav: Vec<Nav>,
     pub csrf: String,
     pub flash: Option<String>,
+    /// Red banners about the appliance's health (a crash-looping service), on every page.
+    pub alerts: Vec<String>,
+    /// The user may open the System page the alerts point to.
+    pub alert_link: bool,
 }
 
 const NAV: &[(&str, &str, &str, Perm)] = &[
@@ -76,6 +81,11 @@ impl Page {
                 })
                 .collect()
         };
+        let alerts = state
+            .supervisor_status_cached()
+            .await
+            .map(|st| service_alerts(&st))
+            .unwrap_or_default();
         Ok(Page {
             title: title.to_string(),
             user: p.user.name.clone(),
@@ -84,8 +94,29 @@ impl Page {
             nav,
             csrf: p.csrf(),
             flash,
+            alerts,
+            alert_link: allows(p.user.role, Perm::ViewSystem),
         })
     }
+}
+
+/// One sentence per crash-looping service, for the banner.
+pub fn service_alerts(st: &sup::Status) -> Vec<String> {
+    st.children
+        .iter()
+        .filter(|c| c.state == sup::ChildState::CrashLoop)
+        .map(|c| {
+            let consequence = match c.name.as_str() {
+                "engine" => "mail is accepted only while it is up",
+                "console" => "this console is unavailable while it is down",
+                _ => "it is restarted automatically",
+            };
+            format!(
+                "The {} is crash-looping ({} crashes in the last {} s); {consequence}.",
+                c.name, c.crashes, c.crash_window_secs
+            )
+        })
+        .collect()
 }
 
 #[derive(Template)]
@@ -344,6 +375,42 @@ pub fn lines<T: ToString>(items: &[T]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_crash_looping_service_gets_a_banner() {
+        let child = |name: &str, state| sup::ChildStatus {
+            name: name.into(),
+            state,
+            pid: None,
+            ready: false,
+            up_secs: None,
+            restarts: 7,
+            last_exit: None,
+            last_exit_code: Some(1),
+            last_exit_signal: None,
+            crashes: 7,
+            crash_window_secs: 120,
+            crash_loop_since: Some(1),
+            next_restart_at: Some(2),
+        };
+        let mut st = sup::Status {
+            pid: 1,
+            started_at: 0,
+            degraded: vec!["engine".into()],
+            children: vec![
+                child("engine", sup::ChildState::CrashLoop),
+                child("console", sup::ChildState::Running),
+            ],
+        };
+        assert_eq!(
+            service_alerts(&st),
+            [
+                "The engine is crash-looping (7 crashes in the last 120 s); mail is accepted only while it is up."
+            ]
+        );
+        st.children[0].state = sup::ChildState::Backoff;
+        assert!(service_alerts(&st).is_empty());
+    }
 
     #[test]
     fn problem_paths_find_their_fields() {

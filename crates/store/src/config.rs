@@ -175,9 +175,13 @@ pub struct Console {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Supervisor {
-    /// A child that crashes this many times within `restart_limit_interval_secs` is not
-    /// restarted again: the supervisor stops everything and exits with failure.
+    /// Crash-loop detection: a child that crashes this many times within
+    /// `restart_limit_interval_secs` is in the crash-loop state, reported in the service
+    /// status, the sd-notify STATUS line, the log, the audit log and the console's banner. It
+    /// is still restarted (backoff up to 30 s), and the other services keep running; the state
+    /// ends once the child has stayed ready for `restart_limit_interval_secs` (at most 60 s).
     pub restart_limit_burst: u32,
+    /// The window of `restart_limit_burst`, in seconds.
     pub restart_limit_interval_secs: u64,
 }
 

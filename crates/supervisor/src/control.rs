@@ -35,20 +35,74 @@ pub enum Request {
     },
 }
 
+/// Where a service is in its life. `crash_loop` wins over the others: it says the service
+/// crashed `restart_limit_burst` times within `restart_limit_interval_secs` and has not yet
+/// stayed up long enough since (it may be up, starting or waiting for its next start; `pid`,
+/// `ready` and `next_restart_at` tell which).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChildState {
+    /// Started, not ready yet.
+    Starting,
+    /// Ready and serving.
+    Running,
+    /// Exited; waits for its next start.
+    Backoff,
+    CrashLoop,
+    /// Not running and not about to be (the supervisor is stopping or stopped).
+    #[default]
+    Stopped,
+}
+
+impl ChildState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChildState::Starting => "starting",
+            ChildState::Running => "running",
+            ChildState::Backoff => "backoff",
+            ChildState::CrashLoop => "crash_loop",
+            ChildState::Stopped => "stopped",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ChildStatus {
     pub name: String,
+    #[serde(default)]
+    pub state: ChildState,
     pub pid: Option<i32>,
     pub ready: bool,
     pub up_secs: Option<u64>,
     pub restarts: u64,
+    /// The last exit, in words, with its time.
     pub last_exit: Option<String>,
+    /// Exit code of the last exit, if it exited by itself.
+    #[serde(default)]
+    pub last_exit_code: Option<i32>,
+    /// Signal that ended it the last time (`SIGSEGV`), if one did.
+    #[serde(default)]
+    pub last_exit_signal: Option<String>,
+    /// Crashes within the last `crash_window_secs` (requested restarts are not crashes).
+    #[serde(default)]
+    pub crashes: u64,
+    #[serde(default)]
+    pub crash_window_secs: u64,
+    /// Since when (Unix time) it has been in the crash-loop state.
+    #[serde(default)]
+    pub crash_loop_since: Option<i64>,
+    /// When (Unix time) it is started again, while it waits after an exit.
+    #[serde(default)]
+    pub next_restart_at: Option<i64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Status {
     pub pid: u32,
     pub started_at: i64,
+    /// The services in the crash-loop state; empty when all is well.
+    #[serde(default)]
+    pub degraded: Vec<String>,
     pub children: Vec<ChildStatus>,
 }
 

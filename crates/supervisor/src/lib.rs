@@ -3,17 +3,20 @@
 //! It is root only long enough to prepare the data directory, create the service users, bind
 //! the listening sockets and start the children; it then only watches them. Each child
 //! (`palisade engine`, `palisade console`, later `palisade ha`) runs as its own user with
-//! its sockets handed over as descriptors. A crashed child is restarted with backoff; one that
-//! keeps crashing makes the supervisor stop everything and exit with failure, loudly, so that
-//! systemd (or the operator) sees it. On SIGTERM the children drain and the supervisor exits 0.
+//! its sockets handed over as descriptors. A crashed child is restarted with backoff, forever:
+//! queued mail is safe on disk and is delivered as soon as the engine stays up, and the console
+//! an operator needs to find out why must not go away with it. One that keeps crashing is in
+//! the crash-loop state (see [`restart`]), reported loudly — in the status snapshot, the
+//! sd-notify STATUS line, the log and the audit log — while the other services keep running.
+//! On SIGTERM the children drain and the supervisor exits 0.
 //!
 //! The same code runs under systemd (READY/STATUS/WATCHDOG over sd-notify) and on a laptop.
 
 mod child;
 pub mod control;
+pub mod restart;
 mod setup;
 
-use std::collections::VecDeque;
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
@@ -23,7 +26,8 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use palisade_engine::ListenerRole;
-use palisade_store::{DataDir, Problem};
+use palisade_store::{AuditLog, DataDir, Problem};
+use restart::{Change, RestartTracker};
 use sd_notify::NotifyState;
 use tokio::io::AsyncReadExt;
 use tokio::signal::unix::{SignalKind, signal};
@@ -39,8 +43,6 @@ pub enum SupervisorError {
     Setup(String),
     #[error("cannot listen on {addr}: {error}")]
     Bind { addr: SocketAddr, error: String },
-    #[error("{0} keeps crashing; stopped everything")]
-    GaveUp(String),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -106,43 +108,169 @@ struct Slot {
     ready: bool,
     started: Instant,
     ready_at: Option<Instant>,
-    crashes: VecDeque<Instant>,
-    consecutive: u32,
+    tracker: RestartTracker,
     restart_at: Option<Instant>,
     /// Restarts so far (crashes and requested ones).
     restarts: u64,
     last_exit: Option<String>,
+    last_exit_code: Option<i32>,
+    last_exit_signal: Option<String>,
     /// The next exit was asked for (a restart from the console), not a crash.
     restart_requested: bool,
 }
 
 impl Slot {
-    fn new(spec: child::ChildSpec) -> Slot {
+    fn new(spec: child::ChildSpec, tracker: RestartTracker) -> Slot {
         Slot {
             spec,
             pid: None,
             ready: false,
             started: Instant::now(),
             ready_at: None,
-            crashes: VecDeque::new(),
-            consecutive: 0,
+            tracker,
             restart_at: Some(Instant::now()),
             restarts: 0,
             last_exit: None,
+            last_exit_code: None,
+            last_exit_signal: None,
             restart_requested: false,
         }
     }
 
-    fn status(&self) -> control::ChildStatus {
+    /// Since when the child has been ready, if it is.
+    fn up_since(&self) -> Option<Instant> {
+        self.ready_at.filter(|_| self.ready)
+    }
+
+    fn state(&self) -> control::ChildState {
+        use control::ChildState as S;
+        if self.tracker.in_crash_loop() {
+            S::CrashLoop
+        } else if self.pid.is_some() {
+            if self.ready { S::Running } else { S::Starting }
+        } else if self.restart_at.is_some() {
+            if self.last_exit.is_some() {
+                S::Backoff
+            } else {
+                S::Starting
+            }
+        } else {
+            S::Stopped
+        }
+    }
+
+    fn status(&self, now: Instant, now_unix: i64) -> control::ChildStatus {
         control::ChildStatus {
             name: self.spec.name.to_string(),
+            state: self.state(),
             pid: self.pid.map(|p| p.as_raw()),
             ready: self.ready,
             up_secs: self.pid.map(|_| self.started.elapsed().as_secs()),
             restarts: self.restarts,
             last_exit: self.last_exit.clone(),
+            last_exit_code: self.last_exit_code,
+            last_exit_signal: self.last_exit_signal.clone(),
+            crashes: self.tracker.crashes_in_window(now) as u64,
+            crash_window_secs: self.tracker.window().as_secs(),
+            crash_loop_since: self
+                .tracker
+                .crash_loop_since()
+                .map(|t| unix_at(t, now, now_unix)),
+            next_restart_at: self.restart_at.map(|t| unix_at(t, now, now_unix)),
         }
     }
+
+    /// `engine crash-looping (7 crashes in 120s), restarting in 30s`
+    fn crash_loop_summary(&self, now: Instant) -> String {
+        let next = match (self.pid, self.restart_at) {
+            (Some(_), _) if self.ready => "up again".to_string(),
+            (Some(_), _) => "starting".to_string(),
+            (None, Some(t)) => format!(
+                "restarting in {}s",
+                ceil_secs(t.saturating_duration_since(now))
+            ),
+            (None, None) => "stopped".to_string(),
+        };
+        format!(
+            "{} crash-looping ({} crashes in {}s), {next}",
+            self.spec.name,
+            self.tracker.crashes_in_window(now),
+            self.tracker.window().as_secs()
+        )
+    }
+}
+
+fn ceil_secs(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+/// The Unix time of `t`, given that `now` is `now_unix`.
+fn unix_at(t: Instant, now: Instant, now_unix: i64) -> i64 {
+    if t >= now {
+        now_unix + ceil_secs(t - now) as i64
+    } else {
+        now_unix - (now - t).as_secs() as i64
+    }
+}
+
+/// The sd-notify STATUS line: what an operator sees in `systemctl status`.
+fn status_line(slots: &[Slot], now: Instant) -> String {
+    let looping: Vec<String> = slots
+        .iter()
+        .filter(|s| s.tracker.in_crash_loop())
+        .map(|s| s.crash_loop_summary(now))
+        .collect();
+    if !looping.is_empty() {
+        return format!("degraded: {}", looping.join("; "));
+    }
+    if slots.iter().all(|s| s.ready) {
+        return "serving".into();
+    }
+    let restarting: Vec<&str> = slots
+        .iter()
+        .filter(|s| !s.ready && s.last_exit.is_some())
+        .map(|s| s.spec.name)
+        .collect();
+    if restarting.is_empty() {
+        "starting".into()
+    } else {
+        format!("{} restarting", restarting.join(", "))
+    }
+}
+
+/// An audit entry for a change of a service's state (the hook for alerting), written off the
+/// event loop; a failure is logged, not fatal.
+fn audit_service(
+    data: &DataDir,
+    action: &'static str,
+    child: &'static str,
+    detail: serde_json::Value,
+) {
+    let path = data.audit_db();
+    tokio::task::spawn_blocking(move || {
+        let r = AuditLog::open(&path)
+            .and_then(|mut a| a.append("system", "local", action, child, &detail));
+        if let Err(e) = r {
+            tracing::warn!(event = "supervisor.audit_failed", action, child, error = %e);
+        }
+    });
+}
+
+fn crash_loop_ended(data: &DataDir, slot: &Slot) {
+    let up = slot.tracker.recovery().as_secs();
+    tracing::info!(
+        event = "supervisor.crash_loop_ended",
+        child = slot.spec.name,
+        up_secs = up,
+        "{} has stayed up for {up}s: no longer crash-looping",
+        slot.spec.name
+    );
+    audit_service(
+        data,
+        "service.recovered",
+        slot.spec.name,
+        serde_json::json!({ "up_secs": up }),
+    );
 }
 
 fn notify(states: &[NotifyState<'_>]) {
@@ -237,27 +365,35 @@ async fn supervise(opts: RunOptions) -> Result<(), SupervisorError> {
         println!("Palisade: console admin password (one-time, change it at first login): {pw}");
     }
 
-    let mut slots = vec![Slot::new(child::ChildSpec {
-        name: "engine",
-        command: "engine",
-        account: accounts.as_ref().map(|a| a.mail),
-        group: accounts.as_ref().map(|a| a.group),
-        sockets: engine_sockets,
-    })];
+    let tracker = RestartTracker::new(
+        cfg.supervisor.restart_limit_burst,
+        Duration::from_secs(cfg.supervisor.restart_limit_interval_secs),
+    );
+    let mut slots = vec![Slot::new(
+        child::ChildSpec {
+            name: "engine",
+            command: "engine",
+            account: accounts.as_ref().map(|a| a.mail),
+            group: accounts.as_ref().map(|a| a.group),
+            sockets: engine_sockets,
+        },
+        tracker.clone(),
+    )];
     // A unit without a console listener (a headless node, a benchmark) runs no console.
     if !console_sockets.is_empty() {
-        slots.push(Slot::new(child::ChildSpec {
-            name: "console",
-            command: "console",
-            account: accounts.as_ref().map(|a| a.web),
-            group: accounts.as_ref().map(|a| a.group),
-            sockets: console_sockets,
-        }));
+        slots.push(Slot::new(
+            child::ChildSpec {
+                name: "console",
+                command: "console",
+                account: accounts.as_ref().map(|a| a.web),
+                group: accounts.as_ref().map(|a| a.group),
+                sockets: console_sockets,
+            },
+            tracker,
+        ));
     }
 
     let exe = child::Program::open(&std::env::current_exe()?)?;
-    let burst = cfg.supervisor.restart_limit_burst as usize;
-    let window = Duration::from_secs(cfg.supervisor.restart_limit_interval_secs);
     let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -265,20 +401,34 @@ async fn supervise(opts: RunOptions) -> Result<(), SupervisorError> {
     let watchdog = sd_notify::watchdog_enabled().map(|d| d / 2);
     let mut watchdog_tick = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
     let mut announced = false;
-    status("starting");
+    let mut last_status = String::from("starting");
+    status(&last_status);
     let started_at = palisade_store::now_unix();
     let status_file = data.run().join("status.json");
-    let snapshot = |slots: &[Slot]| control::Status {
-        pid: std::process::id(),
-        started_at,
-        children: slots.iter().map(Slot::status).collect(),
+    let snapshot = |slots: &[Slot]| {
+        let (now, now_unix) = (Instant::now(), palisade_store::now_unix());
+        control::Status {
+            pid: std::process::id(),
+            started_at,
+            degraded: slots
+                .iter()
+                .filter(|s| s.tracker.in_crash_loop())
+                .map(|s| s.spec.name.to_string())
+                .collect(),
+            children: slots.iter().map(|s| s.status(now, now_unix)).collect(),
+        }
     };
     let control_task = control::serve(&data, tx.clone())?;
 
     let result = loop {
-        let next_restart = slots.iter().filter_map(|s| s.restart_at).min();
+        // The next restart, or the moment a crash-looping child has stayed up long enough.
+        let next_wake = slots
+            .iter()
+            .flat_map(|s| [s.restart_at, s.tracker.recovery_due(s.up_since())])
+            .flatten()
+            .min();
         let sleep = async {
-            match next_restart {
+            match next_wake {
                 Some(t) => tokio::time::sleep_until(t.into()).await,
                 None => std::future::pending().await,
             }
@@ -304,6 +454,9 @@ async fn supervise(opts: RunOptions) -> Result<(), SupervisorError> {
                     if slot.restart_at.is_some_and(|t| t <= now) {
                         slot.restart_at = None;
                         start(&exe, &data_path, i, slot, &tx);
+                    }
+                    if slot.tracker.check_recovered(now, slot.up_since()) == Change::CrashLoopEnded {
+                        crash_loop_ended(&data, slot);
                     }
                 }
             }
@@ -344,56 +497,58 @@ async fn supervise(opts: RunOptions) -> Result<(), SupervisorError> {
                     slots[i].ready = true;
                     slots[i].ready_at = Some(Instant::now());
                     tracing::info!(event = "supervisor.child_ready", child = slots[i].spec.name);
-                    if slots.iter().all(|s| s.ready) {
-                        if !announced {
-                            announced = true;
-                            notify(&[NotifyState::Ready, NotifyState::Status("serving")]);
-                            println!("Palisade: ready (data in {})", data_path.display());
-                        } else {
-                            status("serving");
-                        }
+                    if !announced && slots.iter().all(|s| s.ready) {
+                        announced = true;
+                        last_status = status_line(&slots, Instant::now());
+                        notify(&[NotifyState::Ready, NotifyState::Status(&last_status)]);
+                        println!("Palisade: ready (data in {})", data_path.display());
                     }
                 }
                 Event::Exited(i, st) => {
                     let slot = &mut slots[i];
                     slot.pid = None;
                     slot.ready = false;
+                    let ready_at = slot.ready_at.take();
                     slot.restarts += 1;
                     let desc = match &st {
                         Ok(s) => s.to_string(),
                         Err(e) => e.to_string(),
                     };
                     slot.last_exit = Some(format!("{} at {}", desc, palisade_store::format_unix(palisade_store::now_unix())));
+                    slot.last_exit_code = st.as_ref().ok().and_then(|s| s.code());
+                    slot.last_exit_signal = st.as_ref().ok().and_then(|s| {
+                        use std::os::unix::process::ExitStatusExt;
+                        s.signal().map(|n| Signal::try_from(n).map(|s| s.as_str().to_string()).unwrap_or_else(|_| n.to_string()))
+                    });
                     let now = Instant::now();
                     if std::mem::take(&mut slot.restart_requested) {
                         tracing::info!(event = "supervisor.child_restarting", child = slot.spec.name);
                         slot.restart_at = Some(now);
-                        write_status(&status_file, &snapshot(&slots));
-                        continue;
+                    } else {
+                        tracing::error!(event = "supervisor.child_exited", child = slot.spec.name, status = %desc);
+                        // A child that served for a while before dying starts the backoff over;
+                        // one that dies before (or right after) becoming ready backs off further.
+                        let (delay, change) = slot.tracker.crashed(now, ready_at.map(|t| now.duration_since(t)));
+                        if change == Change::CrashLoopBegan {
+                            let (name, crashes, window) = (slot.spec.name, slot.tracker.crashes_in_window(now), slot.tracker.window().as_secs());
+                            tracing::error!(event = "supervisor.crash_loop", child = name, crashes, window_secs = window,
+                                last_exit = %desc,
+                                "{name} is crash-looping: {crashes} crashes within {window}s; it keeps being restarted (at most every {}s), the other services keep running",
+                                restart::BACKOFF_MAX.as_secs());
+                            audit_service(&data, "service.crash_loop", name, serde_json::json!({
+                                "crashes": crashes, "window_secs": window, "last_exit": desc,
+                            }));
+                        }
+                        tracing::warn!(event = "supervisor.restart_scheduled", child = slot.spec.name, delay_ms = delay.as_millis() as u64);
+                        slot.restart_at = Some(now + delay);
                     }
-                    tracing::error!(event = "supervisor.child_exited", child = slot.spec.name, status = %desc);
-                    slot.crashes.push_back(now);
-                    while slot.crashes.front().is_some_and(|t| now.duration_since(*t) > window) {
-                        slot.crashes.pop_front();
-                    }
-                    if slot.crashes.len() >= burst {
-                        let name = slot.spec.name;
-                        tracing::error!(event = "supervisor.gave_up", child = name, crashes = slot.crashes.len(),
-                            window_secs = window.as_secs(), "child keeps crashing: stopping Palisade");
-                        eprintln!("Palisade: {name} crashed {} times within {}s; giving up", slot.crashes.len(), window.as_secs());
-                        status(&format!("{name} keeps crashing; stopped"));
-                        break Err(SupervisorError::GaveUp(name.to_string()));
-                    }
-                    // A child that served for a while before dying starts the backoff over; one
-                    // that dies before (or right after) becoming ready backs off further.
-                    let healthy = slot.ready_at.take().is_some_and(|t| t.elapsed() >= Duration::from_secs(1));
-                    slot.consecutive = if healthy { 1 } else { slot.consecutive + 1 };
-                    let delay = Duration::from_millis(250 * (1u64 << (slot.consecutive - 1).min(7))).min(Duration::from_secs(30));
-                    tracing::warn!(event = "supervisor.restart_scheduled", child = slot.spec.name, delay_ms = delay.as_millis() as u64);
-                    status(&format!("{} restarting", slot.spec.name));
-                    slot.restart_at = Some(now + delay);
                 }
             }
+        }
+        let line = status_line(&slots, Instant::now());
+        if line != last_status {
+            status(&line);
+            last_status = line;
         }
         write_status(&status_file, &snapshot(&slots));
     };

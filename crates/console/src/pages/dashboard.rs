@@ -26,6 +26,11 @@ pub struct ServiceView {
     pub up: String,
     pub restarts: u64,
     pub last_exit: String,
+    /// Crashes within the last `crash_window_secs`.
+    pub crashes: u64,
+    pub crash_window_secs: u64,
+    /// When a service that is down is started again ("—" if it is not waiting).
+    pub next_restart: String,
 }
 
 pub struct Overview {
@@ -63,15 +68,17 @@ pub async fn services(state: &AppState) -> Result<Vec<ServiceView>, String> {
             .children
             .into_iter()
             .map(|c| ServiceView {
-                state: match (c.pid, c.ready) {
-                    (Some(_), true) => "running",
-                    (Some(_), false) => "starting",
-                    (None, _) => "stopped",
-                },
+                state: c.state.as_str(),
                 pid: c.pid.map(|p| p.to_string()).unwrap_or_else(|| "—".into()),
                 up: c.up_secs.map(fmt_duration).unwrap_or_else(|| "—".into()),
                 restarts: c.restarts,
                 last_exit: c.last_exit.unwrap_or_default(),
+                crashes: c.crashes,
+                crash_window_secs: c.crash_window_secs,
+                next_restart: c
+                    .next_restart_at
+                    .map(fmt_time)
+                    .unwrap_or_else(|| "—".into()),
                 name: c.name,
             })
             .collect()),

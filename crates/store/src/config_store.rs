@@ -27,6 +27,7 @@ pub const MIGRATIONS: &[&str] = &[
         config TEXT NOT NULL
     );",
     crate::accounts::MIGRATION_ACCOUNTS,
+    crate::accounts::MIGRATION_ACCOUNTS_2,
 ];
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

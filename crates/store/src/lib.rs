@@ -20,6 +20,7 @@ pub mod config_store;
 pub mod data_dir;
 pub mod mail;
 mod migrate;
+pub mod totp_key;
 
 use std::path::Path;
 use std::time::Duration;

@@ -6,10 +6,12 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwapOption;
 use palisade_engine::{ControlRequest, ControlResponse};
 use palisade_store::accounts::{Accounts, SessionPolicy, Throttle};
-use palisade_store::{AuditLog, ConfigStore, DataDir, MailDb};
+use palisade_store::totp_key::TotpKey;
+use palisade_store::{AuditLog, Config, ConfigStore, DataDir, MailDb};
 use palisade_supervisor::control as sup;
 
 use crate::error::AppError;
+use crate::security::HostPolicy;
 
 /// Policies a deployment (or a test) may tune.
 #[derive(Debug, Clone, Copy, Default)]
@@ -42,21 +44,31 @@ struct Inner {
     settings: Settings,
     /// Set by the server so that a replaced certificate takes effect without a restart.
     tls_reload: ArcSwapOption<Box<dyn Fn() -> Result<(), String> + Send + Sync>>,
+    /// The host names of the configuration revision they were read from.
+    hosts: Mutex<Option<(i64, Arc<HostPolicy>)>>,
 }
 
 #[derive(Clone)]
 pub struct AppState(Arc<Inner>);
 
 impl AppState {
+    /// Opens the databases, and reads (or on first use creates) the key that seals TOTP
+    /// secrets, `DIR/console/totp.key`; legacy clear secrets are sealed now.
     pub fn open(data: &DataDir, settings: Settings) -> Result<AppState, crate::ConsoleError> {
+        let key = TotpKey::load_or_create(&data.totp_key())?;
+        let mut accounts = Accounts::open(&data.config_db())?.with_totp_key(key.clone());
+        let sealed = accounts.seal_legacy_totp()?;
+        if sealed > 0 {
+            tracing::info!(event = "console.totp_secrets_sealed", count = sealed);
+        }
         let stores = Stores {
-            accounts: Accounts::open(&data.config_db())?,
+            accounts,
             config: ConfigStore::open(&data.config_db())?,
             audit: AuditLog::open(&data.audit_db())?,
             mail: MailDb::open(&data.mail_db())?,
         };
         let login = LoginStores {
-            accounts: Accounts::open(&data.config_db())?,
+            accounts: Accounts::open(&data.config_db())?.with_totp_key(key),
             audit: AuditLog::open(&data.audit_db())?,
         };
         Ok(AppState(Arc::new(Inner {
@@ -65,6 +77,7 @@ impl AppState {
             login: Mutex::new(login),
             settings,
             tls_reload: ArcSwapOption::empty(),
+            hosts: Mutex::new(None),
         })))
     }
 
@@ -86,6 +99,38 @@ impl AppState {
         tokio::task::spawn_blocking(move || {
             let mut stores = inner.stores.lock().unwrap_or_else(|p| p.into_inner());
             f(&mut stores)
+        })
+        .await?
+    }
+
+    /// The console's host names (`console.hostnames`) in the configuration in force. Read
+    /// again whenever there is a new revision, so a change applies to the next request.
+    pub async fn host_policy(&self) -> Result<Arc<HostPolicy>, AppError> {
+        let inner = self.0.clone();
+        tokio::task::spawn_blocking(move || {
+            let stores = inner.stores.lock().unwrap_or_else(|p| p.into_inner());
+            let c = stores.config.conn();
+            let rev: i64 = c
+                .query_row(
+                    "SELECT coalesce(max(id), 0) FROM config_revision",
+                    [],
+                    |r| r.get(0),
+                )
+                .map_err(|e| AppError::internal(format!("config.db: {e}")))?;
+            let mut cached = inner.hosts.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((r, p)) = cached.as_ref()
+                && *r == rev
+            {
+                return Ok(p.clone());
+            }
+            let cfg = stores
+                .config
+                .current()?
+                .map(|r| r.config)
+                .unwrap_or_else(Config::default);
+            let p = Arc::new(HostPolicy::from_config(&cfg));
+            *cached = Some((rev, p.clone()));
+            Ok(p)
         })
         .await?
     }

@@ -769,7 +769,9 @@ impl Accounts {
                 Some("role not allowed here")
             }
             Some((id, _, Some(secret), last_step, _)) => {
-                match code.and_then(|code| self.totp_verify_stored(*id, secret, code, now, *last_step)) {
+                match code
+                    .and_then(|code| self.totp_verify_stored(*id, secret, code, now, *last_step))
+                {
                     Some(step) => {
                         sql(
                             c,
@@ -1545,7 +1547,13 @@ mod tests {
         let stored = raw_totp(&acc, bob.id);
         assert_ne!(stored, secret);
         assert!(!stored.windows(secret.len()).any(|w| w == secret));
-        assert!(acc.totp_key.as_ref().unwrap().open(bob.id, &stored).is_some());
+        assert!(
+            acc.totp_key
+                .as_ref()
+                .unwrap()
+                .open(bob.id, &stored)
+                .is_some()
+        );
 
         // And the console seals the ones nobody used.
         acc.conn
@@ -1833,7 +1841,9 @@ mod tests {
         ));
 
         // Tokens work once the password is no longer a one-time one.
-        let (tok, secret_token) = acc.create_token(&mut audit, admin.id, "ci", 90, "x").unwrap();
+        let (tok, secret_token) = acc
+            .create_token(&mut audit, admin.id, "ci", 90, "x")
+            .unwrap();
         assert!(acc.token_user(&secret_token).unwrap().is_none());
         let newpw = acc
             .reset_password(&mut audit, "admin", "cli:root", "local")

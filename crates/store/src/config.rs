@@ -796,7 +796,16 @@ mod tests {
             })
         );
         assert_eq!(hp("::1").unwrap().host, "::1");
-        for bad in ["", "*.example", "gw:0", "gw:99999", "gw/x", "[::1", "[zz]:1", "a b"] {
+        for bad in [
+            "",
+            "*.example",
+            "gw:0",
+            "gw:99999",
+            "gw/x",
+            "[::1",
+            "[zz]:1",
+            "a b",
+        ] {
             assert_eq!(hp(bad), None, "{bad}");
         }
         let mut cfg = Config::default();

@@ -425,6 +425,10 @@ pub async fn certificate(
         raw: Default::default(),
         problems,
     };
+    // A certificate that cannot be installed at all says so first.
+    if let Err(msg) = super::validate_pair(&u.cert, &u.key) {
+        return show(&state, &p, Some(refuse(vec![Problem::new("", msg)]))).await;
+    }
     if !warnings.is_empty() && !u.confirm {
         let mut problems: Vec<Problem> = warnings.iter().map(|w| Problem::new("", w)).collect();
         problems.push(Problem::new(

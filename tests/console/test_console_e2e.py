@@ -349,6 +349,15 @@ def test_console_first_login_domain_mail_tracking_audit(palisade_factory, sink_f
     b.by("#console-cert-cert").send_keys(str(ccert))
     b.by("#console-cert-key").send_keys(str(ckey))
     b.submit("#console-cert")
+    # It does not cover the console's host name (system.hostname): a warning, nothing installed
+    # until the administrator confirms.
+    warning = b.by("#console-cert p.error").text
+    assert "does not cover" in warning and "console.hospital.test" in warning, b.text
+    b.shot("system-console-certificate-warning")
+    b.by("#console-cert-cert").send_keys(str(ccert))
+    b.by("#console-cert-key").send_keys(str(ckey))
+    b.by("#console-cert-confirm").click()
+    b.submit("#console-cert")
     assert "installed" in b.by("p.flash").text, b.text
     b.shot("system-console-certificate")
     assert wait_for(lambda: served_cert_sha256(pal.console_port) == csha, 10, what="new console certificate")

@@ -174,7 +174,11 @@ pub async fn session_layer(State(state): State<AppState>, req: Request, next: Ne
     }
     let mut req = req;
     if !matches!(*req.method(), Method::GET | Method::HEAD) {
-        if !same_origin(req.headers()) {
+        let hosts = match state.host_policy().await {
+            Ok(h) => h,
+            Err(e) => return e.into_response(),
+        };
+        if !same_origin(req.headers(), &hosts) {
             tracing::warn!(event = "console.csrf_refused", reason = "origin", path = %path, user = %session.user.name);
             return forbidden("This request did not come from a page of this console.");
         }
@@ -329,7 +333,11 @@ pub struct LoginForm {
 pub async fn login_submit(State(state): State<AppState>, req: Request) -> Response {
     let source = source_of(req.extensions());
     let headers = req.headers().clone();
-    if !same_origin(&headers) {
+    let hosts = match state.host_policy().await {
+        Ok(h) => h,
+        Err(e) => return e.into_response(),
+    };
+    if !same_origin(&headers, &hosts) {
         return forbidden("This request did not come from a page of this console.");
     }
     let Ok(Form(form)) = Form::<LoginForm>::from_request(req, &state).await else {

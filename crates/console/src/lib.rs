@@ -9,10 +9,12 @@
 //!   `palisade_spool::admin` or the engine's control socket; service health and restarts, and
 //!   installing certificates (which belong to other users), are the supervisor's control socket.
 //!
-//! It must not: run as root, hold any key but its own TLS key, render message content as HTML
+//! It must not: run as root, hold any key but its own TLS key and the key that seals TOTP
+//! secrets (`DIR/console/totp.key`, see `palisade_store::totp_key`), render message content as HTML
 //! (headers are shown as text, bodies never), run script in the browser (the CSP forbids it:
 //! every page works without JavaScript and charts are SVG drawn here), change state on a GET,
-//! or accept a POST without a valid CSRF token from the same origin.
+//! accept a POST without a valid CSRF token from the same origin, or answer a request whose
+//! `Host` is not one of its names (`console.hostnames`; `security::HostPolicy`).
 //!
 //! Layout: `server` (TLS listener, connections), `routes` (which URL needs which permission),
 //! `auth` (login, sessions, CSRF, roles), `security` (response headers), `pages/*` (one module

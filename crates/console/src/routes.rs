@@ -173,7 +173,8 @@ fn api(state: &AppState) -> Router<AppState> {
         .layer(from_fn_with_state(state.clone(), api::token_layer))
 }
 
-/// The whole console. Security headers wrap everything, including errors and redirects.
+/// The whole console. Security headers wrap everything, including errors and redirects; no
+/// request reaches a handler unless its `Host` is one of the console's names.
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/login", get(auth::login_page).post(auth::login_submit))
@@ -184,6 +185,7 @@ pub fn router(state: AppState) -> Router {
         .merge(pages(&state))
         .fallback(pages::not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(from_fn_with_state(state.clone(), security::host_check))
         .layer(from_fn(security::headers))
         .with_state(state)
 }

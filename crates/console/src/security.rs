@@ -1,9 +1,14 @@
-//! Response headers every answer carries, and the same-origin check for state changes.
+//! Response headers every answer carries, the host-name check every request passes, and the
+//! same-origin check for state changes.
 
-use axum::extract::Request;
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
+use palisade_store::Config;
+use palisade_store::config::ConsoleHost;
+
+use crate::state::AppState;
 
 /// No script at all, styles only from our own stylesheet, no plugins, no framing, no `<base>`
 /// tricks, forms only to ourselves.
@@ -53,24 +58,130 @@ pub async fn headers(req: Request, next: Next) -> Response {
     resp
 }
 
+/// The names the console answers to (`console.hostnames`, see `palisade_store::Config`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPolicy {
+    names: Vec<ConsoleHost>,
+    /// Default mode (no `console.hostnames`): any IP address is accepted too. A request can
+    /// only carry an address as its `Host` if the browser was pointed at that address, so it
+    /// cannot be a rebound name; and the origin check still wants `Origin` equal to `Host`.
+    any_ip: bool,
+}
+
+impl HostPolicy {
+    pub fn from_config(cfg: &Config) -> HostPolicy {
+        if cfg.console.hostnames.is_empty() {
+            let mut names = vec![ConsoleHost {
+                host: "localhost".into(),
+                port: None,
+            }];
+            names.extend(ConsoleHost::parse(&cfg.system.hostname));
+            HostPolicy {
+                names,
+                any_ip: true,
+            }
+        } else {
+            HostPolicy {
+                names: cfg
+                    .console
+                    .hostnames
+                    .iter()
+                    .filter_map(|h| ConsoleHost::parse(h))
+                    .collect(),
+                any_ip: false,
+            }
+        }
+    }
+
+    /// `authority` (`host[:port]`, as in `Host`) is one of the console's names.
+    pub fn allows(&self, authority: &str) -> bool {
+        let Some(h) = ConsoleHost::parse(authority) else {
+            return false;
+        };
+        (self.any_ip && h.is_ip())
+            || self
+                .names
+                .iter()
+                .any(|n| n.host == h.host && n.port.is_none_or(|p| p == h.port.unwrap_or(443)))
+    }
+
+    /// The names a console certificate should cover: the configured ones (or
+    /// `system.hostname`), without `localhost` and loopback addresses.
+    pub fn certificate_names(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for n in &self.names {
+            let loopback = n.host == "localhost"
+                || n.host
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback());
+            if !loopback && !out.contains(&n.host) {
+                out.push(n.host.clone());
+            }
+        }
+        out
+    }
+}
+
+/// `host[:port]` of a request: its `Host` header.
+pub fn request_host(headers: &HeaderMap) -> Option<&str> {
+    headers.get(header::HOST).and_then(|h| h.to_str().ok())
+}
+
+/// `Host` and `https://Host` compared as scheme, host and port (443 when absent).
+fn same_authority(a: &str, b: &str) -> bool {
+    match (ConsoleHost::parse(a), ConsoleHost::parse(b)) {
+        (Some(a), Some(b)) => a.host == b.host && a.port.unwrap_or(443) == b.port.unwrap_or(443),
+        _ => false,
+    }
+}
+
 /// The request comes from a page of this console: its `Origin` (or, failing that, its
-/// `Referer`) is `https://<Host>`. Browsers send `Origin` with every POST; a request with
-/// neither header is refused.
-pub fn same_origin(headers: &HeaderMap) -> bool {
-    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
+/// `Referer`) is `https://` one of the console's names ([`HostPolicy`]), the same one the
+/// request was sent to (`Host`, itself one of those names). Browsers send `Origin` with
+/// every POST; a request with neither header is refused.
+pub fn same_origin(headers: &HeaderMap, policy: &HostPolicy) -> bool {
+    let Some(host) = request_host(headers).filter(|h| policy.allows(h)) else {
         return false;
     };
-    let expected = format!("https://{host}");
+    let origin_ok = |authority: &str| policy.allows(authority) && same_authority(authority, host);
     if let Some(origin) = headers.get(header::ORIGIN) {
-        return origin.to_str().is_ok_and(|o| o == expected);
+        return origin
+            .to_str()
+            .ok()
+            .and_then(|o| o.strip_prefix("https://"))
+            .is_some_and(|a| !a.contains('/') && origin_ok(a));
     }
     if let Some(referer) = headers.get(header::REFERER).and_then(|r| r.to_str().ok()) {
-        return referer == expected
-            || referer
-                .strip_prefix(&expected)
-                .is_some_and(|rest| rest.starts_with('/'));
+        let Some(rest) = referer.strip_prefix("https://") else {
+            return false;
+        };
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+        return !authority.contains('@') && origin_ok(authority);
     }
     false
+}
+
+/// Every request: its `Host` must be one of the console's names, else 421 and nothing else
+/// (a page of another site whose name was rebound to this address gets no answer it could
+/// read, and never reaches the login form or the API).
+pub async fn host_check(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let policy = match state.host_policy().await {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    match request_host(req.headers()) {
+        Some(h) if policy.allows(h) => next.run(req).await,
+        host => {
+            tracing::warn!(event = "console.host_refused", host = host.unwrap_or("-"));
+            (
+                StatusCode::MISDIRECTED_REQUEST,
+                [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                "421 Misdirected Request: this console does not answer to that host name. \
+                 Use one of the names in console.hostnames.\n",
+            )
+                .into_response()
+        }
+    }
 }
 
 /// Constant-time comparison of two tokens.
@@ -95,8 +206,17 @@ mod tests {
         m
     }
 
+    fn policy(names: &[&str]) -> HostPolicy {
+        let mut cfg = Config::default();
+        cfg.system.hostname = "gw".into();
+        cfg.console.hostnames = names.iter().map(|s| s.to_string()).collect();
+        HostPolicy::from_config(&cfg)
+    }
+
     #[test]
     fn origin_rules() {
+        let p = policy(&[]);
+        let same_origin = |h: &HeaderMap| same_origin(h, &p);
         assert!(same_origin(&h(&[
             ("host", "gw:8443"),
             ("origin", "https://gw:8443")
@@ -114,13 +234,71 @@ mod tests {
             ("host", "gw"),
             ("referer", "https://gw/queue")
         ])));
+        assert!(same_origin(&h(&[
+            ("host", "gw"),
+            ("origin", "https://gw:443")
+        ])));
         assert!(!same_origin(&h(&[
             ("host", "gw"),
             ("referer", "https://gw.evil/queue")
         ])));
         assert!(!same_origin(&h(&[("host", "gw")])));
+        // DNS rebinding: evil.example now resolves to the console; the browser sends its
+        // own name as Host and as Origin. Formerly accepted (Origin == https://Host).
+        assert!(!same_origin(&h(&[
+            ("host", "evil.example:8443"),
+            ("origin", "https://evil.example:8443")
+        ])));
+        // Addresses (the listen address, a port forward) in the default mode, when Origin is
+        // the same address; never another site's address.
+        assert!(same_origin(&h(&[
+            ("host", "127.0.0.1:8443"),
+            ("origin", "https://127.0.0.1:8443")
+        ])));
+        assert!(!same_origin(&h(&[
+            ("host", "127.0.0.1:8443"),
+            ("origin", "https://198.51.100.7:8443")
+        ])));
+        assert!(!same_origin(&h(&[
+            ("host", "127.0.0.1:8443"),
+            ("origin", "https://127.0.0.1:9443")
+        ])));
         assert!(same_token("abc", "abc"));
         assert!(!same_token("abc", "abd"));
         assert!(!same_token("", ""));
+    }
+
+    #[test]
+    fn configured_host_names() {
+        let p = policy(&["console.example", "10.0.0.5:8443"]);
+        assert!(p.allows("console.example"));
+        assert!(p.allows("CONSOLE.example:9443"));
+        assert!(p.allows("10.0.0.5:8443"));
+        assert!(!p.allows("10.0.0.5"), "the port is part of that entry");
+        assert!(!p.allows("gw"), "system.hostname is only the default");
+        assert!(
+            !p.allows("127.0.0.1:8443"),
+            "no addresses beyond the listed ones"
+        );
+        assert!(!p.allows("evil.example"));
+        assert!(same_origin(
+            &h(&[
+                ("host", "console.example"),
+                ("origin", "https://console.example")
+            ]),
+            &p
+        ));
+        assert!(!same_origin(
+            &h(&[
+                ("host", "evil.example"),
+                ("origin", "https://console.example")
+            ]),
+            &p
+        ));
+        assert_eq!(p.certificate_names(), vec!["console.example", "10.0.0.5"]);
+        let d = policy(&[]);
+        assert!(d.allows("localhost:8443") && d.allows("[::1]:8443") && d.allows("gw"));
+        assert!(!d.allows("gw.evil"));
+        assert_eq!(d.certificate_names(), vec!["gw"]);
     }
 }

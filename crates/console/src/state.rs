@@ -7,10 +7,12 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwapOption;
 use palisade_engine::{ControlRequest, ControlResponse};
 use palisade_store::accounts::{Accounts, SessionPolicy, Throttle};
-use palisade_store::{AuditLog, ConfigStore, DataDir, MailDb};
+use palisade_store::totp_key::TotpKey;
+use palisade_store::{AuditLog, Config, ConfigStore, DataDir, MailDb};
 use palisade_supervisor::control as sup;
 
 use crate::error::AppError;
+use crate::security::HostPolicy;
 
 /// Policies a deployment (or a test) may tune.
 #[derive(Debug, Clone, Default)]
@@ -49,12 +51,16 @@ struct Inner {
     stores: Mutex<Stores>,
     login_checks: tokio::sync::Semaphore,
     trusted_login_checks: tokio::sync::Semaphore,
+    /// Seals and opens TOTP secrets; only the console role can read it.
+    totp_key: TotpKey,
     settings: Settings,
     /// Set by the server so that a replaced certificate takes effect without a restart.
     tls_reload: ArcSwapOption<Box<dyn Fn() -> Result<(), String> + Send + Sync>>,
     /// The supervisor's last status snapshot and when it was taken, for the banner every page
     /// shows (see [`AppState::supervisor_status_cached`]).
     sup_status: tokio::sync::Mutex<Option<(Instant, Option<sup::Status>)>>,
+    /// The host names of the configuration revision they were read from.
+    hosts: Mutex<Option<(i64, Arc<HostPolicy>)>>,
 }
 
 /// How long a supervisor status snapshot serves the page banner.
@@ -64,9 +70,17 @@ const SUP_STATUS_TTL: Duration = Duration::from_secs(2);
 pub struct AppState(Arc<Inner>);
 
 impl AppState {
+    /// Opens the databases, and reads (or on first use creates) the key that seals TOTP
+    /// secrets, `DIR/console/totp.key`; legacy clear secrets are sealed now.
     pub fn open(data: &DataDir, settings: Settings) -> Result<AppState, crate::ConsoleError> {
+        let key = TotpKey::load_or_create(&data.totp_key())?;
+        let mut accounts = Accounts::open(&data.config_db())?.with_totp_key(key.clone());
+        let sealed = accounts.seal_legacy_totp()?;
+        if sealed > 0 {
+            tracing::info!(event = "console.totp_secrets_sealed", count = sealed);
+        }
         let stores = Stores {
-            accounts: Accounts::open(&data.config_db())?,
+            accounts,
             config: ConfigStore::open(&data.config_db())?,
             audit: AuditLog::open(&data.audit_db())?,
             mail: MailDb::open(&data.mail_db())?,
@@ -76,9 +90,11 @@ impl AppState {
             stores: Mutex::new(stores),
             login_checks: tokio::sync::Semaphore::new(MAX_LOGIN_CHECKS),
             trusted_login_checks: tokio::sync::Semaphore::new(TRUSTED_LOGIN_CHECKS),
+            totp_key: key,
             settings,
             tls_reload: ArcSwapOption::empty(),
             sup_status: tokio::sync::Mutex::new(None),
+            hosts: Mutex::new(None),
         })))
     }
 
@@ -104,6 +120,38 @@ impl AppState {
         .await?
     }
 
+    /// The console's host names (`console.hostnames`) in the configuration in force. Read
+    /// again whenever there is a new revision, so a change applies to the next request.
+    pub async fn host_policy(&self) -> Result<Arc<HostPolicy>, AppError> {
+        let inner = self.0.clone();
+        tokio::task::spawn_blocking(move || {
+            let stores = inner.stores.lock().unwrap_or_else(|p| p.into_inner());
+            let c = stores.config.conn();
+            let rev: i64 = c
+                .query_row(
+                    "SELECT coalesce(max(id), 0) FROM config_revision",
+                    [],
+                    |r| r.get(0),
+                )
+                .map_err(|e| AppError::internal(format!("config.db: {e}")))?;
+            let mut cached = inner.hosts.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((r, p)) = cached.as_ref()
+                && *r == rev
+            {
+                return Ok(p.clone());
+            }
+            let cfg = stores
+                .config
+                .current()?
+                .map(|r| r.config)
+                .unwrap_or_else(Config::default);
+            let p = Arc::new(HostPolicy::from_config(&cfg));
+            *cached = Some((rev, p.clone()));
+            Ok(p)
+        })
+        .await?
+    }
+
     /// Runs a login check on connections of its own; `None` when too many are running
     /// (the caller answers 503). `trusted`: the source is in the console's trusted networks.
     pub async fn login_db<T, F>(&self, trusted: bool, f: F) -> Option<Result<T, AppError>>
@@ -116,10 +164,10 @@ impl AppState {
             Err(_) if trusted => self.0.trusted_login_checks.try_acquire().ok()?,
             Err(_) => return None,
         };
-        let data = self.0.data.clone();
+        let (data, key) = (self.0.data.clone(), self.0.totp_key.clone());
         let r = tokio::task::spawn_blocking(move || {
             let mut stores = LoginStores {
-                accounts: Accounts::open(&data.config_db())?,
+                accounts: Accounts::open(&data.config_db())?.with_totp_key(key),
                 audit: AuditLog::open(&data.audit_db())?,
             };
             f(&mut stores)

@@ -455,6 +455,24 @@ async fn second_factor_is_required_once_enabled() {
         .post("/account/totp/confirm", &s, &[("code", &code)])
         .await;
     assert_eq!(ok.status, StatusCode::SEE_OTHER, "{}", ok.body);
+    // config.db (readable by every role) holds a sealed value, not the secret; the key is
+    // the console's own file.
+    let stored: Vec<u8> = palisade_store::rusqlite::Connection::open(c.data.config_db())
+        .unwrap()
+        .query_row(
+            "SELECT totp_secret FROM console_user WHERE name = 'admin'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(!stored.windows(key.len()).any(|w| w == key.as_slice()));
+    assert!(stored.len() > key.len());
+    let kpath = c.data.totp_key();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&kpath).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
 
     let without = c.login("admin", PASSWORD, "192.0.2.1").await;
     assert_eq!(without.status, StatusCode::UNAUTHORIZED);
@@ -474,4 +492,141 @@ async fn second_factor_is_required_once_enabled() {
     );
     let with = c.send(r).await;
     assert_eq!(with.status, StatusCode::SEE_OTHER, "{}", with.body);
+}
+
+fn with_host(
+    mut r: axum::http::Request<axum::body::Body>,
+    host: &str,
+    origin: Option<&str>,
+) -> axum::http::Request<axum::body::Body> {
+    r.headers_mut().insert(header::HOST, host.parse().unwrap());
+    match origin {
+        Some(o) => {
+            r.headers_mut().insert(header::ORIGIN, o.parse().unwrap());
+        }
+        None => {
+            r.headers_mut().remove(header::ORIGIN);
+        }
+    }
+    r
+}
+
+#[tokio::test]
+async fn requests_for_other_host_names_are_refused() {
+    let c = Console::new();
+    let s = c.admin();
+    // DNS rebinding: evil.example now points at the console. Before, Host and Origin were
+    // only compared with each other, so this POST was accepted.
+    let r = c
+        .send(with_host(
+            req(
+                Method::POST,
+                "/logout",
+                Some(&s),
+                Some(&form(&[("csrf", &s.csrf)])),
+                "192.0.2.1",
+            ),
+            "evil.example:8443",
+            Some("https://evil.example:8443"),
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::MISDIRECTED_REQUEST, "{}", r.body);
+    let r = c
+        .send(with_host(
+            req(Method::GET, "/login", None, None, "192.0.2.1"),
+            "evil.example:8443",
+            None,
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::MISDIRECTED_REQUEST);
+    assert!(r.body.contains("console.hostnames"));
+    assert_security_headers(&r, "421");
+    // console.hostnames is set (to console.test:8443): addresses are not accepted.
+    let r = c
+        .send(with_host(
+            req(Method::GET, "/login", None, None, "192.0.2.1"),
+            "127.0.0.1:8443",
+            None,
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::MISDIRECTED_REQUEST);
+    // The API too.
+    let r = c
+        .send(with_host(
+            req(Method::GET, "/api/v1/status", None, None, "192.0.2.1"),
+            "evil.example",
+            None,
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::MISDIRECTED_REQUEST);
+    // A listed name with a foreign Origin: refused as before.
+    let r = c
+        .send(with_host(
+            req(
+                Method::POST,
+                "/logout",
+                Some(&s),
+                Some(&form(&[("csrf", &s.csrf)])),
+                "192.0.2.1",
+            ),
+            HOST,
+            Some("https://evil.example:8443"),
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn by_default_the_console_answers_to_its_host_name_and_addresses() {
+    let mut cfg = palisade_store::Config::default();
+    cfg.system.hostname = "gw.example".into();
+    let c = Console::with_config(palisade_console::Settings::default(), cfg);
+    let s = c.admin();
+    for (host, want) in [
+        ("127.0.0.1:8443", StatusCode::OK),
+        ("gw.example:8443", StatusCode::OK),
+        ("localhost:8443", StatusCode::OK),
+        ("[::1]:8443", StatusCode::OK),
+        ("console.test:8443", StatusCode::MISDIRECTED_REQUEST),
+    ] {
+        let r = c
+            .send(with_host(
+                req(Method::GET, "/login", None, None, "192.0.2.1"),
+                host,
+                None,
+            ))
+            .await;
+        assert_eq!(r.status, want, "{host}");
+    }
+    // The listen address, as the browser test uses it: a same-origin POST works.
+    let r = c
+        .send(with_host(
+            req(
+                Method::POST,
+                "/logout",
+                Some(&s),
+                Some(&form(&[("csrf", &s.csrf)])),
+                "192.0.2.1",
+            ),
+            "127.0.0.1:8443",
+            Some("https://127.0.0.1:8443"),
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    // Another address as Origin is another site.
+    let s = c.admin();
+    let r = c
+        .send(with_host(
+            req(
+                Method::POST,
+                "/logout",
+                Some(&s),
+                Some(&form(&[("csrf", &s.csrf)])),
+                "192.0.2.1",
+            ),
+            "127.0.0.1:8443",
+            Some("https://198.51.100.7:8443"),
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
 }

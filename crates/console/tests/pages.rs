@@ -462,7 +462,9 @@ async fn api_changes_configuration_with_problems_as_json() {
     c.admin();
     let mut acc = c.accounts();
     let id = acc.user_by_name("admin").unwrap().unwrap().id;
-    let (_, token) = acc.create_token(&mut c.audit(), id, "ci", "test").unwrap();
+    let (_, token) = acc
+        .create_token(&mut c.audit(), id, "ci", 90, "test")
+        .unwrap();
     let call = |method: Method, path: &str, body: Option<serde_json::Value>| {
         let mut b = Request::builder()
             .method(method)
@@ -535,4 +537,139 @@ async fn dashboard_draws_charts_as_svg_without_inline_style() {
     assert!(r.body.contains("Standalone"));
     assert!(r.body.contains("supervisor is not reachable"));
     assert!(!r.body.contains("style="));
+}
+
+#[tokio::test]
+async fn api_tokens_expire_and_the_account_page_says_when() {
+    let c = Console::new();
+    let s = c.admin();
+    let r = c
+        .post(
+            "/account/tokens",
+            &s,
+            &[("name", "monitoring"), ("lifetime_days", "30")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert!(r.body.contains("valid until"));
+    let token = r
+        .body
+        .split("pal_")
+        .nth(1)
+        .unwrap()
+        .chars()
+        .take_while(|c| c.is_ascii_hexdigit())
+        .collect::<String>();
+    let token = format!("pal_{token}");
+    let bad = c
+        .post(
+            "/account/tokens",
+            &s,
+            &[("name", "x"), ("lifetime_days", "0")],
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    let status = |token: String| {
+        let mut r = req(Method::GET, "/api/v1/status", None, None, "192.0.2.1");
+        r.headers_mut().insert(
+            header::AUTHORIZATION,
+            format!("Bearer {token}").parse().unwrap(),
+        );
+        r
+    };
+    assert_eq!(c.send(status(token.clone())).await.status, StatusCode::OK);
+    let page = c.get("/account", Some(&s)).await;
+    assert!(page.body.contains("<th>Expires</th>"));
+    assert!(page.body.contains("<th>Last used</th>"));
+    assert!(!page.body.contains("<strong>expired</strong>"));
+    assert!(page.body.contains("<option value=\"90\" selected>"));
+    // Past its expiry: refused, and listed as expired.
+    let db = rusqlite_open(&c.data.config_db());
+    db.execute(
+        "UPDATE console_api_token SET expires_at = ?1",
+        [palisade_store::now_unix() - 1],
+    )
+    .unwrap();
+    let r = c.send(status(token)).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    let page = c.get("/account", Some(&s)).await;
+    assert!(
+        page.body.contains("<strong>expired</strong>"),
+        "{}",
+        page.body
+    );
+}
+
+fn cert_for(names: &[&str]) -> (String, String) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let params =
+        rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+fn cert_upload(csrf: &str, cert: &str, key: &str, confirm: bool) -> (String, String) {
+    let boundary = "XBOUNDARYx7";
+    let part = |name: &str, v: &str| {
+        format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"{name}.pem\"\r\nContent-Type: application/octet-stream\r\n\r\n{v}\r\n"
+        )
+    };
+    let mut body =
+        format!("--{boundary}\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\n{csrf}\r\n");
+    body += &part("cert", cert);
+    body += &part("key", key);
+    if confirm {
+        body += &format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"confirm\"\r\n\r\nyes\r\n"
+        );
+    }
+    body += &format!("--{boundary}--\r\n");
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+#[tokio::test]
+async fn a_console_certificate_for_other_names_needs_confirmation() {
+    let c = Console::new();
+    let s = c.admin();
+    let send = |cert: &str, key: &str, confirm: bool| {
+        let (ct, body) = cert_upload(&s.csrf, cert, key, confirm);
+        Request::builder()
+            .method(Method::POST)
+            .uri("/system/certificate")
+            .header(header::HOST, HOST)
+            .header(header::ORIGIN, ORIGIN)
+            .header(header::COOKIE, format!("{SESSION_COOKIE}={}", s.cookie))
+            .header(header::CONTENT_TYPE, ct)
+            .extension(ClientAddr("192.0.2.1:4000".parse().unwrap()))
+            .body(Body::from(body))
+            .unwrap()
+    };
+    let (cert, key) = cert_for(&["other.example", "www.other.example"]);
+    let r = c.send(send(&cert, &key, false)).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+    assert!(r.body.contains("does not cover console.test"), "{}", r.body);
+    assert!(
+        r.body
+            .contains("it covers only other.example, www.other.example")
+    );
+    assert!(r.body.contains("Nothing was installed"));
+    // Confirmed: it goes on to the supervisor (not running in this test).
+    let r = c.send(send(&cert, &key, true)).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.body);
+    assert!(r.body.contains("supervisor is not reachable"));
+    // A certificate for the console's name needs no confirmation.
+    let (cert, key) = cert_for(&["*.test"]);
+    let r = c.send(send(&cert, &key, false)).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.body);
+    // Not valid yet: a warning too.
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["console.test".to_string()]).unwrap();
+    params.not_before = rcgen::date_time_ymd(2099, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2100, 1, 1);
+    let cert = params.self_signed(&key).unwrap();
+    let r = c.send(send(&cert.pem(), &key.serialize_pem(), false)).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+    assert!(r.body.contains("not valid yet"), "{}", r.body);
 }

@@ -164,7 +164,9 @@ async fn api_route_role_matrix() {
         }
         let mut acc = c.accounts();
         let id = acc.user_by_name(name).unwrap().unwrap().id;
-        let (_, token) = acc.create_token(&mut c.audit(), id, "t", "test").unwrap();
+        let (_, token) = acc
+            .create_token(&mut c.audit(), id, "t", 90, "test")
+            .unwrap();
         (role, token)
     })
     .collect();
@@ -229,4 +231,28 @@ async fn no_get_changes_state() {
     // GET /queue/flush reaches the read-only message view, never the flush.
     let after = c.audit().list(&AuditFilter::default()).unwrap();
     assert_eq!(after.len(), audit_before, "{:?}", after.first());
+}
+
+#[tokio::test]
+async fn the_bearer_scheme_is_case_insensitive() {
+    let c = Console::new();
+    c.admin();
+    let mut acc = c.accounts();
+    let id = acc.user_by_name("admin").unwrap().unwrap().id;
+    let (_, token) = acc
+        .create_token(&mut c.audit(), id, "t", 90, "test")
+        .unwrap();
+    for (value, want) in [
+        (format!("Bearer {token}"), StatusCode::OK),
+        (format!("bearer {token}"), StatusCode::OK),
+        (format!("BEARER  {token}"), StatusCode::OK),
+        (format!("Basic {token}"), StatusCode::UNAUTHORIZED),
+        (format!("Bearer{token}"), StatusCode::UNAUTHORIZED),
+        ("bearer ".to_string(), StatusCode::UNAUTHORIZED),
+    ] {
+        let mut r = req(Method::GET, "/api/v1/status", None, None, "192.0.2.1");
+        r.headers_mut()
+            .insert(header::AUTHORIZATION, value.parse().unwrap());
+        assert_eq!(c.send(r).await.status, want, "{value}");
+    }
 }

@@ -8,7 +8,11 @@
 //!
 //! Secrets never stored in clear: passwords (argon2id), session ids and API tokens (SHA-256 of
 //! 256 random bits: a fast hash is enough for values nobody can guess). TOTP secrets are
-//! stored as they are, because verifying a code needs them.
+//! needed in clear to verify a code, so they are sealed (ChaCha20-Poly1305) with a key only
+//! the console's user can read: see [`crate::totp_key`] and [`Accounts::with_totp_key`].
+//!
+//! API tokens expire (30, 90 or 365 days; see [`TOKEN_LIFETIMES_DAYS`]): an expired token
+//! is refused and listed as expired until it is revoked.
 //!
 //! Throttling (see [`throttle`]) never locks an account for everyone: failures are counted per
 //! (account, source), per source, and per account from *unfamiliar* sources only, and each
@@ -32,6 +36,7 @@ use serde_json::json;
 
 use crate::audit::AuditLog;
 use crate::password::{self, Priority, Verified};
+use crate::totp_key::{Opened, TotpKey};
 use crate::{SqlContext, StoreError, config_store, migrate, now_unix, open_db};
 
 /// What a console user may do. Checked per route by the console.
@@ -94,6 +99,10 @@ pub enum AccountError {
     WrongPassword,
     #[error("that code is not valid; check the device's clock and try again")]
     BadCode,
+    #[error("authenticators can only be set up by the console (it holds the key that seals them)")]
+    NoTotpKey,
+    #[error("an API token lives 30, 90 or 365 days, not {0}")]
+    BadTokenLifetime(u32),
     #[error("there must be at least one administrator")]
     LastAdministrator,
     #[error("no such API token")]
@@ -217,8 +226,21 @@ pub struct ApiToken {
     pub user_id: i64,
     pub name: String,
     pub created_at: i64,
+    /// Refused from this time on.
+    pub expires_at: i64,
     pub last_used_at: Option<i64>,
 }
+
+impl ApiToken {
+    pub fn expired(&self, now: i64) -> bool {
+        now >= self.expires_at
+    }
+}
+
+/// How long a new API token may live, in days. There is no "never": a forgotten token in a
+/// script is a credential nobody reviews.
+pub const TOKEN_LIFETIMES_DAYS: [u32; 3] = [30, 90, 365];
+pub const DEFAULT_TOKEN_LIFETIME_DAYS: u32 = 90;
 
 /// The schema step for `config.db` that `config_store::MIGRATIONS` appends. Released: never
 /// edit it; add a new step there instead.
@@ -263,6 +285,15 @@ pub(crate) const MIGRATION_ACCOUNTS: &str = "
     );
 ";
 
+/// Second schema step for `config.db`: API tokens get an expiry. Tokens made before it
+/// expire 90 days after the upgrade (not at once: scripts using them keep working while
+/// their owners replace them). TOTP secrets become sealed values in the same column (no
+/// schema change: see `totp_key`).
+pub(crate) const MIGRATION_ACCOUNTS_2: &str = "
+    ALTER TABLE console_api_token ADD COLUMN expires_at INTEGER NOT NULL DEFAULT 0;
+    UPDATE console_api_token SET expires_at = CAST(strftime('%s', 'now') AS INTEGER) + 90 * 86400;
+";
+
 /// The user the first start creates.
 pub const INITIAL_ADMIN: &str = "admin";
 /// Shortest password a user may choose (one-time passwords are longer).
@@ -271,6 +302,8 @@ const TOKEN_PREFIX: &str = "pal_";
 
 pub struct Accounts {
     conn: rusqlite::Connection,
+    /// Seals TOTP secrets; only the console has it (see `with_totp_key`).
+    totp_key: Option<TotpKey>,
 }
 
 const USER_COLUMNS: &str = "id, name, role, must_change_password, totp_secret IS NOT NULL,
@@ -295,7 +328,18 @@ impl Accounts {
     pub fn open(path: &Path) -> Result<Self> {
         let mut conn = open_db(path)?;
         migrate::migrate(&mut conn, config_store::MIGRATIONS)?;
-        Ok(Accounts { conn })
+        Ok(Accounts {
+            conn,
+            totp_key: None,
+        })
+    }
+
+    /// Gives these accounts the key that seals TOTP secrets. Without it (the CLI, the
+    /// supervisor, the engine) nobody can enrol an authenticator, and a user with a sealed
+    /// secret cannot pass the second factor here; everything else works.
+    pub fn with_totp_key(mut self, key: TotpKey) -> Self {
+        self.totp_key = Some(key);
+        self
     }
 
     pub fn users(&self) -> Result<Vec<User>> {
@@ -720,8 +764,10 @@ impl Accounts {
             Some((_, _, _, _, role)) if !Role::parse(role).is_some_and(|r| purpose.allows(r)) => {
                 Some("role not allowed here")
             }
-            Some((_, _, Some(secret), last_step, _)) => {
-                match code.and_then(|code| totp::verify(secret, code, now, *last_step)) {
+            Some((id, _, Some(secret), last_step, _)) => {
+                match code
+                    .and_then(|code| self.totp_verify_stored(*id, secret, code, now, *last_step))
+                {
                     Some(step) => {
                         sql(
                             c,
@@ -915,7 +961,8 @@ impl Accounts {
     /// Returns the secret in base32 and the `otpauth://` provisioning URI.
     pub fn totp_begin(&mut self, id: i64, issuer: &str) -> Result<(String, String)> {
         let user = self.user(id)?;
-        let mut secret = [0u8; 20];
+        let key = self.totp_key.as_ref().ok_or(AccountError::NoTotpKey)?;
+        let mut secret = [0u8; crate::totp_key::LEGACY_LEN];
         SystemRandom::new()
             .fill(&mut secret)
             .expect("system random source");
@@ -924,7 +971,7 @@ impl Accounts {
             c,
             c.execute(
                 "UPDATE console_user SET totp_pending = ?2 WHERE id = ?1",
-                params![id, secret.to_vec()],
+                params![id, key.seal(id, &secret)],
             ),
         )?;
         let b32 = totp::base32(&secret);
@@ -949,16 +996,19 @@ impl Accounts {
                 |r| r.get(0),
             ),
         )?;
-        let step = pending
+        let key = self.totp_key.as_ref().ok_or(AccountError::NoTotpKey)?;
+        let plain = pending
             .as_deref()
-            .and_then(|s| totp::verify(s, code, now_unix(), 0))
+            .and_then(|s| key.open(id, s))
+            .map(|(Opened::Sealed(p) | Opened::Legacy(p))| p)
             .ok_or(AccountError::BadCode)?;
+        let step = totp::verify(&plain, code, now_unix(), 0).ok_or(AccountError::BadCode)?;
         sql(
             c,
             c.execute(
-                "UPDATE console_user SET totp_secret = totp_pending, totp_pending = NULL,
+                "UPDATE console_user SET totp_secret = ?3, totp_pending = NULL,
                  totp_last_step = ?2 WHERE id = ?1",
-                params![id, step],
+                params![id, step, key.seal(id, &plain)],
             ),
         )?;
         audit.append(
@@ -998,19 +1048,24 @@ impl Accounts {
         audit: &mut AuditLog,
         user_id: i64,
         name: &str,
+        lifetime_days: u32,
         source: &str,
     ) -> Result<(ApiToken, String)> {
+        if !TOKEN_LIFETIMES_DAYS.contains(&lifetime_days) {
+            return Err(AccountError::BadTokenLifetime(lifetime_days));
+        }
         let user = self.user(user_id)?;
         let name: String = name.trim().chars().take(64).collect();
         let token = format!("{TOKEN_PREFIX}{}", random_hex(32));
         let now = now_unix();
+        let expires_at = now + i64::from(lifetime_days) * 86400;
         let c = &self.conn;
         sql(
             c,
             c.execute(
-                "INSERT INTO console_api_token (user_id, name, token_hash, created_at)
-                 VALUES (?1, ?2, ?3, ?4)",
-                params![user_id, name, sha256(&token), now],
+                "INSERT INTO console_api_token (user_id, name, token_hash, created_at, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![user_id, name, sha256(&token), now, expires_at],
             ),
         )?;
         let t = ApiToken {
@@ -1018,6 +1073,7 @@ impl Accounts {
             user_id,
             name: name.clone(),
             created_at: now,
+            expires_at,
             last_used_at: None,
         };
         audit.append(
@@ -1025,7 +1081,7 @@ impl Accounts {
             source,
             "token.create",
             &user.name,
-            &json!({ "token_id": t.id, "name": name }),
+            &json!({ "token_id": t.id, "name": name, "expires_at": expires_at }),
         )?;
         Ok((t, token))
     }
@@ -1035,8 +1091,8 @@ impl Accounts {
         let mut stmt = sql(
             c,
             c.prepare(
-                "SELECT id, user_id, name, created_at, last_used_at FROM console_api_token
-                 WHERE user_id = ?1 ORDER BY id",
+                "SELECT id, user_id, name, created_at, expires_at, last_used_at
+                 FROM console_api_token WHERE user_id = ?1 ORDER BY id",
             ),
         )?;
         let rows = sql(
@@ -1047,7 +1103,8 @@ impl Accounts {
                     user_id: r.get(1)?,
                     name: r.get(2)?,
                     created_at: r.get(3)?,
-                    last_used_at: r.get(4)?,
+                    expires_at: r.get(4)?,
+                    last_used_at: r.get(5)?,
                 })
             }),
         )?;
@@ -1084,27 +1141,32 @@ impl Accounts {
         Ok(())
     }
 
-    /// The user an API token belongs to. Users who must still change their password cannot
-    /// use tokens.
+    /// The user an API token belongs to. Expired tokens are refused, and users who must
+    /// still change their password cannot use tokens.
     pub fn token_user(&mut self, token: &str) -> Result<Option<User>> {
         if !token.starts_with(TOKEN_PREFIX) {
             return Ok(None);
         }
         let key = sha256(token);
         let c = &self.conn;
-        let row: Option<(i64, i64, Option<i64>)> = sql(
+        let row: Option<(i64, i64, i64, Option<i64>)> = sql(
             c,
             c.query_row(
-                "SELECT id, user_id, last_used_at FROM console_api_token WHERE token_hash = ?1",
+                "SELECT id, user_id, expires_at, last_used_at FROM console_api_token
+                 WHERE token_hash = ?1",
                 [&key],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
             )
             .optional(),
         )?;
-        let Some((id, user_id, last)) = row else {
+        let Some((id, user_id, expires_at, last)) = row else {
             return Ok(None);
         };
         let now = now_unix();
+        if now >= expires_at {
+            tracing::info!(event = "console.token_expired", token_id = id);
+            return Ok(None);
+        }
         // Recorded at most once a minute: a busy script should not turn reads into writes.
         if last.is_none_or(|l| now - l >= 60) {
             sql(
@@ -1117,6 +1179,71 @@ impl Accounts {
         }
         let user = self.user(user_id)?;
         Ok((!user.must_change_password).then_some(user))
+    }
+}
+
+impl Accounts {
+    /// Checks `code` against a stored TOTP secret of user `id` (sealed, or legacy clear);
+    /// a legacy secret that just proved itself is sealed on the spot. The step, as
+    /// `totp::verify` gives it.
+    fn totp_verify_stored(
+        &self,
+        id: i64,
+        stored: &[u8],
+        code: &str,
+        now: i64,
+        last_step: i64,
+    ) -> Option<i64> {
+        let opened = crate::totp_key::open_stored(self.totp_key.as_ref(), id, stored)?;
+        let (Opened::Sealed(plain) | Opened::Legacy(plain)) = &opened;
+        let step = totp::verify(plain, code, now, last_step)?;
+        if let (Opened::Legacy(plain), Some(key)) = (&opened, &self.totp_key) {
+            let r = self.conn.execute(
+                "UPDATE console_user SET totp_secret = ?2 WHERE id = ?1 AND totp_secret = ?3",
+                params![id, key.seal(id, plain), stored],
+            );
+            if let Err(e) = r {
+                // Still valid in clear; the next successful use tries again.
+                tracing::warn!(event = "accounts.totp_seal_failed", user_id = id, error = %e);
+            }
+        }
+        Some(step)
+    }
+
+    /// Seals every legacy clear TOTP secret (and pending enrolment) still in `config.db`.
+    /// The console does this when it starts; returns how many values it sealed.
+    pub fn seal_legacy_totp(&mut self) -> Result<usize> {
+        let Some(key) = self.totp_key.clone() else {
+            return Ok(0);
+        };
+        let c = &self.conn;
+        let mut n = 0;
+        for column in ["totp_secret", "totp_pending"] {
+            let rows: Vec<(i64, Vec<u8>)> = {
+                let mut stmt = sql(
+                    c,
+                    c.prepare(&format!(
+                        "SELECT id, {column} FROM console_user
+                         WHERE length({column}) = {}",
+                        crate::totp_key::LEGACY_LEN
+                    )),
+                )?;
+                let rows = sql(c, stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))))?;
+                sql(c, rows.collect())?
+            };
+            for (id, clear) in rows {
+                n += sql(
+                    c,
+                    c.execute(
+                        &format!(
+                            "UPDATE console_user SET {column} = ?2 WHERE id = ?1 AND {column} = ?3"
+                        ),
+                        params![id, key.seal(id, &clear), clear],
+                    ),
+                )?;
+            }
+        }
+        Ok(n)
     }
 }
 
@@ -1314,9 +1441,155 @@ mod tests {
 
     fn stores() -> (tempfile::TempDir, Accounts, AuditLog) {
         let d = tempfile::tempdir().unwrap();
-        let a = Accounts::open(&d.path().join("config.db")).unwrap();
+        let a = Accounts::open(&d.path().join("config.db"))
+            .unwrap()
+            .with_totp_key(TotpKey::generate());
         let l = AuditLog::open(&d.path().join("audit.db")).unwrap();
         (d, a, l)
+    }
+
+    fn raw_totp(acc: &Accounts, id: i64) -> Vec<u8> {
+        acc.conn
+            .query_row(
+                "SELECT totp_secret FROM console_user WHERE id = ?1",
+                [id],
+                |r| r.get(0),
+            )
+            .unwrap()
+    }
+
+    #[test]
+    fn totp_secrets_are_sealed_and_legacy_ones_resealed() {
+        let (_d, mut acc, mut audit) = stores();
+        let (bob, pw) = acc
+            .create_user(&mut audit, "bob", Role::Operator, "admin", "x")
+            .unwrap();
+        let newpw = "correct horse battery";
+        acc.change_password(&mut audit, bob.id, &pw, newpw, "x")
+            .unwrap();
+        let (b32, _) = acc.totp_begin(bob.id, "Palisade").unwrap();
+        let secret = totp::base32_decode(&b32).unwrap();
+        let pending: Vec<u8> = acc
+            .conn
+            .query_row(
+                "SELECT totp_pending FROM console_user WHERE id = ?1",
+                [bob.id],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert!(!pending.windows(secret.len()).any(|w| w == secret));
+        let code = totp::code_at(&secret, now_unix() / 30 - 1);
+        acc.totp_confirm(&mut audit, bob.id, &code, "x").unwrap();
+        let stored = raw_totp(&acc, bob.id);
+        assert_ne!(stored, secret);
+        assert!(stored.len() > secret.len());
+        assert!(!stored.windows(secret.len()).any(|w| w == secret));
+        let t = Throttle::default();
+        let code = totp::code_at(&secret, now_unix() / 30);
+        let r = acc
+            .login(&mut audit, "bob", newpw, Some(&code), "192.0.2.2", &t)
+            .unwrap();
+        assert!(matches!(r, LoginResult::Success { .. }));
+
+        // Without the key (the engine, the CLI) the sealed secret cannot be used.
+        let path = acc.conn.path().unwrap().to_string();
+        let mut keyless = Accounts::open(Path::new(&path)).unwrap();
+        let code = totp::code_at(&secret, now_unix() / 30 + 1);
+        let r = keyless
+            .login(&mut audit, "bob", newpw, Some(&code), "192.0.2.2", &t)
+            .unwrap();
+        assert!(matches!(r, LoginResult::Refused));
+        assert!(matches!(
+            keyless.totp_begin(bob.id, "P"),
+            Err(AccountError::NoTotpKey)
+        ));
+
+        // A clear secret from before sealing still works, and is sealed once it is used.
+        acc.conn
+            .execute(
+                "UPDATE console_user SET totp_secret = ?2, totp_last_step = 0 WHERE id = ?1",
+                params![bob.id, secret],
+            )
+            .unwrap();
+        let code = totp::code_at(&secret, now_unix() / 30 + 1);
+        let r = acc
+            .login(&mut audit, "bob", newpw, Some(&code), "192.0.2.2", &t)
+            .unwrap();
+        assert!(matches!(r, LoginResult::Success { .. }));
+        let stored = raw_totp(&acc, bob.id);
+        assert_ne!(stored, secret);
+        assert!(!stored.windows(secret.len()).any(|w| w == secret));
+        assert!(
+            acc.totp_key
+                .as_ref()
+                .unwrap()
+                .open(bob.id, &stored)
+                .is_some()
+        );
+
+        // And the console seals the ones nobody used.
+        acc.conn
+            .execute(
+                "UPDATE console_user SET totp_secret = ?2 WHERE id = ?1",
+                params![bob.id, secret],
+            )
+            .unwrap();
+        assert_eq!(acc.seal_legacy_totp().unwrap(), 1);
+        assert_ne!(raw_totp(&acc, bob.id), secret);
+        assert_eq!(acc.seal_legacy_totp().unwrap(), 0);
+    }
+
+    #[test]
+    fn tokens_expire() {
+        let (_d, mut acc, mut audit) = stores();
+        let (u, pw) = acc
+            .create_user(&mut audit, "ci", Role::Auditor, "admin", "x")
+            .unwrap();
+        acc.change_password(&mut audit, u.id, &pw, "correct horse battery", "x")
+            .unwrap();
+        assert!(matches!(
+            acc.create_token(&mut audit, u.id, "t", 0, "x"),
+            Err(AccountError::BadTokenLifetime(0))
+        ));
+        let (t, secret) = acc.create_token(&mut audit, u.id, "t", 30, "x").unwrap();
+        assert_eq!(t.expires_at - t.created_at, 30 * 86400);
+        assert!(acc.token_user(&secret).unwrap().is_some());
+        let listed = acc.tokens(u.id).unwrap();
+        assert!(listed[0].last_used_at.is_some());
+        assert!(!listed[0].expired(now_unix()));
+        acc.conn
+            .execute(
+                "UPDATE console_api_token SET expires_at = ?2 WHERE id = ?1",
+                params![t.id, now_unix() - 1],
+            )
+            .unwrap();
+        assert!(acc.token_user(&secret).unwrap().is_none());
+        assert!(acc.tokens(u.id).unwrap()[0].expired(now_unix()));
+    }
+
+    #[test]
+    fn tokens_from_before_expiry_get_ninety_days() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("config.db");
+        {
+            let mut conn = crate::open_db(&path).unwrap();
+            migrate::migrate(&mut conn, &config_store::MIGRATIONS[..2]).unwrap();
+            conn.execute(
+                "INSERT INTO console_user (name, role, password_hash, created_at,
+                 password_changed_at) VALUES ('old', 'auditor', 'x', 1, 1)",
+                [],
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO console_api_token (user_id, name, token_hash, created_at)
+                 VALUES (1, 'old', x'00', 1)",
+                [],
+            )
+            .unwrap();
+        }
+        let acc = Accounts::open(&path).unwrap();
+        let t = &acc.tokens(1).unwrap()[0];
+        assert!((t.expires_at - (now_unix() + 90 * 86400)).abs() < 60);
     }
 
     #[test]
@@ -1644,7 +1917,9 @@ mod tests {
         ));
 
         // Tokens work once the password is no longer a one-time one.
-        let (tok, secret_token) = acc.create_token(&mut audit, admin.id, "ci", "x").unwrap();
+        let (tok, secret_token) = acc
+            .create_token(&mut audit, admin.id, "ci", 90, "x")
+            .unwrap();
         assert!(acc.token_user(&secret_token).unwrap().is_none());
         let newpw = acc
             .reset_password(&mut audit, "admin", "cli:root", "local")

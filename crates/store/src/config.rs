@@ -170,6 +170,64 @@ pub struct Console {
     /// elsewhere, and get the reserved password-hashing slot while the console is under
     /// attack (see `accounts::throttle`).
     pub trusted_networks: Vec<IpNet>,
+    /// The names browsers reach the console by: `name`, `name:port`, an IP address or
+    /// `[v6]:port`. The console answers only requests whose `Host` is one of them (a defence
+    /// against DNS rebinding) and accepts a state change only when its `Origin` is
+    /// `https://` one of them and the same as `Host`. A name without a port matches any port.
+    /// Empty (the default): `system.hostname`, `localhost` and any IP address (what a
+    /// listener address is; an address can never be a rebound name).
+    pub hostnames: Vec<String>,
+}
+
+/// One entry of `console.hostnames`, or the authority of a `Host`/`Origin` header: a
+/// lowercase host name or IP address (IPv6 without brackets) and an optional port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsoleHost {
+    pub host: String,
+    pub port: Option<u16>,
+}
+
+impl ConsoleHost {
+    /// `name`, `name:port`, `192.0.2.1`, `192.0.2.1:443`, `::1`, `[::1]`, `[::1]:8443`.
+    /// Host names must be valid (no wildcards); a trailing dot is dropped.
+    pub fn parse(s: &str) -> Option<ConsoleHost> {
+        let s = s.trim().to_ascii_lowercase();
+        let port = |p: &str| p.parse::<u16>().ok().filter(|p| *p != 0);
+        if let Some(rest) = s.strip_prefix('[') {
+            let (ip, after) = rest.split_once(']')?;
+            let ip: std::net::Ipv6Addr = ip.parse().ok()?;
+            let port = match after {
+                "" => None,
+                a => Some(port(a.strip_prefix(':')?)?),
+            };
+            return Some(ConsoleHost {
+                host: ip.to_string(),
+                port,
+            });
+        }
+        if let Ok(ip) = s.parse::<IpAddr>() {
+            return Some(ConsoleHost {
+                host: ip.to_string(),
+                port: None,
+            });
+        }
+        let (name, p) = match s.rsplit_once(':') {
+            Some((n, p)) => (n, Some(port(p)?)),
+            None => (s.as_str(), None),
+        };
+        let name = name.strip_suffix('.').unwrap_or(name);
+        if name.parse::<std::net::Ipv4Addr>().is_err() && !is_valid_domain(name) {
+            return None;
+        }
+        Some(ConsoleHost {
+            host: name.to_string(),
+            port: p,
+        })
+    }
+
+    pub fn is_ip(&self) -> bool {
+        self.host.parse::<IpAddr>().is_ok()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -377,6 +435,7 @@ impl Default for Console {
             cert: "tls/console.crt".into(),
             key: "tls/console.key".into(),
             trusted_networks: Vec::new(),
+            hostnames: vec![],
         }
     }
 }
@@ -424,6 +483,15 @@ impl Config {
                 bad(
                     &format!("system.ntp_servers[{i}]"),
                     format!("'{s}' is neither a host name nor an IP address"),
+                );
+            }
+        }
+
+        for (i, h) in self.console.hostnames.iter().enumerate() {
+            if ConsoleHost::parse(h).is_none() {
+                bad(
+                    &format!("console.hostnames[{i}]"),
+                    format!("'{h}' is not a host name, an IP address, or either with :port"),
                 );
             }
         }
@@ -762,6 +830,46 @@ fn clean(e: &toml::de::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn console_hostnames_are_validated() {
+        let hp = |s: &str| ConsoleHost::parse(s);
+        assert_eq!(
+            hp("GW.example:8443"),
+            Some(ConsoleHost {
+                host: "gw.example".into(),
+                port: Some(8443)
+            })
+        );
+        assert_eq!(hp("gw.example.").unwrap().host, "gw.example");
+        assert_eq!(hp("192.0.2.1").unwrap().port, None);
+        assert_eq!(hp("192.0.2.1:443").unwrap().port, Some(443));
+        assert_eq!(
+            hp("[::1]:8443"),
+            Some(ConsoleHost {
+                host: "::1".into(),
+                port: Some(8443)
+            })
+        );
+        assert_eq!(hp("::1").unwrap().host, "::1");
+        for bad in [
+            "",
+            "*.example",
+            "gw:0",
+            "gw:99999",
+            "gw/x",
+            "[::1",
+            "[zz]:1",
+            "a b",
+        ] {
+            assert_eq!(hp(bad), None, "{bad}");
+        }
+        let mut cfg = Config::default();
+        cfg.console.hostnames = vec!["gw.example".into(), "https://gw".into()];
+        let p = cfg.problems();
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].path, "console.hostnames[1]");
+    }
 
     #[test]
     fn default_is_valid_and_round_trips_through_toml() {

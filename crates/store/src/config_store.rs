@@ -28,6 +28,7 @@ pub const MIGRATIONS: &[&str] = &[
     );",
     crate::accounts::MIGRATION_ACCOUNTS,
     crate::accounts::MIGRATION_LOGIN_SOURCES,
+    crate::accounts::MIGRATION_ACCOUNTS_2,
 ];
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -49,6 +49,16 @@ impl DataDir {
         self.root.join("keys")
     }
 
+    /// The console's own secrets: 0700, owned by the console's user (`palisade-web`).
+    pub fn console(&self) -> PathBuf {
+        self.root.join("console")
+    }
+
+    /// The key that seals TOTP secrets in `config.db` (see `palisade_store::totp_key`).
+    pub fn totp_key(&self) -> PathBuf {
+        self.console().join("totp.key")
+    }
+
     /// TLS certificates and keys of the listeners.
     pub fn tls(&self) -> PathBuf {
         self.root.join("tls")

@@ -21,6 +21,7 @@ pub mod data_dir;
 pub mod mail;
 mod migrate;
 pub mod password;
+pub mod totp_key;
 
 use std::path::Path;
 use std::time::Duration;

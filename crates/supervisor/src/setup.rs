@@ -134,7 +134,8 @@ fn own(path: &Path, uid: Option<Uid>, gid: Gid) -> Result<(), SupervisorError> {
 
 /// Creates the directory tree. As root: the data dir is `root:palisade 2770` (every role
 /// shares the SQLite files through the group), the spool, mailbox and keys belong to the
-/// engine's user, `tls/` is readable by the group with each key owned by the role using it.
+/// engine's user, `console/` (the key sealing TOTP secrets) to the console's user, 0700;
+/// `tls/` is readable by the group with each key owned by the role using it.
 pub(crate) fn prepare_dirs(
     data: &DataDir,
     accounts: Option<&Accounts>,
@@ -147,6 +148,7 @@ pub(crate) fn prepare_dirs(
             data.spool_corrupt(),
             data.quarantine(),
             data.keys(),
+            data.console(),
             data.tls(),
             data.mailbox(),
             data.run(),
@@ -168,6 +170,16 @@ pub(crate) fn prepare_dirs(
     for (d, mode) in mail_dirs {
         mkdir(&d, mode)?;
         own(&d, Some(a.mail.uid), a.group)?;
+    }
+    mkdir(&data.console(), 0o700)?;
+    own(&data.console(), Some(a.web.uid), a.group)?;
+    // A key the console created while running as someone else (or restored from a backup)
+    // must stay readable by it.
+    if data.totp_key().exists() {
+        own(&data.totp_key(), Some(a.web.uid), a.group)?;
+        fs::set_permissions(data.totp_key(), fs::Permissions::from_mode(0o600)).map_err(|e| {
+            SupervisorError::Setup(format!("chmod {}: {e}", data.totp_key().display()))
+        })?;
     }
     for d in [data.tls(), data.run()] {
         mkdir(&d, 0o2750)?;

@@ -4,7 +4,8 @@ use askama::Template;
 use axum::Form;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Redirect, Response};
-use palisade_store::accounts::ApiToken;
+use palisade_store::accounts::{ApiToken, DEFAULT_TOKEN_LIFETIME_DAYS, TOKEN_LIFETIMES_DAYS};
+use palisade_store::now_unix;
 use serde::Deserialize;
 
 use super::users::OneTimePage;
@@ -18,14 +19,18 @@ pub struct TokenView {
     pub id: i64,
     pub name: String,
     pub created: String,
+    pub expires: String,
+    pub expired: bool,
     pub last_used: String,
 }
 
-fn token_view(t: &ApiToken) -> TokenView {
+fn token_view(t: &ApiToken, now: i64) -> TokenView {
     TokenView {
         id: t.id,
         name: t.name.clone(),
         created: fmt_time(t.created_at),
+        expires: fmt_time(t.expires_at),
+        expired: t.expired(now),
         last_used: fmt_opt_time(t.last_used_at),
     }
 }
@@ -39,6 +44,8 @@ struct AccountPage {
     totp: bool,
     password_changed: String,
     tokens: Vec<TokenView>,
+    /// (days, label, selected) for the new-token form.
+    lifetimes: Vec<(u32, String, bool)>,
 }
 
 pub async fn page(State(state): State<AppState>, p: Principal) -> Result<Response, AppError> {
@@ -53,7 +60,11 @@ pub async fn page(State(state): State<AppState>, p: Principal) -> Result<Respons
         role: user.role.to_string(),
         totp: user.totp_enabled,
         password_changed: fmt_time(user.password_changed_at),
-        tokens: tokens.iter().map(token_view).collect(),
+        tokens: tokens.iter().map(|t| token_view(t, now_unix())).collect(),
+        lifetimes: TOKEN_LIFETIMES_DAYS
+            .iter()
+            .map(|d| (*d, format!("{d} days"), *d == DEFAULT_TOKEN_LIFETIME_DAYS))
+            .collect(),
     })
 }
 
@@ -187,6 +198,9 @@ pub async fn totp_disable(
 #[derive(Deserialize)]
 pub struct TokenForm {
     name: String,
+    /// 30, 90 or 365; 90 when absent.
+    #[serde(default)]
+    lifetime_days: Option<String>,
 }
 
 pub async fn token_create(
@@ -200,16 +214,28 @@ pub async fn token_create(
     } else {
         f.name
     };
+    let days = match f.lifetime_days.as_deref().map(str::trim) {
+        None | Some("") => DEFAULT_TOKEN_LIFETIME_DAYS,
+        Some(d) => d
+            .parse()
+            .ok()
+            .filter(|d| TOKEN_LIFETIMES_DAYS.contains(d))
+            .ok_or_else(|| AppError::BadRequest("A token lives 30, 90 or 365 days.".to_string()))?,
+    };
     let (t, secret) = state
-        .db(move |s| Ok(s.accounts.create_token(&mut s.audit, id, &name, &source)?))
+        .db(move |s| {
+            Ok(s.accounts
+                .create_token(&mut s.audit, id, &name, days, &source)?)
+        })
         .await?;
     let page = Page::load(&state, &p, "account", "API token created").await?;
     render(&OneTimePage {
         page,
         heading: t.name,
         what: format!(
-            "API token with your role ({}). Send it in the header \"Authorization: Bearer <token>\". Store it now: it is not shown again.",
-            p.user.role
+            "API token with your role ({}), valid until {}. Send it in the header \"Authorization: Bearer <token>\". Store it now: it is not shown again.",
+            p.user.role,
+            fmt_time(t.expires_at)
         ),
         secret,
         back: "/account".into(),

@@ -789,8 +789,8 @@ pub async fn certificate(
     p: Principal,
     mp: Multipart,
 ) -> Result<Response, AppError> {
-    let (cert, key) = super::read_cert_upload(mp).await?;
-    match super::install_certificate(&state, &p, "smtp", cert, key).await {
+    let u = super::read_cert_upload(mp).await?;
+    match super::install_certificate(&state, &p, "smtp", u.cert, u.key).await {
         Ok(msg) => {
             flash(&state, &p, msg).await?;
             Ok(Redirect::to("/mailflow#certificate").into_response())

@@ -50,6 +50,8 @@ pub struct CertInfo {
     pub names: Vec<String>,
     pub not_before: String,
     pub not_after: String,
+    /// Unix time from which it is valid.
+    pub not_before_ts: i64,
     pub days_left: i64,
     pub fingerprint: String,
     pub self_signed: bool,
@@ -104,6 +106,7 @@ pub fn cert_info_pem(pem: &[u8]) -> CertInfo {
         issuer: cert.issuer().to_string(),
         names,
         not_before: crate::view::fmt_time(cert.validity().not_before.timestamp()),
+        not_before_ts: cert.validity().not_before.timestamp(),
         not_after: crate::view::fmt_time(not_after),
         days_left: (not_after - palisade_store::now_unix()) / 86400,
         fingerprint: fp
@@ -152,17 +155,80 @@ pub fn validate_pair(cert_pem: &str, key_pem: &str) -> Result<CertInfo, String> 
     Ok(info)
 }
 
+/// Whether a certificate name (subjectAltName entry) covers `host`: exact, case-insensitive,
+/// or a `*.` wildcard for exactly one leftmost label (RFC 6125); addresses only exactly.
+pub fn name_covers(san: &str, host: &str) -> bool {
+    let (san, host) = (san.to_ascii_lowercase(), host.to_ascii_lowercase());
+    let (san, host) = (san.trim_end_matches('.'), host.trim_end_matches('.'));
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        return san.parse::<std::net::IpAddr>().is_ok_and(|s| s == ip);
+    }
+    if san == host {
+        return true;
+    }
+    match (san.strip_prefix("*."), host.split_once('.')) {
+        (Some(suffix), Some((label, rest))) => !label.is_empty() && rest == suffix,
+        _ => false,
+    }
+}
+
+/// What is wrong with a certificate for a console reached as `hosts` (none: nothing to
+/// say): names it does not cover (saying which it does), and a start date in the future.
+/// An expired certificate is refused outright by [`validate_pair`].
+pub fn console_cert_warnings(info: &CertInfo, hosts: &[String], now: i64) -> Vec<String> {
+    let mut w = Vec::new();
+    if info.error.is_some() {
+        return w;
+    }
+    let missing: Vec<&str> = hosts
+        .iter()
+        .filter(|h| !info.names.iter().any(|n| name_covers(n, h)))
+        .map(String::as_str)
+        .collect();
+    if !missing.is_empty() {
+        let covers = if info.names.is_empty() {
+            "it has no subjectAltName at all (browsers ignore the subject's common name)"
+                .to_string()
+        } else {
+            format!("it covers only {}", info.names.join(", "))
+        };
+        w.push(format!(
+            "This certificate does not cover {} (the console's host name{}: console.hostnames, or system.hostname); {covers}. Browsers will refuse or warn on connections under {}.",
+            missing.join(", "),
+            if hosts.len() == 1 { "" } else { "s" },
+            if missing.len() == 1 { "that name" } else { "those names" },
+        ));
+    }
+    if info.not_before_ts > now {
+        w.push(format!(
+            "This certificate is not valid yet: only from {} (is this appliance's clock right?).",
+            info.not_before
+        ));
+    }
+    w
+}
+
+/// The certificate upload form: the certificate and its key (PEM text), and whether the
+/// administrator confirmed installing it despite warnings (`confirm=yes`).
+pub struct CertUpload {
+    pub cert: String,
+    pub key: String,
+    pub confirm: bool,
+}
+
 /// Reads the certificate upload form (`cert` and `key` files, or pasted text).
-pub async fn read_cert_upload(
-    mut mp: axum::extract::Multipart,
-) -> Result<(String, String), AppError> {
-    let (mut cert, mut key) = (String::new(), String::new());
+pub async fn read_cert_upload(mut mp: axum::extract::Multipart) -> Result<CertUpload, AppError> {
+    let (mut cert, mut key, mut confirm) = (String::new(), String::new(), false);
     while let Some(f) = mp
         .next_field()
         .await
         .map_err(|e| AppError::BadRequest(format!("the upload was incomplete: {e}")))?
     {
         let name = f.name().unwrap_or("").to_string();
+        if name == "confirm" {
+            confirm = f.text().await.is_ok_and(|v| v == "yes");
+            continue;
+        }
         if name != "cert" && name != "key" {
             continue;
         }
@@ -183,7 +249,7 @@ pub async fn read_cert_upload(
             "Choose both the certificate file and its private key.".into(),
         ));
     }
-    Ok((cert, key))
+    Ok(CertUpload { cert, key, confirm })
 }
 
 /// Validates and hands a certificate to the supervisor (root) to install for `service`

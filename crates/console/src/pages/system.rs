@@ -83,6 +83,10 @@ async fn show(
         .intro("PEM files: the certificate (with its chain) and its unencrypted private key. The console uses it for new connections at once.")
         .field(Field::new("cert", "Certificate chain", "file", ""))
         .field(Field::new("key", "Private key", "file", ""))
+        .field(
+            Field::new("confirm", "Install even with the warnings above", "checkbox", "yes")
+                .help("The console checks that the certificate covers its host names (console.hostnames, or system.hostname) and is already valid, and asks before installing one that does not."),
+        )
         .multipart()
         .editable(manage)
         .finish(sub.as_ref());
@@ -412,23 +416,39 @@ pub async fn certificate(
     p: Principal,
     mp: Multipart,
 ) -> Result<Response, AppError> {
-    let (cert, key) = super::read_cert_upload(mp).await?;
-    match super::install_certificate(&state, &p, "console", cert, key).await {
+    let u = super::read_cert_upload(mp).await?;
+    let hosts = state.host_policy().await?.certificate_names();
+    let warnings =
+        super::console_cert_warnings(&super::cert_info_pem(u.cert.as_bytes()), &hosts, now_unix());
+    let refuse = |problems: Vec<Problem>| Submitted {
+        form: "console-cert".into(),
+        raw: Default::default(),
+        problems,
+    };
+    // A certificate that cannot be installed at all says so first.
+    if let Err(msg) = super::validate_pair(&u.cert, &u.key) {
+        return show(&state, &p, Some(refuse(vec![Problem::new("", msg)]))).await;
+    }
+    if !warnings.is_empty() && !u.confirm {
+        let mut problems: Vec<Problem> = warnings.iter().map(|w| Problem::new("", w)).collect();
+        problems.push(Problem::new(
+            "",
+            "Nothing was installed. To install it anyway, choose the files again and tick \"Install even with the warnings above\".",
+        ));
+        return show(&state, &p, Some(refuse(problems))).await;
+    }
+    match super::install_certificate(&state, &p, "console", u.cert, u.key).await {
         Ok(msg) => {
+            let msg = if warnings.is_empty() {
+                msg
+            } else {
+                format!("{msg} Warning: {}", warnings.join(" "))
+            };
             flash(&state, &p, msg).await?;
             Ok(Redirect::to("/system#certificate").into_response())
         }
         Err(AppError::BadRequest(msg)) => {
-            show(
-                &state,
-                &p,
-                Some(Submitted {
-                    form: "console-cert".into(),
-                    raw: Default::default(),
-                    problems: vec![Problem::new("", msg)],
-                }),
-            )
-            .await
+            show(&state, &p, Some(refuse(vec![Problem::new("", msg)]))).await
         }
         Err(e) => Err(e),
     }

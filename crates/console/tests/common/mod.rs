@@ -47,6 +47,13 @@ impl Console {
     }
 
     pub fn with(settings: Settings) -> Console {
+        let mut cfg = Config::default();
+        cfg.console.hostnames = vec![HOST.into()];
+        Console::with_config(settings, cfg)
+    }
+
+    /// A console whose first revision is `cfg`.
+    pub fn with_config(settings: Settings, cfg: Config) -> Console {
         let dir = tempfile::tempdir().unwrap();
         let data = DataDir::new(dir.path());
         for d in [data.spool(), data.run(), data.tls()] {
@@ -54,7 +61,7 @@ impl Console {
         }
         let mut store = ConfigStore::open(&data.config_db()).unwrap();
         let mut audit = AuditLog::open(&data.audit_db()).unwrap();
-        store.init(&mut audit, &Config::default()).unwrap();
+        store.init(&mut audit, &cfg).unwrap();
         let mut acc = Accounts::open(&data.config_db()).unwrap();
         let admin_otp = acc.ensure_initial_admin(&mut audit).unwrap().unwrap();
         let state = AppState::open(&data, settings).unwrap();

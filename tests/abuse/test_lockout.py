@@ -63,9 +63,9 @@ def test_strangers_cannot_lock_out_the_owner(palisade_factory):
     assert smtp_auth_once(p.submission_port, OWNER, "scanner", scanner_pw).startswith("235")
 
     t0 = time.monotonic()
-    deadline = t0 + ATTACK_BUDGET_SECS
-    console_attack = _console_guesses(p.console_port, ATTACKER, "admin", GUESSES, deadline)
-    smtp_attack = _smtp_guesses(p.submission_port, ATTACKER, "scanner", GUESSES, deadline)
+    console_attack = _console_guesses(p.console_port, ATTACKER, "admin", GUESSES, t0 + ATTACK_BUDGET_SECS / 2)
+    t1 = time.monotonic()
+    smtp_attack = _smtp_guesses(p.submission_port, ATTACKER, "scanner", GUESSES, t1 + ATTACK_BUDGET_SECS / 2)
     attack_secs = time.monotonic() - t0
 
     # The owner, from the known address, with the right passwords.
@@ -90,11 +90,12 @@ def test_strangers_cannot_lock_out_the_owner(palisade_factory):
         attacker_smtp_after=attacker_smtp_after[:40],
         audit_throttle_entries=dict(throttles),
     )
-    assert sum(console_attack.values()) + sum(smtp_attack.values()) > 10, f"the attack hardly ran: {fig}"
+    assert sum(console_attack.values()) > 5 and sum(smtp_attack.values()) > 5, f"the attack hardly ran: {fig}"
     assert "success" not in console_attack and not any(k.startswith("235") for k in smtp_attack), fig
     assert owner_console == "success", f"the owner is locked out of the console: {owner_console} ({fig})"
     assert owner_smtp.startswith("235"), f"the owner's SMTP AUTH was refused: {owner_smtp!r}"
     assert attacker_console_after in (429, 503), f"attacker's console retry: {attacker_console_after}"
+    assert attacker_retry_after, "a temporary refusal on the console says when to come back (Retry-After)"
     assert attacker_smtp_after.startswith("454"), f"attacker's SMTP retry: {attacker_smtp_after!r}"
     assert throttles.get("login.throttled") and throttles.get("smtp_auth.throttled"), throttles
 

@@ -94,7 +94,7 @@ class SlowClients:
             greeting = await self._reply(reader)
             if not greeting.startswith(b"220"):
                 self.refused[greeting[:9].decode(errors="replace") or "(closed)"] += 1
-                return 0.1  # refused at the door: come straight back (not a busy loop)
+                return 0.25  # refused at the door: come back soon (not a busy loop on 2 cores)
             admitted = True
             self.open += 1
             self.max_open = max(self.max_open, self.open)

@@ -5,12 +5,14 @@
 #   1. lint       cargo fmt --check, cargo clippy -D warnings
 #   2. unit       cargo test (every crate, release profile: the e2e tiers reuse its build)
 #   3. e2e        tests/e2e: the real binary against swaks, smtplib, smtp-sink, dnsmasq
-#   4. console    tests/console: headless Chromium against the HTTPS console
-#   5. buildroot  scripts/check-buildroot.sh: the defconfig survives, check-package passes
-#   6. image      tests/image: the QEMU image boots and is driven (mail, console, RAUC updates)
+#   4. abuse      tests/abuse: an attacker from outside, without credentials (auth storms,
+#                 lock-out by strangers, slow clients, an engine crash loop), with figures
+#   5. console    tests/console: headless Chromium against the HTTPS console
+#   6. buildroot  scripts/check-buildroot.sh: the defconfig survives, check-package passes
+#   7. image      tests/image: the QEMU image boots and is driven (mail, console, RAUC updates)
 #
 #   scripts/test.sh                 everything
-#   scripts/test.sh e2e console     only these tiers (lint unit e2e console buildroot image)
+#   scripts/test.sh e2e console     only these tiers (lint unit e2e abuse console buildroot image)
 #
 # Run as root (CI does): the e2e tiers exercise the real privilege drop, mount a small tmpfs
 # for the full-disk test, and build and boot the appliance image.
@@ -23,7 +25,7 @@ export PALISADE_BIN="$CARGO_TARGET_DIR/release/palisade"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
 tiers=("$@")
-[ ${#tiers[@]} -gt 0 ] || tiers=(lint unit e2e console buildroot image)
+[ ${#tiers[@]} -gt 0 ] || tiers=(lint unit e2e abuse console buildroot image)
 want() { local t; for t in "${tiers[@]}"; do [ "$t" = "$1" ] && return 0; done; return 1; }
 
 started=$SECONDS
@@ -47,7 +49,7 @@ apt_install() {
   return 0
 }
 
-if want e2e || want console; then
+if want e2e || want abuse || want console; then
   tier "dependencies"
   apt_install build-essential swaks postfix libnet-ssleay-perl libio-socket-ssl-perl \
     python3 python3-venv dnsmasq-base sqlite3 ca-certificates
@@ -68,7 +70,7 @@ if want unit; then
   cargo test --workspace --release --locked
 fi
 
-if want e2e || want console || want image; then
+if want e2e || want abuse || want console || want image; then
   tier "build: palisade (release)"
   cargo build --release --locked -p palisade
 fi
@@ -76,6 +78,11 @@ fi
 if want e2e; then
   tier "e2e: tests/e2e"
   (cd tests && .venv/bin/pytest -q e2e)
+fi
+
+if want abuse; then
+  tier "abuse: tests/abuse (figures in tests/output/abuse/figures.json)"
+  (cd tests && .venv/bin/pytest -q -s abuse)
 fi
 
 if want console; then

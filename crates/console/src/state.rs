@@ -43,7 +43,7 @@ pub struct LoginStores {
 /// Login attempts checked at once; beyond this a stranger gets 503 at once, before any thread,
 /// connection or memory is spent on the attempt. Sources in the console's trusted networks
 /// have [`TRUSTED_LOGIN_CHECKS`] more of their own.
-pub const MAX_LOGIN_CHECKS: usize = 8;
+pub const MAX_LOGIN_CHECKS: usize = 16;
 pub const TRUSTED_LOGIN_CHECKS: usize = 2;
 
 struct Inner {

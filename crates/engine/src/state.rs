@@ -50,7 +50,7 @@ pub(crate) struct Shared {
 }
 
 /// See [`Shared::auth_checks`].
-pub(crate) const MAX_AUTH_CHECKS: usize = 16;
+pub(crate) const MAX_AUTH_CHECKS: usize = 64;
 
 impl Shared {
     pub fn new(data: DataDir, rev: Revision, spool: Spool, tls: Option<TlsAcceptor>) -> Self {

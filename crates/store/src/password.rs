@@ -9,8 +9,8 @@
 //!   that only [`Priority::Trusted`] callers may use (a source in the management network, or one
 //!   the account logged in from before), so that an attack on the login form cannot keep the
 //!   owner out;
-//! - a caller waits at most [`WAIT`] for a slot, and at most `2 × slots` callers wait; anyone
-//!   else gets [`Verified::Busy`] at once, which the services answer with a temporary failure
+//! - a caller waits at most [`WAIT`] for a slot (about a hundred hashes' worth), and at most
+//!   [`MAX_WAITING`] callers wait; anyone else gets [`Verified::Busy`] at once, which the services answer with a temporary failure
 //!   (SMTP `454 4.7.0`, HTTP 503) — never a thread or a buffer per attempt;
 //! - the 19 MiB working memory is allocated per computation with a capacity above glibc's
 //!   largest dynamic mmap threshold (32 MiB), so it always gets its own mapping and `free`
@@ -28,6 +28,9 @@ use subtle::ConstantTimeEq;
 
 /// How long a caller waits for a free slot before being told to come back later.
 pub const WAIT: Duration = Duration::from_secs(3);
+/// How many callers may wait for a slot. The services bound how many attempts they check at
+/// once before this (the engine 64, the console 16): a waiter is a parked thread, no memory.
+pub const MAX_WAITING: usize = 64;
 /// Working memory is allocated with at least this capacity (see the module comment).
 const MMAP_CAPACITY_BYTES: usize = 33 * 1024 * 1024;
 /// Hashes asking for more memory than this are not computed (we only ever create 19 MiB ones;
@@ -95,10 +98,14 @@ impl Drop for Permit<'_> {
 
 impl Gate {
     pub fn new(slots: usize, wait: Duration) -> Gate {
+        Gate::with_queue(slots, MAX_WAITING, wait)
+    }
+
+    pub fn with_queue(slots: usize, max_waiting: usize, wait: Duration) -> Gate {
         let slots = slots.max(1);
         Gate {
             slots,
-            max_waiting: 2 * slots,
+            max_waiting,
             wait,
             state: Mutex::new(GateState::default()),
             freed: Condvar::new(),
@@ -339,7 +346,7 @@ mod tests {
 
     #[test]
     fn a_storm_of_verifications_never_exceeds_the_budget() {
-        let gate = Arc::new(Gate::new(2, Duration::from_secs(30)));
+        let gate = Arc::new(Gate::with_queue(2, 4, Duration::from_secs(30)));
         let h = gate.hash("right").unwrap();
         let busy = Arc::new(AtomicUsize::new(0));
         let threads: Vec<_> = (0..12)

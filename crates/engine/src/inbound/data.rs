@@ -13,7 +13,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc2822;
 
 use super::io::ReadError;
-use super::session::{Flow, Session, sender_string};
+use super::session::{Flow, RECHECK, Session, sender_string};
 use crate::pipeline::{self, Verdict};
 use crate::state::Counters;
 
@@ -110,11 +110,16 @@ impl Session {
                     DataEvent::NeedMore => {}
                 }
             }
-            let (wait, limit) = self.data_wait(data_started, received_bytes);
-            let read = if wait.is_zero() {
-                Err(ReadError::Timeout)
-            } else {
-                self.io.fill(wait).await
+            // Re-evaluated every RECHECK: stress mode may shorten the wait meanwhile.
+            let (read, limit) = loop {
+                let (wait, limit) = self.data_wait(data_started, received_bytes);
+                if wait.is_zero() {
+                    break (Err(ReadError::Timeout), limit);
+                }
+                match self.io.fill(wait.min(RECHECK)).await {
+                    Err(ReadError::Timeout) => continue,
+                    r => break (r, limit),
+                }
             };
             match read {
                 Ok(n) => received_bytes += n as u64,

@@ -21,6 +21,8 @@ use crate::state::{Counters, Shared};
 
 /// After this many bad commands in one session the client is disconnected.
 const MAX_ERRORS: u32 = 10;
+/// How often a waiting read looks again at its deadline (stress mode can shorten it).
+pub(super) const RECHECK: Duration = Duration::from_secs(1);
 /// The junk command limit in stress mode (see `Smtp::stress_threshold_percent`).
 const STRESS_JUNK_LIMIT: u32 = 10;
 /// RFC 3461 4.1: the DSN parameters (which we offer) may make MAIL and RCPT lines up to 500
@@ -271,17 +273,21 @@ impl Session {
         if self.io.flush().await.is_err() {
             return Flow::Close;
         }
-        let timeout = self.command_wait();
-        if timeout.is_zero() {
-            let r = self.timeout_reply();
-            self.io.reply(&r);
-            return Flow::Close;
-        }
-        let idle = self.tx.is_none();
-        let stop = &mut self.stop;
-        let read = tokio::select! {
-            r = self.io.fill(timeout) => Some(r),
-            _ = async { let _ = stop.wait_for(|s| *s).await; }, if idle => None,
+        // The wait is re-evaluated every RECHECK: stress mode may shorten it meanwhile.
+        let read = loop {
+            let timeout = self.command_wait();
+            if timeout.is_zero() {
+                break Some(Err(ReadError::Timeout));
+            }
+            let idle = self.tx.is_none();
+            let stop = &mut self.stop;
+            let r = tokio::select! {
+                r = self.io.fill(timeout.min(RECHECK)) => Some(r),
+                _ = async { let _ = stop.wait_for(|s| *s).await; }, if idle => None,
+            };
+            if !matches!(r, Some(Err(ReadError::Timeout))) {
+                break r;
+            }
         };
         let Some(read) = read else {
             // Draining: an idle session is told to come back later.

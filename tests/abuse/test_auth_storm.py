@@ -86,8 +86,10 @@ def test_smtp_auth_storm_stays_bounded(palisade_factory):
     bad = [r for r in replies if not (r.startswith("535") or r.startswith("454 4.7.0"))]
     assert not bad, f"replies other than 535 / 454 4.7.0: {collections.Counter(bad)}"
     assert len(rss.pids) == 1, f"the engine was restarted during the storm: pids {rss.pids}"
-    assert peak <= 200, f"engine peak RSS {peak:.0f} MB > 200 MB"
-    assert settled <= 120, f"engine RSS {settled:.0f} MB > 120 MB {SETTLE_SECS} s after the storm"
+    # Before the fix: 400-1700 MB peak, 200-775 MB settled. Now: the hashing budget (a few
+    # 19 MiB buffers) plus TLS sessions, and back near the baseline once the storm is over.
+    assert peak <= 150, f"engine peak RSS {peak:.0f} MB > 150 MB"
+    assert settled <= baseline + 40, f"engine RSS {settled:.0f} MB > baseline {baseline:.0f} + 40 MB {SETTLE_SECS} s after the storm"
 
 
 @pytest.mark.timeout(240)
@@ -153,5 +155,5 @@ def test_console_login_storm_stays_bounded(palisade_factory):
     bad = {s: n for s, n in counts.items() if s not in (401, 429, 503)}
     assert not bad, f"answers other than 401 / 429 / 503: {bad}"
     assert len(rss.pids) == 1, f"the console was restarted during the storm: pids {rss.pids}"
-    assert peak <= baseline + 150, f"console peak RSS {peak:.0f} MB > baseline {baseline:.0f} + 150 MB"
-    assert settled <= baseline + 80, f"console RSS {settled:.0f} MB > baseline {baseline:.0f} + 80 MB after {SETTLE_SECS} s"
+    assert peak <= baseline + 100, f"console peak RSS {peak:.0f} MB > baseline {baseline:.0f} + 100 MB"
+    assert settled <= baseline + 30, f"console RSS {settled:.0f} MB > baseline {baseline:.0f} + 30 MB after {SETTLE_SECS} s"

@@ -20,6 +20,7 @@ PER_SOURCE = 20
 SATURATION_SECS = 5
 NORMAL_SOURCE = "127.0.3.1"
 NORMAL_BUDGET_SECS = 15
+STRESS_OBSERVE_SECS = 15
 
 LINE = b"EHLO slow.example\r\n"
 BODY = b"Subject: slow\r\n\r\n" + b"a slow body line\r\n" * 1000
@@ -194,6 +195,10 @@ def test_slow_clients_do_not_lock_out_a_normal_sender(palisade_factory):
                 attempts[type(e).__name__] += 1
                 time.sleep(0.5)
         open_during = slow.open
+        # Keep the attack going: in stress mode every trickler is cut within the short timeout
+        # (10 s for a command line, the rate check after 10 s of DATA) and has to start over.
+        time.sleep(STRESS_OBSERVE_SECS)
+        cuts_after = sum(slow.cuts.values())
     finally:
         slow.stop()
 
@@ -215,7 +220,11 @@ def test_slow_clients_do_not_lock_out_a_normal_sender(palisade_factory):
         normal_time_to_220=None if t220 is None else round(t220, 2),
         normal_time_to_250=None if t250 is None else round(t250, 2),
         normal_delivered=delivered,
+        slow_cut_within_observation=cuts_after,
     )
     assert t220 is not None, f"the normal client never got a 220 in {NORMAL_BUDGET_SECS} s: {fig}"
     assert t250 is not None and t250 <= NORMAL_BUDGET_SECS, f"not accepted within {NORMAL_BUDGET_SECS} s: {fig}"
     assert delivered, "accepted but not delivered to the mailbox"
+    # Stress mode: every slow client was cut at least once while the attack went on.
+    assert cuts_after >= len(SOURCES) * PER_SOURCE / 2, f"too few slow clients cut in stress mode: {fig}"
+    assert any(k.startswith("421 4.4.2") for k in slow.cuts), slow.cuts

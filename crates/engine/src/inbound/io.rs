@@ -4,66 +4,23 @@
 //! after the STARTTLS command (CVE-2011-0411).
 
 use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use palisade_smtp_proto::Reply;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
+use tokio_util::either::Either;
 
 use super::SessionSlot;
 
-pub(crate) enum Stream {
-    Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
-    /// Only while the TLS handshake owns the socket.
-    Swapping,
-}
+/// Plain until STARTTLS, then TLS; `None` only while the TLS handshake owns the socket.
+type Stream = Option<Either<TcpStream, Box<TlsStream<TcpStream>>>>;
 
-impl AsyncRead for Stream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-            Stream::Swapping => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
-        }
-    }
-}
-
-impl AsyncWrite for Stream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-            Stream::Swapping => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
-        }
-    }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-            Stream::Swapping => Poll::Ready(Ok(())),
-        }
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-            Stream::Swapping => Poll::Ready(Ok(())),
-        }
-    }
+fn not_connected() -> io::Error {
+    io::ErrorKind::NotConnected.into()
 }
 
 /// Why reading stopped.
@@ -91,7 +48,7 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 impl SmtpIo {
     pub fn new(stream: TcpStream, slot: Arc<SessionSlot>) -> Self {
         SmtpIo {
-            stream: Stream::Plain(stream),
+            stream: Some(Either::Left(stream)),
             slot,
             rbuf: Vec::with_capacity(4096),
             start: 0,
@@ -127,7 +84,12 @@ impl SmtpIo {
         self.rbuf.resize(len + READ_CHUNK, 0);
         let slot = &self.slot;
         let res = tokio::select! {
-            r = tokio::time::timeout(timeout, self.stream.read(&mut self.rbuf[len..])) => r,
+            r = tokio::time::timeout(timeout, async {
+                match self.stream.as_mut() {
+                    Some(s) => s.read(&mut self.rbuf[len..]).await,
+                    None => Err(not_connected()),
+                }
+            }) => r,
             _ = slot.evicted() => {
                 self.rbuf.truncate(len);
                 return Err(ReadError::Evicted);
@@ -163,8 +125,9 @@ impl SmtpIo {
             return Ok(());
         }
         let res = tokio::time::timeout(WRITE_TIMEOUT, async {
-            self.stream.write_all(&self.wbuf).await?;
-            self.stream.flush().await
+            let s = self.stream.as_mut().ok_or_else(not_connected)?;
+            s.write_all(&self.wbuf).await?;
+            s.flush().await
         })
         .await;
         self.wbuf.clear();
@@ -172,7 +135,7 @@ impl SmtpIo {
     }
 
     pub fn is_tls(&self) -> bool {
-        matches!(self.stream, Stream::Tls(_))
+        matches!(self.stream, Some(Either::Right(_)))
     }
 
     /// Switches to TLS after the 220 went out. Whatever the client pipelined after STARTTLS
@@ -185,19 +148,25 @@ impl SmtpIo {
         self.flush().await?;
         self.rbuf.clear();
         self.start = 0;
-        let Stream::Plain(tcp) = std::mem::replace(&mut self.stream, Stream::Swapping) else {
-            return Err(io::Error::other("TLS already active"));
+        let tcp = match self.stream.take() {
+            Some(Either::Left(tcp)) => tcp,
+            other => {
+                self.stream = other;
+                return Err(io::Error::other("TLS already active"));
+            }
         };
         let tls = tokio::time::timeout(timeout, acceptor.accept(tcp))
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))??;
         let desc = crate::tls::describe(tls.get_ref().1);
-        self.stream = Stream::Tls(Box::new(tls));
+        self.stream = Some(Either::Right(Box::new(tls)));
         Ok(desc)
     }
 
     pub async fn shutdown(&mut self) {
         let _ = self.flush().await;
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.stream.shutdown()).await;
+        if let Some(s) = self.stream.as_mut() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), s.shutdown()).await;
+        }
     }
 }

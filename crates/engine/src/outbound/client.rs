@@ -6,64 +6,22 @@
 //! offers PIPELINING (RFC 2920). Every read has a timeout; a connection that misbehaves is
 //! dropped, never reused.
 
-use std::io;
 use std::path::Path;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use palisade_smtp_proto::{Capabilities, DotStuffer, Reply, parse_reply, xtext_encode};
 use palisade_store::config::OutboundTls;
 use rustls::pki_types::ServerName;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
+use tokio_util::either::Either;
 
 use super::route::Target;
 
-enum ClientStream {
-    Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
-}
-
-impl AsyncRead for ClientStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ClientStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for ClientStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            ClientStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ClientStream::Plain(s) => Pin::new(s).poll_flush(cx),
-            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ClientStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
-    }
-}
+/// Plain until STARTTLS, then TLS.
+type ClientStream = Either<TcpStream, Box<TlsStream<TcpStream>>>;
 
 /// The envelope of one transaction.
 pub(crate) struct Envelope<'a> {
@@ -111,7 +69,7 @@ impl ClientConn {
             .map_err(|e| format!("{target}: {e}"))?;
         let _ = tcp.set_nodelay(true);
         let mut c = ClientConn {
-            stream: ClientStream::Plain(tcp),
+            stream: Either::Left(tcp),
             rbuf: Vec::new(),
             caps: Capabilities::default(),
             remote: target.to_string(),
@@ -135,7 +93,7 @@ impl ClientConn {
                 // Opportunistic: carry on in plaintext on this connection.
                 return Ok(c);
             }
-            let ClientStream::Plain(tcp) = c.stream else {
+            let Either::Left(tcp) = c.stream else {
                 return Err("TLS already active".into());
             };
             let name = ServerName::try_from(target.name.clone())
@@ -145,7 +103,7 @@ impl ClientConn {
                 .map_err(|_| format!("{target}: TLS handshake timed out"))?
                 .map_err(|e| format!("{target}: TLS handshake failed: {e}"))?;
             c.tls = Some(crate::tls::describe(tls_stream.get_ref().1));
-            c.stream = ClientStream::Tls(Box::new(tls_stream));
+            c.stream = Either::Right(Box::new(tls_stream));
             c.rbuf.clear();
             c.hello(helo).await?;
         } else if tls == OutboundTls::Required {

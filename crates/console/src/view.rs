@@ -3,7 +3,7 @@
 
 use askama::Template;
 use palisade_store::Problem;
-use palisade_supervisor::control as sup;
+use palisade_control::supervisor as sup;
 
 use crate::auth::{Perm, Principal, allows};
 use crate::error::AppError;

@@ -64,6 +64,9 @@ pub struct ControlResponse {
     pub message: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stats: Option<Stats>,
+    /// How many recipients a queue operation affected (retry, flush, bounce).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
 }
 
 impl ControlResponse {
@@ -72,6 +75,15 @@ impl ControlResponse {
             ok: true,
             message: message.into(),
             stats: None,
+            count: None,
+        }
+    }
+
+    /// `ok`, with the number of recipients a queue operation affected.
+    pub fn counted(message: impl Into<String>, count: usize) -> Self {
+        ControlResponse {
+            count: Some(count as u64),
+            ..ControlResponse::ok(message)
         }
     }
 
@@ -80,6 +92,7 @@ impl ControlResponse {
             ok: false,
             message: message.into(),
             stats: None,
+            count: None,
         }
     }
 }

@@ -61,7 +61,7 @@ async fn handle(shared: &Arc<Shared>, req: ControlRequest) -> ControlResponse {
                 .await;
             shared.runner().wake();
             match n {
-                Ok(n) => ControlResponse::ok(format!("{n} recipient(s) due now")),
+                Ok(n) => ControlResponse::counted(format!("{n} recipient(s) due now"), n),
                 Err(e) => ControlResponse::err(e),
             }
         }
@@ -74,7 +74,7 @@ async fn handle(shared: &Arc<Shared>, req: ControlRequest) -> ControlResponse {
             .await;
             shared.runner().wake();
             match n {
-                Ok(n) => ControlResponse::ok(format!("{n} recipient(s) due now")),
+                Ok(n) => ControlResponse::counted(format!("{n} recipient(s) due now"), n),
                 Err(e) => ControlResponse::err(e),
             }
         }
@@ -113,9 +113,10 @@ async fn handle(shared: &Arc<Shared>, req: ControlRequest) -> ControlResponse {
                 })
                 .await;
             match r {
-                Ok(Ok(Some(n))) => {
-                    ControlResponse::ok(format!("{id}: {n} recipient(s) returned to the sender"))
-                }
+                Ok(Ok(Some(n))) => ControlResponse::counted(
+                    format!("{id}: {n} recipient(s) returned to the sender"),
+                    n,
+                ),
                 Ok(Ok(None)) => ControlResponse::err(format!("{id} is not queued")),
                 Ok(Err(e)) | Err(e) => ControlResponse::err(e),
             }
@@ -146,9 +147,8 @@ async fn stats(shared: &Arc<Shared>) -> ControlResponse {
         delivering: shared.runner().inflight() as u64,
     };
     ControlResponse {
-        ok: true,
-        message: String::new(),
         stats: Some(stats),
+        ..ControlResponse::ok("")
     }
 }
 
@@ -265,7 +265,7 @@ mod tests {
         assert!(!r.ok && r.message.contains("no longer queued"), "{r:?}");
         let (actor, source) = by(());
         let r = handle(&shared, ControlRequest::Retry { id: a.clone(), actor, source }).await;
-        assert!(r.ok && r.message == "1 recipient(s) due now", "{r:?}");
+        assert!(r.ok && r.count == Some(1), "{r:?}");
         let (actor, source) = by(());
         let r = handle(&shared, ControlRequest::Flush { actor, source }).await;
         assert!(r.ok, "{r:?}");

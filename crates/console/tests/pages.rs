@@ -280,15 +280,20 @@ async fn queue_shows_envelope_and_headers_as_text_never_the_body() {
     let r = c.post("/queue/flush", &s, &[]).await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(c.data.spool().join(id).exists());
-    assert!(MailDb::open(&c.data.mail_db()).unwrap().message(id).unwrap().is_some());
+    assert!(
+        MailDb::open(&c.data.mail_db())
+            .unwrap()
+            .message(id)
+            .unwrap()
+            .is_some()
+    );
 
     // With the engine there, the console asks it, in the user's name; the engine makes the
     // change and audits it (a stand-in engine here), the console writes nothing itself.
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let _engine = {
         use palisade_control::engine::{ControlRequest as R, ControlResponse};
-        let listener =
-            palisade_control::server::bind(&c.data.control_socket(), 0o660).unwrap();
+        let listener = palisade_control::server::bind(&c.data.control_socket(), 0o660).unwrap();
         let seen = seen.clone();
         palisade_control::server::serve(listener, Default::default(), move |req: R| {
             seen.lock().unwrap().push(req.clone());
@@ -325,9 +330,21 @@ async fn queue_shows_envelope_and_headers_as_text_never_the_body() {
         assert_eq!(seen.len(), 4, "{seen:?}");
         for req in seen.iter() {
             let (actor, source) = match req {
-                R::Retry { id: i, actor, source }
-                | R::Delete { id: i, actor, source }
-                | R::Bounce { id: i, actor, source } => {
+                R::Retry {
+                    id: i,
+                    actor,
+                    source,
+                }
+                | R::Delete {
+                    id: i,
+                    actor,
+                    source,
+                }
+                | R::Bounce {
+                    id: i,
+                    actor,
+                    source,
+                } => {
                     assert_eq!(i, id);
                     (actor, source)
                 }
@@ -345,7 +362,10 @@ async fn queue_shows_envelope_and_headers_as_text_never_the_body() {
         .into_iter()
         .filter(|e| e.action.starts_with("queue."))
         .count();
-    assert_eq!(queue_entries, 0, "the console audits no queue change itself");
+    assert_eq!(
+        queue_entries, 0,
+        "the console audits no queue change itself"
+    );
 }
 
 #[tokio::test]

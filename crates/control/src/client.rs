@@ -35,13 +35,11 @@ pub(crate) fn request<Req: Serialize, Resp: DeserializeOwned>(
     req: &Req,
     timeout: Duration,
 ) -> Result<Resp, ClientError> {
-    let mut s = std::os::unix::net::UnixStream::connect(socket).map_err(|e| {
-        match e.kind() {
-            std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
-                ClientError::NotRunning(e)
-            }
-            _ => ClientError::Failed(e),
+    let mut s = std::os::unix::net::UnixStream::connect(socket).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
+            ClientError::NotRunning(e)
         }
+        _ => ClientError::Failed(e),
     })?;
     let failed = ClientError::Failed;
     s.set_read_timeout(Some(timeout)).map_err(failed)?;

@@ -21,7 +21,10 @@ pub enum ControlRequest {
     Wake,
     Stats,
     /// Make every queued recipient of every message due now (audited `queue.flush`).
-    Flush { actor: String, source: String },
+    Flush {
+        actor: String,
+        source: String,
+    },
     /// Make the queued recipients of one message due now (audited `queue.retry`).
     Retry {
         id: String,

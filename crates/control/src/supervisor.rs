@@ -22,7 +22,9 @@ pub fn socket_in(run: &Path) -> PathBuf {
 pub enum Request {
     Status,
     /// Stop a service and start it again at once (not counted as a crash).
-    Restart { child: String },
+    Restart {
+        child: String,
+    },
     /// Check a TLS certificate chain and key (PEM) and install them, owned by the service's
     /// user, where the configuration says that service's certificate lives (`smtp`: the
     /// engine's STARTTLS certificate; `console`). Only root can write there; the caller

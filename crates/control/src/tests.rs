@@ -29,7 +29,9 @@ async fn echo_server(dir: &std::path::Path) -> (std::path::PathBuf, tokio::task:
     (path, task)
 }
 
-fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> tokio::task::JoinHandle<T> {
+fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> tokio::task::JoinHandle<T> {
     tokio::task::spawn_blocking(f)
 }
 
@@ -119,7 +121,9 @@ async fn slow_and_idle_clients_are_cut_off() {
 async fn connections_beyond_the_limit_are_told_so() {
     let dir = tempfile::tempdir().unwrap();
     let (path, _task) = echo_server(dir.path()).await;
-    let held: Vec<_> = (0..2).map(|_| UnixStream::connect(&path).unwrap()).collect();
+    let held: Vec<_> = (0..2)
+        .map(|_| UnixStream::connect(&path).unwrap())
+        .collect();
     tokio::time::sleep(Duration::from_millis(50)).await;
     let p = path.clone();
     let r = blocking(move || control_request(&p, &ControlRequest::Ping))

@@ -57,8 +57,16 @@ async fn handle(shared: &Arc<Shared>, req: ControlRequest) -> ControlResponse {
         ControlRequest::Stats => stats(shared).await,
         ControlRequest::Flush { actor, source } => {
             let data = shared.data.clone();
-            let n = blocking(move || admin::flush(&data, Requester { actor: &actor, source: &source }))
-                .await;
+            let n = blocking(move || {
+                admin::flush(
+                    &data,
+                    Requester {
+                        actor: &actor,
+                        source: &source,
+                    },
+                )
+            })
+            .await;
             shared.runner().wake();
             match n {
                 Ok(n) => ControlResponse::counted(format!("{n} recipient(s) due now"), n),
@@ -69,7 +77,14 @@ async fn handle(shared: &Arc<Shared>, req: ControlRequest) -> ControlResponse {
             let data = shared.data.clone();
             let qid = id.clone();
             let n = blocking(move || {
-                admin::retry(&data, &qid, Requester { actor: &actor, source: &source })
+                admin::retry(
+                    &data,
+                    &qid,
+                    Requester {
+                        actor: &actor,
+                        source: &source,
+                    },
+                )
             })
             .await;
             shared.runner().wake();
@@ -85,7 +100,14 @@ async fn handle(shared: &Arc<Shared>, req: ControlRequest) -> ControlResponse {
                 .runner()
                 .exclusive(&id, || {
                     blocking(move || {
-                        admin::delete(&data, &qid, Requester { actor: &actor, source: &source })
+                        admin::delete(
+                            &data,
+                            &qid,
+                            Requester {
+                                actor: &actor,
+                                source: &source,
+                            },
+                        )
                     })
                 })
                 .await;
@@ -102,7 +124,14 @@ async fn handle(shared: &Arc<Shared>, req: ControlRequest) -> ControlResponse {
             let r = runner
                 .exclusive(&id, || async {
                     let n = blocking(move || {
-                        admin::bounce(&data, &qid, Requester { actor: &actor, source: &source })
+                        admin::bounce(
+                            &data,
+                            &qid,
+                            Requester {
+                                actor: &actor,
+                                source: &source,
+                            },
+                        )
                     })
                     .await?;
                     // The recipients are final now: the bounce goes out, the message leaves.
@@ -254,17 +283,49 @@ mod tests {
         let by = |_: ()| ("alice".to_string(), "10.0.0.9".to_string());
 
         let (actor, source) = by(());
-        let r = handle(&shared, ControlRequest::Bounce { id: c.clone(), actor, source }).await;
+        let r = handle(
+            &shared,
+            ControlRequest::Bounce {
+                id: c.clone(),
+                actor,
+                source,
+            },
+        )
+        .await;
         assert!(r.ok, "{r:?}");
         assert!(r.message.contains("1 recipient(s) returned to the sender"));
         let (actor, source) = by(());
-        let r = handle(&shared, ControlRequest::Delete { id: b.clone(), actor, source }).await;
+        let r = handle(
+            &shared,
+            ControlRequest::Delete {
+                id: b.clone(),
+                actor,
+                source,
+            },
+        )
+        .await;
         assert!(r.ok, "{r:?}");
         let (actor, source) = by(());
-        let r = handle(&shared, ControlRequest::Delete { id: b.clone(), actor, source }).await;
+        let r = handle(
+            &shared,
+            ControlRequest::Delete {
+                id: b.clone(),
+                actor,
+                source,
+            },
+        )
+        .await;
         assert!(!r.ok && r.message.contains("no longer queued"), "{r:?}");
         let (actor, source) = by(());
-        let r = handle(&shared, ControlRequest::Retry { id: a.clone(), actor, source }).await;
+        let r = handle(
+            &shared,
+            ControlRequest::Retry {
+                id: a.clone(),
+                actor,
+                source,
+            },
+        )
+        .await;
         assert!(r.ok && r.count == Some(1), "{r:?}");
         let (actor, source) = by(());
         let r = handle(&shared, ControlRequest::Flush { actor, source }).await;
@@ -273,8 +334,11 @@ mod tests {
         // The bounced message left the queue and its bounce (to its sender) took its place.
         let queued = spool.db().lock().unwrap().list_queue(None, 100).unwrap();
         assert!(queued.iter().all(|m| m.id != b && m.id != c));
-        assert!(queued.iter().any(|m| m.kind == MessageKind::Dsn
-            && m.recipients[0].address == "c@origin.test"));
+        assert!(
+            queued
+                .iter()
+                .any(|m| m.kind == MessageKind::Dsn && m.recipients[0].address == "c@origin.test")
+        );
 
         let entries = AuditLog::open(&data.audit_db())
             .unwrap()
@@ -289,7 +353,10 @@ mod tests {
             let found: Vec<_> = entries.iter().filter(|e| e.action == action).collect();
             assert_eq!(found.len(), 1, "{action}: {entries:?}");
             assert_eq!(found[0].target, target);
-            assert_eq!((found[0].actor.as_str(), found[0].source.as_str()), ("alice", "10.0.0.9"));
+            assert_eq!(
+                (found[0].actor.as_str(), found[0].source.as_str()),
+                ("alice", "10.0.0.9")
+            );
         }
         assert_eq!(entries.len(), 4, "{entries:?}");
         shared.begin_shutdown();

@@ -186,7 +186,11 @@ async fn queue_admin_audits_each_operation_once() {
         assert_eq!(count(action), 1, "{action}: {entries:?}");
     }
     assert_eq!(entries.len(), 4);
-    assert!(entries.iter().all(|e| e.actor == "alice" && e.source == "10.0.0.9"));
+    assert!(
+        entries
+            .iter()
+            .all(|e| e.actor == "alice" && e.source == "10.0.0.9")
+    );
     let target = |action: &str| {
         entries
             .iter()

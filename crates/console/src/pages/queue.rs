@@ -261,17 +261,37 @@ pub async fn act(
     let (actor, source, id) = (p.actor(), p.source.clone(), id.to_string());
     let msg = match action {
         "retry" => {
-            let r = ask_engine(state, ControlRequest::Retry { id: id.clone(), actor, source }).await?;
+            let r = ask_engine(
+                state,
+                ControlRequest::Retry {
+                    id: id.clone(),
+                    actor,
+                    source,
+                },
+            )
+            .await?;
             match r.count.unwrap_or(0) {
                 0 => format!("{id}: nothing is waiting to be retried."),
                 n => format!("{id}: {n} recipient(s) will be tried again now."),
             }
         }
-        "delete" => ask_engine(state, ControlRequest::Delete { id, actor, source }).await?.message,
-        "bounce" => ask_engine(state, ControlRequest::Bounce { id, actor, source }).await?.message,
+        "delete" => {
+            ask_engine(state, ControlRequest::Delete { id, actor, source })
+                .await?
+                .message
+        }
+        "bounce" => {
+            ask_engine(state, ControlRequest::Bounce { id, actor, source })
+                .await?
+                .message
+        }
         other => return Err(AppError::BadRequest(format!("unknown action '{other}'"))),
     };
-    Ok(if msg.ends_with('.') { msg } else { format!("{msg}.") })
+    Ok(if msg.ends_with('.') {
+        msg
+    } else {
+        format!("{msg}.")
+    })
 }
 
 #[derive(Deserialize)]

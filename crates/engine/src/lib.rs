@@ -11,6 +11,8 @@
 //! supervisor (or bind itself when started alone, for development). It reads the configuration
 //! from `config.db` and owns `mail.db` through the spool.
 
+#![forbid(unsafe_code)]
+
 mod control;
 mod inbound;
 mod listeners;

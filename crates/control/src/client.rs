@@ -46,12 +46,14 @@ pub(crate) fn request<Req: Serialize, Resp: DeserializeOwned>(
     s.set_write_timeout(Some(timeout)).map_err(failed)?;
     let mut line = serde_json::to_vec(req).map_err(|e| failed(std::io::Error::other(e)))?;
     line.push(b'\n');
-    s.write_all(&line).map_err(failed)?;
+    // A server that refuses the connection (too many at once) answers and closes before
+    // reading: the write may fail, its answer is still there to read.
+    let written = s.write_all(&line);
     let mut reply = Vec::new();
-    BufReader::new(s.take(MAX_RESPONSE))
-        .read_until(b'\n', &mut reply)
-        .map_err(failed)?;
+    let read = BufReader::new(s.take(MAX_RESPONSE)).read_until(b'\n', &mut reply);
     if reply.is_empty() {
+        written.map_err(failed)?;
+        read.map_err(failed)?;
         return Err(failed(std::io::Error::new(
             std::io::ErrorKind::UnexpectedEof,
             "closed without an answer",

@@ -119,6 +119,9 @@ def test_queue_list_retry_delete_bounce_and_track(palisade_factory):
 
     actions = [a["action"] for a in p.cli("audit", "list", "--json", json_out=True)]
     assert {"queue.retry", "queue.delete", "queue.bounce"} <= set(actions)
+    # Made by the engine and audited there, once each (the CLI writes no entry of its own).
+    for action in ("queue.retry", "queue.delete", "queue.bounce"):
+        assert actions.count(action) == 1, (action, actions)
 
     assert len(p.track(subject="QUEUED", status="deferred")) == 1
     assert len(p.track(message_id="q2@example.test")) == 1

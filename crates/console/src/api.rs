@@ -7,7 +7,7 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use palisade_engine::ControlRequest;
+use palisade_control::engine::ControlRequest;
 use palisade_store::accounts::Role;
 use palisade_store::{Config, Problem, now_unix};
 use serde::Deserialize;

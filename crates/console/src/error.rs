@@ -119,12 +119,6 @@ impl From<AccountError> for AppError {
     }
 }
 
-impl From<palisade_spool::SpoolError> for AppError {
-    fn from(e: palisade_spool::SpoolError) -> Self {
-        AppError::internal(e)
-    }
-}
-
 impl From<askama::Error> for AppError {
     fn from(e: askama::Error) -> Self {
         AppError::internal(format!("template: {e}"))

@@ -5,8 +5,9 @@
 //! It owns the HTTP surface and nothing else:
 //! - every configuration change goes through `ConfigStore::commit_audited` (a new revision and
 //!   an audit entry with the diff) and is then applied by asking the engine to reload;
-//! - accounts, sessions, throttling and TOTP are `palisade_store::accounts`; queue changes are
-//!   `palisade_spool::admin` or the engine's control socket; service health and restarts, and
+//! - accounts, sessions, throttling and TOTP are `palisade_store::accounts`; every queue change
+//!   (retry, flush, delete, bounce) is asked of the engine over its control socket (it makes
+//!   the change and writes the audit entry; the console only reads `mail.db`); service health and restarts, and
 //!   installing certificates (which belong to other users), are the supervisor's control socket.
 //!
 //! It must not: run as root, hold any key but its own TLS key and the key that seals TOTP

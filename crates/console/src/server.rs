@@ -9,7 +9,7 @@ use arc_swap::ArcSwap;
 use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use palisade_engine::ListenerRole;
+use palisade_control::ListenerRole;
 use palisade_store::{Config, ConfigStore, DataDir};
 use rustls::ServerConfig;
 use rustls::pki_types::pem::PemObject;
@@ -69,7 +69,7 @@ pub fn server_config(
 }
 
 fn listeners(cfg: &Config) -> Result<Vec<TcpListener>, ConsoleError> {
-    let inherited = palisade_engine::inherited_listeners(&[ListenerRole::Console])
+    let inherited = palisade_control::inherited_listeners(&[ListenerRole::Console])
         .map_err(|e| ConsoleError::Listener(e.to_string()))?;
     if let Some(l) = inherited {
         return Ok(l.into_iter().map(|(_, l)| l).collect());
@@ -149,7 +149,7 @@ pub(crate) async fn run(opts: ConsoleOptions) -> Result<(), ConsoleError> {
             }
         })
     };
-    palisade_engine::notify_ready();
+    palisade_control::notify_ready();
     tracing::info!(event = "console.ready");
     wait_for_shutdown().await;
     tracing::info!(event = "console.stopping");

@@ -5,11 +5,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
-use palisade_engine::{ControlRequest, ControlResponse};
+use palisade_control::engine::{ControlRequest, ControlResponse};
+use palisade_control::supervisor as sup;
 use palisade_store::accounts::{Accounts, SessionPolicy, Throttle};
 use palisade_store::totp_key::TotpKey;
 use palisade_store::{AuditLog, Config, ConfigStore, DataDir, MailDb};
-use palisade_supervisor::control as sup;
 
 use crate::error::AppError;
 use crate::security::HostPolicy;
@@ -181,10 +181,18 @@ impl AppState {
     /// (not running, no permission), in words for the page.
     pub async fn engine(&self, req: ControlRequest) -> Result<ControlResponse, String> {
         let socket = self.0.data.control_socket();
-        tokio::task::spawn_blocking(move || palisade_engine::control_request(&socket, &req))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| format!("the engine is not reachable ({e})"))
+        tokio::task::spawn_blocking(move || {
+            palisade_control::engine::control_request(&socket, &req)
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| {
+            if e.is_not_running() {
+                "the engine is not reachable: it is not running".to_string()
+            } else {
+                format!("the engine is not reachable ({e})")
+            }
+        })
     }
 
     /// After a configuration commit: asks the engine to apply it, and says what happened.
@@ -197,8 +205,8 @@ impl AppState {
     }
 
     pub async fn supervisor(&self, req: sup::Request) -> Result<sup::Response, String> {
-        let data = self.0.data.clone();
-        tokio::task::spawn_blocking(move || sup::request(&data, &req))
+        let run = self.0.data.run();
+        tokio::task::spawn_blocking(move || sup::request(&run, &req))
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| format!("the supervisor is not reachable ({e})"))

@@ -2,8 +2,8 @@
 //! small formatting helpers. Templates only loop and print; decisions are made here.
 
 use askama::Template;
+use palisade_control::supervisor as sup;
 use palisade_store::Problem;
-use palisade_supervisor::control as sup;
 
 use crate::auth::{Perm, Principal, allows};
 use crate::error::AppError;

@@ -269,29 +269,103 @@ async fn queue_shows_envelope_and_headers_as_text_never_the_body() {
     assert!(trace.body.contains("TLSv1.3"));
     assert!(trace.body.contains("received"));
 
-    // Delete (audited); retry of a message that is gone is a plain 404.
+    // Changes to the queue are the engine's: without it, nothing changes and the page says so.
+    for action in ["delete", "retry", "bounce"] {
+        let r = c
+            .post(&format!("/queue/{id}"), &s, &[("action", action)])
+            .await;
+        assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{action}");
+        assert!(r.body.contains("engine is not reachable"), "{}", r.body);
+    }
+    let r = c.post("/queue/flush", &s, &[]).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(c.data.spool().join(id).exists());
+    assert!(
+        MailDb::open(&c.data.mail_db())
+            .unwrap()
+            .message(id)
+            .unwrap()
+            .is_some()
+    );
+
+    // With the engine there, the console asks it, in the user's name; the engine makes the
+    // change and audits it (a stand-in engine here), the console writes nothing itself.
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let _engine = {
+        use palisade_control::engine::{ControlRequest as R, ControlResponse};
+        let listener = palisade_control::server::bind(&c.data.control_socket(), 0o660).unwrap();
+        let seen = seen.clone();
+        palisade_control::server::serve(listener, Default::default(), move |req: R| {
+            seen.lock().unwrap().push(req.clone());
+            async move {
+                match req {
+                    R::Delete { id, .. } => ControlResponse::ok(format!("{id} deleted")),
+                    R::Retry { .. } => ControlResponse::counted("1 recipient(s) due now", 1),
+                    R::Flush { .. } => ControlResponse::counted("3 recipient(s) due now", 3),
+                    R::Bounce { id, .. } => ControlResponse::err(format!("{id} is not queued")),
+                    _ => ControlResponse::err("unexpected"),
+                }
+            }
+        })
+    };
+    let r = c
+        .post(&format!("/queue/{id}"), &s, &[("action", "retry")])
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
     let r = c
         .post(&format!("/queue/{id}"), &s, &[("action", "delete")])
         .await;
     assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
-    assert!(!c.data.spool().join(id).exists());
+    let r = c.post("/queue/flush", &s, &[]).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    // What the engine refuses is shown: a message that is gone is a plain 404.
     let r = c
-        .post(&format!("/queue/{id}"), &s, &[("action", "retry")])
+        .post(&format!("/queue/{id}"), &s, &[("action", "bounce")])
         .await;
-    assert_eq!(r.status, StatusCode::SEE_OTHER);
-    let audit = c.audit().list(&AuditFilter::default()).unwrap();
-    assert!(
-        audit
-            .iter()
-            .any(|e| e.action == "queue.delete" && e.target == id)
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.body);
+    assert!(r.body.contains("is not queued"), "{}", r.body);
+    {
+        use palisade_control::engine::ControlRequest as R;
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 4, "{seen:?}");
+        for req in seen.iter() {
+            let (actor, source) = match req {
+                R::Retry {
+                    id: i,
+                    actor,
+                    source,
+                }
+                | R::Delete {
+                    id: i,
+                    actor,
+                    source,
+                }
+                | R::Bounce {
+                    id: i,
+                    actor,
+                    source,
+                } => {
+                    assert_eq!(i, id);
+                    (actor, source)
+                }
+                R::Flush { actor, source } => (actor, source),
+                other => panic!("{other:?}"),
+            };
+            assert_eq!(actor, "admin");
+            assert_eq!(source, "192.0.2.1");
+        }
+    }
+    let queue_entries = c
+        .audit()
+        .list(&AuditFilter::default())
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.action.starts_with("queue."))
+        .count();
+    assert_eq!(
+        queue_entries, 0,
+        "the console audits no queue change itself"
     );
-    // Bounce needs the engine; without it the page says so.
-    queue_one(&c, "00000000000000000000", "Subject: x\r\n\r\nbody\r\n");
-    let r = c
-        .post("/queue/00000000000000000000", &s, &[("action", "bounce")])
-        .await;
-    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
-    assert!(r.body.contains("engine is not reachable"));
 }
 
 #[tokio::test]

@@ -1,140 +1,49 @@
-//! The engine's control socket (`DIR/run/engine.sock`): how the console and the CLI reach the
-//! running engine. One JSON request per line, one JSON response per line.
+//! The engine's side of its control socket (`DIR/run/engine.sock`): how the console, the CLI
+//! and the supervisor reach the running engine. The protocol and the server are
+//! `palisade_control::{engine, server}`; this is what each request does.
 //!
 //! The socket is mode 0660 in a directory of the `palisade` group: the console and root can
-//! use it, nobody else. Requests change nothing that is not also recorded elsewhere (a reload
-//! applies a configuration revision that was already committed and audited).
+//! use it, nobody else. Every change to the queue is made by the `palisade_spool::admin` call
+//! for it, which writes the audit entry with the requester's actor and source; the engine then
+//! acts on what it holds in memory (wakes the runner, finalizes a bounced message). A reload
+//! applies a configuration revision that was already committed and audited.
 
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
+use palisade_control::engine::{ControlRequest, ControlResponse, Stats};
+use palisade_control::server;
+use palisade_spool::admin::{self, Requester};
 use palisade_store::ConfigStore;
-use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
-use tokio::net::UnixListener;
 
 use crate::EngineError;
 use crate::state::{Counters, Shared};
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "cmd", rename_all = "snake_case")]
-pub enum ControlRequest {
-    Ping,
-    /// Apply the newest configuration revision.
-    Reload,
-    /// Make every queued recipient due now and scan the queue.
-    Flush,
-    /// Scan the queue now (after the queue was changed from outside).
-    Wake,
-    Stats,
-    /// Return a queued message to its sender with a bounce.
-    Bounce {
-        id: String,
-    },
-    /// Delete a queued message (row and content) on behalf of `actor`, audited. Done here
-    /// because the content file belongs to the engine's user.
-    Delete {
-        id: String,
-        actor: String,
-        source: String,
-    },
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct Stats {
-    pub revision: u64,
-    pub uptime_secs: u64,
-    pub sessions: u64,
-    pub sessions_total: u64,
-    pub accepted: u64,
-    pub rejected: u64,
-    pub delivered: u64,
-    pub deferred: u64,
-    pub bounced: u64,
-    pub queue_messages: u64,
-    pub queue_recipients: u64,
-    pub delivering: u64,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ControlResponse {
-    pub ok: bool,
-    pub message: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stats: Option<Stats>,
-}
-
-impl ControlResponse {
-    fn ok(message: impl Into<String>) -> Self {
-        ControlResponse {
-            ok: true,
-            message: message.into(),
-            stats: None,
-        }
-    }
-    fn err(message: impl Into<String>) -> Self {
-        ControlResponse {
-            ok: false,
-            message: message.into(),
-            stats: None,
-        }
-    }
-}
-
-/// Sends one request to a running engine (blocking; for the CLI and, via a blocking task, the
-/// console).
-pub fn request(socket: &Path, req: &ControlRequest) -> std::io::Result<ControlResponse> {
-    let mut s = std::os::unix::net::UnixStream::connect(socket)?;
-    s.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let mut line = serde_json::to_string(req).map_err(std::io::Error::other)?;
-    line.push('\n');
-    s.write_all(line.as_bytes())?;
-    let mut reply = String::new();
-    BufReader::new(s).read_line(&mut reply)?;
-    serde_json::from_str(&reply).map_err(std::io::Error::other)
-}
-
 pub(crate) async fn serve(shared: Arc<Shared>) -> Result<tokio::task::JoinHandle<()>, EngineError> {
     let path = shared.data.control_socket();
-    let io = |context: &str, source| EngineError::Io {
-        context: format!("{context} {}", path.display()),
-        source,
-    };
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| io("create", e))?;
-    }
-    // A socket left by a previous run (crash) would make bind fail.
-    let _ = std::fs::remove_file(&path);
-    let listener = UnixListener::bind(&path).map_err(|e| io("bind", e))?;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o660))
-        .map_err(|e| io("chmod", e))?;
-    Ok(tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
+    let listener = server::bind(&path, 0o660).map_err(|e| EngineError::Io {
+        context: "control socket".into(),
+        source: e,
+    })?;
+    Ok(server::serve(
+        listener,
+        server::Limits::default(),
+        move |req: ControlRequest| {
             let shared = shared.clone();
-            tokio::spawn(async move {
-                let (r, mut w) = stream.into_split();
-                let mut lines = tokio::io::BufReader::new(r).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    let resp = match serde_json::from_str::<ControlRequest>(&line) {
-                        Ok(req) => handle(&shared, req).await,
-                        Err(e) => ControlResponse::err(format!("bad request: {e}")),
-                    };
-                    let mut out = serde_json::to_string(&resp).unwrap_or_default();
-                    out.push('\n');
-                    if w.write_all(out.as_bytes()).await.is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-    }))
+            async move { handle(&shared, req).await }
+        },
+    ))
+}
+
+/// Runs a blocking queue change; a failure in words.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, palisade_spool::SpoolError> + Send + 'static,
+) -> Result<T, String> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 async fn handle(shared: &Arc<Shared>, req: ControlRequest) -> ControlResponse {
@@ -144,82 +53,131 @@ async fn handle(shared: &Arc<Shared>, req: ControlRequest) -> ControlResponse {
             shared.runner().wake();
             ControlResponse::ok("queue scan started")
         }
-        ControlRequest::Flush => {
-            let s = shared.clone();
-            let n = tokio::task::spawn_blocking(move || {
-                s.spool.db().lock().expect("lock").retry_now(None)
+        ControlRequest::Reload => reload(shared).await,
+        ControlRequest::Stats => stats(shared).await,
+        ControlRequest::Flush { actor, source } => {
+            let data = shared.data.clone();
+            let n = blocking(move || {
+                admin::flush(
+                    &data,
+                    Requester {
+                        actor: &actor,
+                        source: &source,
+                    },
+                )
             })
             .await;
             shared.runner().wake();
             match n {
-                Ok(Ok(n)) => ControlResponse::ok(format!("{n} recipient(s) due now")),
-                Ok(Err(e)) => ControlResponse::err(e.to_string()),
-                Err(e) => ControlResponse::err(e.to_string()),
-            }
-        }
-        ControlRequest::Reload => reload(shared).await,
-        ControlRequest::Delete { id, actor, source } => {
-            if shared.runner().is_inflight(&id) {
-                return ControlResponse::err(
-                    "the message is being delivered right now; try again in a moment",
-                );
-            }
-            let data = shared.data.clone();
-            let ids = vec![id.clone()];
-            let r = tokio::task::spawn_blocking(move || {
-                palisade_spool::admin::delete(&data, &ids, &actor, &source)
-            })
-            .await;
-            match r {
-                Ok(Ok(deleted)) if deleted.is_empty() => {
-                    ControlResponse::err(format!("{id} is no longer queued"))
-                }
-                Ok(Ok(_)) => ControlResponse::ok(format!("{id} deleted")),
-                Ok(Err(e)) => ControlResponse::err(e.to_string()),
-                Err(e) => ControlResponse::err(e.to_string()),
-            }
-        }
-        ControlRequest::Bounce { id } => {
-            match shared
-                .runner()
-                .bounce(&id, "returned to the sender by the administrator")
-                .await
-            {
-                Ok(n) => {
-                    ControlResponse::ok(format!("{id}: {n} recipient(s) returned to the sender"))
-                }
+                Ok(n) => ControlResponse::counted(format!("{n} recipient(s) due now"), n),
                 Err(e) => ControlResponse::err(e),
             }
         }
-        ControlRequest::Stats => {
-            let s = shared.clone();
-            let q =
-                tokio::task::spawn_blocking(move || s.spool.db().lock().expect("lock").queue_len())
-                    .await
-                    .ok()
-                    .and_then(Result::ok)
-                    .unwrap_or((0, 0));
-            let c = &shared.counters;
-            let stats = Stats {
-                revision: shared.revision(),
-                uptime_secs: shared.started.elapsed().as_secs(),
-                sessions: c.sessions.load(Ordering::Relaxed),
-                sessions_total: Counters::get(&c.sessions_total),
-                accepted: Counters::get(&c.accepted),
-                rejected: Counters::get(&c.rejected),
-                delivered: Counters::get(&c.delivered),
-                deferred: Counters::get(&c.deferred),
-                bounced: Counters::get(&c.bounced),
-                queue_messages: q.0,
-                queue_recipients: q.1,
-                delivering: shared.runner().inflight() as u64,
-            };
-            ControlResponse {
-                ok: true,
-                message: String::new(),
-                stats: Some(stats),
+        ControlRequest::Retry { id, actor, source } => {
+            let data = shared.data.clone();
+            let qid = id.clone();
+            let n = blocking(move || {
+                admin::retry(
+                    &data,
+                    &qid,
+                    Requester {
+                        actor: &actor,
+                        source: &source,
+                    },
+                )
+            })
+            .await;
+            shared.runner().wake();
+            match n {
+                Ok(n) => ControlResponse::counted(format!("{n} recipient(s) due now"), n),
+                Err(e) => ControlResponse::err(e),
             }
         }
+        ControlRequest::Delete { id, actor, source } => {
+            let data = shared.data.clone();
+            let qid = id.clone();
+            let r = shared
+                .runner()
+                .exclusive(&id, || {
+                    blocking(move || {
+                        admin::delete(
+                            &data,
+                            &qid,
+                            Requester {
+                                actor: &actor,
+                                source: &source,
+                            },
+                        )
+                    })
+                })
+                .await;
+            match r {
+                Ok(Ok(true)) => ControlResponse::ok(format!("{id} deleted")),
+                Ok(Ok(false)) => ControlResponse::err(format!("{id} is no longer queued")),
+                Ok(Err(e)) | Err(e) => ControlResponse::err(e),
+            }
+        }
+        ControlRequest::Bounce { id, actor, source } => {
+            let data = shared.data.clone();
+            let qid = id.clone();
+            let runner = shared.runner();
+            let r = runner
+                .exclusive(&id, || async {
+                    let n = blocking(move || {
+                        admin::bounce(
+                            &data,
+                            &qid,
+                            Requester {
+                                actor: &actor,
+                                source: &source,
+                            },
+                        )
+                    })
+                    .await?;
+                    // The recipients are final now: the bounce goes out, the message leaves.
+                    if n.is_some() {
+                        runner.finalize(&id).await;
+                    }
+                    Ok::<_, String>(n)
+                })
+                .await;
+            match r {
+                Ok(Ok(Some(n))) => ControlResponse::counted(
+                    format!("{id}: {n} recipient(s) returned to the sender"),
+                    n,
+                ),
+                Ok(Ok(None)) => ControlResponse::err(format!("{id} is not queued")),
+                Ok(Err(e)) | Err(e) => ControlResponse::err(e),
+            }
+        }
+    }
+}
+
+async fn stats(shared: &Arc<Shared>) -> ControlResponse {
+    let s = shared.clone();
+    let q = tokio::task::spawn_blocking(move || s.spool.db().lock().expect("lock").queue_len())
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or((0, 0));
+    let c = &shared.counters;
+    let stats = Stats {
+        revision: shared.revision(),
+        uptime_secs: shared.started.elapsed().as_secs(),
+        sessions: c.sessions.load(Ordering::Relaxed),
+        sessions_total: Counters::get(&c.sessions_total),
+        accepted: Counters::get(&c.accepted),
+        rejected: Counters::get(&c.rejected),
+        delivered: Counters::get(&c.delivered),
+        deferred: Counters::get(&c.deferred),
+        bounced: Counters::get(&c.bounced),
+        queue_messages: q.0,
+        queue_recipients: q.1,
+        delivering: shared.runner().inflight() as u64,
+    };
+    ControlResponse {
+        stats: Some(stats),
+        ..ControlResponse::ok("")
     }
 }
 
@@ -252,4 +210,155 @@ async fn reload(shared: &Arc<Shared>) -> ControlResponse {
     shared.runner().wake();
     tracing::info!(event = "engine.reloaded", revision = id);
     ControlResponse::ok(format!("revision {id} applied{note}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use palisade_spool::{Batch, MessageKind, NewMessage, NewRecipient, Origin, Spool};
+    use palisade_store::{AuditLog, Config, DataDir, Revision};
+
+    /// Queued with its first attempt far away, so the runner leaves it alone until retried.
+    async fn queue(spool: &Spool, sender: &str) -> String {
+        let id = Spool::new_id();
+        let mut f = spool.create(&id).unwrap();
+        f.write(b"Subject: t\r\n\r\nbody\r\n").await.unwrap();
+        let c = f.finish().await.unwrap();
+        let later = palisade_store::now_unix() + 86_400;
+        spool
+            .commit(Batch {
+                accepted: vec![NewMessage {
+                    id: id.clone(),
+                    received_at: later,
+                    expires_at: later + 86_400,
+                    sender: sender.into(),
+                    size: c.size,
+                    sha256: c.sha256,
+                    kind: MessageKind::Mail,
+                    smtputf8: false,
+                    body: None,
+                    envid: None,
+                    ret: None,
+                    recipients: vec![NewRecipient {
+                        address: "rcpt@far.test".into(),
+                        route: "smarthost".into(),
+                        notify: None,
+                        orcpt: None,
+                    }],
+                    origin: Origin::default(),
+                    message_id: None,
+                    subject: None,
+                    from_header: None,
+                }],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        id
+    }
+
+    /// Each queue operation through the control socket's handler is audited exactly once,
+    /// with the requester's actor and source.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn queue_operations_are_audited_once_by_the_engine() {
+        let d = tempfile::tempdir().unwrap();
+        let data = DataDir::new(d.path());
+        // Nothing can be delivered: every route leads to a closed port.
+        let config = Config::from_toml("[outbound]\nsmarthosts = [\"127.0.0.1:1\"]\n").unwrap();
+        let rev = Revision {
+            id: 1,
+            created_at: 0,
+            author: "test".into(),
+            comment: String::new(),
+            config,
+        };
+        let (spool, _) = Spool::open(&data).unwrap();
+        let shared = Arc::new(Shared::new(data.clone(), rev, spool.clone(), None));
+        shared.set_runner(crate::outbound::Runner::start(shared.clone()));
+        let (a, b, c) = (
+            queue(&spool, "a@origin.test").await,
+            queue(&spool, "b@origin.test").await,
+            queue(&spool, "c@origin.test").await,
+        );
+        let by = |_: ()| ("alice".to_string(), "10.0.0.9".to_string());
+
+        let (actor, source) = by(());
+        let r = handle(
+            &shared,
+            ControlRequest::Bounce {
+                id: c.clone(),
+                actor,
+                source,
+            },
+        )
+        .await;
+        assert!(r.ok, "{r:?}");
+        assert!(r.message.contains("1 recipient(s) returned to the sender"));
+        let (actor, source) = by(());
+        let r = handle(
+            &shared,
+            ControlRequest::Delete {
+                id: b.clone(),
+                actor,
+                source,
+            },
+        )
+        .await;
+        assert!(r.ok, "{r:?}");
+        let (actor, source) = by(());
+        let r = handle(
+            &shared,
+            ControlRequest::Delete {
+                id: b.clone(),
+                actor,
+                source,
+            },
+        )
+        .await;
+        assert!(!r.ok && r.message.contains("no longer queued"), "{r:?}");
+        let (actor, source) = by(());
+        let r = handle(
+            &shared,
+            ControlRequest::Retry {
+                id: a.clone(),
+                actor,
+                source,
+            },
+        )
+        .await;
+        assert!(r.ok && r.count == Some(1), "{r:?}");
+        let (actor, source) = by(());
+        let r = handle(&shared, ControlRequest::Flush { actor, source }).await;
+        assert!(r.ok, "{r:?}");
+
+        // The bounced message left the queue and its bounce (to its sender) took its place.
+        let queued = spool.db().lock().unwrap().list_queue(None, 100).unwrap();
+        assert!(queued.iter().all(|m| m.id != b && m.id != c));
+        assert!(
+            queued
+                .iter()
+                .any(|m| m.kind == MessageKind::Dsn && m.recipients[0].address == "c@origin.test")
+        );
+
+        let entries = AuditLog::open(&data.audit_db())
+            .unwrap()
+            .list(&Default::default())
+            .unwrap();
+        for (action, target) in [
+            ("queue.retry", a.as_str()),
+            ("queue.flush", "*"),
+            ("queue.delete", b.as_str()),
+            ("queue.bounce", c.as_str()),
+        ] {
+            let found: Vec<_> = entries.iter().filter(|e| e.action == action).collect();
+            assert_eq!(found.len(), 1, "{action}: {entries:?}");
+            assert_eq!(found[0].target, target);
+            assert_eq!(
+                (found[0].actor.as_str(), found[0].source.as_str()),
+                ("alice", "10.0.0.9")
+            );
+        }
+        assert_eq!(entries.len(), 4, "{entries:?}");
+        shared.begin_shutdown();
+    }
 }

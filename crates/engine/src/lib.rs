@@ -4,11 +4,14 @@
 //! - `pipeline`: the filter stages a received message passes before it is committed;
 //! - `outbound/`: the queue runner, routing, the SMTP client and local Maildir delivery,
 //!   bounces;
-//! - `control`: the unix socket other processes (console, CLI) use to reach the engine.
+//! - `control`: the engine's side of its control socket (the protocol and the server are in
+//!   `palisade-control`; every change to the queue goes through `palisade_spool::admin`).
 //!
 //! The engine never runs as root and holds no listening socket it did not get from the
 //! supervisor (or bind itself when started alone, for development). It reads the configuration
 //! from `config.db` and owns `mail.db` through the spool.
+
+#![forbid(unsafe_code)]
 
 mod control;
 mod inbound;
@@ -25,10 +28,6 @@ use std::time::Duration;
 use palisade_spool::Spool;
 use palisade_store::{ConfigStore, DataDir};
 
-pub use control::{ControlRequest, ControlResponse, request as control_request};
-pub use listeners::{
-    LISTEN_FDS_ENV, ListenerRole, NOTIFY_FD_ENV, inherited as inherited_listeners, notify_ready,
-};
 use state::Shared;
 
 #[derive(Debug, thiserror::Error)]
@@ -93,7 +92,7 @@ pub async fn run(opts: EngineOptions) -> Result<(), EngineError> {
     let control = control::serve(shared.clone()).await?;
     let sessions = inbound::serve(shared.clone(), listeners);
 
-    listeners::notify_ready();
+    palisade_control::notify_ready();
     tracing::info!(event = "engine.ready");
 
     wait_for_shutdown().await;

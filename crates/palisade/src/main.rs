@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
+use palisade_control::engine::{ControlRequest, ControlResponse};
+use palisade_spool::admin::{self, Requester};
 use palisade_store::mail::TrackQuery;
 use palisade_store::{AuditLog, AuditVerdict, Config, ConfigStore, DataDir, MailDb, StoreError};
 
@@ -173,7 +175,8 @@ enum QueueCmd {
         #[arg(required = true)]
         ids: Vec<String>,
     },
-    /// Return a queued message to its sender with a bounce (needs the engine running).
+    /// Return a queued message to its sender with a bounce (sent at once by a running engine,
+    /// else when the engine starts).
     Bounce { id: String },
 }
 
@@ -324,10 +327,36 @@ fn require_data(data: &DataDir) -> Result<()> {
 }
 
 /// Tells a running engine to do something; not running is fine (it reads state at start).
-fn nudge(data: &DataDir, req: palisade_engine::ControlRequest) -> Option<String> {
-    palisade_engine::control_request(&data.control_socket(), &req)
+fn nudge(data: &DataDir, req: ControlRequest) -> Option<String> {
+    palisade_control::engine::control_request(&data.control_socket(), &req)
         .ok()
         .map(|r| r.message)
+}
+
+/// A change to the queue: asked of the running engine (it makes the change, audits it and
+/// acts on it at once); when the engine is not running, made here by `local`, the same
+/// `palisade_spool::admin` call the engine makes (which audits it too). An engine that was
+/// reached but did not answer is an error: the change may have been made, so it is not made
+/// a second time here.
+fn queue_change(
+    data: &DataDir,
+    req: ControlRequest,
+    local: impl FnOnce(Requester<'_>) -> Result<ControlResponse>,
+) -> Result<ControlResponse> {
+    match palisade_control::engine::control_request(&data.control_socket(), &req) {
+        Ok(r) => Ok(r),
+        Err(e) if e.is_not_running() => {
+            let actor = actor();
+            local(Requester {
+                actor: &actor,
+                source: "local",
+            })
+        }
+        Err(e) => bail!(
+            "the engine did not answer ({e}); the change may or may not have been made: \
+             see `palisade queue list`"
+        ),
+    }
 }
 
 fn operate(data: &DataDir, cmd: Command) -> Result<ExitCode> {
@@ -406,43 +435,63 @@ fn operate(data: &DataDir, cmd: Command) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Queue(QueueCmd::Retry { id, all }) => {
-            if id.is_none() && !all {
-                bail!("name a queue id, or --all");
-            }
-            let n = palisade_spool::admin::retry(data, id.as_deref(), &actor(), "local")?;
-            println!("{n} recipient(s) due now");
-            nudge(data, palisade_engine::ControlRequest::Wake);
-            Ok(ExitCode::SUCCESS)
+            let source = "local".to_string();
+            let r = match (id, all) {
+                (Some(id), _) => queue_change(
+                    data,
+                    ControlRequest::Retry {
+                        id: id.clone(),
+                        actor: actor(),
+                        source,
+                    },
+                    |by| {
+                        let n = admin::retry(data, &id, by)?;
+                        Ok(ControlResponse::counted(
+                            format!("{n} recipient(s) due now"),
+                            n,
+                        ))
+                    },
+                )?,
+                (None, true) => queue_change(
+                    data,
+                    ControlRequest::Flush {
+                        actor: actor(),
+                        source,
+                    },
+                    |by| {
+                        let n = admin::flush(data, by)?;
+                        Ok(ControlResponse::counted(
+                            format!("{n} recipient(s) due now"),
+                            n,
+                        ))
+                    },
+                )?,
+                (None, false) => bail!("name a queue id, or --all"),
+            };
+            println!("{}", r.message);
+            Ok(if r.ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Command::Queue(QueueCmd::Delete { ids }) => {
             let mut failed = 0;
             for id in &ids {
-                // The running engine deletes as the owner of the content and knows whether
-                // the message is being delivered; without it, the store is changed directly.
-                let req = palisade_engine::ControlRequest::Delete {
+                let req = ControlRequest::Delete {
                     id: id.clone(),
                     actor: actor(),
                     source: "local".into(),
                 };
-                let (ok, message) =
-                    match palisade_engine::control_request(&data.control_socket(), &req) {
-                        Ok(r) => (r.ok, r.message),
-                        Err(_) => {
-                            let deleted = palisade_spool::admin::delete(
-                                data,
-                                std::slice::from_ref(id),
-                                &actor(),
-                                "local",
-                            )?;
-                            if deleted.is_empty() {
-                                (false, format!("{id} is not queued"))
-                            } else {
-                                (true, format!("{id} deleted"))
-                            }
-                        }
-                    };
-                println!("{message}");
-                if !ok {
+                let r = queue_change(data, req, |by| {
+                    Ok(if admin::delete(data, id, by)? {
+                        ControlResponse::ok(format!("{id} deleted"))
+                    } else {
+                        ControlResponse::err(format!("{id} is no longer queued"))
+                    })
+                })?;
+                println!("{}", r.message);
+                if !r.ok {
                     failed += 1;
                 }
             }
@@ -453,22 +502,27 @@ fn operate(data: &DataDir, cmd: Command) -> Result<ExitCode> {
             })
         }
         Command::Queue(QueueCmd::Bounce { id }) => {
-            let resp = palisade_engine::control_request(
-                &data.control_socket(),
-                &palisade_engine::ControlRequest::Bounce { id: id.clone() },
-            )
-            .context("the engine is not running (bounces are generated by the engine)")?;
-            if !resp.ok {
-                bail!("{}", resp.message);
+            let req = ControlRequest::Bounce {
+                id: id.clone(),
+                actor: actor(),
+                source: "local".into(),
+            };
+            let r = queue_change(data, req, |by| {
+                Ok(match admin::bounce(data, &id, by)? {
+                    Some(n) => ControlResponse::counted(
+                        format!(
+                            "{id}: {n} recipient(s) returned to the sender \
+                             (the bounce is sent when the engine starts)"
+                        ),
+                        n,
+                    ),
+                    None => ControlResponse::err(format!("{id} is not queued")),
+                })
+            })?;
+            if !r.ok {
+                bail!("{}", r.message);
             }
-            AuditLog::open(&data.audit_db())?.append(
-                &actor(),
-                "local",
-                "queue.bounce",
-                &id,
-                &serde_json::json!({}),
-            )?;
-            println!("{}", resp.message);
+            println!("{}", r.message);
             Ok(ExitCode::SUCCESS)
         }
         Command::Track(t) => {
@@ -582,7 +636,7 @@ fn config(data: &DataDir, cmd: ConfigCmd) -> Result<ExitCode> {
                 Some(current.id),
             )?;
             println!("imported as revision {}", rev.id);
-            if let Some(m) = nudge(data, palisade_engine::ControlRequest::Reload) {
+            if let Some(m) = nudge(data, ControlRequest::Reload) {
                 println!("engine: {m}");
             }
             Ok(ExitCode::SUCCESS)
@@ -612,7 +666,7 @@ fn config(data: &DataDir, cmd: ConfigCmd) -> Result<ExitCode> {
                 "revision {revision} is current again as revision {}",
                 rev.id
             );
-            if let Some(m) = nudge(data, palisade_engine::ControlRequest::Reload) {
+            if let Some(m) = nudge(data, ControlRequest::Reload) {
                 println!("engine: {m}");
             }
             Ok(ExitCode::SUCCESS)

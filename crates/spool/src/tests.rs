@@ -142,3 +142,64 @@ async fn concurrent_commits_are_grouped_and_all_durable() {
     }
     assert_eq!(spool.db().lock().unwrap().queue_len().unwrap(), (50, 50));
 }
+
+/// Every queue operation writes exactly one audit entry, in the library call itself (the path
+/// the engine takes for the console and the CLI, and the CLI takes without an engine).
+#[tokio::test]
+async fn queue_admin_audits_each_operation_once() {
+    use crate::admin::{self, Requester};
+    let d = tempfile::tempdir().unwrap();
+    let data = DataDir::new(d.path());
+    let (spool, _) = Spool::open(&data).unwrap();
+    let a = accept(&spool, b"Subject: a\r\n\r\nx\r\n").await;
+    let b = accept(&spool, b"Subject: b\r\n\r\nx\r\n").await;
+    let c = accept(&spool, b"Subject: c\r\n\r\nx\r\n").await;
+    let by = Requester {
+        actor: "alice",
+        source: "10.0.0.9",
+    };
+
+    assert_eq!(admin::retry(&data, &a, by).unwrap(), 1);
+    assert_eq!(admin::flush(&data, by).unwrap(), 3);
+    assert!(admin::delete(&data, &b, by).unwrap());
+    assert!(!data.spool().join(&b).exists());
+    assert_eq!(admin::bounce(&data, &c, by).unwrap(), Some(1));
+    let msg = spool.db().lock().unwrap().message(&c).unwrap().unwrap();
+    assert_eq!(msg.recipients[0].state, "failed");
+    assert!(
+        msg.recipients[0]
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains(admin::BOUNCE_REASON)
+    );
+    // Nothing to act on: nothing changes, nothing is audited.
+    assert!(!admin::delete(&data, &b, by).unwrap());
+    assert_eq!(admin::bounce(&data, &b, by).unwrap(), None);
+
+    let entries = palisade_store::AuditLog::open(&data.audit_db())
+        .unwrap()
+        .list(&Default::default())
+        .unwrap();
+    let count = |action: &str| entries.iter().filter(|e| e.action == action).count();
+    for action in ["queue.retry", "queue.flush", "queue.delete", "queue.bounce"] {
+        assert_eq!(count(action), 1, "{action}: {entries:?}");
+    }
+    assert_eq!(entries.len(), 4);
+    assert!(
+        entries
+            .iter()
+            .all(|e| e.actor == "alice" && e.source == "10.0.0.9")
+    );
+    let target = |action: &str| {
+        entries
+            .iter()
+            .find(|e| e.action == action)
+            .map(|e| e.target.clone())
+            .unwrap()
+    };
+    assert_eq!(target("queue.retry"), a);
+    assert_eq!(target("queue.flush"), "*");
+    assert_eq!(target("queue.delete"), b);
+    assert_eq!(target("queue.bounce"), c);
+}

@@ -9,7 +9,7 @@ use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::Stdio;
 
-use palisade_engine::{LISTEN_FDS_ENV, ListenerRole, NOTIFY_FD_ENV};
+use palisade_control::{LISTEN_FDS_ENV, ListenerRole, NOTIFY_FD_ENV};
 use tokio::net::unix::pipe;
 
 use crate::setup::Account;

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use palisade_engine::ListenerRole;
+use palisade_control::ListenerRole;
 use palisade_store::{AuditLog, DataDir, Problem};
 use restart::{Change, RestartTracker};
 use sd_notify::NotifyState;
@@ -439,7 +439,7 @@ async fn supervise(opts: RunOptions) -> Result<(), SupervisorError> {
             _ = hup.recv() => {
                 let sock = data.control_socket();
                 let r = tokio::task::spawn_blocking(move || {
-                    palisade_engine::control_request(&sock, &palisade_engine::ControlRequest::Reload)
+                    palisade_control::engine::control_request(&sock, &palisade_control::engine::ControlRequest::Reload)
                 }).await;
                 match r {
                     Ok(Ok(resp)) => tracing::info!(event = "supervisor.reload", ok = resp.ok, message = %resp.message),

@@ -3,10 +3,10 @@
 use askama::Template;
 use axum::extract::State;
 use axum::response::Response;
-use palisade_engine::ControlRequest;
+use palisade_control::engine::ControlRequest;
+use palisade_control::supervisor as sup;
 use palisade_store::mail::FlowBucket;
 use palisade_store::now_unix;
-use palisade_supervisor::control as sup;
 use serde::Serialize;
 
 use crate::auth::Principal;

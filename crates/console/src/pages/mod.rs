@@ -15,7 +15,7 @@ use std::path::Path;
 
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use palisade_supervisor::control as sup;
+use palisade_control::supervisor as sup;
 
 use crate::auth::Principal;
 use crate::error::AppError;

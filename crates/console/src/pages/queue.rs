@@ -7,10 +7,9 @@ use askama::Template;
 use axum::Form;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
-use palisade_engine::ControlRequest;
+use palisade_control::engine::{ControlRequest, ControlResponse};
 use palisade_store::mail::QueuedMessage;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 use crate::auth::{Perm, Principal, allows};
 use crate::error::{AppError, render};
@@ -230,6 +229,25 @@ pub async fn message(
     })
 }
 
+/// Asks the engine to change the queue: it makes the change and writes the audit entry in
+/// the requester's name. The console never writes the queue itself; when the engine is not
+/// running, the operator is told so (`palisade queue` works without it).
+async fn ask_engine(state: &AppState, req: ControlRequest) -> Result<ControlResponse, AppError> {
+    let r = state.engine(req).await.map_err(|e| {
+        AppError::Unavailable(format!(
+            "{e}. The queue can be changed here only while the engine runs \
+             (`palisade queue` works without it)."
+        ))
+    })?;
+    if r.ok {
+        Ok(r)
+    } else if r.message.contains("no longer queued") || r.message.contains("is not queued") {
+        Err(AppError::NotFound(format!("{}.", r.message)))
+    } else {
+        Err(AppError::Conflict(r.message))
+    }
+}
+
 /// The three actions on one message, shared by the page and the API. Returns a sentence.
 pub async fn act(
     state: &AppState,
@@ -240,75 +258,40 @@ pub async fn act(
     if !valid_id(id) {
         return Err(AppError::NotFound("No such queue id.".into()));
     }
-    let (data, actor, source, qid) = (
-        state.data().clone(),
-        p.actor(),
-        p.source.clone(),
-        id.to_string(),
-    );
+    let (actor, source, id) = (p.actor(), p.source.clone(), id.to_string());
     let msg = match action {
         "retry" => {
-            let n = tokio::task::spawn_blocking(move || {
-                palisade_spool::admin::retry(&data, Some(&qid), &actor, &source)
-            })
-            .await??;
-            let _ = state.engine(ControlRequest::Wake).await;
-            if n == 0 {
-                format!("{id}: nothing is waiting to be retried.")
-            } else {
-                format!("{id}: {n} recipient(s) will be tried again now.")
+            let r = ask_engine(
+                state,
+                ControlRequest::Retry {
+                    id: id.clone(),
+                    actor,
+                    source,
+                },
+            )
+            .await?;
+            match r.count.unwrap_or(0) {
+                0 => format!("{id}: nothing is waiting to be retried."),
+                n => format!("{id}: {n} recipient(s) will be tried again now."),
             }
         }
         "delete" => {
-            // The engine deletes as the owner of the content file; only when it is not
-            // running is the row removed here (the file then goes at the engine's next start).
-            let request = ControlRequest::Delete {
-                id: qid.clone(),
-                actor: actor.clone(),
-                source: source.clone(),
-            };
-            match state.engine(request).await {
-                Ok(r) if r.ok => format!("{id} deleted."),
-                Ok(r) => return Err(AppError::Conflict(r.message)),
-                Err(_) => {
-                    let deleted = tokio::task::spawn_blocking(move || {
-                        palisade_spool::admin::delete(
-                            &data,
-                            std::slice::from_ref(&qid),
-                            &actor,
-                            &source,
-                        )
-                    })
-                    .await??;
-                    if deleted.is_empty() {
-                        return Err(AppError::NotFound(format!("{id} is no longer queued.")));
-                    }
-                    format!("{id} deleted.")
-                }
-            }
+            ask_engine(state, ControlRequest::Delete { id, actor, source })
+                .await?
+                .message
         }
         "bounce" => {
-            let r = state
-                .engine(ControlRequest::Bounce { id: id.to_string() })
-                .await
-                .map_err(AppError::Unavailable)?;
-            if !r.ok {
-                return Err(AppError::Conflict(r.message));
-            }
-            let detail = json!({ "engine": r.message });
-            let qid = id.to_string();
-            state
-                .db(move |s| {
-                    s.audit
-                        .append(&actor, &source, "queue.bounce", &qid, &detail)?;
-                    Ok(())
-                })
-                .await?;
-            format!("{}.", r.message)
+            ask_engine(state, ControlRequest::Bounce { id, actor, source })
+                .await?
+                .message
         }
         other => return Err(AppError::BadRequest(format!("unknown action '{other}'"))),
     };
-    Ok(msg)
+    Ok(if msg.ends_with('.') {
+        msg
+    } else {
+        format!("{msg}.")
+    })
 }
 
 #[derive(Deserialize)]
@@ -334,13 +317,18 @@ pub async fn action(
 
 /// Retry everything now.
 pub async fn flush_all(state: &AppState, p: &Principal) -> Result<String, AppError> {
-    let (data, actor, source) = (state.data().clone(), p.actor(), p.source.clone());
-    let n = tokio::task::spawn_blocking(move || {
-        palisade_spool::admin::retry(&data, None, &actor, &source)
-    })
-    .await??;
-    let _ = state.engine(ControlRequest::Wake).await;
-    Ok(format!("{n} recipient(s) will be tried again now."))
+    let r = ask_engine(
+        state,
+        ControlRequest::Flush {
+            actor: p.actor(),
+            source: p.source.clone(),
+        },
+    )
+    .await?;
+    Ok(format!(
+        "{} recipient(s) will be tried again now.",
+        r.count.unwrap_or(0)
+    ))
 }
 
 pub async fn flush(State(state): State<AppState>, p: Principal) -> Result<Response, AppError> {

@@ -7,8 +7,8 @@ use axum::Form;
 use axum::extract::{Multipart, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
+use palisade_control::supervisor as sup;
 use palisade_store::{Config, Problem, now_unix};
-use palisade_supervisor::control as sup;
 use serde::Deserialize;
 
 use super::dashboard::{ServiceView, services};

@@ -44,6 +44,7 @@ impl RunState {
         self.inflight.remove(id);
     }
 
+    #[cfg(test)]
     pub fn is_reserved(&self, id: &str) -> bool {
         self.inflight.contains_key(id)
     }

@@ -128,61 +128,29 @@ impl Runner {
         self.inner.wake.notify_one();
     }
 
-    /// Returns a queued message to its sender now: every recipient still queued fails with
-    /// `reason`, and the usual bounce goes out (unless the sender is null).
-    pub async fn bounce(&self, id: &str, reason: &str) -> Result<usize, String> {
-        let inner = &self.inner;
+    /// Runs `op` on message `id` while no delivery of it can start (an operator's change to
+    /// the queue); `Err` when one is running right now.
+    pub async fn exclusive<T, F, Fut>(&self, id: &str, op: F) -> Result<T, String>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = T>,
+    {
         {
-            if !inner.state.lock().expect("lock").reserve(id) {
+            if !self.inner.state.lock().expect("lock").reserve(id) {
                 return Err(
                     "the message is being delivered right now; try again in a moment".into(),
                 );
             }
         }
-        let result = async {
-            let shared = inner.shared.clone();
-            let qid = id.to_string();
-            let msg = tokio::task::spawn_blocking(move || {
-                shared.spool.db().lock().expect("lock").message(&qid)
-            })
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("{id} is not queued"))?;
-            let outcomes: Vec<Outcome> = msg
-                .recipients
-                .iter()
-                .filter(|r| r.state == "queued")
-                .map(|r| Outcome {
-                    message_id: msg.id.clone(),
-                    idx: r.idx,
-                    rcpt: r.address.clone(),
-                    kind: OutcomeKind::Failed,
-                    remote: None,
-                    tls: None,
-                    reply: Reply::new(550, "5.0.0", reason).to_string(),
-                })
-                .collect();
-            let n = outcomes.len();
-            inner
-                .shared
-                .spool
-                .commit(Batch {
-                    outcomes,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| e.to_string())?;
-            finalize(inner, id).await;
-            Ok(n)
-        }
-        .await;
-        inner.state.lock().expect("lock").release(id);
-        result
+        let r = op().await;
+        self.inner.state.lock().expect("lock").release(id);
+        Ok(r)
     }
 
-    pub fn is_inflight(&self, id: &str) -> bool {
-        self.inner.state.lock().expect("lock").is_reserved(id)
+    /// Finishes a message whose recipients are all final (after an operator bounced it): its
+    /// bounce goes out and it leaves the queue.
+    pub async fn finalize(&self, id: &str) {
+        finalize(&self.inner, id).await
     }
 
     pub fn inflight(&self) -> usize {

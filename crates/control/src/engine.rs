@@ -1,0 +1,120 @@
+//! The engine's control socket (`DIR/run/engine.sock`): how the console, the CLI and the
+//! supervisor reach the running engine.
+//!
+//! Requests that change the queue carry who asked (`actor`, e.g. `alice` or `cli:root`) and
+//! from where (`source`: an address, or `local`): the engine writes the audit entry for them.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use crate::client::ClientError;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum ControlRequest {
+    Ping,
+    /// Apply the newest configuration revision.
+    Reload,
+    /// Scan the queue now.
+    Wake,
+    Stats,
+    /// Make every queued recipient of every message due now (audited `queue.flush`).
+    Flush {
+        actor: String,
+        source: String,
+    },
+    /// Make the queued recipients of one message due now (audited `queue.retry`).
+    Retry {
+        id: String,
+        actor: String,
+        source: String,
+    },
+    /// Return a queued message to its sender with a bounce (audited `queue.bounce`).
+    Bounce {
+        id: String,
+        actor: String,
+        source: String,
+    },
+    /// Delete a queued message, row and content (audited `queue.delete`).
+    Delete {
+        id: String,
+        actor: String,
+        source: String,
+    },
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Stats {
+    pub revision: u64,
+    pub uptime_secs: u64,
+    pub sessions: u64,
+    pub sessions_total: u64,
+    pub accepted: u64,
+    pub rejected: u64,
+    pub delivered: u64,
+    pub deferred: u64,
+    pub bounced: u64,
+    pub queue_messages: u64,
+    pub queue_recipients: u64,
+    pub delivering: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ControlResponse {
+    pub ok: bool,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stats: Option<Stats>,
+    /// How many recipients a queue operation affected (retry, flush, bounce).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
+}
+
+impl ControlResponse {
+    pub fn ok(message: impl Into<String>) -> Self {
+        ControlResponse {
+            ok: true,
+            message: message.into(),
+            stats: None,
+            count: None,
+        }
+    }
+
+    /// `ok`, with the number of recipients a queue operation affected.
+    pub fn counted(message: impl Into<String>, count: usize) -> Self {
+        ControlResponse {
+            count: Some(count as u64),
+            ..ControlResponse::ok(message)
+        }
+    }
+
+    pub fn err(message: impl Into<String>) -> Self {
+        ControlResponse {
+            ok: false,
+            message: message.into(),
+            stats: None,
+            count: None,
+        }
+    }
+}
+
+impl crate::server::Reply for ControlResponse {
+    fn refused(message: String) -> Self {
+        ControlResponse::err(message)
+    }
+}
+
+/// How long a client waits for the engine's answer (a bounce reads and writes the spool).
+pub const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Sends one request to a running engine (blocking; for the CLI, the supervisor and, via a
+/// blocking task, the console). [`ClientError::NotRunning`] means the request was not
+/// delivered.
+pub fn control_request(
+    socket: &Path,
+    req: &ControlRequest,
+) -> Result<ControlResponse, ClientError> {
+    crate::client::request(socket, req, TIMEOUT)
+}

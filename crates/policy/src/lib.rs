@@ -42,3 +42,6 @@ pub use decide::{
     Verdict, decide, score, stage_scores,
 };
 pub use reply::{Reply, ReplyClass};
+
+#[cfg(test)]
+mod tests;

@@ -172,7 +172,11 @@ fn check(recipients: &[RecipientInfo], outcomes: &[CheckOutcome], ctx: &DecideCo
     match &v.smtp_reply {
         SmtpOutcome::Tempfail(reply) => {
             assert!((400..500).contains(&reply.code) && reply.enhanced_is_valid());
-            assert!(v.per_recipient.iter().all(|r| r.disposition == Disposition::Tempfail(reply.clone())));
+            assert!(
+                v.per_recipient
+                    .iter()
+                    .all(|r| r.disposition == Disposition::Tempfail(reply.clone()))
+            );
         }
         SmtpOutcome::Reject(reply) => {
             assert!((500..600).contains(&reply.code) && reply.enhanced_is_valid());
@@ -225,7 +229,10 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(back.dsn_for_refused, v.dsn_for_refused);
     assert!(back.score.is_finite());
     for (a, b) in v.per_recipient.iter().zip(&back.per_recipient) {
-        assert_eq!((&a.disposition, &a.edits, &a.copies), (&b.disposition, &b.edits, &b.copies));
+        assert_eq!(
+            (&a.disposition, &a.edits, &a.copies),
+            (&b.disposition, &b.edits, &b.copies)
+        );
         assert_eq!(a.explanations.len(), b.explanations.len());
         assert_eq!(a.monitored.len(), b.monitored.len());
     }

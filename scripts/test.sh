@@ -4,15 +4,18 @@
 #
 #   1. lint       cargo fmt --check, cargo clippy -D warnings
 #   2. unit       cargo test (every crate, release profile: the e2e tiers reuse its build)
-#   3. e2e        tests/e2e: the real binary against swaks, smtplib, smtp-sink, dnsmasq
-#   4. abuse      tests/abuse: an attacker from outside, without credentials (auth storms,
+#   3. fuzz       scripts/fuzz.sh: every cargo-fuzz target of every crates/*/fuzz for
+#                 $PALISADE_FUZZ_SECONDS (default 30) s each; fails on a crash (figures in
+#                 tests/output/fuzz/figures.json). Long run: scripts/fuzz.sh 1800 TARGET
+#   4. e2e        tests/e2e: the real binary against swaks, smtplib, smtp-sink, dnsmasq
+#   5. abuse      tests/abuse: an attacker from outside, without credentials (auth storms,
 #                 lock-out by strangers, slow clients, an engine crash loop), with figures
-#   5. console    tests/console: headless Chromium against the HTTPS console
-#   6. buildroot  scripts/check-buildroot.sh: the defconfig survives, check-package passes
-#   7. image      tests/image: the QEMU image boots and is driven (mail, console, RAUC updates)
+#   6. console    tests/console: headless Chromium against the HTTPS console
+#   7. buildroot  scripts/check-buildroot.sh: the defconfig survives, check-package passes
+#   8. image      tests/image: the QEMU image boots and is driven (mail, console, RAUC updates)
 #
 #   scripts/test.sh                 everything
-#   scripts/test.sh e2e console     only these tiers (lint unit e2e abuse console buildroot image)
+#   scripts/test.sh e2e console     only these tiers (lint unit fuzz e2e abuse console buildroot image)
 #
 # Run as root (CI does): the e2e tiers exercise the real privilege drop, mount a small tmpfs
 # for the full-disk test, and build and boot the appliance image.
@@ -25,7 +28,7 @@ export PALISADE_BIN="$CARGO_TARGET_DIR/release/palisade"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
 tiers=("$@")
-[ ${#tiers[@]} -gt 0 ] || tiers=(lint unit e2e abuse console buildroot image)
+[ ${#tiers[@]} -gt 0 ] || tiers=(lint unit fuzz e2e abuse console buildroot image)
 want() { local t; for t in "${tiers[@]}"; do [ "$t" = "$1" ] && return 0; done; return 1; }
 
 started=$SECONDS
@@ -68,6 +71,11 @@ fi
 if want unit; then
   tier "unit: cargo test"
   cargo test --workspace --release --locked
+fi
+
+if want fuzz; then
+  tier "fuzz: scripts/fuzz.sh ${PALISADE_FUZZ_SECONDS:-30} (every target of crates/*/fuzz)"
+  scripts/fuzz.sh "${PALISADE_FUZZ_SECONDS:-30}"
 fi
 
 if want e2e || want abuse || want console || want image; then

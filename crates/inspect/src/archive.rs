@@ -144,7 +144,8 @@ impl Builder<'_> {
                 self.spend_decoded(declared, &member_path);
                 return;
             }
-            let keep_nested = archive_depth < self.limits.max_archive_depth.min(HARD_MAX_ARCHIVE_DEPTH);
+            let keep_nested =
+                archive_depth < self.limits.max_archive_depth.min(HARD_MAX_ARCHIVE_DEPTH);
             let outcome = {
                 let file = match zip.by_index(i) {
                     Ok(f) => f,
@@ -197,8 +198,7 @@ impl Builder<'_> {
                 );
                 continue;
             }
-            if archive_total > RATIO_FLOOR && archive_total / (bytes.len() as u64).max(1) > ratio
-            {
+            if archive_total > RATIO_FLOOR && archive_total / (bytes.len() as u64).max(1) > ratio {
                 self.hit(
                     LimitKind::MaxCompressionRatio,
                     format!(

@@ -4,7 +4,8 @@
 //!
 //! ```no_run
 //! use palisade_inspect::{Limits, MessageView};
-//! let view = MessageView::from_file("/data/spool/ABC".as_ref(), &Limits::default());
+//! # fn main() -> std::io::Result<()> {
+//! let view = MessageView::from_file("/data/spool/ABC".as_ref(), &Limits::default())?;
 //! if let Some(reason) = view.uninspectable() {
 //!     // quarantine / reject: the filters could not see all of it
 //!     # let _ = reason;
@@ -13,6 +14,8 @@
 //!     let bytes = view.decoded(i); // transfer-decoded / decompressed, on demand
 //!     # let _ = (part, bytes);
 //! }
+//! # Ok(())
+//! # }
 //! ```
 //!
 //! # What the view is
@@ -66,6 +69,10 @@
 //!   uninspectable, a lenient client might decode it to something else;
 //! - an attached message that could not be parsed or is nested deeper (encoded) than the
 //!   parser walks: uninspectable.
+//!
+//! Note that mail-parser treats a base64 part that is not followed by a boundary (the last part
+//! of an unterminated multipart) as undecodable; such a message is therefore uninspectable
+//! (golden `unterminated_multipart`).
 //!
 //! A panic inside a parser (mail-parser, zip, infer) is caught and makes the message
 //! uninspectable; the fuzz targets in `fuzz/` run without that net, so such panics are found.

@@ -155,7 +155,10 @@ pub(crate) enum Body {
     None,
     Bytes(Vec<u8>),
     /// Decompressed again on demand from the archive part.
-    Member { archive: usize, index: usize },
+    Member {
+        archive: usize,
+        index: usize,
+    },
 }
 
 /// The bounded, parse-once view of one message. See the crate documentation.
@@ -237,10 +240,7 @@ impl MessageView {
             let mut b = Builder::new(limits);
             b.hit(
                 LimitKind::MaxMessageBytes,
-                format!(
-                    "message is {len} bytes, limit {}",
-                    limits.max_message_bytes
-                ),
+                format!("message is {len} bytes, limit {}", limits.max_message_bytes),
             );
             return Ok(b.finish(Headers::default()));
         }

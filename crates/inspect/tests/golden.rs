@@ -30,8 +30,7 @@ fn b64(bytes: &[u8]) -> String {
 
 fn zip_of(files: &[(&str, &[u8])]) -> Vec<u8> {
     let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-    let opts =
-        SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+    let opts = SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
     for (name, data) in files {
         w.start_file(*name, opts).unwrap();
         w.write_all(data).unwrap();
@@ -79,8 +78,10 @@ fn text(body: &str) -> String {
     format!("Content-Type: text/plain; charset=utf-8\r\n\r\n{body}\r\n")
 }
 
-const PDF: &[u8] = b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n";
-const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0\x1f\x15\xc4\x89";
+const PDF: &[u8] =
+    b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n";
+const PNG: &[u8] =
+    b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0\x1f\x15\xc4\x89";
 fn exe() -> Vec<u8> {
     let mut v = b"MZ\x90\x00\x03\x00\x00\x00\x04\x00\x00\x00\xff\xff\x00\x00".to_vec();
     v.resize(256, 0);
@@ -288,7 +289,10 @@ Content-Transfer-Encoding: base64\r\n\r\n{}",
         (
             format!(
                 "{HEAD}{}",
-                mixed("b9", &[attachment("application/zip", "nest.zip", &archives)])
+                mixed(
+                    "b9",
+                    &[attachment("application/zip", "nest.zip", &archives)]
+                )
             ),
             None,
         ),
@@ -326,7 +330,12 @@ fn view_json(name: &str, raw: &[u8]) -> String {
     // Every decodable part can be read back, with the size listed.
     for (i, part) in view.parts().iter().enumerate() {
         if let Some(bytes) = view.decoded(i) {
-            assert_eq!(bytes.len() as u64, part.size, "{name}: part {}", part.section);
+            assert_eq!(
+                bytes.len() as u64,
+                part.size,
+                "{name}: part {}",
+                part.section
+            );
         }
     }
     let mut s = serde_json::to_string_pretty(&view).unwrap();
@@ -361,13 +370,17 @@ fn golden_messages() {
         let name = path.file_stem().unwrap().to_str().unwrap().to_string();
         let raw = std::fs::read(&path).unwrap();
         let got = view_json(&name, &raw);
-        let want = std::fs::read_to_string(dir.join(format!("{name}.expected.json")))
-            .unwrap_or_default();
+        let want =
+            std::fs::read_to_string(dir.join(format!("{name}.expected.json"))).unwrap_or_default();
         if got != want {
             failures.push(format!("{name}:\n{got}"));
         }
         seen += 1;
     }
     assert!(seen >= 14, "only {seen} golden messages");
-    assert!(failures.is_empty(), "golden mismatch:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "golden mismatch:\n{}",
+        failures.join("\n")
+    );
 }

@@ -104,7 +104,9 @@ fn no_rauc_service_says_the_command_is_for_the_appliance() {
     assert!(matches!(e, SystemError::Unavailable(_)), "{e:?}");
     let m = e.to_string();
     assert!(
-        m.starts_with("this command works on the appliance (RAUC); on this machine there is no RAUC service"),
+        m.starts_with(
+            "this command works on the appliance (RAUC); on this machine there is no RAUC service"
+        ),
         "{m}"
     );
     assert!(m.contains("Could not connect"), "{m}");
@@ -122,7 +124,9 @@ fn no_rauc_service_says_the_command_is_for_the_appliance() {
     use_fake_rauc(&d.path().join("not-there"));
     let m = status().unwrap_err().to_string();
     assert!(
-        m.starts_with("this command works on the appliance (RAUC); on this machine there is no RAUC"),
+        m.starts_with(
+            "this command works on the appliance (RAUC); on this machine there is no RAUC"
+        ),
         "{m}"
     );
 }

@@ -5,9 +5,14 @@
 #     silently drops a misspelt symbol or one whose dependencies are not met);
 #  3. Buildroot's utils/check-package finds nothing wrong with our package files.
 #
-# Buildroot comes from BUILDROOT_DIR, or is unpacked once from
-# ../shared/vendor/buildroot-2026.05.1.tar.xz (BUILDROOT_TARBALL) into
-# ~/.cache/palisade-buildroot.
+# Where Buildroot 2026.05.1 comes from, first match wins:
+#  1. BUILDROOT_DIR: an unpacked Buildroot tree, used as it is;
+#  2. BUILDROOT_TARBALL: a release tarball, unpacked once into the cache;
+#  3. a tree already unpacked in the cache, ~/.cache/palisade-buildroot/buildroot-2026.05.1;
+#  4. the copy beside the checkout, ../shared/vendor/buildroot-2026.05.1.tar.xz;
+#  5. the official release (or BUILDROOT_URL, a mirror of it), downloaded once into the cache.
+# Tarballs from 4 and 5 must match the pinned SHA-256 below. If none works, it says exactly
+# what to provide and exits 2.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 ext=$repo/buildroot-overlay
@@ -28,15 +33,88 @@ if ((${#need[@]})); then
 	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${need[@]}" >/dev/null
 fi
 
+br_version=2026.05.1
+br_name=buildroot-$br_version
+br_url=${BUILDROOT_URL:-https://buildroot.org/downloads/$br_name.tar.xz}
+# SHA-256 of the official release tarball.
+br_sha256=b54bad1fe4018d88d23a7ed2e4f9bddf74320a8d0fa109783404e8302467338d
+cache=${XDG_CACHE_HOME:-$HOME/.cache}/palisade-buildroot
+beside=$(realpath -m "$repo/../shared/vendor/$br_name.tar.xz")
+
+# Unpacks tarball $1 into $cache/$2 (via a temporary directory, so an interrupted run never
+# leaves a half tree that looks complete).
+unpack() {
+	local tmp
+	mkdir -p "$cache"
+	tmp=$(mktemp -d "$cache/.unpack.XXXXXX")
+	if ! tar -C "$tmp" -xf "$1"; then
+		rm -rf "$tmp"
+		echo "check-buildroot: cannot unpack $1" >&2
+		exit 2
+	fi
+	local top
+	top=$(find "$tmp" -mindepth 1 -maxdepth 1 -type d | head -n1)
+	[[ -e $top/Makefile ]] || { rm -rf "$tmp"; echo "check-buildroot: $1 holds no Buildroot tree" >&2; exit 2; }
+	rm -rf "${cache:?}/$2"
+	mv "$top" "$cache/$2"
+	rm -rf "$tmp"
+}
+
+sha_ok() { echo "$br_sha256  $1" | sha256sum -c --status -; }
+
+no_buildroot() {
+	cat >&2 <<-EOF
+		check-buildroot: cannot get Buildroot $br_version: $*
+		Provide one of:
+		  BUILDROOT_DIR=/path/to/$br_name              an unpacked release
+		  BUILDROOT_TARBALL=/path/to/$br_name.tar.xz   the release tarball
+		  $beside   (a copy beside the checkout)
+		  internet access to $br_url
+		    (downloaded once into $cache, SHA-256 $br_sha256)
+	EOF
+	exit 2
+}
+
 br=${BUILDROOT_DIR:-}
-if [[ -z $br ]]; then
-	tarball=${BUILDROOT_TARBALL:-$repo/../shared/vendor/buildroot-2026.05.1.tar.xz}
-	cache=${XDG_CACHE_HOME:-$HOME/.cache}/palisade-buildroot
-	br=$cache/$(basename "$tarball" .tar.xz)
+if [[ -n $br ]]; then
+	[[ -e $br/Makefile && -e $br/utils/check-package ]] ||
+		{ echo "check-buildroot: BUILDROOT_DIR=$br is not a Buildroot tree (no Makefile, utils/check-package)" >&2; exit 2; }
+elif [[ -n ${BUILDROOT_TARBALL:-} ]]; then
+	[[ -f $BUILDROOT_TARBALL ]] || { echo "check-buildroot: BUILDROOT_TARBALL=$BUILDROOT_TARBALL: no such file" >&2; exit 2; }
+	# Named after the tarball, so another version never mixes with the pinned one.
+	name=$(basename "$BUILDROOT_TARBALL")
+	name=${name%.tar.*}
+	br=$cache/$name
+	[[ -e $br/Makefile ]] || unpack "$BUILDROOT_TARBALL" "$name"
+else
+	br=$cache/$br_name
 	if [[ ! -e $br/Makefile ]]; then
-		[[ -f $tarball ]] || { echo "check-buildroot: no Buildroot: set BUILDROOT_DIR or BUILDROOT_TARBALL" >&2; exit 2; }
-		mkdir -p "$cache"
-		tar -C "$cache" -xf "$tarball"
+		if [[ -f $beside ]]; then
+			sha_ok "$beside" || { echo "check-buildroot: $beside does not match the pinned SHA-256 $br_sha256" >&2; exit 2; }
+			unpack "$beside" "$br_name"
+		else
+			dl=$cache/$br_name.tar.xz
+			if [[ ! -f $dl ]] || ! sha_ok "$dl"; then
+				if ! command -v curl >/dev/null; then
+					apt-get update -qq
+					DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends curl ca-certificates >/dev/null ||
+						no_buildroot "no curl to download it with"
+				fi
+				mkdir -p "$cache"
+				echo "check-buildroot: downloading $br_url" >&2
+				if ! err=$(curl -fsSL --connect-timeout 20 --retry 2 -o "$dl.part" "$br_url" 2>&1); then
+					rm -f "$dl.part"
+					err=${err%$'\n'}
+					no_buildroot "the download failed (${err##*$'\n'})"
+				fi
+				if ! sha_ok "$dl.part"; then
+					rm -f "$dl.part"
+					no_buildroot "the download does not match the pinned SHA-256"
+				fi
+				mv "$dl.part" "$dl"
+			fi
+			unpack "$dl" "$br_name"
+		fi
 	fi
 fi
 

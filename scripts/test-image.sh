@@ -15,6 +15,8 @@ command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)
 command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
 [[ -e /usr/share/OVMF/OVMF_CODE_4M.fd ]] || need+=(ovmf)
 /usr/bin/python3 -c 'import pytest' 2>/dev/null || need+=(python3-pytest)
+# tests/pytest.ini sets timeout = 600 and --strict-config: without the plugin pytest refuses.
+/usr/bin/python3 -c 'import pytest_timeout' 2>/dev/null || need+=(python3-pytest-timeout)
 if ((${#need[@]})); then
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${need[@]}" >/dev/null
@@ -36,5 +38,6 @@ if [[ $rebuild == 1 ]]; then
 fi
 
 cd "$repo/tests/image"
-# Debian's python3 with its python3-pytest: no virtualenv or PyPI needed for this tier.
+# Debian's python3 with its python3-pytest and python3-pytest-timeout: no virtualenv or PyPI
+# needed for this tier.
 exec /usr/bin/python3 -m pytest -p no:cacheprovider -v -s --durations=0 "$@" .

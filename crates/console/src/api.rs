@@ -98,7 +98,6 @@ pub async fn status(State(state): State<AppState>) -> ApiResult {
         "queue": { "messages": o.queue.0, "recipients": o.queue.1 },
         "engine": engine, "engine_error": engine_error,
         "services": services, "services_error": services_error,
-        "ha": { "state": "standalone" },
         "time": now_unix(),
     }))
 }

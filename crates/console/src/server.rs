@@ -121,12 +121,15 @@ pub(crate) async fn run(opts: ConsoleOptions) -> Result<(), ConsoleError> {
     let limit = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     let mut tasks = tokio::task::JoinSet::new();
     for l in listeners {
-        let addr = l.local_addr().ok();
+        let addr = l.local_addr();
         let l = tokio::net::TcpListener::from_std(l).map_err(|e| ConsoleError::Io {
             context: "listener".into(),
             source: e,
         })?;
-        tracing::info!(event = "console.listening", addr = ?addr);
+        match addr {
+            Ok(addr) => tracing::info!(event = "console.listening", addr = %addr),
+            Err(e) => tracing::info!(event = "console.listening", addr = "unknown", error = %e),
+        }
         tasks.spawn(accept_loop(
             l,
             tls.clone(),

@@ -40,7 +40,7 @@ pub fn queue(msgs: &[QueuedMessage]) {
 pub fn tracked(m: &TrackedMessage) {
     let sender = if m.sender.is_empty() { "<>" } else { &m.sender };
     println!(
-        "{}  {}  {:<9}  from {} to {}  [{} {}{}]  size {}  msgid {}  subject {:?}",
+        "{}  {}  {:<9}  from {} to {}  [{} {}{}{}]  size {}  msgid {}  subject {:?}",
         m.queue_id,
         format_unix(m.received_at),
         m.status,
@@ -51,6 +51,10 @@ pub fn tracked(m: &TrackedMessage) {
         m.tls
             .as_deref()
             .map(|t| format!(" {t}"))
+            .unwrap_or_default(),
+        m.auth_user
+            .as_deref()
+            .map(|u| format!(" auth {u}"))
             .unwrap_or_default(),
         m.size,
         m.message_id.as_deref().unwrap_or("-"),

@@ -37,8 +37,9 @@ fn rauc_program() -> PathBuf {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SystemError {
-    /// No RAUC here: not an appliance image (a development machine), or not installed.
-    #[error("firmware updates are not available on this system: {0}")]
+    /// No RAUC here: not an appliance image (a development machine), or not installed. The
+    /// text says what is missing ("there is no RAUC service (...)").
+    #[error("this command works on the appliance (RAUC); on this machine {0}")]
     Unavailable(String),
     /// RAUC ran and refused or failed; `message` is what RAUC said.
     #[error("rauc {command} failed: {message}")]
@@ -176,10 +177,21 @@ fn run_rauc(args: &[&str], command: &str) -> Result<Output, SystemError> {
         .args(args)
         .stdin(std::process::Stdio::null())
         .output()
-        .map_err(|e| SystemError::Unavailable(format!("cannot run {}: {e}", program.display())))?;
+        .map_err(|e| {
+            SystemError::Unavailable(format!(
+                "there is no RAUC (cannot run {}: {e})",
+                program.display()
+            ))
+        })?;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     if !out.status.success() {
+        if rauc::no_service(&stderr, &stdout) {
+            return Err(SystemError::Unavailable(format!(
+                "there is no RAUC service (rauc {command}: {})",
+                rauc::error_message(&stderr, &stdout, out.status)
+            )));
+        }
         return Err(SystemError::Rauc {
             command: command.to_owned(),
             message: rauc::error_message(&stderr, &stdout, out.status),

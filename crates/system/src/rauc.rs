@@ -136,6 +136,21 @@ pub(crate) fn error_message(
     }
 }
 
+/// Whether RAUC failed because there is no RAUC service to talk to (no system D-Bus, or no
+/// `de.pengutronix.rauc` on it): a machine that is not the appliance, rather than an error
+/// of the appliance's firmware.
+pub(crate) fn no_service(stderr: &str, stdout: &str) -> bool {
+    const SIGNS: [&str; 5] = [
+        "error creating proxy",
+        "could not connect",
+        "org.freedesktop.dbus.error.serviceunknown",
+        "org.freedesktop.dbus.error.namehasnoowner",
+        "was not provided by any .service files",
+    ];
+    let text = format!("{stderr}\n{stdout}").to_ascii_lowercase();
+    SIGNS.iter().any(|s| text.contains(s))
+}
+
 /// `(rauc:427): rauc-WARNING **: 09:25:21.951: text` and `rauc-Message: 09:17:01.025: text`
 /// -> `text`.
 fn strip_log_prefix(line: &str) -> &str {

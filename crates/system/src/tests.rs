@@ -87,6 +87,50 @@ fn error_message_keeps_what_rauc_said_without_log_decoration() {
     assert!(rauc::error_message("", "", status).contains("said nothing"));
 }
 
+/// `palisade system status` off the appliance: RAUC is installed but no service answers.
+#[test]
+fn no_rauc_service_says_the_command_is_for_the_appliance() {
+    let d = tempfile::tempdir().unwrap();
+    let fake = d.path().join("rauc");
+    // What RAUC 1.8 prints on a machine without a system D-Bus.
+    std::fs::write(
+        &fake,
+        "#!/bin/sh\necho 'Error retrieving slot status via D-Bus: error creating proxy: Could not connect: No such file or directory' >&2\nexit 1\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    use_fake_rauc(&fake);
+    let e = status().unwrap_err();
+    assert!(matches!(e, SystemError::Unavailable(_)), "{e:?}");
+    let m = e.to_string();
+    assert!(
+        m.starts_with(
+            "this command works on the appliance (RAUC); on this machine there is no RAUC service"
+        ),
+        "{m}"
+    );
+    assert!(m.contains("Could not connect"), "{m}");
+    // A system bus without RAUC on it.
+    assert!(rauc::no_service(
+        "Error retrieving slot status via D-Bus: GDBus.Error:org.freedesktop.DBus.Error.ServiceUnknown: The name de.pengutronix.rauc was not provided by any .service files",
+        ""
+    ));
+    // A real failure of RAUC is not mistaken for a missing service.
+    assert!(!rauc::no_service(
+        "rauc-WARNING **: signature verification failed: bad",
+        ""
+    ));
+
+    use_fake_rauc(&d.path().join("not-there"));
+    let m = status().unwrap_err().to_string();
+    assert!(
+        m.starts_with(
+            "this command works on the appliance (RAUC); on this machine there is no RAUC"
+        ),
+        "{m}"
+    );
+}
+
 /// Runs the real functions against a stand-in `rauc` (a shell script that answers like
 /// RAUC 1.8 and fails where RAUC fails): the command lines, the order of calls and the
 /// error path are what is checked. The QEMU image tests run the real RAUC.

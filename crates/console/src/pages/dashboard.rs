@@ -1,4 +1,5 @@
-//! The dashboard: mail flow over 24 hours and 7 days, the queue, each service's health, HA.
+//! The dashboard: mail flow over 24 hours and 7 days, the queue, each service's health (and
+//! a plain note that high availability is not built yet).
 
 use askama::Template;
 use axum::extract::State;

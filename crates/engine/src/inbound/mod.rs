@@ -284,6 +284,7 @@ pub(crate) async fn drain(mut serving: Serving, grace: Duration) {
     // Accept loops exit on the shutdown signal; wait so no new session starts after this.
     while serving.accept.join_next().await.is_some() {}
     let mut set = serving.sessions.lock().await;
+    while set.try_join_next().is_some() {} // count only sessions still running
     let n = set.len();
     tracing::info!(event = "smtp.draining", sessions = n);
     let all = async { while set.join_next().await.is_some() {} };

@@ -50,7 +50,10 @@ def test_console_answers_https(guest):
     def get():
         with socket.create_connection(("127.0.0.1", guest.ports["console"]), timeout=30) as raw:
             with ctx.wrap_socket(raw) as s:
-                s.sendall(b"GET / HTTP/1.1\r\nHost: palisade\r\nConnection: close\r\n\r\n")
+                # What a browser sends for https://127.0.0.1:PORT/: by default the console
+                # answers to its host name and to any IP address (console.hostnames).
+                host = f"127.0.0.1:{guest.ports['console']}".encode()
+                s.sendall(b"GET / HTTP/1.1\r\nHost: " + host + b"\r\nConnection: close\r\n\r\n")
                 return s.recv(4096).decode(errors="replace")
 
     head = wait_for("an HTTPS answer from the console", get, timeout=120, interval=3)

@@ -285,7 +285,7 @@ fn random_hex() -> String {
     ring::rand::SystemRandom::new()
         .fill(&mut b)
         .expect("system random source");
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    hex::encode(b)
 }
 
 fn login_form(status: StatusCode, user: String, error: Option<String>) -> Response {

@@ -9,6 +9,8 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
+use cookie::time::Duration;
+use cookie::{Cookie, CookieBuilder, SameSite};
 use palisade_store::accounts::{AccountError, LoginResult, Role, Throttle, User};
 use serde::Deserialize;
 use serde_json::json;
@@ -113,30 +115,37 @@ pub fn source_of(ext: &axum::http::Extensions) -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
+/// The value of cookie `name` in the request's `Cookie:` headers (None if absent or empty).
 pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.to_string())
+        .flat_map(Cookie::split_parse)
+        .filter_map(Result::ok)
+        .find(|c| c.name() == name)
+        .map(|c| c.value().to_string())
         .filter(|v| !v.is_empty())
 }
 
-fn set_cookie(name: &str, value: &str) -> HeaderValue {
-    HeaderValue::from_str(&format!(
-        "{name}={value}; Path=/; Secure; HttpOnly; SameSite=Strict"
-    ))
-    .expect("cookie values are hex")
+/// What the `__Host-` prefix demands (Secure, Path=/, no Domain), HttpOnly and
+/// SameSite=Strict.
+fn host_cookie(name: &str, value: &str) -> CookieBuilder<'static> {
+    Cookie::build((name.to_string(), value.to_string()))
+        .secure(true)
+        .http_only(true)
+        .same_site(SameSite::Strict)
+        .path("/")
 }
 
+fn set_cookie(name: &str, value: &str) -> HeaderValue {
+    HeaderValue::from_str(&host_cookie(name, value).to_string()).expect("cookie values are hex")
+}
+
+/// Clears a cookie: empty value, Max-Age=0 (no Expires, as before).
 fn clear_cookie(name: &str) -> HeaderValue {
-    HeaderValue::from_str(&format!(
-        "{name}=; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=0"
-    ))
-    .expect("static")
+    HeaderValue::from_str(&host_cookie(name, "").max_age(Duration::ZERO).to_string())
+        .expect("cookie names are static")
 }
 
 fn to_login(clear: bool) -> Response {
@@ -285,7 +294,7 @@ fn random_hex() -> String {
     ring::rand::SystemRandom::new()
         .fill(&mut b)
         .expect("system random source");
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    hex::encode(b)
 }
 
 fn login_form(status: StatusCode, user: String, error: Option<String>) -> Response {
@@ -546,4 +555,60 @@ pub async fn password_submit(
             min_len: palisade_store::accounts::MIN_PASSWORD_LEN,
         },
     )
+}
+
+#[cfg(test)]
+mod cookie_tests {
+    use super::*;
+
+    #[test]
+    fn set_clear_and_read_cookies() {
+        let attrs = |v: HeaderValue| {
+            let s = v.to_str().unwrap().to_string();
+            let mut parts: Vec<String> = s.split("; ").map(str::to_string).collect();
+            let first = parts.remove(0);
+            parts.sort();
+            (first, parts)
+        };
+        assert_eq!(
+            attrs(set_cookie(SESSION_COOKIE, "ab12")),
+            (
+                "__Host-palisade=ab12".into(),
+                vec!["HttpOnly", "Path=/", "SameSite=Strict", "Secure"]
+                    .into_iter()
+                    .map(String::from)
+                    .collect()
+            )
+        );
+        assert_eq!(
+            attrs(clear_cookie(LOGIN_COOKIE)),
+            (
+                "__Host-palisade-login=".into(),
+                vec![
+                    "HttpOnly",
+                    "Max-Age=0",
+                    "Path=/",
+                    "SameSite=Strict",
+                    "Secure"
+                ]
+                .into_iter()
+                .map(String::from)
+                .collect()
+            )
+        );
+        let mut h = HeaderMap::new();
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; __Host-palisade-login=x"),
+        );
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_static("junk;  __Host-palisade = ab12 "),
+        );
+        assert_eq!(cookie(&h, SESSION_COOKIE).as_deref(), Some("ab12"));
+        assert_eq!(cookie(&h, LOGIN_COOKIE).as_deref(), Some("x"));
+        assert_eq!(cookie(&h, "b"), None);
+        h.insert(header::COOKIE, HeaderValue::from_static("__Host-palisade="));
+        assert_eq!(cookie(&h, SESSION_COOKIE), None, "empty is absent");
+    }
 }

@@ -59,7 +59,7 @@ fn reference() -> String {
     use ring::rand::SecureRandom;
     let mut b = [0u8; 4];
     let _ = ring::rand::SystemRandom::new().fill(&mut b);
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    hex::encode(b)
 }
 
 impl std::fmt::Display for AppError {

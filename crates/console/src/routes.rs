@@ -3,7 +3,7 @@
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::middleware::{from_fn, from_fn_with_state};
+use axum::middleware::from_fn_with_state;
 use axum::routing::{delete, get, post};
 
 use crate::auth::{self, BODY_LIMIT, Perm, with_perm};
@@ -176,16 +176,21 @@ fn api(state: &AppState) -> Router<AppState> {
 /// The whole console. Security headers wrap everything, including errors and redirects; no
 /// request reaches a handler unless its `Host` is one of the console's names.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let router = Router::new()
         .route("/login", get(auth::login_page).post(auth::login_submit))
-        .route("/static/console.css", get(pages::stylesheet))
-        .route("/static/favicon.svg", get(pages::favicon))
+        .route(
+            "/static/console.css",
+            get(pages::stylesheet).layer(security::cache_static()),
+        )
+        .route(
+            "/static/favicon.svg",
+            get(pages::favicon).layer(security::cache_static()),
+        )
         .route("/favicon.ico", get(pages::favicon))
         .nest("/api/v1", api(&state))
         .merge(pages(&state))
         .fallback(pages::not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(from_fn_with_state(state.clone(), security::host_check))
-        .layer(from_fn(security::headers))
-        .with_state(state)
+        .layer(from_fn_with_state(state.clone(), security::host_check));
+    security::with_response_headers(router).with_state(state)
 }

@@ -1,12 +1,15 @@
 //! Response headers every answer carries, the host-name check every request passes, and the
 //! same-origin check for state changes.
 
+use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use palisade_store::Config;
 use palisade_store::config::ConsoleHost;
+use subtle::ConstantTimeEq;
+use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::state::AppState;
 
@@ -16,46 +19,63 @@ pub const CSP: &str = "default-src 'none'; script-src 'none'; style-src 'self'; 
      font-src 'none'; connect-src 'none'; object-src 'none'; base-uri 'none'; \
      form-action 'self'; frame-ancestors 'none'";
 
-pub async fn headers(req: Request, next: Next) -> Response {
-    let is_static = req.uri().path().starts_with("/static/");
-    let mut resp = next.run(req).await;
-    let h = resp.headers_mut();
-    let set = |h: &mut HeaderMap, name: header::HeaderName, v: &'static str| {
-        h.insert(name, HeaderValue::from_static(v));
-    };
-    set(
-        h,
+/// What every answer carries, set (overriding whatever a handler put there) by one
+/// `SetResponseHeaderLayer` each around the whole router (see `routes::router`), so errors,
+/// redirects and the host check's 421 carry them too.
+pub const RESPONSE_HEADERS: [(HeaderName, &str); 8] = [
+    (
         header::STRICT_TRANSPORT_SECURITY,
         "max-age=31536000; includeSubDomains",
-    );
-    set(h, header::CONTENT_SECURITY_POLICY, CSP);
-    set(h, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
-    set(h, header::X_FRAME_OPTIONS, "DENY");
+    ),
+    (header::CONTENT_SECURITY_POLICY, CSP),
+    (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+    (header::X_FRAME_OPTIONS, "DENY"),
     // Same-origin requests keep their Referer and Origin (the CSRF check uses them); nothing
     // leaks to other sites.
-    set(h, header::REFERRER_POLICY, "same-origin");
-    set(
-        h,
-        header::HeaderName::from_static("cross-origin-opener-policy"),
+    (header::REFERRER_POLICY, "same-origin"),
+    (
+        HeaderName::from_static("cross-origin-opener-policy"),
         "same-origin",
-    );
-    set(
-        h,
-        header::HeaderName::from_static("cross-origin-resource-policy"),
+    ),
+    (
+        HeaderName::from_static("cross-origin-resource-policy"),
         "same-origin",
-    );
-    set(
-        h,
-        header::HeaderName::from_static("permissions-policy"),
+    ),
+    (
+        HeaderName::from_static("permissions-policy"),
         "camera=(), microphone=(), geolocation=(), payment=(), usb=()",
-    );
-    if is_static {
-        set(h, header::CACHE_CONTROL, "public, max-age=3600");
-    } else {
-        // Pages show queue contents, audit entries, one-time passwords: never keep them.
-        set(h, header::CACHE_CONTROL, "no-store");
-    }
-    resp
+    ),
+];
+
+/// `Cache-Control` of the static files (set on their routes).
+pub const CACHE_STATIC: &str = "public, max-age=3600";
+/// `Cache-Control` of everything else (set around the whole router where a route set none):
+/// pages show queue contents, audit entries, one-time passwords: never keep them.
+pub const CACHE_NEVER: &str = "no-store";
+
+/// `router` wrapped in one overriding [`SetResponseHeaderLayer`] per [`RESPONSE_HEADERS`]
+/// entry, and `Cache-Control: no-store` where no route set its own.
+pub fn with_response_headers<S: Clone + Send + Sync + 'static>(router: Router<S>) -> Router<S> {
+    let router = router.layer(SetResponseHeaderLayer::if_not_present(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static(CACHE_NEVER),
+    ));
+    RESPONSE_HEADERS
+        .into_iter()
+        .fold(router, |router, (name, value)| {
+            router.layer(SetResponseHeaderLayer::overriding(
+                name,
+                HeaderValue::from_static(value),
+            ))
+        })
+}
+
+/// The layer the static-file routes carry: they may be cached for an hour.
+pub fn cache_static() -> SetResponseHeaderLayer<HeaderValue> {
+    SetResponseHeaderLayer::overriding(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static(CACHE_STATIC),
+    )
 }
 
 /// The names the console answers to (`console.hostnames`, see `palisade_store::Config`).
@@ -184,14 +204,10 @@ pub async fn host_check(State(state): State<AppState>, req: Request, next: Next)
     }
 }
 
-/// Constant-time comparison of two tokens.
+/// Constant-time comparison of two tokens (an empty token never matches). Only the length
+/// may leak, as it did before: `subtle` answers unequal lengths at once.
 pub fn same_token(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && !a.is_empty()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
+    !a.is_empty() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
 }
 
 #[cfg(test)]

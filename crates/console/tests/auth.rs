@@ -76,6 +76,72 @@ async fn every_response_carries_the_security_headers() {
     }
 }
 
+/// Every header, with its exact value, on a page, an error page, a static file, and the host
+/// check's refusal (set around the whole router, so nothing escapes them).
+#[tokio::test]
+async fn every_security_header_with_its_exact_value() {
+    let c = Console::new();
+    let admin = c.admin();
+    let expected = [
+        (
+            "strict-transport-security",
+            "max-age=31536000; includeSubDomains",
+        ),
+        (
+            "content-security-policy",
+            "default-src 'none'; script-src 'none'; style-src 'self'; img-src 'self'; \
+             font-src 'none'; connect-src 'none'; object-src 'none'; base-uri 'none'; \
+             form-action 'self'; frame-ancestors 'none'",
+        ),
+        ("x-content-type-options", "nosniff"),
+        ("x-frame-options", "DENY"),
+        ("referrer-policy", "same-origin"),
+        ("cross-origin-opener-policy", "same-origin"),
+        ("cross-origin-resource-policy", "same-origin"),
+        (
+            "permissions-policy",
+            "camera=(), microphone=(), geolocation=(), payment=(), usb=()",
+        ),
+    ];
+    let mut wrong_host = req(Method::GET, "/", Some(&admin), None, "192.0.2.1");
+    wrong_host
+        .headers_mut()
+        .insert(header::HOST, "evil.example".parse().unwrap());
+    let cases = [
+        ("page", c.get("/", Some(&admin)).await, "no-store"),
+        ("error page", c.get("/no/such/page", None).await, "no-store"),
+        (
+            "error page (signed in)",
+            c.get("/queue/no-such-id", Some(&admin)).await,
+            "no-store",
+        ),
+        (
+            "static file",
+            c.get("/static/console.css", None).await,
+            "public, max-age=3600",
+        ),
+        (
+            "static file",
+            c.get("/static/favicon.svg", None).await,
+            "public, max-age=3600",
+        ),
+        ("favicon.ico", c.get("/favicon.ico", None).await, "no-store"),
+        ("wrong host", c.send(wrong_host).await, "no-store"),
+    ];
+    assert_eq!(cases[0].1.status, StatusCode::OK);
+    assert_eq!(cases[1].1.status, StatusCode::NOT_FOUND);
+    assert!(cases[2].1.status.is_client_error(), "{}", cases[2].1.status);
+    assert_eq!(cases[3].1.status, StatusCode::OK);
+    assert_eq!(cases[6].1.status, StatusCode::MISDIRECTED_REQUEST);
+    for (what, r, cache) in &cases {
+        for (name, value) in expected.iter().chain([&("cache-control", *cache)]) {
+            let got: Vec<_> = r.headers.get_all(*name).iter().collect();
+            assert_eq!(got.len(), 1, "{what}: {name} {got:?}");
+            assert_eq!(got[0], value, "{what}: {name}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn first_login_forces_a_password_change_and_cookies_are_host_only() {
     let c = Console::new();

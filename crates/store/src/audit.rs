@@ -90,10 +90,6 @@ fn chain_hash(prev: &[u8], seq: i64, ts: i64, fields: [&str; 5]) -> Vec<u8> {
     ctx.finish().as_ref().to_vec()
 }
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
 impl AuditLog {
     pub fn open(path: &Path) -> Result<Self> {
         let mut conn = open_db(path)?;
@@ -141,7 +137,7 @@ impl AuditLog {
             action: action.into(),
             target: target.into(),
             detail,
-            hash: hex(&hash),
+            hash: hex::encode(hash),
         })
     }
 
@@ -194,7 +190,7 @@ impl AuditLog {
         }
         Ok(AuditVerdict::Intact {
             entries: expected_seq - 1,
-            head: hex(&prev),
+            head: hex::encode(prev),
         })
     }
 
@@ -244,7 +240,7 @@ impl AuditLog {
                     action: r.get(4)?,
                     target: r.get(5)?,
                     detail: r.get(6)?,
-                    hash: hex(&r.get::<_, Vec<u8>>(7)?),
+                    hash: hex::encode(r.get::<_, Vec<u8>>(7)?),
                 })
             })
             .at(&self.conn)?;

@@ -2,6 +2,7 @@
 Maildir: content arrives unchanged, tracking tells the story, failures bounce, retries work."""
 
 import email
+import email.utils
 import smtplib
 import ssl
 import subprocess
@@ -143,7 +144,7 @@ def test_permanent_failure_bounces_once_and_never_bounces_a_bounce(palisade_fact
     assert r.returncode == 0
     wait_for(lambda: len(p.mailbox()) == 1, 30, what="the bounce")
     dsn = email.message_from_bytes(p.mailbox()[0])
-    assert dsn["From"].startswith("Mail Delivery System <MAILER-DAEMON@palisade.test>")
+    assert email.utils.parseaddr(dsn["From"]) == ("Mail Delivery System", "MAILER-DAEMON@palisade.test")
     assert dsn.get_content_type() == "multipart/report"
     assert dsn.get_param("report-type") == "delivery-status"
     raw_dsn = p.mailbox()[0].decode()

@@ -1,7 +1,8 @@
 //! The mail engine: everything between a client's TCP connection and the next hop's 250.
 //!
 //! - `inbound/`: the SMTP server (sessions, relay control, DATA into the spool);
-//! - `pipeline`: the filter stages a received message passes before it is committed;
+//! - `pipeline`: the filter seam: the checks a received message passes before it is
+//!   committed, and `policy::decide` turning their outcomes into per-recipient verdicts;
 //! - `outbound/`: the queue runner, routing, the SMTP client and local Maildir delivery,
 //!   bounces;
 //! - `control`: the engine's side of its control socket (the protocol and the server are in
@@ -29,6 +30,12 @@ use palisade_spool::Spool;
 use palisade_store::{ConfigStore, DataDir};
 
 use state::Shared;
+
+/// The route key delivery uses for `address` under `cfg` (what RCPT records), for callers
+/// outside the engine (`palisade quarantine release --to`, `palisade check`).
+pub fn route_for(cfg: &palisade_store::Config, address: &str) -> String {
+    outbound::route::for_address(cfg, address)
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {

@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::outbound::Runner;
+use crate::pipeline::Pipeline;
 
 #[derive(Default)]
 pub(crate) struct Counters {
@@ -36,6 +37,8 @@ impl Counters {
 pub(crate) struct Shared {
     pub data: DataDir,
     config: ArcSwap<Config>,
+    /// The filter pipeline of that configuration, swapped with it.
+    pipeline: ArcSwap<Pipeline>,
     revision: AtomicU64,
     pub spool: Spool,
     tls: ArcSwap<Option<TlsAcceptor>>,
@@ -56,6 +59,7 @@ impl Shared {
     pub fn new(data: DataDir, rev: Revision, spool: Spool, tls: Option<TlsAcceptor>) -> Self {
         Shared {
             data,
+            pipeline: ArcSwap::from_pointee(Pipeline::from_config(&rev.config)),
             config: ArcSwap::from_pointee(rev.config),
             revision: AtomicU64::new(rev.id as u64),
             spool,
@@ -73,6 +77,11 @@ impl Shared {
         self.config.load_full()
     }
 
+    /// The filter pipeline in force now. A message takes one snapshot at DATA and keeps it.
+    pub fn pipeline(&self) -> Arc<Pipeline> {
+        self.pipeline.load_full()
+    }
+
     pub fn revision(&self) -> u64 {
         self.revision.load(Ordering::Relaxed)
     }
@@ -86,6 +95,8 @@ impl Shared {
     /// without a restart (the supervisor owns the sockets).
     pub fn apply(&self, rev: Revision, tls: Option<TlsAcceptor>) {
         self.revision.store(rev.id as u64, Ordering::Relaxed);
+        self.pipeline
+            .store(Arc::new(Pipeline::from_config(&rev.config)));
         self.config.store(Arc::new(rev.config));
         self.tls.store(Arc::new(tls));
     }

@@ -4,6 +4,7 @@
 
 #![forbid(unsafe_code)]
 
+mod check;
 mod print;
 
 use std::path::PathBuf;
@@ -73,6 +74,9 @@ enum Command {
     Queue(QueueCmd),
     /// Search message tracking.
     Track(TrackArgs),
+    /// Run one message file through the filter pipeline and show why it would be delivered,
+    /// held or refused (nothing is queued or sent). Exit 65 if the file cannot be read.
+    Check(check::CheckArgs),
     /// Firmware: the A/B slots and signed updates (on the appliance).
     #[command(subcommand)]
     System(SystemCmd),
@@ -275,6 +279,17 @@ fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("palisade console: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Check(args) => {
+            init_logs("warn");
+            let data = DataDir::new(&cli.data);
+            match check::run(&data, args) {
+                Ok(code) => code,
+                Err(e) => {
+                    eprintln!("palisade check: {e:#}");
                     ExitCode::FAILURE
                 }
             }
@@ -570,6 +585,7 @@ fn operate(data: &DataDir, cmd: Command) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Run { .. }
+        | Command::Check(_)
         | Command::Engine { .. }
         | Command::Console { .. }
         | Command::System(_) => {

@@ -16,6 +16,13 @@ use ipnet::IpNet;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+mod filter;
+pub use filter::{
+    CHECK_NAMES, CheckSettings, Filter, Rule, RuleAction, RuleDirection, UninspectableAction,
+    address_matches,
+};
+pub use palisade_inspect::Limits as InspectLimits;
+
 /// One thing wrong with a configuration, tied to the field it concerns.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Problem {
@@ -54,6 +61,9 @@ pub struct Config {
     pub dns: Dns,
     pub console: Console,
     pub supervisor: Supervisor,
+    /// Bounds on the MIME view every message gets (see `palisade_inspect::Limits`).
+    pub inspect: InspectLimits,
+    pub filter: Filter,
     /// Inbound domains: mail for these is accepted from anyone and routed internally.
     #[serde(rename = "domain", skip_serializing_if = "Vec::is_empty")]
     pub domains: Vec<InboundDomain>,
@@ -358,6 +368,8 @@ impl Default for Config {
             dns: Dns::default(),
             console: Console::default(),
             supervisor: Supervisor::default(),
+            inspect: InspectLimits::default(),
+            filter: Filter::default(),
             domains: vec![InboundDomain {
                 name: "example.test".into(),
                 route: DomainRoute::Maildir,
@@ -637,6 +649,32 @@ impl Config {
                 "supervisor.restart_limit_interval_secs",
                 "must be at least 1".into(),
             );
+        }
+
+        self.filter.problems(&mut bad);
+        let l = &self.inspect;
+        if l.max_message_bytes < s.max_message_size {
+            bad(
+                "inspect.max_message_bytes",
+                format!(
+                    "{} is below smtp.max_message_size ({}): every accepted message would be uninspectable",
+                    l.max_message_bytes, s.max_message_size
+                ),
+            );
+        }
+        for (path, v) in [
+            ("inspect.max_depth", l.max_depth as u64),
+            ("inspect.max_parts", l.max_parts as u64),
+            ("inspect.max_archive_members", l.max_archive_members as u64),
+            (
+                "inspect.max_compression_ratio",
+                l.max_compression_ratio as u64,
+            ),
+            ("inspect.max_time_ms", l.max_time_ms),
+        ] {
+            if v == 0 {
+                bad(path, "must be at least 1".into());
+            }
         }
 
         let mut names = BTreeSet::new();

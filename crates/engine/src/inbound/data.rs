@@ -14,11 +14,12 @@ use time::format_description::well_known::Rfc2822;
 
 use super::io::ReadError;
 use super::session::{Flow, RECHECK, Session, sender_string};
-use crate::pipeline::{self, Verdict};
-use crate::state::Counters;
+use std::sync::Arc;
 
-/// How much of the start of the content is kept in memory for header inspection.
-const HEAD_KEEP: usize = 64 * 1024;
+use palisade_policy::SmtpOutcome;
+
+use crate::pipeline::{self, Envelope, EnvelopeRecipient};
+use crate::state::Counters;
 
 enum Refusal {
     TooBig,
@@ -64,7 +65,6 @@ impl Session {
         let data_started = Instant::now();
         let mut received_bytes: u64 = 0;
         let mut decoder = DataDecoder::new(MAX_TEXT_LINE);
-        let mut head: Vec<u8> = Vec::new();
         let mut out: Vec<u8> = Vec::with_capacity(64 * 1024);
         loop {
             if !self.io.pending().is_empty() {
@@ -79,10 +79,6 @@ impl Session {
                     if decoder.content_len() > max {
                         refusal = Some(Refusal::TooBig);
                     } else {
-                        if head.len() < HEAD_KEEP {
-                            let take = (HEAD_KEEP - head.len()).min(out.len());
-                            head.extend_from_slice(&out[..take]);
-                        }
                         if let Err(e) = file.write(&out).await {
                             refusal = Some(Refusal::Storage(e));
                         }
@@ -205,20 +201,39 @@ impl Session {
             }
         };
 
-        let headers = pipeline::Headers::parse(&head);
-        let ctx = pipeline::MessageContext {
-            queue_id: &id,
-            sender: &tx.from,
-            recipients: tx.rcpts.iter().map(|r| r.address.as_str()).collect(),
-            headers: &headers,
-            client_ip: self.peer.ip(),
-            trusted: self.trusted,
+        let pipeline = self.shared.pipeline();
+        let view = match pipeline::view_of(&self.shared.spool.content_path(&id), pipeline.limits())
+            .await
+        {
+            Ok(v) => Arc::new(v),
+            Err(e) => {
+                tracing::error!(event = "smtp.spool_read_failed", queue_id = %id, error = %e);
+                self.shared.spool.remove_content(&id);
+                let r = Reply::new(451, "4.3.0", "Local error, try again later");
+                self.io.reply(&r);
+                self.record_rejection(tx, Some(&r)).await;
+                return Flow::Continue;
+            }
         };
-        if let Verdict::Reject(r) = pipeline::run(&ctx).await {
-            self.shared.spool.remove_content(&id);
-            self.io.reply(&r);
-            self.record_rejection(tx, Some(&r)).await;
-            return Flow::Continue;
+        let envelope = Arc::new(self.envelope(&id, &tx));
+        let eval = pipeline.evaluate(envelope, view.clone()).await;
+        let headers = view.tracking();
+        match &eval.verdict.smtp_reply {
+            SmtpOutcome::Accept => {}
+            SmtpOutcome::Reject(r) | SmtpOutcome::Tempfail(r) => {
+                let class = if matches!(eval.verdict.smtp_reply, SmtpOutcome::Reject(_)) {
+                    palisade_policy::ReplyClass::Permanent
+                } else {
+                    palisade_policy::ReplyClass::Transient
+                };
+                let r = r.normalized(class);
+                let r = Reply::new(r.code, &r.enhanced, r.text.clone());
+                tracing::info!(event = "filter.refused", queue_id = %id, reply = %r.to_string().trim_end());
+                self.shared.spool.remove_content(&id);
+                self.io.reply(&r);
+                self.record_rejection(tx, Some(&r)).await;
+                return Flow::Continue;
+            }
         }
 
         let now = palisade_store::now_unix();
@@ -294,6 +309,36 @@ impl Session {
             }
         }
         Flow::Continue
+    }
+
+    /// The envelope the checks see.
+    fn envelope(&self, id: &str, tx: &super::session::Transaction) -> Envelope {
+        Envelope {
+            queue_id: id.to_string(),
+            listener: self.role.name().to_string(),
+            direction: if self.trusted || self.auth_user.is_some() {
+                palisade_policy::Direction::Outbound
+            } else {
+                palisade_policy::Direction::Inbound
+            },
+            client_ip: self.peer.ip(),
+            client_name: None,
+            helo: self.helo.clone(),
+            tls: self.tls.clone(),
+            auth_user: self.auth_user.clone(),
+            trusted: self.trusted,
+            sender: sender_string(&tx.from),
+            recipients: tx
+                .rcpts
+                .iter()
+                .map(|r| EnvelopeRecipient {
+                    address: r.address.clone(),
+                    route: r.route.clone(),
+                    notify: r.notify.clone(),
+                    orcpt: r.orcpt.clone(),
+                })
+                .collect(),
+        }
     }
 
     fn reject_data(&mut self, r: Reply) -> Flow {

@@ -34,6 +34,14 @@ pub(crate) fn key(cfg: &Config, domain: &str) -> String {
     format!("mx:{domain}")
 }
 
+/// The route key of a whole address: `postmaster` (no domain) is delivered locally.
+pub fn for_address(cfg: &Config, address: &str) -> String {
+    match domain_of(address) {
+        Some(d) => key(cfg, d),
+        None => MAILDIR.into(),
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Destination {
     Maildir,

@@ -1,0 +1,288 @@
+//! The checks that need nothing but the message: `mime` (what the view could not inspect) and
+//! `rules` (the operator's `[[filter.rule]]`s). Later checks (authentication, antivirus,
+//! antispam, DLP) live beside these and are listed in `Pipeline::from_config`.
+
+use palisade_inspect::{MessageView, PartKind};
+use palisade_policy::{Action, Decision, Direction, Explanation, Reply, Scope};
+use palisade_store::config::{
+    Rule, RuleAction, RuleDirection, UninspectableAction, address_matches,
+};
+use serde_json::json;
+
+use super::{Check, CheckFuture, Envelope, Findings, Subject};
+
+/// The header a message the view could not fully inspect carries when the configuration says
+/// to deliver it anyway.
+pub const UNINSPECTABLE_HEADER: &str = "X-Palisade-Uninspectable";
+
+/// Reports the message's structure and acts on a message the view marked uninspectable
+/// (over an `[inspect]` limit, or unparseable): never treated as clean.
+pub struct MimeCheck {
+    action: UninspectableAction,
+}
+
+impl MimeCheck {
+    pub fn new(action: UninspectableAction) -> MimeCheck {
+        MimeCheck { action }
+    }
+
+    fn findings(&self, view: &MessageView) -> Findings {
+        let parts = view.parts();
+        let attachments: Vec<&str> = parts
+            .iter()
+            .filter(|p| p.is_attachment)
+            .map(|p| p.path.as_str())
+            .collect();
+        let archive_members = parts
+            .iter()
+            .filter(|p| matches!(p.kind, PartKind::ArchiveMember { .. }))
+            .count();
+        let mut f = Findings {
+            facts: json!({
+                "parts": parts.len(),
+                "attachments": attachments,
+                "archive_members": archive_members,
+                "limits_hit": view.limits_hit(),
+                "anomalies": view.anomalies(),
+                "uninspectable": view.uninspectable(),
+            }),
+            ..Default::default()
+        };
+        let Some(reason) = view.uninspectable() else {
+            return f;
+        };
+        let sentence = format!("The message could not be fully inspected: {reason}.");
+        let explanation = |rule: &str| Explanation::new("mime", rule, sentence.clone());
+        let decision = match self.action {
+            UninspectableAction::Quarantine => Decision::new(
+                Scope::Message,
+                Action::quarantine(format!("uninspectable: {reason}")),
+                explanation("uninspectable"),
+            ),
+            UninspectableAction::Reject => Decision::new(
+                Scope::Message,
+                Action::reject(Reply::new(
+                    554,
+                    "5.6.0",
+                    "Message could not be inspected and is refused",
+                )),
+                explanation("uninspectable"),
+            ),
+            UninspectableAction::Tempfail => Decision::new(
+                Scope::Message,
+                Action::tempfail(Reply::new(
+                    451,
+                    "4.3.0",
+                    "Message could not be inspected now, please try again later",
+                )),
+                explanation("uninspectable"),
+            ),
+            UninspectableAction::Deliver => Decision::new(
+                Scope::Message,
+                Action::add_header(UNINSPECTABLE_HEADER, one_line(reason, 200)),
+                Explanation::new(
+                    "mime",
+                    "uninspectable",
+                    format!(
+                        "{sentence} Delivered anyway (filter.uninspectable = \"deliver\"), marked with {UNINSPECTABLE_HEADER}."
+                    ),
+                ),
+            ),
+        };
+        f.decisions.push(decision);
+        f
+    }
+}
+
+impl Check for MimeCheck {
+    fn name(&self) -> &str {
+        "mime"
+    }
+    fn run(&self, subject: Subject) -> CheckFuture {
+        let f = self.findings(&subject.view);
+        Box::pin(async move { Ok(f) })
+    }
+}
+
+/// Header values we write must stay one line of printable text.
+fn one_line(s: &str, max: usize) -> String {
+    let mut out: String = s
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if out.len() > max {
+        let mut end = max;
+        while !out.is_char_boundary(end) {
+            end -= 1;
+        }
+        out.truncate(end);
+    }
+    out
+}
+
+/// The operator's rules, in order.
+pub struct RulesCheck {
+    rules: Vec<Rule>,
+}
+
+impl RulesCheck {
+    pub fn new(rules: Vec<Rule>) -> RulesCheck {
+        RulesCheck { rules }
+    }
+
+    fn findings(&self, env: &Envelope, view: &MessageView) -> Findings {
+        let mut f = Findings::default();
+        let mut matched = Vec::new();
+        for rule in &self.rules {
+            let Some((scope, why)) = rule_matches(rule, env, view) else {
+                continue;
+            };
+            let reason = rule.reason.clone().unwrap_or_else(|| rule.name.clone());
+            let sentence = format!("Rule \"{}\" matched ({why}): {reason}.", rule.name);
+            let action = match rule.action {
+                RuleAction::Deliver => Action::deliver(),
+                RuleAction::Quarantine => Action::quarantine(reason.clone()),
+                RuleAction::Discard => Action::discard(),
+                RuleAction::Reject => Action::reject(Reply::new(
+                    rule.reply_code.unwrap_or(550),
+                    "5.7.1",
+                    rule.reply_text
+                        .clone()
+                        .unwrap_or_else(|| "Message refused by policy".into()),
+                )),
+                RuleAction::Tempfail => Action::tempfail(Reply::new(
+                    rule.reply_code.unwrap_or(451),
+                    "4.7.1",
+                    rule.reply_text
+                        .clone()
+                        .unwrap_or_else(|| "Message deferred by policy, try again later".into()),
+                )),
+                RuleAction::AddHeader => Action::add_header(
+                    rule.header_name.clone().unwrap_or_default(),
+                    one_line(rule.value.as_deref().unwrap_or(""), 900),
+                ),
+                RuleAction::TagSubject => {
+                    Action::tag_subject(one_line(rule.value.as_deref().unwrap_or(""), 100))
+                }
+                RuleAction::Bcc => Action::bcc(rule.address.clone().unwrap_or_default()),
+            };
+            let mut d = Decision::new(
+                scope.clone(),
+                action,
+                Explanation::new("rules", rule.name.clone(), sentence),
+            );
+            if rule.monitor {
+                d = d.monitored();
+            }
+            matched.push(
+                json!({"rule": rule.name, "scope": scope, "why": why, "monitor": rule.monitor}),
+            );
+            f.decisions.push(d);
+        }
+        f.facts = json!({ "rules": self.rules.len(), "matched": matched });
+        f
+    }
+}
+
+impl Check for RulesCheck {
+    fn name(&self) -> &str {
+        "rules"
+    }
+    fn run(&self, subject: Subject) -> CheckFuture {
+        let f = self.findings(&subject.envelope, &subject.view);
+        Box::pin(async move { Ok(f) })
+    }
+}
+
+/// Whether `rule` applies to this message, to whom, and a short account of why.
+fn rule_matches(rule: &Rule, env: &Envelope, view: &MessageView) -> Option<(Scope, String)> {
+    let mut why = Vec::new();
+    match (rule.direction, env.direction) {
+        (RuleDirection::Any, _)
+        | (RuleDirection::Inbound, Direction::Inbound)
+        | (RuleDirection::Outbound, Direction::Outbound) => {}
+        _ => return None,
+    }
+    if !rule.senders.is_empty() {
+        let hit = rule
+            .senders
+            .iter()
+            .find(|p| !env.sender.is_empty() && address_matches(p, &env.sender))?;
+        why.push(format!("sender {} matches {hit}", env.sender));
+    }
+    if let (Some(name), Some(needle)) = (&rule.header, &rule.contains) {
+        let needle = needle.to_lowercase();
+        let headers = view.headers();
+        let hit = if name.eq_ignore_ascii_case("subject") {
+            headers
+                .subject
+                .as_deref()
+                .is_some_and(|s| s.to_lowercase().contains(&needle))
+        } else {
+            headers
+                .all
+                .iter()
+                .filter(|h| h.name.eq_ignore_ascii_case(name))
+                .any(|h| h.value.to_lowercase().contains(&needle))
+        };
+        if !hit {
+            return None;
+        }
+        why.push(format!("{name} contains \"{needle}\""));
+    }
+    if !rule.part_types.is_empty() {
+        let part = view.parts().iter().find(|p| {
+            p.real_type.as_ref().is_some_and(|t| {
+                rule.part_types.iter().any(|want| {
+                    want.eq_ignore_ascii_case(&t.extension) || want.eq_ignore_ascii_case(&t.mime)
+                })
+            })
+        })?;
+        let t = part
+            .real_type
+            .as_ref()
+            .map(|t| t.mime.as_str())
+            .unwrap_or("");
+        why.push(format!("{} is really {t}", part.path));
+    }
+    if !rule.file_extensions.is_empty() {
+        let part = view.parts().iter().find(|p| {
+            p.filename.as_deref().is_some_and(|n| {
+                n.rsplit_once('.').is_some_and(|(_, ext)| {
+                    rule.file_extensions
+                        .iter()
+                        .any(|want| want.eq_ignore_ascii_case(ext.trim()))
+                })
+            })
+        })?;
+        why.push(format!("file name {}", part.path));
+    }
+    let scope = if rule.recipients.is_empty() {
+        Scope::Message
+    } else {
+        let hits: Vec<usize> = env
+            .recipients
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| {
+                rule.recipients
+                    .iter()
+                    .any(|p| address_matches(p, &r.address))
+            })
+            .map(|(i, _)| i)
+            .collect();
+        if hits.is_empty() {
+            return None;
+        }
+        let names: Vec<&str> = hits
+            .iter()
+            .map(|&i| env.recipients[i].address.as_str())
+            .collect();
+        why.push(format!("recipient {}", names.join(", ")));
+        Scope::recipients(hits)
+    };
+    if why.is_empty() {
+        why.push("every message".into());
+    }
+    Some((scope, why.join("; ")))
+}

@@ -1,0 +1,243 @@
+//! Header edits (`policy::Edit`) applied to stored content: a new file is the edited header
+//! section followed by the original body, byte for byte.
+//!
+//! The header section is the run of field lines (`name:` and their continuation lines) at the
+//! start, up to and including the empty line that ends it. Content that has no such section
+//! (not a message) gets the added fields in front of it. Header fields we add are one line
+//! each (the values are checked for control characters where they are made).
+
+use std::path::Path;
+
+use palisade_policy::Edit;
+use palisade_spool::IncomingFile;
+use tokio::io::AsyncReadExt;
+
+/// At most this much of the start is read as the header section; the rest is body.
+const MAX_HEADER: usize = 1024 * 1024;
+
+/// Where the header section of `raw` ends (the index after the empty line, or after the last
+/// field line when no empty line follows it).
+pub fn header_end(raw: &[u8]) -> usize {
+    let mut pos = 0;
+    let mut in_field = false;
+    while pos < raw.len() {
+        let line_end = memchr_nl(&raw[pos..])
+            .map(|i| pos + i + 1)
+            .unwrap_or(raw.len());
+        let line = &raw[pos..line_end];
+        let content = line
+            .strip_suffix(b"\n")
+            .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+            .unwrap_or(line);
+        if content.is_empty() {
+            return line_end;
+        }
+        let continuation = matches!(content[0], b' ' | b'\t');
+        let field = !continuation
+            && content
+                .iter()
+                .position(|&b| b == b':')
+                .is_some_and(|c| c > 0 && content[..c].iter().all(|&b| (33..=126).contains(&b)));
+        if field || (continuation && in_field) {
+            in_field = true;
+            pos = line_end;
+        } else {
+            return pos;
+        }
+    }
+    pos
+}
+
+fn memchr_nl(s: &[u8]) -> Option<usize> {
+    s.iter().position(|&b| b == b'\n')
+}
+
+/// One field: its name and every line of it, as sent.
+struct Field {
+    name: String,
+    raw: Vec<u8>,
+}
+
+fn split_fields(header: &[u8]) -> (Vec<Field>, Vec<u8>) {
+    let mut fields: Vec<Field> = Vec::new();
+    let mut tail = Vec::new();
+    let mut pos = 0;
+    while pos < header.len() {
+        let line_end = memchr_nl(&header[pos..])
+            .map(|i| pos + i + 1)
+            .unwrap_or(header.len());
+        let line = &header[pos..line_end];
+        if line == b"\r\n" || line == b"\n" {
+            tail = line.to_vec();
+        } else if matches!(line[0], b' ' | b'\t') && !fields.is_empty() {
+            fields
+                .last_mut()
+                .expect("checked")
+                .raw
+                .extend_from_slice(line);
+        } else {
+            let name = line
+                .iter()
+                .position(|&b| b == b':')
+                .map(|c| String::from_utf8_lossy(&line[..c]).trim().to_string())
+                .unwrap_or_default();
+            fields.push(Field {
+                name,
+                raw: line.to_vec(),
+            });
+        }
+        pos = line_end;
+    }
+    (fields, tail)
+}
+
+/// The header section `header` with `edits` applied, in order.
+pub fn edit_header(header: &[u8], edits: &[Edit]) -> Vec<u8> {
+    let (mut fields, tail) = split_fields(header);
+    for edit in edits {
+        match edit {
+            Edit::AddHeader { name, value } => fields.insert(
+                0,
+                Field {
+                    name: name.clone(),
+                    raw: format!("{name}: {value}\r\n").into_bytes(),
+                },
+            ),
+            Edit::RemoveHeader { name } => fields.retain(|f| !f.name.eq_ignore_ascii_case(name)),
+            Edit::TagSubject { tag } => {
+                match fields
+                    .iter_mut()
+                    .find(|f| f.name.eq_ignore_ascii_case("subject"))
+                {
+                    Some(f) => {
+                        let colon = f.raw.iter().position(|&b| b == b':').unwrap_or(0) + 1;
+                        let rest = &f.raw[colon..];
+                        let ws = rest
+                            .iter()
+                            .take_while(|&&b| b == b' ' || b == b'\t')
+                            .count();
+                        if !rest[ws..].starts_with(tag.as_bytes()) {
+                            let mut raw = f.raw[..colon].to_vec();
+                            raw.push(b' ');
+                            raw.extend_from_slice(tag.as_bytes());
+                            raw.push(b' ');
+                            raw.extend_from_slice(&rest[ws..]);
+                            f.raw = raw;
+                        }
+                    }
+                    None => fields.push(Field {
+                        name: "Subject".into(),
+                        raw: format!("Subject: {tag}\r\n").into_bytes(),
+                    }),
+                }
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(header.len() + 256);
+    for f in fields {
+        out.extend_from_slice(&f.raw);
+        if !f.raw.ends_with(b"\n") {
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+    out.extend_from_slice(&tail);
+    out
+}
+
+/// Writes the content at `src` with `edits` applied into `out` (not finished: the caller
+/// calls `finish`, which fsyncs).
+pub async fn write_edited(
+    src: &Path,
+    edits: &[Edit],
+    out: &mut IncomingFile,
+) -> std::io::Result<()> {
+    let mut file = tokio::fs::File::open(src).await?;
+    let mut head = Vec::with_capacity(64 * 1024);
+    (&mut file)
+        .take(MAX_HEADER as u64)
+        .read_to_end(&mut head)
+        .await?;
+    let end = header_end(&head);
+    // A header section cut by MAX_HEADER keeps its first part as fields; the rest is body.
+    out.write(&edit_header(&head[..end], edits)).await?;
+    out.write(&head[end..]).await?;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = file.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        out.write(&buf[..n]).await?;
+    }
+    Ok(())
+}
+
+/// Copies `src` unchanged into `out`.
+pub async fn write_copy(src: &Path, out: &mut IncomingFile) -> std::io::Result<()> {
+    write_edited(src, &[], out).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MSG: &[u8] = b"Received: from x\r\n\tby y; now\r\nSubject: hello\r\n world\r\nX-Old: 1\r\nFrom: a@b\r\n\r\nbody\r\nX-Old: not a header\r\n";
+
+    #[test]
+    fn header_section_ends_at_the_empty_line() {
+        let end = header_end(MSG);
+        assert!(MSG[..end].ends_with(b"a@b\r\n\r\n"));
+        assert_eq!(header_end(b"no header here\r\n\r\nx"), 0);
+        assert_eq!(header_end(b"A: b\r\n"), 6);
+        assert_eq!(header_end(b"A: b\r\nnot a field\r\n"), 6);
+    }
+
+    #[test]
+    fn no_edits_is_identity() {
+        let end = header_end(MSG);
+        assert_eq!(edit_header(&MSG[..end], &[]), &MSG[..end]);
+    }
+
+    #[test]
+    fn edits_in_order() {
+        let end = header_end(MSG);
+        let edits = vec![
+            Edit::AddHeader {
+                name: "X-Palisade-Test".into(),
+                value: "yes".into(),
+            },
+            Edit::RemoveHeader {
+                name: "x-old".into(),
+            },
+            Edit::TagSubject {
+                tag: "[SPAM]".into(),
+            },
+            Edit::TagSubject {
+                tag: "[SPAM]".into(),
+            },
+        ];
+        let out = edit_header(&MSG[..end], &edits);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "X-Palisade-Test: yes\r\nReceived: from x\r\n\tby y; now\r\nSubject: [SPAM] hello\r\n world\r\nFrom: a@b\r\n\r\n"
+        );
+        // Removing an added field removes it too.
+        let out = edit_header(
+            &MSG[..end],
+            &[
+                Edit::AddHeader {
+                    name: "X-A".into(),
+                    value: "1".into(),
+                },
+                Edit::RemoveHeader { name: "X-A".into() },
+            ],
+        );
+        assert_eq!(out, &MSG[..end]);
+        // No Subject: one is added.
+        let out = edit_header(
+            b"From: a@b\r\n\r\n",
+            &[Edit::TagSubject { tag: "[X]".into() }],
+        );
+        assert_eq!(out, b"From: a@b\r\nSubject: [X]\r\n\r\n");
+    }
+}

@@ -1,0 +1,366 @@
+//! The filter seam: what every message passes after its content is on disk and before the
+//! engine answers the final dot (see ARCHITECTURE.md, "The filter seam").
+//!
+//! One [`MessageView`] is built per message (crate `inspect`, bounded by `[inspect]`); every
+//! [`Check`] gets it with the [`Envelope`] and returns what it found as a
+//! `policy::CheckOutcome`. Checks run concurrently, each under its own budget
+//! (`filter.check.NAME.timeout_secs`) inside the message's budget (`filter.timeout_secs`); a
+//! check that fails, panics or runs out of time gets its configured failure mode (tempfail by
+//! default), never "clean". `policy::decide` then turns the outcomes into one verdict per
+//! recipient and the one DATA reply. [`Pipeline::from_config`] builds the checks the
+//! configuration asks for; the engine swaps the pipeline with the configuration on reload, and
+//! tests build one with their own checks ([`Pipeline::with_checks`]).
+//!
+//! `palisade check` runs the same pipeline on a file without queueing it ([`evaluate_file`]).
+
+mod checks;
+pub mod edit;
+
+use std::future::Future;
+use std::net::IpAddr;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use palisade_inspect::{Limits, MessageView};
+use palisade_policy::{
+    CheckOutcome, CheckStatus, DecideContext, Decision, Direction, Explanation, FailureMode,
+    RecipientInfo, Verdict,
+};
+use palisade_store::Config;
+use serde::Serialize;
+
+pub use checks::{MimeCheck, RulesCheck};
+
+/// One envelope recipient as the checks see it.
+#[derive(Debug, Clone, Serialize)]
+pub struct EnvelopeRecipient {
+    pub address: String,
+    /// The route key delivery uses (`maildir`, `mx:example.org`, …).
+    pub route: String,
+    /// RFC 3461 NOTIFY, as given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notify: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub orcpt: Option<String>,
+}
+
+/// Everything about how the message arrived: the same for every check.
+#[derive(Debug, Clone, Serialize)]
+pub struct Envelope {
+    pub queue_id: String,
+    /// `smtp`, `submission`, or `check` (`palisade check`).
+    pub listener: String,
+    /// Outbound when the client authenticated or is on a trusted network.
+    pub direction: Direction,
+    pub client_ip: IpAddr,
+    /// The client's reverse DNS name, when it was looked up (not yet: the authentication
+    /// checks of issue 10 bring the resolver to the mail path).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub helo: Option<String>,
+    /// TLS protocol and cipher, `None` for plaintext.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth_user: Option<String>,
+    /// The client is on `smtp.trusted_networks`.
+    pub trusted: bool,
+    /// The envelope sender; empty for the null sender `<>`.
+    pub sender: String,
+    pub recipients: Vec<EnvelopeRecipient>,
+}
+
+impl Envelope {
+    pub fn sender_trusted_or_authenticated(&self) -> bool {
+        self.trusted || self.auth_user.is_some()
+    }
+}
+
+/// What a completed check hands back (the orchestrator adds its name and status).
+#[derive(Debug, Clone, Default)]
+pub struct Findings {
+    /// Set when the check chose not to run (not applicable, disabled): recorded as skipped.
+    pub skipped: Option<String>,
+    pub facts: serde_json::Value,
+    pub contributions: Vec<Explanation>,
+    pub decisions: Vec<Decision>,
+}
+
+/// What a check sees. Cheap to clone; a check that does heavy work moves a clone into
+/// `spawn_blocking`.
+#[derive(Clone)]
+pub struct Subject {
+    pub envelope: Arc<Envelope>,
+    pub view: Arc<MessageView>,
+}
+
+pub type CheckFuture = Pin<Box<dyn Future<Output = Result<Findings, String>> + Send>>;
+
+/// One filter check. `Err` is a failure (the configured failure mode applies); so is a panic
+/// or running out of time.
+pub trait Check: Send + Sync {
+    fn name(&self) -> &str;
+    fn run(&self, subject: Subject) -> CheckFuture;
+}
+
+/// A check with its budget and failure mode.
+#[derive(Clone)]
+pub struct Configured {
+    pub check: Arc<dyn Check>,
+    pub timeout: Duration,
+    pub failure_mode: FailureMode,
+}
+
+/// The checks of one configuration revision.
+pub struct Pipeline {
+    checks: Vec<Configured>,
+    /// All checks of one message together.
+    budget: Duration,
+    limits: Limits,
+}
+
+/// The result of running the pipeline on one message.
+#[derive(Debug, Clone, Serialize)]
+pub struct Evaluation {
+    /// In pipeline order.
+    pub outcomes: Vec<CheckOutcome>,
+    pub verdict: Verdict,
+}
+
+impl Pipeline {
+    /// The checks `cfg` asks for, in order: `mime` (the view's limits and anomalies), then
+    /// `rules` (the operator's `[[filter.rule]]`s). A check with `enabled = false` is recorded
+    /// as skipped.
+    pub fn from_config(cfg: &Config) -> Pipeline {
+        let f = &cfg.filter;
+        let all: Vec<Arc<dyn Check>> = vec![
+            Arc::new(MimeCheck::new(f.uninspectable)),
+            Arc::new(RulesCheck::new(f.rules.clone())),
+        ];
+        let checks = all
+            .into_iter()
+            .map(|check| {
+                let s = f.settings(check.name());
+                let check: Arc<dyn Check> = if s.enabled {
+                    check
+                } else {
+                    Arc::new(Disabled(check.name().to_string()))
+                };
+                Configured {
+                    check,
+                    timeout: Duration::from_secs(s.timeout_secs),
+                    failure_mode: s.failure_mode,
+                }
+            })
+            .collect();
+        Pipeline {
+            checks,
+            budget: Duration::from_secs(f.timeout_secs),
+            limits: cfg.inspect.clone(),
+        }
+    }
+
+    /// A pipeline of exactly these checks (tests, and checks not yet in the configuration).
+    pub fn with_checks(checks: Vec<Configured>, budget: Duration, limits: Limits) -> Pipeline {
+        Pipeline {
+            checks,
+            budget,
+            limits,
+        }
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    pub fn check_names(&self) -> Vec<String> {
+        self.checks
+            .iter()
+            .map(|c| c.check.name().to_string())
+            .collect()
+    }
+
+    /// Runs every check concurrently on one message and decides.
+    pub async fn evaluate(&self, envelope: Arc<Envelope>, view: Arc<MessageView>) -> Evaluation {
+        let started = tokio::time::Instant::now();
+        let deadline = started + self.budget;
+        let mut handles = Vec::with_capacity(self.checks.len());
+        for c in &self.checks {
+            let subject = Subject {
+                envelope: envelope.clone(),
+                view: view.clone(),
+            };
+            let fut = c.check.run(subject);
+            let until = (started + c.timeout).min(deadline);
+            // Each check is its own task: a panic is that check's failure, not the session's.
+            let handle = tokio::spawn(async move { tokio::time::timeout_at(until, fut).await });
+            handles.push((c, handle));
+        }
+        let mut outcomes = Vec::with_capacity(handles.len());
+        for (c, handle) in handles {
+            let name = c.check.name().to_string();
+            let mode = c.failure_mode;
+            let outcome = match handle.await {
+                Ok(Ok(Ok(Findings {
+                    skipped: Some(reason),
+                    ..
+                }))) => CheckOutcome::new(name, CheckStatus::Skipped { reason }),
+                Ok(Ok(Ok(f))) => {
+                    let mut o = CheckOutcome::new(name, CheckStatus::Completed);
+                    o.facts = f.facts;
+                    o.contributions = f.contributions;
+                    o.decisions = f.decisions;
+                    o
+                }
+                Ok(Ok(Err(error))) => {
+                    tracing::warn!(event = "filter.check_failed", check = %name,
+                        queue_id = %envelope.queue_id, error = %error, mode = %mode);
+                    CheckOutcome::new(name, CheckStatus::Failed { error, mode })
+                }
+                Ok(Err(_elapsed)) => {
+                    tracing::warn!(event = "filter.check_timeout", check = %name,
+                        queue_id = %envelope.queue_id, mode = %mode);
+                    CheckOutcome::new(name, CheckStatus::TimedOut { mode })
+                }
+                Err(join) => {
+                    let error = if join.is_panic() {
+                        "the check panicked".to_string()
+                    } else {
+                        "the check was cancelled".to_string()
+                    };
+                    tracing::error!(event = "filter.check_failed", check = %name,
+                        queue_id = %envelope.queue_id, error = %error, mode = %mode);
+                    CheckOutcome::new(name, CheckStatus::Failed { error, mode })
+                }
+            };
+            outcomes.push(outcome);
+        }
+        let recipients: Vec<RecipientInfo> = envelope
+            .recipients
+            .iter()
+            .map(|r| RecipientInfo::new(r.address.clone()))
+            .collect();
+        let ctx = DecideContext {
+            direction: envelope.direction,
+            sender_trusted_or_authenticated: envelope.sender_trusted_or_authenticated(),
+            encryption_available: false,
+        };
+        let verdict = palisade_policy::decide(&recipients, &outcomes, &ctx);
+        Evaluation { outcomes, verdict }
+    }
+}
+
+/// A check switched off in the configuration: recorded as skipped.
+struct Disabled(String);
+
+impl Check for Disabled {
+    fn name(&self) -> &str {
+        &self.0
+    }
+    fn run(&self, _subject: Subject) -> CheckFuture {
+        Box::pin(async {
+            Ok(Findings {
+                skipped: Some("disabled in the configuration".into()),
+                ..Default::default()
+            })
+        })
+    }
+}
+
+/// Builds the view of a spooled file off the async threads (it is CPU work, bounded by the
+/// limits' time budget).
+pub async fn view_of(path: &Path, limits: &Limits) -> std::io::Result<MessageView> {
+    let path = path.to_path_buf();
+    let limits = limits.clone();
+    tokio::task::spawn_blocking(move || MessageView::from_file(&path, &limits))
+        .await
+        .map_err(std::io::Error::other)?
+}
+
+/// What `palisade check` prints: the message's structure, every check's outcome, and the
+/// decision per recipient.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub envelope: Envelope,
+    pub headers: serde_json::Value,
+    pub parts: serde_json::Value,
+    pub limits: serde_json::Value,
+    pub anomalies: serde_json::Value,
+    pub uninspectable: Option<String>,
+    /// One object per check name: status, facts, contributions, decisions.
+    pub checks: serde_json::Map<String, serde_json::Value>,
+    pub decisions: Vec<RecipientDecision>,
+    pub smtp_reply: serde_json::Value,
+    pub score: f64,
+}
+
+/// One recipient's line of a [`Report`].
+#[derive(Debug, Serialize)]
+pub struct RecipientDecision {
+    pub recipient: String,
+    pub action: String,
+    /// The whole disposition (`{"action":"quarantine","reason":…}`).
+    pub disposition: palisade_policy::Disposition,
+    pub edits: Vec<palisade_policy::Edit>,
+    pub copies: Vec<String>,
+    pub explanations: Vec<Explanation>,
+    pub monitored: Vec<Decision>,
+}
+
+impl Report {
+    pub fn new(envelope: Envelope, view: &MessageView, eval: Evaluation) -> Report {
+        let v = serde_json::to_value(view).unwrap_or_default();
+        let take = |k: &str| v.get(k).cloned().unwrap_or(serde_json::Value::Null);
+        let mut checks = serde_json::Map::new();
+        for o in &eval.outcomes {
+            checks.insert(o.name.clone(), serde_json::to_value(o).unwrap_or_default());
+        }
+        let decisions = eval
+            .verdict
+            .per_recipient
+            .iter()
+            .map(|r| RecipientDecision {
+                recipient: r.address.clone(),
+                action: r.disposition.name().to_string(),
+                disposition: r.disposition.clone(),
+                edits: r.edits.clone(),
+                copies: r.copies.clone(),
+                explanations: r.explanations.clone(),
+                monitored: r.monitored.clone(),
+            })
+            .collect();
+        Report {
+            envelope,
+            headers: take("headers"),
+            parts: take("parts"),
+            limits: take("limits"),
+            anomalies: take("anomalies"),
+            uninspectable: view.uninspectable().map(str::to_string),
+            checks,
+            decisions,
+            smtp_reply: serde_json::to_value(&eval.verdict.smtp_reply).unwrap_or_default(),
+            score: eval.verdict.score,
+        }
+    }
+}
+
+/// Runs `path` through the pipeline of `cfg` as if it had arrived with `envelope`, without
+/// queueing or sending anything (`palisade check`).
+pub async fn evaluate_file(
+    cfg: &Config,
+    envelope: Envelope,
+    path: &Path,
+) -> std::io::Result<Report> {
+    let pipeline = Pipeline::from_config(cfg);
+    let view = Arc::new(view_of(path, pipeline.limits()).await?);
+    let eval = pipeline
+        .evaluate(Arc::new(envelope.clone()), view.clone())
+        .await;
+    Ok(Report::new(envelope, &view, eval))
+}
+
+#[cfg(test)]
+mod tests;

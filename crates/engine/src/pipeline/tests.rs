@@ -1,0 +1,275 @@
+//! The orchestration with checks written for the test: budgets, failure modes, panics,
+//! concurrency, and the built-in checks through `from_config`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use palisade_inspect::{Limits, MessageView};
+use palisade_policy::{
+    Action, CheckStatus, Decision, Direction, Disposition, Explanation, FailureMode, Scope,
+    SmtpOutcome,
+};
+use palisade_store::Config;
+
+use super::*;
+
+fn envelope(rcpts: &[&str]) -> Arc<Envelope> {
+    Arc::new(Envelope {
+        queue_id: "TEST".into(),
+        listener: "smtp".into(),
+        direction: Direction::Inbound,
+        client_ip: "192.0.2.1".parse().unwrap(),
+        client_name: None,
+        helo: Some("client.example".into()),
+        tls: None,
+        auth_user: None,
+        trusted: false,
+        sender: "a@example.org".into(),
+        recipients: rcpts
+            .iter()
+            .map(|a| EnvelopeRecipient {
+                address: a.to_string(),
+                route: "maildir".into(),
+                notify: None,
+                orcpt: None,
+            })
+            .collect(),
+    })
+}
+
+fn view(raw: &[u8]) -> Arc<MessageView> {
+    Arc::new(MessageView::from_bytes(raw, &Limits::default()))
+}
+
+const PLAIN: &[u8] = b"From: a@example.org\r\nSubject: hi\r\n\r\nhello\r\n";
+
+enum Behaviour {
+    Sleep(Duration),
+    Panic,
+    Fail,
+    Quarantine(usize),
+}
+
+struct TestCheck(&'static str, Behaviour);
+
+impl Check for TestCheck {
+    fn name(&self) -> &str {
+        self.0
+    }
+    fn run(&self, _s: Subject) -> CheckFuture {
+        match self.1 {
+            Behaviour::Sleep(d) => Box::pin(async move {
+                tokio::time::sleep(d).await;
+                Ok(Findings::default())
+            }),
+            Behaviour::Panic => Box::pin(async { panic!("test check panics") }),
+            Behaviour::Fail => Box::pin(async { Err("daemon down".to_string()) }),
+            Behaviour::Quarantine(i) => Box::pin(async move {
+                Ok(Findings {
+                    decisions: vec![Decision::new(
+                        Scope::recipients([i]),
+                        Action::quarantine("test"),
+                        Explanation::new("t", "q", "held for the test"),
+                    )],
+                    ..Default::default()
+                })
+            }),
+        }
+    }
+}
+
+fn configured(c: TestCheck, secs: u64, mode: FailureMode) -> Configured {
+    Configured {
+        check: Arc::new(c),
+        timeout: Duration::from_secs(secs),
+        failure_mode: mode,
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn timeouts_failures_and_panics_get_their_failure_mode() {
+    let p = Pipeline::with_checks(
+        vec![
+            configured(
+                TestCheck("slow", Behaviour::Sleep(Duration::from_secs(100))),
+                5,
+                FailureMode::Accept,
+            ),
+            configured(
+                TestCheck("panics", Behaviour::Panic),
+                5,
+                FailureMode::Accept,
+            ),
+            configured(
+                TestCheck("fails", Behaviour::Fail),
+                5,
+                FailureMode::Tempfail,
+            ),
+        ],
+        Duration::from_secs(60),
+        Limits::default(),
+    );
+    let e = p.evaluate(envelope(&["x@example.test"]), view(PLAIN)).await;
+    assert!(matches!(
+        e.outcomes[0].status,
+        CheckStatus::TimedOut {
+            mode: FailureMode::Accept
+        }
+    ));
+    assert!(
+        matches!(&e.outcomes[1].status, CheckStatus::Failed { error, .. } if error.contains("panicked"))
+    );
+    assert!(
+        matches!(&e.outcomes[2].status, CheckStatus::Failed { error, mode: FailureMode::Tempfail } if error == "daemon down")
+    );
+    assert!(matches!(e.verdict.smtp_reply, SmtpOutcome::Tempfail(_)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn checks_run_concurrently_inside_the_overall_budget() {
+    let p = Pipeline::with_checks(
+        vec![
+            configured(
+                TestCheck("a", Behaviour::Sleep(Duration::from_secs(3))),
+                10,
+                FailureMode::Tempfail,
+            ),
+            configured(
+                TestCheck("b", Behaviour::Sleep(Duration::from_secs(3))),
+                10,
+                FailureMode::Tempfail,
+            ),
+            configured(
+                TestCheck("c", Behaviour::Sleep(Duration::from_secs(30))),
+                60,
+                FailureMode::Accept,
+            ),
+        ],
+        Duration::from_secs(8),
+        Limits::default(),
+    );
+    let start = tokio::time::Instant::now();
+    let e = p.evaluate(envelope(&["x@example.test"]), view(PLAIN)).await;
+    // Concurrent: 3 s, not 6; c is cut by the overall budget (8 s) although its own is 60.
+    assert_eq!(start.elapsed().as_secs(), 8);
+    assert_eq!(e.outcomes[0].status, CheckStatus::Completed);
+    assert_eq!(e.outcomes[1].status, CheckStatus::Completed);
+    assert!(matches!(e.outcomes[2].status, CheckStatus::TimedOut { .. }));
+    assert_eq!(e.verdict.smtp_reply, SmtpOutcome::Accept);
+    let _ = Instant::now();
+}
+
+#[tokio::test]
+async fn per_recipient_decisions() {
+    let p = Pipeline::with_checks(
+        vec![configured(
+            TestCheck("q", Behaviour::Quarantine(1)),
+            5,
+            FailureMode::Tempfail,
+        )],
+        Duration::from_secs(60),
+        Limits::default(),
+    );
+    let e = p
+        .evaluate(envelope(&["a@example.test", "b@example.test"]), view(PLAIN))
+        .await;
+    assert_eq!(e.verdict.smtp_reply, SmtpOutcome::Accept);
+    assert_eq!(e.verdict.per_recipient[0].disposition, Disposition::Deliver);
+    assert!(matches!(
+        e.verdict.per_recipient[1].disposition,
+        Disposition::Quarantine { .. }
+    ));
+}
+
+fn config(toml: &str) -> Config {
+    let cfg: Config = toml::from_str(toml).unwrap();
+    cfg.validate().unwrap();
+    cfg
+}
+
+#[tokio::test]
+async fn rules_from_the_configuration() {
+    let cfg = config(
+        r#"
+[[filter.rule]]
+name = "ceo held"
+recipients = ["ceo@example.test"]
+action = "quarantine"
+reason = "Mail to the CEO is reviewed"
+
+[[filter.rule]]
+name = "tag invoices"
+header = "Subject"
+contains = "INVOICE"
+action = "tag_subject"
+value = "[EXTERNAL]"
+
+[[filter.rule]]
+name = "would drop"
+senders = ["@example.org"]
+action = "discard"
+monitor = true
+"#,
+    );
+    let p = Pipeline::from_config(&cfg);
+    assert_eq!(p.check_names(), vec!["mime", "rules"]);
+    let raw = b"From: a@example.org\r\nSubject: Your invoice\r\n\r\nhello\r\n";
+    let e = p
+        .evaluate(
+            envelope(&["ceo@example.test", "staff@example.test"]),
+            view(raw),
+        )
+        .await;
+    let ceo = &e.verdict.per_recipient[0];
+    let staff = &e.verdict.per_recipient[1];
+    assert_eq!(
+        ceo.disposition,
+        Disposition::Quarantine {
+            reason: "Mail to the CEO is reviewed".into()
+        }
+    );
+    assert_eq!(staff.disposition, Disposition::Deliver);
+    assert_eq!(
+        staff.edits,
+        vec![palisade_policy::Edit::TagSubject {
+            tag: "[EXTERNAL]".into()
+        }]
+    );
+    assert_eq!(staff.monitored.len(), 1);
+    assert!(
+        staff
+            .explanations
+            .iter()
+            .any(|x| x.rule == "tag invoices" && x.sentence.contains("invoice"))
+    );
+}
+
+#[tokio::test]
+async fn uninspectable_is_never_clean() {
+    let mut cfg = Config::default();
+    cfg.inspect.max_parts = 2;
+    let raw = b"From: a@example.org\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\r\none\r\n--b\r\n\r\ntwo\r\n--b\r\n\r\nthree\r\n--b--\r\n";
+    for (action, want) in [
+        ("quarantine", "quarantine"),
+        ("reject", "reject"),
+        ("tempfail", "tempfail"),
+        ("deliver", "deliver"),
+    ] {
+        cfg.filter.uninspectable = toml::from_str::<toml::Value>(&format!("a = \"{action}\""))
+            .unwrap()["a"]
+            .clone()
+            .try_into()
+            .unwrap();
+        let p = Pipeline::from_config(&cfg);
+        let v = Arc::new(MessageView::from_bytes(raw, p.limits()));
+        assert!(v.uninspectable().is_some());
+        let e = p.evaluate(envelope(&["x@example.test"]), v).await;
+        let r = &e.verdict.per_recipient[0];
+        assert_eq!(r.disposition.name(), want, "{action}");
+        if action == "deliver" {
+            assert!(
+                matches!(&r.edits[0], palisade_policy::Edit::AddHeader { name, .. } if name == checks::UNINSPECTABLE_HEADER)
+            );
+        }
+    }
+}

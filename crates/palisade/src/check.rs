@@ -1,0 +1,185 @@
+//! `palisade check FILE.eml`: one message through the filter pipeline of the data
+//! directory's configuration (or the embedded default when there is none), without queueing
+//! or sending it. What an operator uses to answer "why was this held?", and what tests use.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Args, ValueEnum};
+use palisade_engine::pipeline::{self, Envelope, EnvelopeRecipient, Report};
+use palisade_store::{Config, ConfigStore, DataDir};
+
+/// Exit status for a file that cannot be read (EX_DATAERR).
+const EX_DATAERR: u8 = 65;
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Dir {
+    In,
+    Out,
+}
+
+#[derive(Args)]
+pub struct CheckArgs {
+    /// The message (RFC 5322, as it would arrive after DATA).
+    file: PathBuf,
+    /// in: from anywhere to our domains; out: from our users (as if authenticated).
+    #[arg(long, value_enum, default_value = "in")]
+    direction: Dir,
+    /// Envelope sender (default: the first From address, else the null sender).
+    #[arg(long)]
+    from: Option<String>,
+    /// Envelope recipients (default: the To and Cc addresses).
+    #[arg(long = "to")]
+    to: Vec<String>,
+    /// The client's address.
+    #[arg(long, default_value = "192.0.2.1")]
+    client: IpAddr,
+    #[arg(long, default_value = "client.invalid")]
+    helo: String,
+    /// Print the whole report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn load_config(data: &DataDir) -> Result<(Config, String)> {
+    if data.config_db().exists() {
+        let store = ConfigStore::open(&data.config_db())?;
+        if let Some(rev) = store.current()? {
+            return Ok((
+                rev.config,
+                format!("revision {} of {}", rev.id, data.root().display()),
+            ));
+        }
+    }
+    Ok((
+        Config::default(),
+        "the embedded default configuration".into(),
+    ))
+}
+
+pub fn run(data: &DataDir, args: CheckArgs) -> Result<ExitCode> {
+    let raw = match std::fs::read(&args.file) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("palisade check: {}: {e}", args.file.display());
+            return Ok(ExitCode::from(EX_DATAERR));
+        }
+    };
+    let (cfg, source) = load_config(data)?;
+    // The addresses the headers name, for the envelope defaults.
+    let headers = palisade_inspect::MessageView::from_bytes(&raw, &cfg.inspect)
+        .headers()
+        .clone();
+    let sender = args.from.clone().unwrap_or_else(|| {
+        headers
+            .from
+            .iter()
+            .find_map(|m| m.address.clone())
+            .unwrap_or_default()
+    });
+    let mut to = args.to.clone();
+    if to.is_empty() {
+        to = headers
+            .to
+            .iter()
+            .chain(&headers.cc)
+            .filter_map(|m| m.address.clone())
+            .collect();
+    }
+    if to.is_empty() {
+        anyhow::bail!("no recipients: give --to ADDR (the message has no To or Cc address)");
+    }
+    let out = matches!(args.direction, Dir::Out);
+    let envelope = Envelope {
+        queue_id: "check".into(),
+        listener: "check".into(),
+        direction: if out {
+            palisade_policy::Direction::Outbound
+        } else {
+            palisade_policy::Direction::Inbound
+        },
+        client_ip: args.client,
+        client_name: None,
+        helo: Some(args.helo.clone()),
+        tls: None,
+        auth_user: out.then(|| "check".to_string()),
+        trusted: out,
+        sender,
+        recipients: to
+            .iter()
+            .map(|a| EnvelopeRecipient {
+                address: a.clone(),
+                route: palisade_engine::route_for(&cfg, a),
+                notify: None,
+                orcpt: None,
+            })
+            .collect(),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("tokio runtime")?;
+    let report = match rt.block_on(pipeline::evaluate_file(&cfg, envelope, &args.file)) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("palisade check: {}: {e}", args.file.display());
+            return Ok(ExitCode::from(EX_DATAERR));
+        }
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_human(&report, &source);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_human(r: &Report, source: &str) {
+    println!("checked with {source}");
+    println!("parts:");
+    if let Some(parts) = r.parts.as_array() {
+        for p in parts {
+            let real = p
+                .get("real_type")
+                .and_then(|t| t.get("mime"))
+                .and_then(|m| m.as_str())
+                .unwrap_or("-");
+            println!(
+                "  {:<10} {:<40} {:<28} {:>9} bytes",
+                p.get("section").and_then(|s| s.as_str()).unwrap_or(""),
+                p.get("path").and_then(|s| s.as_str()).unwrap_or(""),
+                real,
+                p.get("size").and_then(|s| s.as_u64()).unwrap_or(0)
+            );
+        }
+    }
+    if let Some(reason) = &r.uninspectable {
+        println!("UNINSPECTABLE: {reason}");
+    }
+    println!("checks:");
+    for (name, o) in &r.checks {
+        let state = o
+            .get("status")
+            .and_then(|s| s.get("state"))
+            .and_then(|s| s.as_str())
+            .unwrap_or("?");
+        println!("  {name}: {state}");
+    }
+    println!("decisions:");
+    for d in &r.decisions {
+        println!("  {} → {}", d.recipient, d.action);
+        for e in &d.explanations {
+            let score = e.score.map(|s| format!(" ({s:+})")).unwrap_or_default();
+            println!("      {}/{}{}: {}", e.stage, e.rule, score, e.sentence);
+        }
+        for m in &d.monitored {
+            println!(
+                "      (monitor) {}/{}: {}",
+                m.explanation.stage, m.explanation.rule, m.explanation.sentence
+            );
+        }
+    }
+    println!("reply to DATA: {}", r.smtp_reply);
+}

@@ -1,0 +1,367 @@
+//! `[filter]`: the checks every message passes after DATA, their time budgets and failure
+//! modes, what happens to a message the MIME view could not fully inspect, and the operator's
+//! own rules (`[[filter.rule]]`).
+//!
+//! ```toml
+//! [filter]
+//! timeout_secs = 60            # all checks of one message together
+//! uninspectable = "quarantine" # a message over an [inspect] limit, or unparseable
+//! quarantine_retention_days = 30
+//!
+//! [filter.check.rules]         # per check: budget, failure mode, on/off
+//! timeout_secs = 10
+//! failure_mode = "tempfail"
+//!
+//! [[filter.rule]]
+//! name = "executables held"
+//! part_types = ["exe", "application/x-msdownload"]
+//! action = "quarantine"
+//! reason = "Executable attachment"
+//! ```
+
+use std::collections::BTreeMap;
+
+use palisade_policy::FailureMode;
+use serde::{Deserialize, Serialize};
+
+/// The checks the engine knows. A `[filter.check.NAME]` table for any other name is an error.
+pub const CHECK_NAMES: &[&str] = &["mime", "rules"];
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Filter {
+    /// Budget for every check of one message together (they run concurrently). The client is
+    /// waiting for the reply to its final dot (RFC 5321 allows it 10 minutes), so this stays
+    /// well below that.
+    pub timeout_secs: u64,
+    /// What happens to a message the MIME view marks uninspectable (over an `[inspect]` limit,
+    /// or unparseable): never treated as clean. `quarantine` (default), `reject`, `tempfail`,
+    /// or `deliver` (tagged with an `X-Palisade-Uninspectable` header and recorded).
+    pub uninspectable: UninspectableAction,
+    /// Held messages are deleted this many days after they arrived.
+    pub quarantine_retention_days: u32,
+    /// Per-check settings, by check name (`mime`, `rules`).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub check: BTreeMap<String, CheckSettings>,
+    /// The operator's rules, in order.
+    #[serde(rename = "rule", skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<Rule>,
+}
+
+impl Default for Filter {
+    fn default() -> Self {
+        Filter {
+            timeout_secs: 60,
+            uninspectable: UninspectableAction::Quarantine,
+            quarantine_retention_days: 30,
+            check: BTreeMap::new(),
+            rules: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UninspectableAction {
+    Quarantine,
+    Reject,
+    Tempfail,
+    Deliver,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CheckSettings {
+    pub enabled: bool,
+    /// This check's own budget, inside `filter.timeout_secs`.
+    pub timeout_secs: u64,
+    /// What a failure or timeout of this check does to the message (never "clean").
+    pub failure_mode: FailureMode,
+}
+
+impl Default for CheckSettings {
+    fn default() -> Self {
+        CheckSettings {
+            enabled: true,
+            timeout_secs: 30,
+            failure_mode: FailureMode::Tempfail,
+        }
+    }
+}
+
+impl Filter {
+    /// The settings of check `name` (defaults when it has no table).
+    pub fn settings(&self, name: &str) -> CheckSettings {
+        self.check.get(name).cloned().unwrap_or_default()
+    }
+}
+
+/// Which way a rule applies. `inbound`: from anywhere else; `outbound`: from our users
+/// (authenticated, or from `smtp.trusted_networks`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuleDirection {
+    #[default]
+    Any,
+    Inbound,
+    Outbound,
+}
+
+/// What a rule does when it matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuleAction {
+    Deliver,
+    Quarantine,
+    Reject,
+    Tempfail,
+    Discard,
+    AddHeader,
+    TagSubject,
+    Bcc,
+}
+
+/// One operator rule: every condition given must hold (AND); each list matches if any of its
+/// entries does (OR). A rule with `recipients` applies only to the recipients it matched;
+/// without, to the whole message.
+///
+/// Address patterns: `user@example.org` (exact), `@example.org` or `example.org` (that domain),
+/// `*.example.org` (its subdomains and itself); case-insensitive. Part types match the real
+/// type found from the content's magic bytes (its usual extension, `exe`, or MIME type,
+/// `application/x-msdownload`), never the declared one; file extensions match the declared
+/// file names (`invoice.pdf.exe` → `exe`), of attachments and of archive members.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    pub name: String,
+    #[serde(default)]
+    pub direction: RuleDirection,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub senders: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recipients: Vec<String>,
+    /// A header field (`header`) whose decoded value contains `contains` (case-insensitive).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contains: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub part_types: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub file_extensions: Vec<String>,
+    pub action: RuleAction,
+    /// For people: why (quarantine reason, explanation sentence). Defaults to the rule name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// `reject`/`tempfail`: the reply code (5xx / 4xx) and text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_code: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_text: Option<String>,
+    /// `add_header`: the field name and value; `tag_subject`: the tag (in `value`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// `bcc`: the address copies go to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// Record what the rule would do without doing it.
+    #[serde(default)]
+    pub monitor: bool,
+}
+
+/// A pattern an address is matched with (see [`Rule`]).
+pub fn address_matches(pattern: &str, address: &str) -> bool {
+    let p = pattern.trim().to_ascii_lowercase();
+    let a = address.to_ascii_lowercase();
+    let domain = a.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
+    if let Some(sub) = p.strip_prefix("*.") {
+        return domain == sub || domain.ends_with(&format!(".{sub}"));
+    }
+    if let Some(d) = p.strip_prefix('@') {
+        return domain == d;
+    }
+    if p.contains('@') {
+        return a == p;
+    }
+    domain == p
+}
+
+fn printable(s: &str) -> bool {
+    !s.chars().any(|c| c.is_control())
+}
+
+/// RFC 5322 field name: printable ASCII except `:`.
+fn field_name_ok(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 76 && s.bytes().all(|b| (33..=126).contains(&b) && b != b':')
+}
+
+impl Filter {
+    pub(super) fn problems(&self, bad: &mut dyn FnMut(&str, String)) {
+        if !(1..=300).contains(&self.timeout_secs) {
+            bad(
+                "filter.timeout_secs",
+                format!(
+                    "{} is outside 1 .. 300 seconds (the client waits for the reply)",
+                    self.timeout_secs
+                ),
+            );
+        }
+        if !(1..=3650).contains(&self.quarantine_retention_days) {
+            bad(
+                "filter.quarantine_retention_days",
+                format!("{} is outside 1 .. 3650", self.quarantine_retention_days),
+            );
+        }
+        for (name, s) in &self.check {
+            let path = format!("filter.check.{name}");
+            if !CHECK_NAMES.contains(&name.as_str()) {
+                bad(
+                    &path,
+                    format!("unknown check '{name}' (known: {})", CHECK_NAMES.join(", ")),
+                );
+            }
+            if !(1..=300).contains(&s.timeout_secs) {
+                bad(
+                    &format!("{path}.timeout_secs"),
+                    format!("{} is outside 1 .. 300 seconds", s.timeout_secs),
+                );
+            }
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for (i, r) in self.rules.iter().enumerate() {
+            let path = format!("filter.rule[{i}]");
+            let mut bad_field = |field: &str, msg: String| bad(&format!("{path}.{field}"), msg);
+            if r.name.trim().is_empty() || !printable(&r.name) || r.name.len() > 200 {
+                bad_field(
+                    "name",
+                    "needs a name (printable, at most 200 characters)".into(),
+                );
+            } else if !names.insert(r.name.clone()) {
+                bad_field("name", format!("'{}' is used by two rules", r.name));
+            }
+            for (field, list) in [("senders", &r.senders), ("recipients", &r.recipients)] {
+                for (j, p) in list.iter().enumerate() {
+                    let pat = p.trim();
+                    let dom = pat
+                        .strip_prefix("*.")
+                        .or_else(|| pat.strip_prefix('@'))
+                        .unwrap_or_else(|| pat.rsplit_once('@').map(|(_, d)| d).unwrap_or(pat));
+                    if pat.is_empty() || !printable(pat) || !super::is_valid_domain(dom) {
+                        bad_field(
+                            &format!("{field}[{j}]"),
+                            format!("'{p}' is not an address or domain pattern"),
+                        );
+                    }
+                }
+            }
+            match (&r.header, &r.contains) {
+                (Some(h), Some(c)) => {
+                    if !field_name_ok(h) {
+                        bad_field("header", format!("'{h}' is not a header field name"));
+                    }
+                    if c.is_empty() || !printable(c) {
+                        bad_field("contains", "must be printable text, not empty".into());
+                    }
+                }
+                (None, None) => {}
+                _ => bad_field("header", "header and contains go together".into()),
+            }
+            for (j, t) in r.part_types.iter().enumerate() {
+                if t.is_empty() || !t.bytes().all(|b| b.is_ascii_graphic()) {
+                    bad_field(&format!("part_types[{j}]"), format!("'{t}' is not a type"));
+                }
+            }
+            for (j, t) in r.file_extensions.iter().enumerate() {
+                if t.is_empty() || t.contains('.') || !t.bytes().all(|b| b.is_ascii_graphic()) {
+                    bad_field(
+                        &format!("file_extensions[{j}]"),
+                        format!("'{t}' is not an extension (without the dot)"),
+                    );
+                }
+            }
+            if let Some(reason) = &r.reason
+                && (!printable(reason) || reason.len() > 500)
+            {
+                bad_field("reason", "must be printable, at most 500 characters".into());
+            }
+            match r.action {
+                RuleAction::Reject | RuleAction::Tempfail => {
+                    let want = if r.action == RuleAction::Reject { 5 } else { 4 };
+                    if let Some(c) = r.reply_code
+                        && !(c / 100 == want && (c % 100) < 60)
+                    {
+                        bad_field(
+                            "reply_code",
+                            format!("{c} is not a {want}xx reply code for action {:?}", r.action),
+                        );
+                    }
+                    if let Some(t) = &r.reply_text
+                        && (!printable(t) || t.len() > 400)
+                    {
+                        bad_field(
+                            "reply_text",
+                            "must be printable, at most 400 characters".into(),
+                        );
+                    }
+                }
+                RuleAction::AddHeader => {
+                    match &r.header_name {
+                        Some(h) if field_name_ok(h) => {}
+                        _ => {
+                            bad_field("header_name", "add_header needs a header field name".into())
+                        }
+                    }
+                    match &r.value {
+                        Some(v) if printable(v) && v.len() <= 900 => {}
+                        _ => bad_field(
+                            "value",
+                            "add_header needs a printable value (at most 900 characters)".into(),
+                        ),
+                    }
+                }
+                RuleAction::TagSubject => match &r.value {
+                    Some(v) if !v.trim().is_empty() && printable(v) && v.len() <= 100 => {}
+                    _ => bad_field(
+                        "value",
+                        "tag_subject needs the tag (printable, at most 100 characters)".into(),
+                    ),
+                },
+                RuleAction::Bcc => match &r.address {
+                    Some(a)
+                        if a.rsplit_once('@').is_some_and(|(l, d)| {
+                            !l.is_empty()
+                                && printable(l)
+                                && !l.contains(' ')
+                                && super::is_valid_domain(d)
+                        }) => {}
+                    _ => bad_field("address", "bcc needs an address".into()),
+                },
+                _ => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn address_patterns() {
+        for (p, a, want) in [
+            ("a@example.org", "A@Example.org", true),
+            ("a@example.org", "b@example.org", false),
+            ("@example.org", "x@example.org", true),
+            ("example.org", "x@example.org", true),
+            ("example.org", "x@sub.example.org", false),
+            ("*.example.org", "x@sub.example.org", true),
+            ("*.example.org", "x@example.org", true),
+            ("*.example.org", "x@badexample.org", false),
+            ("@example.org", "postmaster", false),
+        ] {
+            assert_eq!(address_matches(p, a), want, "{p} vs {a}");
+        }
+    }
+}

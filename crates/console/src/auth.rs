@@ -361,18 +361,10 @@ pub async fn login_submit(State(state): State<AppState>, req: Request) -> Respon
             "The login form has expired or was not sent by this console. Reload it and try again.",
         );
     }
-    // The management network comes from the configuration in force.
-    let trusted_networks = state
-        .db(|s| {
-            Ok(s.config
-                .current()?
-                .map(|r| r.config.console.trusted_networks)
-                .unwrap_or_default())
-        })
-        .await
-        .unwrap_or_default();
+    // The management network comes from the configuration in force (cached per revision
+    // with the host names, so a flood of logins does not parse the configuration each time).
     let throttle = Throttle {
-        trusted_networks,
+        trusted_networks: hosts.trusted_networks.clone(),
         ..state.settings().throttle.clone()
     };
     let trusted = throttle.is_trusted(&source);

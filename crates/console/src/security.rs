@@ -86,6 +86,8 @@ pub struct HostPolicy {
     /// only carry an address as its `Host` if the browser was pointed at that address, so it
     /// cannot be a rebound name; and the origin check still wants `Origin` equal to `Host`.
     any_ip: bool,
+    /// `console.trusted_networks` of the same revision (the login throttle's familiar sources).
+    pub trusted_networks: Vec<ipnet::IpNet>,
 }
 
 impl HostPolicy {
@@ -99,6 +101,7 @@ impl HostPolicy {
             HostPolicy {
                 names,
                 any_ip: true,
+                trusted_networks: cfg.console.trusted_networks.clone(),
             }
         } else {
             HostPolicy {
@@ -109,6 +112,7 @@ impl HostPolicy {
                     .filter_map(|h| ConsoleHost::parse(h))
                     .collect(),
                 any_ip: false,
+                trusted_networks: cfg.console.trusted_networks.clone(),
             }
         }
     }

@@ -215,7 +215,7 @@ impl Accounts {
             Some(_) => None,
         };
         if let Some(reason) = failure {
-            throttle::record_failure(c, &name, &key, now, throttle)?;
+            throttle::record_failure(c, &name, &key, now)?;
             audit.append(
                 &name,
                 source,

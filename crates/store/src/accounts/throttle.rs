@@ -270,7 +270,6 @@ pub(super) fn record_failure(
     name: &str,
     key: &str,
     now: i64,
-    _t: &Throttle,
 ) -> Result<()> {
     sql(
         c,

@@ -313,7 +313,12 @@ fn main() -> ExitCode {
                 Err(e) => {
                     eprintln!("palisade: {e:#}");
                     match e.downcast_ref::<StoreError>() {
-                        Some(StoreError::Invalid(_)) => ExitCode::from(64),
+                        Some(StoreError::Invalid(problems)) => {
+                            for p in problems {
+                                eprintln!("  {p}");
+                            }
+                            ExitCode::from(64)
+                        }
                         _ => ExitCode::FAILURE,
                     }
                 }

@@ -759,6 +759,8 @@ impl Config {
                 "dns" => section(&key, value, &mut cfg.dns, &mut problems),
                 "console" => section(&key, value, &mut cfg.console, &mut problems),
                 "supervisor" => section(&key, value, &mut cfg.supervisor, &mut problems),
+                "inspect" => section(&key, value, &mut cfg.inspect, &mut problems),
+                "filter" => section(&key, value, &mut cfg.filter, &mut problems),
                 "domain" => cfg.domains = array(&key, value, &mut problems),
                 "route" => cfg.routes = array(&key, value, &mut problems),
                 other => problems.push(Problem::new(other, "unknown section")),

@@ -13,6 +13,8 @@ use palisade_store::{Config, ConfigStore, DataDir};
 
 /// Exit status for a file that cannot be read (EX_DATAERR).
 const EX_DATAERR: u8 = 65;
+/// Exit status for a usage error (EX_USAGE).
+const EX_USAGE: u8 = 64;
 
 #[derive(Clone, Copy, ValueEnum)]
 pub enum Dir {
@@ -89,7 +91,8 @@ pub fn run(data: &DataDir, args: CheckArgs) -> Result<ExitCode> {
             .collect();
     }
     if to.is_empty() {
-        anyhow::bail!("no recipients: give --to ADDR (the message has no To or Cc address)");
+        eprintln!("palisade check: no recipients: give --to ADDR (the message has no To or Cc address)");
+        return Ok(ExitCode::from(EX_USAGE));
     }
     let out = matches!(args.direction, Dir::Out);
     let envelope = Envelope {

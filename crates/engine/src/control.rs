@@ -14,6 +14,7 @@ use std::sync::atomic::Ordering;
 use palisade_control::engine::{ControlRequest, ControlResponse, Stats};
 use palisade_control::server;
 use palisade_spool::admin::{self, Requester};
+use palisade_spool::quarantine;
 use palisade_store::ConfigStore;
 
 use crate::EngineError;
@@ -150,6 +151,92 @@ async fn handle(shared: &Arc<Shared>, req: ControlRequest) -> ControlResponse {
                 Ok(Err(e)) | Err(e) => ControlResponse::err(e),
             }
         }
+        ControlRequest::QuarantineRelease {
+            id,
+            recipients,
+            actor,
+            source,
+        } => quarantine_release(shared, id, recipients, actor, source).await,
+        ControlRequest::QuarantineDelete { id, actor, source } => {
+            let data = shared.data.clone();
+            let qid = id.clone();
+            let r = blocking(move || {
+                quarantine::delete(
+                    &data,
+                    &qid,
+                    Requester {
+                        actor: &actor,
+                        source: &source,
+                    },
+                )
+            })
+            .await;
+            match r {
+                Ok(()) => ControlResponse::ok(format!("{id} deleted")),
+                Err(e) => ControlResponse::err(e),
+            }
+        }
+    }
+}
+
+/// Releases a held message and hands it to the queue runner like a newly accepted one.
+async fn quarantine_release(
+    shared: &Arc<Shared>,
+    id: String,
+    recipients: Option<Vec<String>>,
+    actor: String,
+    source: String,
+) -> ControlResponse {
+    let chosen = match recipients
+        .map(|r| crate::release_recipients(&shared.config(), &r))
+        .transpose()
+    {
+        Ok(r) => r,
+        Err(e) => return ControlResponse::err(e),
+    };
+    let data = shared.data.clone();
+    let qid = id.clone();
+    let released = blocking(move || {
+        quarantine::release(
+            &data,
+            &qid,
+            chosen,
+            Requester {
+                actor: &actor,
+                source: &source,
+            },
+        )
+    })
+    .await;
+    let released = match released {
+        Ok(r) => r,
+        Err(e) => return ControlResponse::err(e),
+    };
+    let s = shared.clone();
+    let new_id = released.queue_id.clone();
+    let queued =
+        tokio::task::spawn_blocking(move || s.spool.db().lock().expect("lock").message(&new_id))
+            .await;
+    match queued {
+        Ok(Ok(Some(m))) => shared.runner().submit(m),
+        // Committed all the same: the next scan delivers it.
+        _ => shared.runner().wake(),
+    }
+    let to: Vec<&str> = released
+        .recipients
+        .iter()
+        .map(|r| r.address.as_str())
+        .collect();
+    ControlResponse {
+        queue_id: Some(released.queue_id.clone()),
+        ..ControlResponse::counted(
+            format!(
+                "{id} released as {} to {}",
+                released.queue_id,
+                to.join(", ")
+            ),
+            to.len(),
+        )
     }
 }
 
@@ -215,7 +302,7 @@ async fn reload(shared: &Arc<Shared>) -> ControlResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use palisade_spool::{Batch, MessageKind, NewMessage, NewRecipient, Origin, Spool};
+    use palisade_spool::{Batch, MessageKind, NewMessage, NewRecipient, Spool};
     use palisade_store::{AuditLog, Config, DataDir, Revision};
 
     /// Queued with its first attempt far away, so the runner leaves it alone until retried.
@@ -236,19 +323,12 @@ mod tests {
                     sha256: c.sha256,
                     kind: MessageKind::Mail,
                     smtputf8: false,
-                    body: None,
-                    envid: None,
-                    ret: None,
                     recipients: vec![NewRecipient {
                         address: "rcpt@far.test".into(),
                         route: "smarthost".into(),
-                        notify: None,
-                        orcpt: None,
+                        ..Default::default()
                     }],
-                    origin: Origin::default(),
-                    message_id: None,
-                    subject: None,
-                    from_header: None,
+                    ..Default::default()
                 }],
                 ..Default::default()
             })

@@ -25,8 +25,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use palisade_spool::Spool;
-use palisade_store::{ConfigStore, DataDir};
+use palisade_spool::{NewRecipient, Spool};
+use palisade_store::{Config, ConfigStore, DataDir};
 
 use state::Shared;
 
@@ -114,4 +114,36 @@ async fn wait_for_shutdown() {
         _ = term.recv() => {}
         _ = int.recv() => {}
     }
+}
+
+/// The route key RCPT gives a recipient: by its domain (inbound domain, static route,
+/// smarthost, MX); `postmaster` without a domain goes to the local Maildir.
+pub fn route_for(cfg: &Config, address: &str) -> String {
+    match outbound::route::domain_of(address) {
+        Some(domain) => outbound::route::key(cfg, domain),
+        None => outbound::route::MAILDIR.into(),
+    }
+}
+
+/// Recipients an operator chose for releasing a quarantined message, routed as RCPT routes
+/// them. Each must be a mailbox (`user@domain`) or `postmaster`. No relay check: the operator
+/// decides where held mail goes.
+pub fn release_recipients(cfg: &Config, addresses: &[String]) -> Result<Vec<NewRecipient>, String> {
+    addresses
+        .iter()
+        .map(|a| {
+            let address = if a.eq_ignore_ascii_case("postmaster") {
+                "postmaster".to_string()
+            } else {
+                palisade_smtp_proto::parse_mailbox(a, true)
+                    .map_err(|e| format!("{a}: {e}"))?
+                    .to_string()
+            };
+            Ok(NewRecipient {
+                route: route_for(cfg, &address),
+                address,
+                ..Default::default()
+            })
+        })
+        .collect()
 }

@@ -441,4 +441,109 @@ mod tests {
         assert_eq!(entries.len(), 4, "{entries:?}");
         shared.begin_shutdown();
     }
+
+    /// Held for one recipient: the original in DIR/quarantine/, tracking only in the queue.
+    async fn hold(spool: &Spool, rcpt: &str) -> String {
+        let qid = Spool::new_id();
+        let mut f = spool.create_quarantine(&qid).unwrap();
+        f.write(b"Subject: held\r\n\r\nheld body\r\n")
+            .await
+            .unwrap();
+        let c = f.finish().await.unwrap();
+        let queue_id = Spool::new_id();
+        spool
+            .commit(Batch {
+                accepted: vec![NewMessage {
+                    id: queue_id.clone(),
+                    sender: "s@origin.test".into(),
+                    size: c.size,
+                    sha256: c.sha256.clone(),
+                    status: Some("quarantined".into()),
+                    ..Default::default()
+                }],
+                quarantined: vec![palisade_spool::NewQuarantine {
+                    id: qid.clone(),
+                    queue_id,
+                    expires_at: palisade_store::now_unix() + 3600,
+                    sender: "s@origin.test".into(),
+                    recipients: vec![palisade_spool::HeldRecipient {
+                        address: rcpt.into(),
+                        route: "maildir".into(),
+                        notify: None,
+                        orcpt: None,
+                    }],
+                    reason: "test".into(),
+                    size: c.size,
+                    sha256: c.sha256,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        qid
+    }
+
+    /// A release through the control socket is delivered at once (here: to the Maildir),
+    /// audited once; a second release and a delete of a released entry are refused.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn quarantine_release_is_delivered_at_once() {
+        let d = tempfile::tempdir().unwrap();
+        let data = DataDir::new(d.path());
+        let config =
+            Config::from_toml("[[domain]]\nname = \"local.test\"\nroute = \"maildir\"\n").unwrap();
+        let rev = Revision {
+            id: 1,
+            created_at: 0,
+            author: "test".into(),
+            comment: String::new(),
+            config,
+        };
+        let (spool, _) = Spool::open(&data).unwrap();
+        let shared = Arc::new(Shared::new(data.clone(), rev, spool.clone(), None));
+        shared.set_runner(crate::outbound::Runner::start(shared.clone()));
+        let a = hold(&spool, "a@local.test").await;
+        let b = hold(&spool, "b@local.test").await;
+        let req = |id: &str, to: Option<Vec<String>>| ControlRequest::QuarantineRelease {
+            id: id.into(),
+            recipients: to,
+            actor: "alice".into(),
+            source: "10.0.0.9".into(),
+        };
+
+        let r = handle(&shared, req(&a, None)).await;
+        assert!(r.ok, "{r:?}");
+        let queue_id = r.queue_id.clone().unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while spool.db().lock().unwrap().queue_len().unwrap() != (0, 0) {
+            assert!(std::time::Instant::now() < deadline, "not delivered");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let status = spool.db().lock().unwrap().track_status(&queue_id).unwrap();
+        assert_eq!(status.as_deref(), Some("delivered"));
+        let r = handle(&shared, req(&a, None)).await;
+        assert!(!r.ok && r.message.contains("not held"), "{r:?}");
+        let r = handle(&shared, req(&b, Some(vec!["not an address".into()]))).await;
+        assert!(!r.ok, "{r:?}");
+        let r = handle(
+            &shared,
+            ControlRequest::QuarantineDelete {
+                id: b.clone(),
+                actor: "alice".into(),
+                source: "10.0.0.9".into(),
+            },
+        )
+        .await;
+        assert!(r.ok, "{r:?}");
+        assert!(!spool.quarantine_path(&b).exists());
+
+        let entries = AuditLog::open(&data.audit_db())
+            .unwrap()
+            .list(&Default::default())
+            .unwrap();
+        let actions: Vec<_> = entries.iter().map(|e| e.action.as_str()).collect();
+        assert_eq!(actions.len(), 2, "{actions:?}");
+        assert!(actions.contains(&"quarantine.release") && actions.contains(&"quarantine.delete"));
+        shared.begin_shutdown();
+    }
 }

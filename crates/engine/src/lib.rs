@@ -80,7 +80,8 @@ pub async fn run(opts: EngineOptions) -> Result<(), EngineError> {
         event = "spool.recovered",
         queued = report.queued,
         partial_removed = report.removed_partial.len(),
-        corrupt = report.corrupt.len()
+        corrupt = report.corrupt.len(),
+        quarantine_damaged = report.quarantine_damaged.len()
     );
 
     let tls = tls::load_server(&data, &config.config)?;

@@ -166,9 +166,10 @@ impl Spool {
         self.quarantine_dir.join(qid)
     }
 
-    /// Starts writing a held copy (0640). Once `finish()`ed and named in
-    /// [`Batch::quarantined`], the committer fsyncs the quarantine directory before the
-    /// transaction, the same promise as spool files.
+    /// Starts writing a held copy (0640); `qid` is a [`Spool::new_id`] (recovery removes
+    /// files so named that have no held row, and leaves other names alone). Once `finish()`ed
+    /// and named in [`Batch::quarantined`], the committer fsyncs the quarantine directory
+    /// before the transaction, the same promise as spool files.
     pub fn create_quarantine(&self, qid: &str) -> Result<IncomingFile, SpoolError> {
         IncomingFile::create(self.quarantine_path(qid))
     }

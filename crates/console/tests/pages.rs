@@ -200,8 +200,7 @@ fn queue_one(c: &Console, id: &str, content: &str) {
             recipients: vec![NewRecipient {
                 address: "bob@example.test".into(),
                 route: "maildir".into(),
-                notify: None,
-                orcpt: None,
+                ..Default::default()
             }],
             origin: Origin {
                 listener: "smtp".into(),
@@ -213,6 +212,7 @@ fn queue_one(c: &Console, id: &str, content: &str) {
             message_id: Some("<m1@partner.test>".into()),
             subject: Some("<script>alert(1)</script> results".into()),
             from_header: Some("Alice <alice@partner.test>".into()),
+            ..Default::default()
         }],
         ..Default::default()
     })

@@ -43,6 +43,22 @@ pub enum ControlRequest {
         actor: String,
         source: String,
     },
+    /// Enqueue a held message again, byte-identical, to `recipients` (`None`: the ones it was
+    /// held for) and deliver it at once (audited `quarantine.release`). The answer's
+    /// `queue_id` is the new queue id.
+    QuarantineRelease {
+        id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        recipients: Option<Vec<String>>,
+        actor: String,
+        source: String,
+    },
+    /// Delete a held message (audited `quarantine.delete`).
+    QuarantineDelete {
+        id: String,
+        actor: String,
+        source: String,
+    },
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -70,6 +86,9 @@ pub struct ControlResponse {
     /// How many recipients a queue operation affected (retry, flush, bounce).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub count: Option<u64>,
+    /// The queue id a released quarantined message was enqueued as.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_id: Option<String>,
 }
 
 impl ControlResponse {
@@ -79,6 +98,7 @@ impl ControlResponse {
             message: message.into(),
             stats: None,
             count: None,
+            queue_id: None,
         }
     }
 
@@ -96,6 +116,7 @@ impl ControlResponse {
             message: message.into(),
             stats: None,
             count: None,
+            queue_id: None,
         }
     }
 }

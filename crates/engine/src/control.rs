@@ -14,6 +14,7 @@ use std::sync::atomic::Ordering;
 use palisade_control::engine::{ControlRequest, ControlResponse, Stats};
 use palisade_control::server;
 use palisade_spool::admin::{self, Requester};
+use palisade_spool::quarantine;
 use palisade_store::ConfigStore;
 
 use crate::EngineError;
@@ -150,6 +151,92 @@ async fn handle(shared: &Arc<Shared>, req: ControlRequest) -> ControlResponse {
                 Ok(Err(e)) | Err(e) => ControlResponse::err(e),
             }
         }
+        ControlRequest::QuarantineRelease {
+            id,
+            recipients,
+            actor,
+            source,
+        } => quarantine_release(shared, id, recipients, actor, source).await,
+        ControlRequest::QuarantineDelete { id, actor, source } => {
+            let data = shared.data.clone();
+            let qid = id.clone();
+            let r = blocking(move || {
+                quarantine::delete(
+                    &data,
+                    &qid,
+                    Requester {
+                        actor: &actor,
+                        source: &source,
+                    },
+                )
+            })
+            .await;
+            match r {
+                Ok(()) => ControlResponse::ok(format!("{id} deleted")),
+                Err(e) => ControlResponse::err(e),
+            }
+        }
+    }
+}
+
+/// Releases a held message and hands it to the queue runner like a newly accepted one.
+async fn quarantine_release(
+    shared: &Arc<Shared>,
+    id: String,
+    recipients: Option<Vec<String>>,
+    actor: String,
+    source: String,
+) -> ControlResponse {
+    let chosen = match recipients
+        .map(|r| crate::release_recipients(&shared.config(), &r))
+        .transpose()
+    {
+        Ok(r) => r,
+        Err(e) => return ControlResponse::err(e),
+    };
+    let data = shared.data.clone();
+    let qid = id.clone();
+    let released = blocking(move || {
+        quarantine::release(
+            &data,
+            &qid,
+            chosen,
+            Requester {
+                actor: &actor,
+                source: &source,
+            },
+        )
+    })
+    .await;
+    let released = match released {
+        Ok(r) => r,
+        Err(e) => return ControlResponse::err(e),
+    };
+    let s = shared.clone();
+    let new_id = released.queue_id.clone();
+    let queued =
+        tokio::task::spawn_blocking(move || s.spool.db().lock().expect("lock").message(&new_id))
+            .await;
+    match queued {
+        Ok(Ok(Some(m))) => shared.runner().submit(m),
+        // Committed all the same: the next scan delivers it.
+        _ => shared.runner().wake(),
+    }
+    let to: Vec<&str> = released
+        .recipients
+        .iter()
+        .map(|r| r.address.as_str())
+        .collect();
+    ControlResponse {
+        queue_id: Some(released.queue_id.clone()),
+        ..ControlResponse::counted(
+            format!(
+                "{id} released as {} to {}",
+                released.queue_id,
+                to.join(", ")
+            ),
+            to.len(),
+        )
     }
 }
 
@@ -215,7 +302,7 @@ async fn reload(shared: &Arc<Shared>) -> ControlResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use palisade_spool::{Batch, MessageKind, NewMessage, NewRecipient, Origin, Spool};
+    use palisade_spool::{Batch, MessageKind, NewMessage, NewRecipient, Spool};
     use palisade_store::{AuditLog, Config, DataDir, Revision};
 
     /// Queued with its first attempt far away, so the runner leaves it alone until retried.
@@ -236,19 +323,12 @@ mod tests {
                     sha256: c.sha256,
                     kind: MessageKind::Mail,
                     smtputf8: false,
-                    body: None,
-                    envid: None,
-                    ret: None,
                     recipients: vec![NewRecipient {
                         address: "rcpt@far.test".into(),
                         route: "smarthost".into(),
-                        notify: None,
-                        orcpt: None,
+                        ..Default::default()
                     }],
-                    origin: Origin::default(),
-                    message_id: None,
-                    subject: None,
-                    from_header: None,
+                    ..Default::default()
                 }],
                 ..Default::default()
             })
@@ -359,6 +439,111 @@ mod tests {
             );
         }
         assert_eq!(entries.len(), 4, "{entries:?}");
+        shared.begin_shutdown();
+    }
+
+    /// Held for one recipient: the original in DIR/quarantine/, tracking only in the queue.
+    async fn hold(spool: &Spool, rcpt: &str) -> String {
+        let qid = Spool::new_id();
+        let mut f = spool.create_quarantine(&qid).unwrap();
+        f.write(b"Subject: held\r\n\r\nheld body\r\n")
+            .await
+            .unwrap();
+        let c = f.finish().await.unwrap();
+        let queue_id = Spool::new_id();
+        spool
+            .commit(Batch {
+                accepted: vec![NewMessage {
+                    id: queue_id.clone(),
+                    sender: "s@origin.test".into(),
+                    size: c.size,
+                    sha256: c.sha256.clone(),
+                    status: Some("quarantined".into()),
+                    ..Default::default()
+                }],
+                quarantined: vec![palisade_spool::NewQuarantine {
+                    id: qid.clone(),
+                    queue_id,
+                    expires_at: palisade_store::now_unix() + 3600,
+                    sender: "s@origin.test".into(),
+                    recipients: vec![palisade_spool::HeldRecipient {
+                        address: rcpt.into(),
+                        route: "maildir".into(),
+                        notify: None,
+                        orcpt: None,
+                    }],
+                    reason: "test".into(),
+                    size: c.size,
+                    sha256: c.sha256,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        qid
+    }
+
+    /// A release through the control socket is delivered at once (here: to the Maildir),
+    /// audited once; a second release and a delete of a released entry are refused.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn quarantine_release_is_delivered_at_once() {
+        let d = tempfile::tempdir().unwrap();
+        let data = DataDir::new(d.path());
+        let config =
+            Config::from_toml("[[domain]]\nname = \"local.test\"\nroute = \"maildir\"\n").unwrap();
+        let rev = Revision {
+            id: 1,
+            created_at: 0,
+            author: "test".into(),
+            comment: String::new(),
+            config,
+        };
+        let (spool, _) = Spool::open(&data).unwrap();
+        let shared = Arc::new(Shared::new(data.clone(), rev, spool.clone(), None));
+        shared.set_runner(crate::outbound::Runner::start(shared.clone()));
+        let a = hold(&spool, "a@local.test").await;
+        let b = hold(&spool, "b@local.test").await;
+        let req = |id: &str, to: Option<Vec<String>>| ControlRequest::QuarantineRelease {
+            id: id.into(),
+            recipients: to,
+            actor: "alice".into(),
+            source: "10.0.0.9".into(),
+        };
+
+        let r = handle(&shared, req(&a, None)).await;
+        assert!(r.ok, "{r:?}");
+        let queue_id = r.queue_id.clone().unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while spool.db().lock().unwrap().queue_len().unwrap() != (0, 0) {
+            assert!(std::time::Instant::now() < deadline, "not delivered");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let status = spool.db().lock().unwrap().track_status(&queue_id).unwrap();
+        assert_eq!(status.as_deref(), Some("delivered"));
+        let r = handle(&shared, req(&a, None)).await;
+        assert!(!r.ok && r.message.contains("not held"), "{r:?}");
+        let r = handle(&shared, req(&b, Some(vec!["not an address".into()]))).await;
+        assert!(!r.ok, "{r:?}");
+        let r = handle(
+            &shared,
+            ControlRequest::QuarantineDelete {
+                id: b.clone(),
+                actor: "alice".into(),
+                source: "10.0.0.9".into(),
+            },
+        )
+        .await;
+        assert!(r.ok, "{r:?}");
+        assert!(!spool.quarantine_path(&b).exists());
+
+        let entries = AuditLog::open(&data.audit_db())
+            .unwrap()
+            .list(&Default::default())
+            .unwrap();
+        let actions: Vec<_> = entries.iter().map(|e| e.action.as_str()).collect();
+        assert_eq!(actions.len(), 2, "{actions:?}");
+        assert!(actions.contains(&"quarantine.release") && actions.contains(&"quarantine.delete"));
         shared.begin_shutdown();
     }
 }

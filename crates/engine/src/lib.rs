@@ -26,16 +26,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use palisade_spool::Spool;
-use palisade_store::{ConfigStore, DataDir};
+use palisade_spool::{NewRecipient, Spool};
+use palisade_store::{Config, ConfigStore, DataDir};
 
 use state::Shared;
-
-/// The route key delivery uses for `address` under `cfg` (what RCPT records), for callers
-/// outside the engine (`palisade quarantine release --to`, `palisade check`).
-pub fn route_for(cfg: &palisade_store::Config, address: &str) -> String {
-    outbound::route::for_address(cfg, address)
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -87,7 +81,8 @@ pub async fn run(opts: EngineOptions) -> Result<(), EngineError> {
         event = "spool.recovered",
         queued = report.queued,
         partial_removed = report.removed_partial.len(),
-        corrupt = report.corrupt.len()
+        corrupt = report.corrupt.len(),
+        quarantine_damaged = report.quarantine_damaged.len()
     );
 
     let tls = tls::load_server(&data, &config.config)?;
@@ -121,4 +116,33 @@ async fn wait_for_shutdown() {
         _ = term.recv() => {}
         _ = int.recv() => {}
     }
+}
+
+/// The route key RCPT gives a recipient: by its domain (inbound domain, static route,
+/// smarthost, MX); `postmaster` without a domain goes to the local Maildir.
+pub fn route_for(cfg: &Config, address: &str) -> String {
+    outbound::route::for_address(cfg, address)
+}
+
+/// Recipients an operator chose for releasing a quarantined message, routed as RCPT routes
+/// them. Each must be a mailbox (`user@domain`) or `postmaster`. No relay check: the operator
+/// decides where held mail goes.
+pub fn release_recipients(cfg: &Config, addresses: &[String]) -> Result<Vec<NewRecipient>, String> {
+    addresses
+        .iter()
+        .map(|a| {
+            let address = if a.eq_ignore_ascii_case("postmaster") {
+                "postmaster".to_string()
+            } else {
+                palisade_smtp_proto::parse_mailbox(a, true)
+                    .map_err(|e| format!("{a}: {e}"))?
+                    .to_string()
+            };
+            Ok(NewRecipient {
+                route: route_for(cfg, &address),
+                address,
+                ..Default::default()
+            })
+        })
+        .collect()
 }

@@ -15,7 +15,8 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use palisade_control::engine::{ControlRequest, ControlResponse};
 use palisade_spool::admin::{self, Requester};
-use palisade_store::mail::TrackQuery;
+use palisade_spool::quarantine;
+use palisade_store::mail::{QuarantineState, TrackQuery};
 use palisade_store::{AuditLog, AuditVerdict, Config, ConfigStore, DataDir, MailDb, StoreError};
 
 #[derive(Parser)]
@@ -72,6 +73,9 @@ enum Command {
     /// The mail queue.
     #[command(subcommand)]
     Queue(QueueCmd),
+    /// Quarantined messages: list, show, release, delete.
+    #[command(subcommand)]
+    Quarantine(QuarantineCmd),
     /// Search message tracking.
     Track(TrackArgs),
     /// Run one message file through the filter pipeline and show why it would be delivered,
@@ -182,6 +186,40 @@ enum QueueCmd {
     /// Return a queued message to its sender with a bounce (sent at once by a running engine,
     /// else when the engine starts).
     Bounce { id: String },
+}
+
+#[derive(Subcommand)]
+enum QuarantineCmd {
+    /// List quarantined messages, newest first.
+    List {
+        /// held, released, deleted or all.
+        #[arg(long, default_value = "held")]
+        state: String,
+        /// Only entries whose id, queue id, sender, recipients, subject or reason contains this.
+        #[arg(long)]
+        search: Option<String>,
+        #[arg(long, default_value_t = 1000)]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one entry: metadata, recipients, reason, explanations, the held file's headers.
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Enqueue a held message again, byte-identical, to its recipients or those given.
+    Release {
+        id: String,
+        /// Deliver to this address instead of the original recipients (repeatable).
+        #[arg(long = "to", value_name = "ADDR")]
+        to: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a held message.
+    Delete { id: String },
 }
 
 #[derive(Args)]
@@ -547,6 +585,7 @@ fn operate(data: &DataDir, cmd: Command) -> Result<ExitCode> {
             println!("{}", r.message);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Quarantine(q) => quarantine_cmd(data, q),
         Command::Track(t) => {
             let q = TrackQuery {
                 sender: t.sender,
@@ -595,6 +634,151 @@ fn operate(data: &DataDir, cmd: Command) -> Result<ExitCode> {
         | Command::Console { .. }
         | Command::System(_) => {
             unreachable!("handled in main")
+        }
+    }
+}
+
+/// The first lines of a held file's header block (at most `max`), for `quarantine show`.
+fn held_headers(path: &std::path::Path, max: usize) -> Result<String> {
+    use std::io::{BufRead, BufReader, Read};
+    let f = std::fs::File::open(path).with_context(|| format!("{}", path.display()))?;
+    let mut out = Vec::new();
+    for line in BufReader::new(f.take(64 * 1024)).split(b'\n') {
+        let line = line?;
+        let line = String::from_utf8_lossy(&line)
+            .trim_end_matches('\r')
+            .to_string();
+        if line.is_empty() || out.len() == max {
+            break;
+        }
+        out.push(line);
+    }
+    Ok(out.join("\n"))
+}
+
+fn quarantine_cmd(data: &DataDir, cmd: QuarantineCmd) -> Result<ExitCode> {
+    match cmd {
+        QuarantineCmd::List {
+            state,
+            search,
+            limit,
+            json,
+        } => {
+            let state = match state.as_str() {
+                "all" => None,
+                s => Some(
+                    s.parse::<QuarantineState>()
+                        .map_err(|_| anyhow::anyhow!("--state: held, released, deleted or all"))?,
+                ),
+            };
+            let entries = quarantine::list(data, state, search.as_deref(), limit)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&entries)?);
+            } else {
+                print::quarantine(&entries);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        QuarantineCmd::Show { id, json } => {
+            let Some(entry) = quarantine::get(data, &id)? else {
+                bail!("no quarantined message {id}");
+            };
+            let headers = if entry.state == QuarantineState::Held {
+                held_headers(&data.quarantine().join(&id), 40).map_err(|e| format!("{e:#}"))
+            } else {
+                Err(format!("the held file is gone (state {})", entry.state))
+            };
+            if json {
+                let mut v = serde_json::to_value(&entry)?;
+                match &headers {
+                    Ok(h) => v["headers"] = h.clone().into(),
+                    Err(e) => v["headers_error"] = e.clone().into(),
+                }
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                print::quarantine_entry(&entry, &headers);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        QuarantineCmd::Release { id, to, json } => {
+            let chosen = (!to.is_empty()).then_some(to);
+            let req = ControlRequest::QuarantineRelease {
+                id: id.clone(),
+                recipients: chosen.clone(),
+                actor: actor(),
+                source: "local".into(),
+            };
+            let r = queue_change(data, req, |by| {
+                let recipients = match &chosen {
+                    None => None,
+                    Some(to) => {
+                        let cfg = ConfigStore::open(&data.config_db())?
+                            .current()?
+                            .map(|r| r.config)
+                            .unwrap_or_default();
+                        Some(
+                            palisade_engine::release_recipients(&cfg, to)
+                                .map_err(anyhow::Error::msg)?,
+                        )
+                    }
+                };
+                Ok(match quarantine::release(data, &id, recipients, by) {
+                    Ok(r) => {
+                        let to: Vec<&str> =
+                            r.recipients.iter().map(|r| r.address.as_str()).collect();
+                        ControlResponse {
+                            queue_id: Some(r.queue_id.clone()),
+                            ..ControlResponse::counted(
+                                format!(
+                                    "{id} released as {} to {} (delivered when the engine starts)",
+                                    r.queue_id,
+                                    to.join(", ")
+                                ),
+                                to.len(),
+                            )
+                        }
+                    }
+                    Err(e) => ControlResponse::err(e.to_string()),
+                })
+            })?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({
+                        "id": id,
+                        "ok": r.ok,
+                        "queue_id": r.queue_id,
+                        "message": r.message,
+                    }))?
+                );
+            } else if r.ok {
+                println!("{}", r.message);
+            }
+            if !r.ok {
+                if !json {
+                    eprintln!("error: {}", r.message);
+                }
+                return Ok(ExitCode::FAILURE);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        QuarantineCmd::Delete { id } => {
+            let req = ControlRequest::QuarantineDelete {
+                id: id.clone(),
+                actor: actor(),
+                source: "local".into(),
+            };
+            let r = queue_change(data, req, |by| {
+                Ok(match quarantine::delete(data, &id, by) {
+                    Ok(()) => ControlResponse::ok(format!("{id} deleted")),
+                    Err(e) => ControlResponse::err(e.to_string()),
+                })
+            })?;
+            if !r.ok {
+                bail!("{}", r.message);
+            }
+            println!("{}", r.message);
+            Ok(ExitCode::SUCCESS)
         }
     }
 }

@@ -2,7 +2,9 @@
 
 use palisade_store::AuditEntry;
 use palisade_store::format_unix;
-use palisade_store::mail::{QueuedMessage, TrackedEvent, TrackedMessage};
+use palisade_store::mail::{
+    QuarantineEntry, QueuedMessage, RcptState, TrackedEvent, TrackedMessage,
+};
 
 pub fn queue(msgs: &[QueuedMessage]) {
     if msgs.is_empty() {
@@ -19,14 +21,14 @@ pub fn queue(msgs: &[QueuedMessage]) {
             sender
         );
         for r in &m.recipients {
-            let when = if r.state == "queued" {
+            let when = if r.state == RcptState::Queued {
                 format!("next {}", format_unix(r.next_attempt))
             } else {
                 String::new()
             };
             println!(
                 "    {:<9} {:<40} attempts {:<3} {}  {}",
-                r.state,
+                r.state.as_str(),
                 r.address,
                 r.attempts,
                 when,
@@ -86,5 +88,85 @@ pub fn audit(entries: &[AuditEntry]) {
             e.action,
             e.target
         );
+    }
+}
+
+fn sender(s: &str) -> &str {
+    if s.is_empty() { "<>" } else { s }
+}
+
+pub fn quarantine(entries: &[QuarantineEntry]) {
+    if entries.is_empty() {
+        println!("no quarantined messages");
+        return;
+    }
+    for e in entries {
+        let to: Vec<&str> = e.recipients.iter().map(|r| r.address.as_str()).collect();
+        println!(
+            "{}  {}  {:<8}  {:>9}  from {} to {}",
+            e.id,
+            format_unix(e.received_at),
+            e.state.as_str(),
+            e.size,
+            sender(&e.sender),
+            to.join(",")
+        );
+        println!(
+            "    {}  subject {:?}",
+            e.reason,
+            e.subject.as_deref().unwrap_or("")
+        );
+    }
+    println!("{} message(s)", entries.len());
+}
+
+pub fn quarantine_entry(e: &QuarantineEntry, headers: &Result<String, String>) {
+    let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    println!("id           {}", e.id);
+    println!("state        {}", e.state.as_str());
+    if let Some(q) = &e.released_as {
+        println!("released as  {q}");
+    }
+    println!("queue id     {} (as received)", e.queue_id);
+    println!("received     {}", format_unix(e.received_at));
+    println!("expires      {}", format_unix(e.expires_at));
+    println!("updated      {}", format_unix(e.updated_at));
+    println!(
+        "from         {} [{} {}]",
+        sender(&e.sender),
+        e.listener,
+        e.client_ip
+    );
+    println!("size         {}", e.size);
+    println!("subject      {}", opt(&e.subject));
+    println!("From:        {}", opt(&e.from_header));
+    println!("Message-ID:  {}", opt(&e.message_id));
+    println!("reason       {}", e.reason);
+    println!("recipients");
+    for r in &e.recipients {
+        println!(
+            "    {:<40} route {}{}",
+            r.address,
+            r.route,
+            r.notify
+                .map(|n| format!("  NOTIFY={}", n.to_param()))
+                .unwrap_or_default()
+        );
+    }
+    if let Some(x) = &e.explanations {
+        println!("explanations");
+        let pretty = serde_json::to_string_pretty(x).unwrap_or_default();
+        for line in pretty.lines() {
+            println!("    {line}");
+        }
+    }
+    match headers {
+        Ok(h) => {
+            println!("headers");
+            for line in h.lines() {
+                println!("    {line}");
+            }
+        }
+        Err(e) => println!("headers      ({e})"),
     }
 }

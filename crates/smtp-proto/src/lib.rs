@@ -32,7 +32,8 @@ pub use command::{Command, CommandError};
 pub use data::{DataDecoder, DataEvent};
 pub use frame::{CommandFramer, Frame, MAX_COMMAND_LINE, MAX_TEXT_LINE};
 pub use params::{
-    Body, MAX_ENVID, MAX_ORCPT, MailParams, Notify, RcptParams, Ret, xtext_decode, xtext_encode,
+    BadParamValue, Body, MAX_ENVID, MAX_ORCPT, MailParams, Notify, RcptParams, Ret, xtext_decode,
+    xtext_encode,
 };
 pub use reply::{Capabilities, MAX_REPLY_LINE, MAX_REPLY_LINES, Reply, ReplyError, parse_reply};
 pub use stuff::DotStuffer;

@@ -37,6 +37,86 @@ pub enum Ret {
     Hdrs,
 }
 
+/// A parameter value that is not one of its keyword's values (`BODY=BINARYMIME`, `RET=ALL`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not a valid {param} value: {value:?}")]
+pub struct BadParamValue {
+    pub param: &'static str,
+    pub value: String,
+}
+
+impl Body {
+    /// The parameter value (without `BODY=`): `7BIT` or `8BITMIME`.
+    pub fn as_param(self) -> &'static str {
+        match self {
+            Body::SevenBit => "7BIT",
+            Body::EightBitMime => "8BITMIME",
+        }
+    }
+
+    /// Parses the parameter value (without `BODY=`), case-insensitively.
+    pub fn parse(s: &str) -> Option<Body> {
+        if s.eq_ignore_ascii_case("7BIT") {
+            Some(Body::SevenBit)
+        } else if s.eq_ignore_ascii_case("8BITMIME") {
+            Some(Body::EightBitMime)
+        } else {
+            None
+        }
+    }
+}
+
+impl std::str::FromStr for Body {
+    type Err = BadParamValue;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Body::parse(s).ok_or_else(|| BadParamValue {
+            param: "BODY",
+            value: s.to_owned(),
+        })
+    }
+}
+
+impl Ret {
+    /// The parameter value (without `RET=`): `FULL` or `HDRS`.
+    pub fn as_param(self) -> &'static str {
+        match self {
+            Ret::Full => "FULL",
+            Ret::Hdrs => "HDRS",
+        }
+    }
+
+    /// Parses the parameter value (without `RET=`), case-insensitively.
+    pub fn parse(s: &str) -> Option<Ret> {
+        if s.eq_ignore_ascii_case("FULL") {
+            Some(Ret::Full)
+        } else if s.eq_ignore_ascii_case("HDRS") {
+            Some(Ret::Hdrs)
+        } else {
+            None
+        }
+    }
+}
+
+impl std::str::FromStr for Ret {
+    type Err = BadParamValue;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ret::parse(s).ok_or_else(|| BadParamValue {
+            param: "RET",
+            value: s.to_owned(),
+        })
+    }
+}
+
+impl std::str::FromStr for Notify {
+    type Err = BadParamValue;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Notify::parse(s).ok_or_else(|| BadParamValue {
+            param: "NOTIFY",
+            value: s.to_owned(),
+        })
+    }
+}
+
 /// Parameters of `RCPT TO:`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RcptParams {
@@ -71,6 +151,11 @@ impl Notify {
         } else {
             set.join(",")
         }
+    }
+
+    /// Whether a failure report (DSN) is wanted: the default (no NOTIFY) asks for one too.
+    pub fn wants_failure(notify: Option<Notify>) -> bool {
+        notify.is_none_or(|n| n.failure && !n.never)
     }
 
     /// Parses the parameter value (without `NOTIFY=`), case-insensitively. `NEVER` cannot be
@@ -156,18 +241,14 @@ impl MailParams {
         if let Some(size) = self.size {
             parts.push(format!("SIZE={size}"));
         }
-        match self.body {
-            Some(Body::SevenBit) => parts.push("BODY=7BIT".to_owned()),
-            Some(Body::EightBitMime) => parts.push("BODY=8BITMIME".to_owned()),
-            None => {}
+        if let Some(body) = self.body {
+            parts.push(format!("BODY={}", body.as_param()));
         }
         if self.smtputf8 {
             parts.push("SMTPUTF8".to_owned());
         }
-        match self.ret {
-            Some(Ret::Full) => parts.push("RET=FULL".to_owned()),
-            Some(Ret::Hdrs) => parts.push("RET=HDRS".to_owned()),
-            None => {}
+        if let Some(ret) = self.ret {
+            parts.push(format!("RET={}", ret.as_param()));
         }
         if let Some(envid) = &self.envid {
             parts.push(format!("ENVID={}", xtext_encode(envid)));
@@ -195,13 +276,7 @@ impl MailParams {
                 }
                 "BODY" => {
                     let v = value.ok_or_else(bad)?;
-                    p.body = Some(if v.eq_ignore_ascii_case("7BIT") {
-                        Body::SevenBit
-                    } else if v.eq_ignore_ascii_case("8BITMIME") {
-                        Body::EightBitMime
-                    } else {
-                        return Err(bad());
-                    });
+                    p.body = Some(Body::parse(v).ok_or_else(bad)?);
                 }
                 "SMTPUTF8" => {
                     if value.is_some() {
@@ -211,13 +286,7 @@ impl MailParams {
                 }
                 "RET" => {
                     let v = value.ok_or_else(bad)?;
-                    p.ret = Some(if v.eq_ignore_ascii_case("FULL") {
-                        Ret::Full
-                    } else if v.eq_ignore_ascii_case("HDRS") {
-                        Ret::Hdrs
-                    } else {
-                        return Err(bad());
-                    });
+                    p.ret = Some(Ret::parse(v).ok_or_else(bad)?);
                 }
                 "ENVID" => {
                     let v = value.filter(|v| v.len() <= MAX_ENVID).ok_or_else(bad)?;

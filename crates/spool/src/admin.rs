@@ -8,7 +8,7 @@
 //! message); when the engine is not running, the CLI calls them directly and the engine picks
 //! the change up when it starts.
 
-use palisade_store::mail::{Batch, Event, MailDb, Outcome, OutcomeKind};
+use palisade_store::mail::{Batch, Event, MailDb, Outcome, OutcomeKind, RcptState};
 use palisade_store::{AuditLog, DataDir};
 use serde_json::json;
 
@@ -22,7 +22,7 @@ pub struct Requester<'a> {
     pub source: &'a str,
 }
 
-fn audit(
+pub(crate) fn audit(
     data: &DataDir,
     by: Requester<'_>,
     action: &str,
@@ -49,7 +49,7 @@ pub fn flush(data: &DataDir, by: Requester<'_>) -> Result<usize, SpoolError> {
     Ok(n)
 }
 
-/// Deletes a queued message: its row (tracked as `deleted`) and its content file. `false`
+/// Deletes a queued message: its rows (tracked as `deleted`) and its content files. `false`
 /// when it was not queued (nothing is audited then). Audited as `queue.delete`.
 ///
 /// The content file belongs to the engine's user: called by anyone else (the CLI as root is
@@ -70,7 +70,9 @@ pub fn delete(data: &DataDir, id: &str, by: Requester<'_>) -> Result<bool, Spool
         remove: vec![id.to_string()],
         ..Default::default()
     })?;
-    let _ = std::fs::remove_file(data.spool().join(id));
+    for a in &msg.artifacts {
+        let _ = std::fs::remove_file(crate::artifact_path(&data.spool(), id, a.n));
+    }
     let recipients: Vec<&str> = msg.recipients.iter().map(|r| r.address.as_str()).collect();
     audit(
         data,
@@ -100,7 +102,7 @@ pub fn bounce(data: &DataDir, id: &str, by: Requester<'_>) -> Result<Option<usiz
     let outcomes: Vec<Outcome> = msg
         .recipients
         .iter()
-        .filter(|r| r.state == "queued")
+        .filter(|r| r.state == RcptState::Queued)
         .map(|r| Outcome {
             message_id: msg.id.clone(),
             idx: r.idx,

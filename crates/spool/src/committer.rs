@@ -1,6 +1,6 @@
 //! Group commit: one thread owns the writing connection to `mail.db`. It takes every batch
 //! that is waiting, fsyncs the spool directory once (making all new content files' names
-//! durable), applies all batches in one transaction, and answers each waiter. Under load, N
+//! durable; the quarantine directory too when the group holds quarantined messages), applies all batches in one transaction, and answers each waiter. Under load, N
 //! sessions finishing DATA together cost two fsyncs instead of 3N; alone, a session pays the
 //! same as without batching.
 
@@ -23,11 +23,11 @@ pub(crate) struct Committer {
 }
 
 impl Committer {
-    pub(crate) fn start(spool_dir: PathBuf, db: MailDb) -> Self {
+    pub(crate) fn start(spool_dir: PathBuf, quarantine_dir: PathBuf, db: MailDb) -> Self {
         let (tx, rx) = mpsc::channel::<(Batch, Reply)>();
         std::thread::Builder::new()
             .name("spool-commit".into())
-            .spawn(move || run(spool_dir, db, rx))
+            .spawn(move || run(spool_dir, quarantine_dir, db, rx))
             .expect("spawn committer thread");
         Committer { tx }
     }
@@ -42,11 +42,12 @@ impl Committer {
     }
 }
 
-fn fsync_dir(dir: &std::path::Path) -> std::io::Result<()> {
-    std::fs::File::open(dir)?.sync_all()
-}
-
-fn run(spool_dir: PathBuf, mut db: MailDb, rx: mpsc::Receiver<(Batch, Reply)>) {
+fn run(
+    spool_dir: PathBuf,
+    quarantine_dir: PathBuf,
+    mut db: MailDb,
+    rx: mpsc::Receiver<(Batch, Reply)>,
+) {
     while let Ok(first) = rx.recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -55,14 +56,22 @@ fn run(spool_dir: PathBuf, mut db: MailDb, rx: mpsc::Receiver<(Batch, Reply)>) {
                 Err(_) => break,
             }
         }
-        if group.iter().any(|(b, _)| !b.accepted.is_empty())
-            && let Err(e) = fsync_dir(&spool_dir)
-        {
+        // Every file a batch names must be durable, name included, before its row exists.
+        let spool = group.iter().any(|(b, _)| b.adds_spool_files());
+        let quarantine = group.iter().any(|(b, _)| !b.quarantined.is_empty());
+        let synced = [(spool, &spool_dir), (quarantine, &quarantine_dir)]
+            .into_iter()
+            .filter(|(needed, _)| *needed)
+            .try_for_each(|(_, dir)| crate::fsync_dir(dir));
+        if let Err(e) = synced {
             let msg = e.to_string();
             for (_, reply) in group {
-                let _ = reply.send(Err(SpoolError::Io {
-                    path: spool_dir.display().to_string(),
-                    source: std::io::Error::new(e.kind(), msg.clone()),
+                let _ = reply.send(Err(match &e {
+                    SpoolError::Io { path, source } => SpoolError::Io {
+                        path: path.clone(),
+                        source: std::io::Error::new(source.kind(), msg.clone()),
+                    },
+                    _ => SpoolError::Stopped,
                 }));
             }
             continue;

@@ -42,13 +42,8 @@ pub struct DsnInput<'a> {
 }
 
 /// Whether a recipient's NOTIFY parameter asks for a failure report (the default does).
-pub fn wants_failure_report(notify: Option<&str>) -> bool {
-    match notify {
-        None => true,
-        Some(n) => n
-            .split(',')
-            .any(|k| k.trim().eq_ignore_ascii_case("FAILURE")),
-    }
+pub fn wants_failure_report(notify: Option<crate::Notify>) -> bool {
+    crate::Notify::wants_failure(notify)
 }
 
 /// The enhanced status code of a reply text, or one derived from its basic code.
@@ -359,8 +354,9 @@ mod tests {
         assert_eq!(status_of("451 try later", "4.4.7"), "4.0.0");
         assert_eq!(status_of("connection refused", "4.4.7"), "4.4.7");
         assert!(wants_failure_report(None));
-        assert!(wants_failure_report(Some("SUCCESS,FAILURE")));
-        assert!(!wants_failure_report(Some("NEVER")));
-        assert!(!wants_failure_report(Some("DELAY")));
+        let n = |s: &str| Some(s.parse().unwrap());
+        assert!(wants_failure_report(n("SUCCESS,FAILURE")));
+        assert!(!wants_failure_report(n("NEVER")));
+        assert!(!wants_failure_report(n("DELAY")));
     }
 }

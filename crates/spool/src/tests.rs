@@ -16,13 +16,9 @@ fn message(id: &str, content: &SpooledContent) -> NewMessage {
         recipients: vec![NewRecipient {
             address: "b@example.test".into(),
             route: "maildir".into(),
-            notify: None,
-            orcpt: None,
+            ..Default::default()
         }],
-        origin: Origin::default(),
-        message_id: None,
-        subject: None,
-        from_header: None,
+        ..Default::default()
     }
 }
 
@@ -74,7 +70,7 @@ async fn accepted_messages_survive_reopen_and_partials_do_not() {
     let ids: Vec<_> = due.iter().map(|m| m.id.as_str()).collect();
     assert!(ids.contains(&id1.as_str()) && ids.contains(&id2.as_str()));
     for m in &due {
-        spool.verify(m).unwrap();
+        spool.verify(m, 0).unwrap();
     }
 }
 
@@ -115,7 +111,7 @@ async fn damaged_content_is_set_aside_never_delivered() {
     let db = spool.db().lock().unwrap();
     let due = db.due(now() + 1, 100).unwrap();
     assert_eq!(due.len(), 1);
-    assert!(spool.verify(&due[0]).unwrap_err().contains("checksum"));
+    assert!(spool.verify(&due[0], 0).unwrap_err().contains("checksum"));
     let t = db
         .track_search(&palisade_store::mail::TrackQuery {
             status: Some("corrupt".into()),
@@ -165,7 +161,7 @@ async fn queue_admin_audits_each_operation_once() {
     assert!(!data.spool().join(&b).exists());
     assert_eq!(admin::bounce(&data, &c, by).unwrap(), Some(1));
     let msg = spool.db().lock().unwrap().message(&c).unwrap().unwrap();
-    assert_eq!(msg.recipients[0].state, "failed");
+    assert_eq!(msg.recipients[0].state, RcptState::Failed);
     assert!(
         msg.recipients[0]
             .last_error
@@ -202,4 +198,333 @@ async fn queue_admin_audits_each_operation_once() {
     assert_eq!(target("queue.flush"), "*");
     assert_eq!(target("queue.delete"), b);
     assert_eq!(target("queue.bounce"), c);
+}
+
+async fn write(f: IncomingFile, body: &[u8]) -> SpooledContent {
+    let mut f = f;
+    f.write(body).await.unwrap();
+    f.finish().await.unwrap()
+}
+
+/// A message with an edited copy for one recipient: two artifacts, each recorded and
+/// verified on its own.
+async fn accept_two_artifacts(spool: &Spool) -> String {
+    let id = Spool::new_id();
+    let original = write(spool.create(&id).unwrap(), b"Subject: o\r\n\r\nbody\r\n").await;
+    let edited = write(
+        spool.create_artifact(&id, 1).unwrap(),
+        b"X-Tag: yes\r\nSubject: o\r\n\r\nbody\r\n",
+    )
+    .await;
+    assert_eq!(edited.path, spool.artifact_path(&id, 1));
+    let mut m = message(&id, &original);
+    m.recipients.push(NewRecipient {
+        address: "c@example.test".into(),
+        route: "maildir".into(),
+        artifact: 1,
+        ..Default::default()
+    });
+    m.artifacts = vec![
+        NewArtifact {
+            n: 0,
+            size: original.size,
+            sha256: original.sha256.clone(),
+        },
+        NewArtifact {
+            n: 1,
+            size: edited.size,
+            sha256: edited.sha256.clone(),
+        },
+    ];
+    spool
+        .commit(Batch {
+            accepted: vec![m],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    id
+}
+
+#[tokio::test]
+async fn artifacts_are_verified_removed_and_recovered_together() {
+    let d = tempfile::tempdir().unwrap();
+    let data = DataDir::new(d.path());
+    let (spool, _) = Spool::open(&data).unwrap();
+    let whole = accept_two_artifacts(&spool).await;
+    let damaged = accept_two_artifacts(&spool).await;
+    let gone = accept_two_artifacts(&spool).await;
+    {
+        let db = spool.db().lock().unwrap();
+        let m = db.message(&whole).unwrap().unwrap();
+        assert_eq!(m.artifacts.len(), 2);
+        spool.verify(&m, 0).unwrap();
+        spool.verify(&m, 1).unwrap();
+        assert!(spool.verify(&m, 2).is_err());
+    }
+    // Never acknowledged: an artifact of an unknown id, and an artifact no row names.
+    let stray = format!("{}.1", Spool::new_id());
+    std::fs::write(data.spool().join(&stray), b"x").unwrap();
+    let unused = format!("{whole}.2");
+    std::fs::write(data.spool().join(&unused), b"x").unwrap();
+    // Damaged: artifact 1 truncated; artifact 1 missing.
+    std::fs::write(spool.artifact_path(&damaged, 1), b"X-Tag").unwrap();
+    std::fs::remove_file(spool.artifact_path(&gone, 1)).unwrap();
+    drop(spool);
+
+    let (spool, report) = Spool::open(&data).unwrap();
+    let mut removed = report.removed_partial.clone();
+    removed.sort();
+    let mut want = vec![stray, unused];
+    want.sort();
+    assert_eq!(removed, want);
+    assert_eq!(report.queued, 1);
+    let mut corrupt: Vec<_> = report.corrupt.iter().map(|(id, _)| id.clone()).collect();
+    corrupt.sort();
+    let mut want = vec![damaged.clone(), gone.clone()];
+    want.sort();
+    assert_eq!(corrupt, want);
+    assert!(
+        report
+            .corrupt
+            .iter()
+            .any(|(id, r)| id == &gone && r.contains("content file 1 is missing"))
+    );
+    // Both files of the damaged message were set aside together.
+    assert!(data.spool_corrupt().join(&damaged).exists());
+    assert!(data.spool_corrupt().join(format!("{damaged}.1")).exists());
+    assert!(!spool.content_path(&damaged).exists());
+
+    // Delivered: every file of the message goes.
+    let m = spool.db().lock().unwrap().message(&whole).unwrap().unwrap();
+    spool.remove_message(&m);
+    assert!(!spool.content_path(&whole).exists());
+    assert!(!spool.artifact_path(&whole, 1).exists());
+}
+
+fn held(qid: &str, queue_id: &str, c: &SpooledContent, expires_at: i64) -> NewQuarantine {
+    NewQuarantine {
+        id: qid.into(),
+        queue_id: queue_id.into(),
+        received_at: now(),
+        expires_at,
+        sender: "s@example.org".into(),
+        recipients: vec![HeldRecipient {
+            address: "q@example.test".into(),
+            route: "maildir".into(),
+            notify: Some("FAILURE".parse().unwrap()),
+            orcpt: Some("rfc822;q@example.test".into()),
+        }],
+        reason: "spam score 12.5".into(),
+        explanations: Some(serde_json::json!([{"stage": "antispam", "score": 12.5}])),
+        size: c.size,
+        sha256: c.sha256.clone(),
+        smtputf8: true,
+        body: Some(Body::EightBitMime),
+        envid: Some("ENV1".into()),
+        ret: Some(Ret::Hdrs),
+        origin: Origin {
+            listener: "smtp".into(),
+            client_ip: "192.0.2.7".into(),
+            ..Default::default()
+        },
+        subject: Some("Cheap pills".into()),
+        ..Default::default()
+    }
+}
+
+/// What the engine does for a message whose every recipient is quarantined: the original
+/// goes to `DIR/quarantine/`, tracking only in the queue.
+async fn quarantine_one(spool: &Spool, body: &[u8], expires_at: i64) -> (String, String) {
+    let queue_id = Spool::new_id();
+    let qid = Spool::new_id();
+    let c = write(spool.create_quarantine(&qid).unwrap(), body).await;
+    assert_eq!(c.path, spool.quarantine_path(&qid));
+    spool
+        .commit(Batch {
+            accepted: vec![NewMessage {
+                id: queue_id.clone(),
+                sender: "s@example.org".into(),
+                size: c.size,
+                sha256: c.sha256.clone(),
+                recipients: vec![],
+                status: Some("quarantined".into()),
+                ..Default::default()
+            }],
+            quarantined: vec![held(&qid, &queue_id, &c, expires_at)],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    (queue_id, qid)
+}
+
+#[tokio::test]
+async fn quarantine_release_delete_and_purge() {
+    use crate::admin::Requester;
+    use crate::quarantine;
+    let d = tempfile::tempdir().unwrap();
+    let data = DataDir::new(d.path());
+    let (spool, _) = Spool::open(&data).unwrap();
+    let body = b"Subject: Cheap pills\r\n\r\nbytes \xff as they came\r\n".to_vec();
+    let (orig, a) = quarantine_one(&spool, &body, now() + 3600).await;
+    let (_, b) = quarantine_one(&spool, b"Subject: b\r\n\r\nb\r\n", now() + 3600).await;
+    let (_, c) = quarantine_one(&spool, b"Subject: c\r\n\r\nc\r\n", now() - 1).await;
+    let (_, e) = quarantine_one(&spool, b"Subject: e\r\n\r\ne\r\n", now() + 3600).await;
+    assert_eq!(spool.db().lock().unwrap().queue_len().unwrap(), (0, 0));
+    let by = Requester {
+        actor: "alice",
+        source: "10.0.0.9",
+    };
+
+    let held_list = quarantine::list(&data, Some(QuarantineState::Held), None, 100).unwrap();
+    assert_eq!(held_list.len(), 4);
+    assert_eq!(
+        quarantine::list(&data, None, Some("pills"), 100)
+            .unwrap()
+            .len(),
+        4
+    );
+    assert_eq!(
+        quarantine::list(&data, None, Some(&b), 100).unwrap().len(),
+        1
+    );
+
+    // Release to the original recipients: byte-identical under a new queue id.
+    let r = quarantine::release(&data, &a, None, by).unwrap();
+    assert_eq!(
+        std::fs::read(spool.content_path(&r.queue_id)).unwrap(),
+        body
+    );
+    assert!(!spool.quarantine_path(&a).exists());
+    let m = spool
+        .db()
+        .lock()
+        .unwrap()
+        .message(&r.queue_id)
+        .unwrap()
+        .unwrap();
+    assert_eq!(m.sender, "s@example.org");
+    assert_eq!((m.body, m.ret), (Some(Body::EightBitMime), Some(Ret::Hdrs)));
+    assert_eq!(m.envid.as_deref(), Some("ENV1"));
+    assert!(m.smtputf8);
+    assert_eq!(m.kind, MessageKind::Mail);
+    assert_eq!(m.recipients[0].address, "q@example.test");
+    assert_eq!(
+        m.recipients[0].orcpt.as_deref(),
+        Some("rfc822;q@example.test")
+    );
+    assert!(m.recipients[0].notify.unwrap().failure);
+    spool.verify(&m, 0).unwrap();
+    let entry = quarantine::get(&data, &a).unwrap().unwrap();
+    assert_eq!(entry.state, QuarantineState::Released);
+    assert_eq!(entry.released_as.as_deref(), Some(r.queue_id.as_str()));
+    {
+        let db = spool.db().lock().unwrap();
+        let ev = db.track_events(&orig).unwrap();
+        let released = ev.iter().find(|e| e.event == "released").unwrap();
+        assert!(released.detail.as_deref().unwrap().contains(&r.queue_id));
+        assert_eq!(db.track_status(&orig).unwrap().as_deref(), Some("released"));
+    }
+
+    // Twice: refused, nothing changes.
+    assert!(matches!(
+        quarantine::release(&data, &a, None, by),
+        Err(SpoolError::NotHeld {
+            state: QuarantineState::Released,
+            ..
+        })
+    ));
+    assert!(matches!(
+        quarantine::release(&data, "NOSUCHID", None, by),
+        Err(SpoolError::NotQuarantined(_))
+    ));
+
+    // Release to chosen recipients.
+    let to = vec![NewRecipient {
+        address: "admin@example.test".into(),
+        route: "maildir".into(),
+        ..Default::default()
+    }];
+    let r2 = quarantine::release(&data, &e, Some(to), by).unwrap();
+    let m = spool
+        .db()
+        .lock()
+        .unwrap()
+        .message(&r2.queue_id)
+        .unwrap()
+        .unwrap();
+    assert_eq!(m.recipients.len(), 1);
+    assert_eq!(m.recipients[0].address, "admin@example.test");
+
+    // A held file that changed is not released, and stays held.
+    let (_, f) = quarantine_one(&spool, b"Subject: f\r\n\r\nf\r\n", now() + 3600).await;
+    let mut bytes = std::fs::read(spool.quarantine_path(&f)).unwrap();
+    bytes[3] ^= 1;
+    std::fs::write(spool.quarantine_path(&f), bytes).unwrap();
+    assert!(matches!(
+        quarantine::release(&data, &f, None, by),
+        Err(SpoolError::Damaged { .. })
+    ));
+    assert_eq!(
+        quarantine::get(&data, &f).unwrap().unwrap().state,
+        QuarantineState::Held
+    );
+    assert_eq!(spool.db().lock().unwrap().queue_len().unwrap().0, 2);
+
+    // Delete.
+    quarantine::delete(&data, &b, by).unwrap();
+    assert!(!spool.quarantine_path(&b).exists());
+    assert_eq!(
+        quarantine::get(&data, &b).unwrap().unwrap().state,
+        QuarantineState::Deleted
+    );
+    assert!(matches!(
+        quarantine::delete(&data, &b, by),
+        Err(SpoolError::NotHeld { .. })
+    ));
+
+    // Purge: only the expired held entry.
+    assert_eq!(quarantine::purge(&data, now()).unwrap(), vec![c.clone()]);
+    assert!(!spool.quarantine_path(&c).exists());
+    assert_eq!(
+        quarantine::get(&data, &c).unwrap().unwrap().state,
+        QuarantineState::Deleted
+    );
+    assert!(quarantine::purge(&data, now()).unwrap().is_empty());
+
+    let entries = palisade_store::AuditLog::open(&data.audit_db())
+        .unwrap()
+        .list(&Default::default())
+        .unwrap();
+    let count = |action: &str, target: &str| {
+        entries
+            .iter()
+            .filter(|e| e.action == action && e.target == target)
+            .count()
+    };
+    assert_eq!(count("quarantine.release", &a), 1);
+    assert_eq!(count("quarantine.release", &e), 1);
+    assert_eq!(count("quarantine.delete", &b), 1);
+    assert_eq!(entries.len(), 3, "{entries:?}");
+    assert!(entries.iter().all(|e| e.actor == "alice"));
+}
+
+#[tokio::test]
+async fn quarantine_files_without_held_rows_are_removed_at_start() {
+    let d = tempfile::tempdir().unwrap();
+    let data = DataDir::new(d.path());
+    let (spool, _) = Spool::open(&data).unwrap();
+    let (_, kept) = quarantine_one(&spool, b"Subject: k\r\n\r\nk\r\n", now() + 3600).await;
+    let (_, lost) = quarantine_one(&spool, b"Subject: l\r\n\r\nl\r\n", now() + 3600).await;
+    // Written but never committed (crash before the commit).
+    let orphan = Spool::new_id();
+    std::fs::write(spool.quarantine_path(&orphan), b"x").unwrap();
+    std::fs::remove_file(spool.quarantine_path(&lost)).unwrap();
+    drop(spool);
+    let (spool, report) = Spool::open(&data).unwrap();
+    assert!(spool.quarantine_path(&kept).exists());
+    assert!(!spool.quarantine_path(&orphan).exists());
+    assert_eq!(report.quarantine_damaged.len(), 1);
+    assert_eq!(report.quarantine_damaged[0].0, lost);
 }

@@ -57,6 +57,17 @@ pub enum StoreError {
     Conflict { expected: i64, current: i64 },
     #[error("no such {what}: {id}")]
     NotFound { what: &'static str, id: String },
+    /// A stored value this build cannot read (a damaged or hand-edited row).
+    #[error("{table}.{column} holds {value:?}, which is not a valid value")]
+    BadValue {
+        table: &'static str,
+        column: &'static str,
+        value: String,
+    },
+    /// A batch that contradicts itself or the stored rows (a recipient naming an artifact the
+    /// message does not have, a quarantine entry that is no longer held): nothing was written.
+    #[error("{0}")]
+    Inconsistent(String),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }

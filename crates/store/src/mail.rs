@@ -8,12 +8,22 @@
 
 use std::path::Path;
 
+/// The DSN parameters of the queue model are the wire format's types.
+pub use palisade_smtp_proto::{Body, Notify, Ret};
 use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
-use crate::{Result, SqlContext, migrate, now_unix, open_db};
+use crate::{Result, SqlContext, StoreError, migrate, now_unix, open_db};
 
-pub const MIGRATIONS: &[&str] = &["
+mod model;
+mod quarantine;
+
+pub use model::{MessageKind, QuarantineState, RcptState};
+use model::{opt_param, parse, parse_opt, stored};
+pub use quarantine::{HeldRecipient, NewQuarantine, QuarantineChange, QuarantineEntry};
+
+pub const MIGRATIONS: &[&str] = &[
+    "
     CREATE TABLE queue_message (
         id TEXT PRIMARY KEY,
         received_at INTEGER NOT NULL,
@@ -75,31 +85,52 @@ pub const MIGRATIONS: &[&str] = &["
     );
     CREATE INDEX track_event_queue ON track_event(queue_id);
     CREATE INDEX track_event_ts ON track_event(ts, event);
-"];
+",
+    "
+    -- Several content files per message: artifact 0 is DIR/spool/<id> (what DATA received),
+    -- artifact n >= 1 is DIR/spool/<id>.<n> (an edited copy). Each recipient names the one
+    -- it is delivered.
+    CREATE TABLE queue_artifact (
+        message_id TEXT NOT NULL REFERENCES queue_message(id) ON DELETE CASCADE,
+        artifact INTEGER NOT NULL,
+        size INTEGER NOT NULL,
+        sha256 BLOB NOT NULL,
+        PRIMARY KEY (message_id, artifact)
+    );
+    INSERT INTO queue_artifact (message_id, artifact, size, sha256)
+        SELECT id, 0, size, sha256 FROM queue_message;
+    ALTER TABLE queue_rcpt ADD COLUMN artifact INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE track_message ADD COLUMN verdict TEXT;
 
-/// What kind of message a queue entry is. Bounces are never bounced.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum MessageKind {
-    Mail,
-    Dsn,
-}
-
-impl MessageKind {
-    fn as_str(self) -> &'static str {
-        match self {
-            MessageKind::Mail => "mail",
-            MessageKind::Dsn => "dsn",
-        }
-    }
-    fn parse(s: &str) -> Self {
-        if s == "dsn" {
-            MessageKind::Dsn
-        } else {
-            MessageKind::Mail
-        }
-    }
-}
+    -- Quarantine: the held original in DIR/quarantine/<id>, and what to do with it.
+    CREATE TABLE quarantine (
+        id TEXT PRIMARY KEY,
+        queue_id TEXT NOT NULL,
+        received_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        sender TEXT NOT NULL,
+        recipients TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        explanations TEXT,
+        size INTEGER NOT NULL,
+        sha256 BLOB NOT NULL,
+        smtputf8 INTEGER NOT NULL,
+        body TEXT,
+        envid TEXT,
+        ret TEXT,
+        listener TEXT NOT NULL,
+        client_ip TEXT NOT NULL,
+        subject TEXT,
+        from_header TEXT,
+        message_id TEXT,
+        state TEXT NOT NULL,
+        updated_at INTEGER NOT NULL,
+        released_as TEXT
+    );
+    CREATE INDEX quarantine_received ON quarantine(received_at);
+    CREATE INDEX quarantine_state ON quarantine(state, expires_at);
+",
+];
 
 /// How the message reached us: for tracking and for the trace page.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -113,35 +144,73 @@ pub struct Origin {
     pub auth_user: Option<String>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct NewRecipient {
     pub address: String,
     /// Destination key the delivery side groups by (`maildir`, `mx:example.org`, ...).
     pub route: String,
-    pub notify: Option<String>,
+    pub notify: Option<Notify>,
     pub orcpt: Option<String>,
+    /// The content file this recipient is delivered (0: what DATA received).
+    pub artifact: u32,
+}
+
+/// One content file of a message: `DIR/spool/<id>` for `n == 0`, `DIR/spool/<id>.<n>` else.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewArtifact {
+    pub n: u32,
+    pub size: u64,
+    pub sha256: Vec<u8>,
 }
 
 /// A message the spool has made durable on disk and now records.
-#[derive(Debug, Clone)]
+///
+/// With `recipients` empty, only tracking is recorded (no queue entry): every recipient was
+/// quarantined or discarded; the tracking status is then `status` (`quarantined`,
+/// `discarded`), else `queued`.
+#[derive(Debug, Clone, Default)]
 pub struct NewMessage {
     pub id: String,
     pub received_at: i64,
     pub expires_at: i64,
     /// Empty for the null sender `<>`.
     pub sender: String,
+    /// Size and SHA-256 of artifact 0 (what DATA received).
     pub size: u64,
     pub sha256: Vec<u8>,
     pub kind: MessageKind,
     pub smtputf8: bool,
-    pub body: Option<String>,
+    pub body: Option<Body>,
     pub envid: Option<String>,
-    pub ret: Option<String>,
+    pub ret: Option<Ret>,
     pub recipients: Vec<NewRecipient>,
+    /// Every content file the message owns. Empty: the one artifact 0 with `size`/`sha256`.
+    /// When given, it must list each artifact a recipient names (checked at commit); a file
+    /// not listed is not the message's and recovery removes it.
+    pub artifacts: Vec<NewArtifact>,
     pub origin: Origin,
     pub message_id: Option<String>,
     pub subject: Option<String>,
     pub from_header: Option<String>,
+    /// The filter verdict (JSON), kept with the tracking row.
+    pub verdict: Option<String>,
+    /// Tracking status of a message with no recipient queued (see above).
+    pub status: Option<String>,
+}
+
+impl NewMessage {
+    /// The content files this message owns (artifact 0 alone when `artifacts` is empty).
+    pub fn artifact_list(&self) -> Vec<NewArtifact> {
+        if self.artifacts.is_empty() {
+            vec![NewArtifact {
+                n: 0,
+                size: self.size,
+                sha256: self.sha256.clone(),
+            }]
+        } else {
+            self.artifacts.clone()
+        }
+    }
 }
 
 /// A transaction refused during the SMTP dialogue: tracked, never queued.
@@ -201,6 +270,12 @@ pub struct Batch {
     pub events: Vec<Event>,
     /// Queue entries to remove (all recipients final, deleted by an admin, or corrupt).
     pub remove: Vec<String>,
+    /// Messages (or some of their recipients) held in `DIR/quarantine/`; each writes a
+    /// `quarantined` tracking event per recipient.
+    pub quarantined: Vec<NewQuarantine>,
+    /// Quarantine entries leaving the `held` state; the whole batch fails if one is no longer
+    /// held (released or deleted by someone else meanwhile).
+    pub quarantine_changes: Vec<QuarantineChange>,
 }
 
 impl Batch {
@@ -210,6 +285,14 @@ impl Batch {
             && self.outcomes.is_empty()
             && self.events.is_empty()
             && self.remove.is_empty()
+            && self.quarantined.is_empty()
+            && self.quarantine_changes.is_empty()
+    }
+
+    /// Whether committing this batch makes new spool files part of the queue (the spool
+    /// directory must be fsync'd first).
+    pub fn adds_spool_files(&self) -> bool {
+        self.accepted.iter().any(|m| !m.recipients.is_empty())
     }
 }
 
@@ -220,15 +303,35 @@ pub struct QueuedMessage {
     pub received_at: i64,
     pub expires_at: i64,
     pub sender: String,
+    /// Size and SHA-256 of artifact 0.
     pub size: u64,
     #[serde(skip)]
     pub sha256: Vec<u8>,
     pub kind: MessageKind,
     pub smtputf8: bool,
-    pub body: Option<String>,
+    #[serde(serialize_with = "opt_param::serialize")]
+    pub body: Option<Body>,
     pub envid: Option<String>,
-    pub ret: Option<String>,
+    #[serde(serialize_with = "opt_param::serialize")]
+    pub ret: Option<Ret>,
+    /// Every content file of the message, by number.
+    pub artifacts: Vec<Artifact>,
     pub recipients: Vec<QueuedRecipient>,
+}
+
+impl QueuedMessage {
+    pub fn artifact(&self, n: u32) -> Option<&Artifact> {
+        self.artifacts.iter().find(|a| a.n == n)
+    }
+}
+
+/// One content file of a queued message, as recorded when it was accepted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Artifact {
+    pub n: u32,
+    pub size: u64,
+    #[serde(skip)]
+    pub sha256: Vec<u8>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -236,13 +339,15 @@ pub struct QueuedRecipient {
     pub idx: i64,
     pub address: String,
     pub route: String,
-    /// `queued`, `delivered` or `failed`.
-    pub state: String,
+    pub state: RcptState,
     pub attempts: i64,
     pub next_attempt: i64,
     pub last_error: Option<String>,
-    pub notify: Option<String>,
+    #[serde(serialize_with = "opt_param::serialize")]
+    pub notify: Option<Notify>,
     pub orcpt: Option<String>,
+    /// The content file this recipient is delivered.
+    pub artifact: u32,
 }
 
 /// Search criteria for message tracking; all optional, combined with AND. Text criteria
@@ -278,6 +383,8 @@ pub struct TrackedMessage {
     pub from_header: Option<String>,
     pub status: String,
     pub updated_at: i64,
+    /// The filter verdict (JSON) recorded at acceptance, if any.
+    pub verdict: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -334,18 +441,24 @@ impl MailDb {
                      kind, smtputf8, body, envid, ret) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)",
                 )
                 .at(&tx)?;
+            let mut ins_artifact = tx
+                .prepare_cached(
+                    "INSERT INTO queue_artifact (message_id, artifact, size, sha256)
+                     VALUES (?1, ?2, ?3, ?4)",
+                )
+                .at(&tx)?;
             let mut ins_rcpt = tx
                 .prepare_cached(
                     "INSERT INTO queue_rcpt (message_id, idx, address, route, state, next_attempt,
-                     notify, orcpt) VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?6, ?7)",
+                     notify, orcpt, artifact) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 )
                 .at(&tx)?;
             let mut ins_track = tx
                 .prepare_cached(
                     "INSERT OR REPLACE INTO track_message (queue_id, received_at, listener, client_ip,
                      client_helo, tls, auth_user, sender, rcpts, size, message_id, subject,
-                     from_header, status, updated_at)
-                     VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15)",
+                     from_header, status, updated_at, verdict)
+                     VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16)",
                 )
                 .at(&tx)?;
             let mut ins_event = tx
@@ -361,34 +474,60 @@ impl MailDb {
                 .at(&tx)?;
 
             for m in batches.iter().flat_map(|b| &b.accepted) {
-                ins_msg
-                    .execute(params![
-                        m.id,
-                        m.received_at,
-                        m.expires_at,
-                        m.sender,
-                        m.size as i64,
-                        m.sha256,
-                        m.kind.as_str(),
-                        m.smtputf8,
-                        m.body,
-                        m.envid,
-                        m.ret
-                    ])
-                    .at(&tx)?;
-                for (i, r) in m.recipients.iter().enumerate() {
-                    ins_rcpt
+                // No recipient left to deliver (all quarantined or discarded): tracking only.
+                let queued = !m.recipients.is_empty();
+                if queued {
+                    let artifacts = m.artifact_list();
+                    if let Some(r) = m
+                        .recipients
+                        .iter()
+                        .find(|r| !artifacts.iter().any(|a| a.n == r.artifact))
+                    {
+                        return Err(StoreError::Inconsistent(format!(
+                            "message {}: recipient {} names artifact {}, which it does not have",
+                            m.id, r.address, r.artifact
+                        )));
+                    }
+                    ins_msg
                         .execute(params![
                             m.id,
-                            i as i64,
-                            r.address,
-                            r.route,
                             m.received_at,
-                            r.notify,
-                            r.orcpt
+                            m.expires_at,
+                            m.sender,
+                            m.size as i64,
+                            m.sha256,
+                            m.kind.as_str(),
+                            m.smtputf8,
+                            stored(&m.body),
+                            m.envid,
+                            stored(&m.ret)
                         ])
                         .at(&tx)?;
+                    for a in &artifacts {
+                        ins_artifact
+                            .execute(params![m.id, a.n, a.size as i64, a.sha256])
+                            .at(&tx)?;
+                    }
+                    for (i, r) in m.recipients.iter().enumerate() {
+                        ins_rcpt
+                            .execute(params![
+                                m.id,
+                                i as i64,
+                                r.address,
+                                r.route,
+                                RcptState::Queued.as_str(),
+                                m.received_at,
+                                stored(&r.notify),
+                                r.orcpt,
+                                r.artifact
+                            ])
+                            .at(&tx)?;
+                    }
                 }
+                let status = match (&m.status, queued) {
+                    (Some(s), false) => s.as_str(),
+                    _ => "queued",
+                };
                 let rcpts: Vec<&str> = m.recipients.iter().map(|r| r.address.as_str()).collect();
                 ins_track
                     .execute(params![
@@ -405,8 +544,9 @@ impl MailDb {
                         m.message_id,
                         m.subject,
                         m.from_header,
-                        "queued",
-                        now
+                        status,
+                        now,
+                        m.verdict
                     ])
                     .at(&tx)?;
                 ins_event
@@ -440,7 +580,8 @@ impl MailDb {
                         None::<String>,
                         None::<String>,
                         "rejected",
-                        now
+                        now,
+                        None::<String>
                     ])
                     .at(&tx)?;
                 ins_event
@@ -465,14 +606,14 @@ impl MailDb {
                 .at(&tx)?;
             for o in batches.iter().flat_map(|b| &b.outcomes) {
                 let (state, next, event, err) = match o.kind {
-                    OutcomeKind::Delivered => ("delivered", now, "delivered", None),
+                    OutcomeKind::Delivered => (RcptState::Delivered, now, "delivered", None),
                     OutcomeKind::Deferred { next_attempt } => {
-                        ("queued", next_attempt, "deferred", Some(&o.reply))
+                        (RcptState::Queued, next_attempt, "deferred", Some(&o.reply))
                     }
-                    OutcomeKind::Failed => ("failed", now, "bounced", Some(&o.reply)),
+                    OutcomeKind::Failed => (RcptState::Failed, now, "bounced", Some(&o.reply)),
                 };
                 upd_rcpt
-                    .execute(params![o.message_id, o.idx, state, next, err])
+                    .execute(params![o.message_id, o.idx, state.as_str(), next, err])
                     .at(&tx)?;
                 ins_event
                     .execute(params![
@@ -491,6 +632,13 @@ impl MailDb {
                         .execute(params![o.message_id, "deferred", now])
                         .at(&tx)?;
                 }
+            }
+
+            for q in batches.iter().flat_map(|b| &b.quarantined) {
+                quarantine::insert(&tx, q, now)?;
+            }
+            for c in batches.iter().flat_map(|b| &b.quarantine_changes) {
+                quarantine::change(&tx, c, now)?;
             }
 
             for e in batches.iter().flat_map(|b| &b.events) {
@@ -599,57 +747,162 @@ impl MailDb {
             .at(&self.conn)
     }
 
+    /// One queued message with its artifacts and recipients. The one place queue rows become
+    /// the typed model: a value that does not parse is an error naming its column.
     pub fn message(&self, id: &str) -> Result<Option<QueuedMessage>> {
-        let m = self
+        type MessageRow = (
+            String,
+            i64,
+            i64,
+            String,
+            i64,
+            Vec<u8>,
+            String,
+            bool,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+        );
+        let row: Option<MessageRow> = self
             .conn
             .query_row(
                 "SELECT id, received_at, expires_at, sender, size, sha256, kind, smtputf8, body,
                  envid, ret FROM queue_message WHERE id = ?1",
                 [id],
                 |r| {
-                    Ok(QueuedMessage {
-                        id: r.get(0)?,
-                        received_at: r.get(1)?,
-                        expires_at: r.get(2)?,
-                        sender: r.get(3)?,
-                        size: r.get::<_, i64>(4)? as u64,
-                        sha256: r.get(5)?,
-                        kind: MessageKind::parse(&r.get::<_, String>(6)?),
-                        smtputf8: r.get(7)?,
-                        body: r.get(8)?,
-                        envid: r.get(9)?,
-                        ret: r.get(10)?,
-                        recipients: vec![],
-                    })
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                        r.get(6)?,
+                        r.get(7)?,
+                        r.get(8)?,
+                        r.get(9)?,
+                        r.get(10)?,
+                    ))
                 },
             )
             .optional()
             .at(&self.conn)?;
-        let Some(mut m) = m else { return Ok(None) };
+        let Some((
+            id,
+            received_at,
+            expires_at,
+            sender,
+            size,
+            sha256,
+            kind,
+            smtputf8,
+            body,
+            envid,
+            ret,
+        )) = row
+        else {
+            return Ok(None);
+        };
+        const MSG: &str = "queue_message";
+        let mut m = QueuedMessage {
+            id,
+            received_at,
+            expires_at,
+            sender,
+            size: size as u64,
+            sha256,
+            kind: parse(MSG, "kind", kind)?,
+            smtputf8,
+            body: parse_opt(MSG, "body", body)?,
+            envid,
+            ret: parse_opt(MSG, "ret", ret)?,
+            artifacts: vec![],
+            recipients: vec![],
+        };
+
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT idx, address, route, state, attempts, next_attempt, last_error, notify, orcpt
-                 FROM queue_rcpt WHERE message_id = ?1 ORDER BY idx",
+                "SELECT artifact, size, sha256 FROM queue_artifact WHERE message_id = ?1
+                 ORDER BY artifact",
             )
             .at(&self.conn)?;
-        m.recipients = stmt
-            .query_map([id], |r| {
-                Ok(QueuedRecipient {
-                    idx: r.get(0)?,
-                    address: r.get(1)?,
-                    route: r.get(2)?,
-                    state: r.get(3)?,
-                    attempts: r.get(4)?,
-                    next_attempt: r.get(5)?,
-                    last_error: r.get(6)?,
-                    notify: r.get(7)?,
-                    orcpt: r.get(8)?,
+        m.artifacts = stmt
+            .query_map([&m.id], |r| {
+                Ok(Artifact {
+                    n: r.get(0)?,
+                    size: r.get::<_, i64>(1)? as u64,
+                    sha256: r.get(2)?,
                 })
             })
             .at(&self.conn)?
             .collect::<rusqlite::Result<_>>()
             .at(&self.conn)?;
+
+        type RcptRow = (
+            i64,
+            String,
+            String,
+            String,
+            i64,
+            i64,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            u32,
+        );
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT idx, address, route, state, attempts, next_attempt, last_error, notify,
+                 orcpt, artifact FROM queue_rcpt WHERE message_id = ?1 ORDER BY idx",
+            )
+            .at(&self.conn)?;
+        let rows: Vec<RcptRow> = stmt
+            .query_map([&m.id], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                    r.get(7)?,
+                    r.get(8)?,
+                    r.get(9)?,
+                ))
+            })
+            .at(&self.conn)?
+            .collect::<rusqlite::Result<_>>()
+            .at(&self.conn)?;
+        const RCPT: &str = "queue_rcpt";
+        for (
+            idx,
+            address,
+            route,
+            state,
+            attempts,
+            next_attempt,
+            last_error,
+            notify,
+            orcpt,
+            artifact,
+        ) in rows
+        {
+            m.recipients.push(QueuedRecipient {
+                idx,
+                address,
+                route,
+                state: parse(RCPT, "state", state)?,
+                attempts,
+                next_attempt,
+                last_error,
+                notify: parse_opt(RCPT, "notify", notify)?,
+                orcpt,
+                artifact,
+            });
+        }
         Ok(Some(m))
     }
 
@@ -681,18 +934,31 @@ impl MailDb {
         Ok(out)
     }
 
-    /// Ids of every queue entry (for recovery's file ↔ row reconciliation).
-    pub fn queue_ids(&self) -> Result<Vec<(String, u64, Vec<u8>)>> {
+    /// Every content file the queue holds: (message id, artifact number, size), for
+    /// recovery's file ↔ row reconciliation.
+    pub fn queue_artifacts(&self) -> Result<Vec<(String, u32, u64)>> {
         let mut stmt = self
             .conn
-            .prepare("SELECT id, size, sha256 FROM queue_message")
+            .prepare("SELECT message_id, artifact, size FROM queue_artifact")
             .at(&self.conn)?;
         let rows = stmt
             .query_map([], |r| {
-                Ok((r.get(0)?, r.get::<_, i64>(1)? as u64, r.get(2)?))
+                Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64))
             })
             .at(&self.conn)?;
         rows.collect::<rusqlite::Result<_>>().at(&self.conn)
+    }
+
+    /// The tracking status of a message, if it is tracked.
+    pub fn track_status(&self, queue_id: &str) -> Result<Option<String>> {
+        self.conn
+            .query_row(
+                "SELECT status FROM track_message WHERE queue_id = ?1",
+                [queue_id],
+                |r| r.get(0),
+            )
+            .optional()
+            .at(&self.conn)
     }
 
     pub fn queue_len(&self) -> Result<(u64, u64)> {
@@ -726,7 +992,7 @@ impl MailDb {
     pub fn track_search(&self, q: &TrackQuery) -> Result<Vec<TrackedMessage>> {
         let mut sql = String::from(
             "SELECT queue_id, received_at, listener, client_ip, client_helo, tls, auth_user,
-             sender, rcpts, size, message_id, subject, from_header, status, updated_at
+             sender, rcpts, size, message_id, subject, from_header, status, updated_at, verdict
              FROM track_message WHERE 1=1",
         );
         let mut args: Vec<rusqlite::types::Value> = Vec::new();
@@ -781,6 +1047,7 @@ impl MailDb {
                     from_header: r.get(12)?,
                     status: r.get(13)?,
                     updated_at: r.get(14)?,
+                    verdict: r.get(15)?,
                 })
             })
             .at(&self.conn)?;
@@ -904,10 +1171,12 @@ mod tests {
                 .map(|r| NewRecipient {
                     address: r.to_string(),
                     route: "maildir".into(),
-                    notify: None,
-                    orcpt: None,
+                    ..Default::default()
                 })
                 .collect(),
+            artifacts: vec![],
+            verdict: None,
+            status: None,
             origin: Origin {
                 listener: "smtp".into(),
                 client_ip: "127.0.0.1".into(),
@@ -994,5 +1263,242 @@ mod tests {
             .map(|b| b.received + b.delivered + b.bounced)
             .sum();
         assert_eq!(total, 3);
+    }
+
+    /// A database written by the first schema (one content file per message) upgrades in
+    /// place: its messages get artifact 0 and keep delivering.
+    #[test]
+    fn migration_from_v1_keeps_queued_rows_deliverable() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("mail.db");
+        {
+            let mut conn = crate::open_db(&path).unwrap();
+            migrate::migrate(&mut conn, &MIGRATIONS[..1]).unwrap();
+            conn.execute_batch(
+                "INSERT INTO queue_message VALUES
+                   ('Q1', 100, 9999999999, 'a@example.org', 10, x'0101', 'mail', 0, '8BITMIME',
+                    'env', 'HDRS');
+                 INSERT INTO queue_rcpt (message_id, idx, address, route, state, next_attempt,
+                    notify) VALUES ('Q1', 0, 'x@example.test', 'maildir', 'queued', 0,
+                    'SUCCESS,FAILURE');
+                 INSERT INTO track_message VALUES ('Q1', 100, 'smtp', '127.0.0.1', 'h', NULL,
+                    NULL, 'a@example.org', 'x@example.test', 10, NULL, NULL, NULL, 'queued', 100);",
+            )
+            .unwrap();
+        }
+        let mut db = MailDb::open(&path).unwrap();
+        let due = db.due(now_unix(), 10).unwrap();
+        assert_eq!(due.len(), 1);
+        let m = &due[0];
+        assert_eq!(
+            m.artifacts,
+            vec![Artifact {
+                n: 0,
+                size: 10,
+                sha256: vec![1, 1]
+            }]
+        );
+        assert_eq!(m.body, Some(Body::EightBitMime));
+        assert_eq!(m.ret, Some(Ret::Hdrs));
+        let r = &m.recipients[0];
+        assert_eq!((r.state, r.artifact), (RcptState::Queued, 0));
+        assert!(r.notify.unwrap().success && r.notify.unwrap().failure);
+        assert_eq!(db.queue_artifacts().unwrap(), vec![("Q1".into(), 0, 10)]);
+        db.apply(&Batch {
+            outcomes: vec![outcome("Q1", 0, OutcomeKind::Delivered)],
+            remove: vec!["Q1".into()],
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(db.queue_len().unwrap(), (0, 0));
+        assert!(db.queue_artifacts().unwrap().is_empty());
+        assert_eq!(db.track_status("Q1").unwrap().as_deref(), Some("delivered"));
+    }
+
+    #[test]
+    fn typed_fields_round_trip_and_corrupt_values_are_errors() {
+        let d = tempfile::tempdir().unwrap();
+        let mut db = MailDb::open(&d.path().join("mail.db")).unwrap();
+        let mut m = msg("Q1", &["x@example.test", "y@example.test"]);
+        m.body = Some(Body::SevenBit);
+        m.ret = Some(Ret::Full);
+        m.recipients[0].notify = Some("NEVER".parse().unwrap());
+        m.recipients[1].artifact = 1;
+        m.artifacts = vec![
+            NewArtifact {
+                n: 0,
+                size: 10,
+                sha256: vec![1; 32],
+            },
+            NewArtifact {
+                n: 1,
+                size: 12,
+                sha256: vec![2; 32],
+            },
+        ];
+        m.verdict = Some(r#"{"action":"deliver"}"#.into());
+        db.apply(&Batch {
+            accepted: vec![m],
+            ..Default::default()
+        })
+        .unwrap();
+        let q = db.message("Q1").unwrap().unwrap();
+        assert_eq!((q.body, q.ret), (Some(Body::SevenBit), Some(Ret::Full)));
+        assert_eq!(q.artifacts.len(), 2);
+        assert_eq!(q.artifact(1).unwrap().size, 12);
+        assert!(q.recipients[0].notify.unwrap().never);
+        assert_eq!(
+            q.recipients.iter().map(|r| r.artifact).collect::<Vec<_>>(),
+            [0, 1]
+        );
+        let json = serde_json::to_value(&q).unwrap();
+        assert_eq!(json["body"], "7BIT");
+        assert_eq!(json["ret"], "FULL");
+        assert_eq!(json["recipients"][0]["state"], "queued");
+        assert_eq!(json["recipients"][0]["notify"], "NEVER");
+        let t = db.track_search(&TrackQuery::default()).unwrap();
+        assert_eq!(t[0].verdict.as_deref(), Some(r#"{"action":"deliver"}"#));
+
+        // A recipient naming an artifact the message does not have: nothing is written.
+        let mut bad = msg("Q2", &["x@example.test"]);
+        bad.recipients[0].artifact = 3;
+        assert!(matches!(
+            db.apply(&Batch {
+                accepted: vec![bad],
+                ..Default::default()
+            }),
+            Err(StoreError::Inconsistent(_))
+        ));
+        assert!(db.message("Q2").unwrap().is_none());
+
+        db.conn
+            .execute("UPDATE queue_rcpt SET state = 'sent' WHERE idx = 1", [])
+            .unwrap();
+        match db.message("Q1") {
+            Err(StoreError::BadValue {
+                table,
+                column,
+                value,
+            }) => {
+                assert_eq!(
+                    (table, column, value.as_str()),
+                    ("queue_rcpt", "state", "sent")
+                );
+            }
+            other => panic!("expected BadValue, got {other:?}"),
+        }
+        db.conn
+            .execute("UPDATE queue_rcpt SET state = 'queued'", [])
+            .unwrap();
+        db.conn
+            .execute("UPDATE queue_message SET kind = 'bounce'", [])
+            .unwrap();
+        assert!(matches!(
+            db.message("Q1"),
+            Err(StoreError::BadValue { column: "kind", .. })
+        ));
+    }
+
+    fn held(id: &str, queue_id: &str, expires_at: i64) -> NewQuarantine {
+        NewQuarantine {
+            id: id.into(),
+            queue_id: queue_id.into(),
+            received_at: now_unix(),
+            expires_at,
+            sender: "a@example.org".into(),
+            recipients: vec![HeldRecipient {
+                address: "q@example.test".into(),
+                route: "maildir".into(),
+                notify: Some("FAILURE".parse().unwrap()),
+                orcpt: None,
+            }],
+            reason: "virus: Eicar-Test-Signature".into(),
+            explanations: Some(serde_json::json!([{"stage": "antivirus"}])),
+            size: 10,
+            sha256: vec![3; 32],
+            body: Some(Body::EightBitMime),
+            subject: Some("Invoice".into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn quarantine_rows_tracking_and_state_changes() {
+        let d = tempfile::tempdir().unwrap();
+        let mut db = MailDb::open(&d.path().join("mail.db")).unwrap();
+        // One recipient delivered, one held; and a message held for every recipient.
+        let mut all_held = msg("Q2", &[]);
+        all_held.status = Some("quarantined".into());
+        db.apply(&Batch {
+            accepted: vec![msg("Q1", &["x@example.test"]), all_held],
+            quarantined: vec![
+                held("H1", "Q1", now_unix() + 3600),
+                held("H2", "Q2", now_unix() - 1),
+            ],
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(db.queue_len().unwrap(), (1, 1), "Q2 is tracked, not queued");
+        assert_eq!(
+            db.track_status("Q2").unwrap().as_deref(),
+            Some("quarantined")
+        );
+        let t = db
+            .track_search(&TrackQuery {
+                queue_id: Some("Q1".into()),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(t[0].rcpts, ["x@example.test", "q@example.test"]);
+        let ev = db.track_events("Q2").unwrap();
+        assert_eq!(ev[1].event, "quarantined");
+        assert_eq!(ev[1].rcpt.as_deref(), Some("q@example.test"));
+        assert_eq!(ev[1].detail.as_deref(), Some("virus: Eicar-Test-Signature"));
+
+        let e = db.quarantine_get("H1").unwrap().unwrap();
+        assert_eq!(e.state, QuarantineState::Held);
+        assert_eq!(e.body, Some(Body::EightBitMime));
+        assert!(e.recipients[0].notify.unwrap().failure);
+        assert_eq!(e.explanations.unwrap()[0]["stage"], "antivirus");
+        assert_eq!(
+            db.quarantine_list(None, Some("invoice"), 10).unwrap().len(),
+            2
+        );
+        assert_eq!(db.quarantine_list(None, Some("H2"), 10).unwrap().len(), 1);
+        assert_eq!(db.quarantine_expired(now_unix()).unwrap(), ["H2"]);
+
+        let change = |id: &str| Batch {
+            quarantine_changes: vec![QuarantineChange {
+                id: id.into(),
+                state: QuarantineState::Released,
+                released_as: Some("Q9".into()),
+            }],
+            ..Default::default()
+        };
+        db.apply(&change("H1")).unwrap();
+        // Twice: the second finds it no longer held and writes nothing.
+        assert!(matches!(
+            db.apply(&change("H1")),
+            Err(StoreError::Inconsistent(_))
+        ));
+        let e = db.quarantine_get("H1").unwrap().unwrap();
+        assert_eq!(e.state, QuarantineState::Released);
+        assert_eq!(e.released_as.as_deref(), Some("Q9"));
+        let listed = db
+            .quarantine_list(Some(QuarantineState::Held), None, 10)
+            .unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].id, "H2");
+
+        db.conn
+            .execute("UPDATE quarantine SET state = 'gone' WHERE id = 'H2'", [])
+            .unwrap();
+        assert!(matches!(
+            db.quarantine_get("H2"),
+            Err(StoreError::BadValue {
+                column: "state",
+                ..
+            })
+        ));
     }
 }

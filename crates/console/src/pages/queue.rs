@@ -8,7 +8,7 @@ use axum::Form;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use palisade_control::engine::{ControlRequest, ControlResponse};
-use palisade_store::mail::QueuedMessage;
+use palisade_store::mail::{QueuedMessage, RcptState};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{Perm, Principal, allows};
@@ -41,7 +41,7 @@ fn row(m: &QueuedMessage) -> Row {
     let queued: Vec<_> = m
         .recipients
         .iter()
-        .filter(|r| r.state == "queued")
+        .filter(|r| r.state == RcptState::Queued)
         .collect();
     Row {
         id: m.id.clone(),
@@ -54,7 +54,7 @@ fn row(m: &QueuedMessage) -> Row {
         recipients: m
             .recipients
             .iter()
-            .map(|r| (r.address.clone(), r.state.clone()))
+            .map(|r| (r.address.clone(), r.state.to_string()))
             .collect(),
         size: fmt_size(m.size),
         attempts: m.recipients.iter().map(|r| r.attempts).max().unwrap_or(0),
@@ -212,15 +212,15 @@ pub async fn message(
             .map(|r| RcptView {
                 address: r.address.clone(),
                 route: r.route.clone(),
-                state: r.state.clone(),
+                state: r.state.to_string(),
                 attempts: r.attempts,
-                next: if r.state == "queued" {
+                next: if r.state == RcptState::Queued {
                     fmt_time(r.next_attempt)
                 } else {
                     "—".into()
                 },
                 last_error: r.last_error.clone().unwrap_or_default(),
-                notify: r.notify.clone().unwrap_or_default(),
+                notify: r.notify.map(|n| n.to_param()).unwrap_or_default(),
             })
             .collect(),
         headers: d.headers.clone().unwrap_or_default(),

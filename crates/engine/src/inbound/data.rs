@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use palisade_smtp_proto::{Body, DataDecoder, DataEvent, MAX_TEXT_LINE, Reply, Ret};
+use palisade_smtp_proto::{DataDecoder, DataEvent, MAX_TEXT_LINE, Reply};
 use palisade_spool::{Batch, MessageKind, NewMessage, NewRecipient};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc2822;
@@ -246,25 +246,23 @@ impl Session {
             sha256: content.sha256,
             kind: MessageKind::Mail,
             smtputf8: tx.params.smtputf8,
-            body: tx.params.body.map(|b| match b {
-                Body::SevenBit => "7BIT".to_string(),
-                Body::EightBitMime => "8BITMIME".to_string(),
-            }),
+            body: tx.params.body,
             envid: tx.params.envid.clone(),
-            ret: tx.params.ret.map(|r| match r {
-                Ret::Full => "FULL".to_string(),
-                Ret::Hdrs => "HDRS".to_string(),
-            }),
+            ret: tx.params.ret,
             recipients: tx
                 .rcpts
                 .iter()
                 .map(|r| NewRecipient {
                     address: r.address.clone(),
                     route: r.route.clone(),
-                    notify: r.notify.clone(),
+                    notify: r.notify,
                     orcpt: r.orcpt.clone(),
+                    artifact: 0,
                 })
                 .collect(),
+            artifacts: vec![],
+            verdict: None,
+            status: None,
             origin: self.origin(),
             message_id: headers.message_id.clone(),
             subject: headers.subject.clone(),

@@ -5,7 +5,7 @@
 //! (`user%other@local`, `a!b@local`, quoted `@`, source routes, address literals) are refused
 //! for every client, trusted or not: there is no legitimate use left for them.
 
-use palisade_smtp_proto::{ForwardPath, RcptParams, Reply};
+use palisade_smtp_proto::{ForwardPath, Notify, RcptParams, Reply};
 use palisade_store::Config;
 
 use super::session::relay_denied;
@@ -16,7 +16,7 @@ use crate::outbound::route;
 pub(crate) struct Accepted {
     pub address: String,
     pub route: String,
-    pub notify: Option<String>,
+    pub notify: Option<Notify>,
     pub orcpt: Option<String>,
 }
 
@@ -26,7 +26,7 @@ pub(crate) fn check(
     to: &ForwardPath,
     params: &RcptParams,
 ) -> Result<Accepted, Reply> {
-    let notify = params.notify.map(|n| n.to_param());
+    let notify = params.notify;
     let orcpt = params.orcpt.clone();
     let mailbox = match to {
         // RFC 5321 4.5.1: <Postmaster> must always be accepted.

@@ -22,7 +22,7 @@ pub(super) async fn deliver(
     let results: Results = match &job.dest {
         Destination::Maildir => {
             let root = inner.shared.data.mailbox();
-            let content = inner.shared.spool.content_path(&msg.id);
+            let content = inner.shared.spool.artifact_path(&msg.id, job.artifact);
             let sender = msg.sender.clone();
             let rcpts: Vec<String> = addrs.iter().map(|s| s.to_string()).collect();
             let id = msg.id.clone();
@@ -114,11 +114,11 @@ pub(super) async fn smtp_delivery(
     };
     let env = client::Envelope {
         sender: &msg.sender,
-        size: msg.size,
-        eight_bit: msg.body.as_deref() == Some("8BITMIME"),
+        size: msg.artifact(job.artifact).map_or(msg.size, |a| a.size),
+        eight_bit: msg.body == Some(Body::EightBitMime),
         smtputf8: msg.smtputf8,
         envid: msg.envid.as_deref(),
-        ret: msg.ret.as_deref(),
+        ret: msg.ret,
     };
     let rcpts: Vec<client::RcptSpec<'_>> = job
         .rcpts
@@ -127,12 +127,12 @@ pub(super) async fn smtp_delivery(
             let r = &msg.recipients[i];
             client::RcptSpec {
                 address: &r.address,
-                notify: r.notify.as_deref(),
+                notify: r.notify,
                 orcpt: r.orcpt.as_deref(),
             }
         })
         .collect();
-    let content = inner.shared.spool.content_path(&msg.id);
+    let content = inner.shared.spool.artifact_path(&msg.id, job.artifact);
 
     // A reused connection may have been closed by the server while idle: one fresh try.
     for attempt in 0..2 {

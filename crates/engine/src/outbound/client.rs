@@ -9,7 +9,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use palisade_smtp_proto::{Capabilities, DotStuffer, Reply, parse_reply, xtext_encode};
+use palisade_smtp_proto::{
+    Capabilities, DotStuffer, Notify, Reply, Ret, parse_reply, xtext_encode,
+};
 use palisade_store::config::OutboundTls;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -30,12 +32,12 @@ pub(crate) struct Envelope<'a> {
     pub eight_bit: bool,
     pub smtputf8: bool,
     pub envid: Option<&'a str>,
-    pub ret: Option<&'a str>,
+    pub ret: Option<Ret>,
 }
 
 pub(crate) struct RcptSpec<'a> {
     pub address: &'a str,
-    pub notify: Option<&'a str>,
+    pub notify: Option<Notify>,
     pub orcpt: Option<&'a str>,
 }
 
@@ -218,7 +220,7 @@ impl ClientConn {
         }
         if self.caps.dsn {
             if let Some(ret) = env.ret {
-                mail.push_str(&format!(" RET={ret}"));
+                mail.push_str(&format!(" RET={}", ret.as_param()));
             }
             if let Some(envid) = env.envid {
                 mail.push_str(&format!(" ENVID={}", xtext_encode(envid)));
@@ -231,7 +233,7 @@ impl ClientConn {
                 let mut l = format!("RCPT TO:<{}>", r.address);
                 if self.caps.dsn {
                     if let Some(n) = r.notify {
-                        l.push_str(&format!(" NOTIFY={n}"));
+                        l.push_str(&format!(" NOTIFY={}", n.to_param()));
                     }
                     if let Some(o) = r.orcpt {
                         let (kind, addr) = o.split_once(';').unwrap_or(("rfc822", o));

@@ -55,7 +55,7 @@ pub(super) async fn finalize(inner: &Arc<Inner>, id: &str) {
             .await;
     let msg = match loaded {
         Ok(Ok(Some(m))) => m,
-        // Deleted by an admin meanwhile.
+        // Deleted by an admin meanwhile (who removed its files; this is for a crash between).
         Ok(Ok(None)) => {
             inner.shared.spool.remove_content(id);
             return;
@@ -69,7 +69,7 @@ pub(super) async fn finalize(inner: &Arc<Inner>, id: &str) {
             return;
         }
     };
-    if msg.recipients.iter().any(|r| r.state == "queued") {
+    if msg.recipients.iter().any(|r| r.state == RcptState::Queued) {
         return;
     }
     let mut batch = Batch {
@@ -80,7 +80,7 @@ pub(super) async fn finalize(inner: &Arc<Inner>, id: &str) {
     let failed: Vec<&QueuedRecipient> = msg
         .recipients
         .iter()
-        .filter(|r| r.state == "failed" && dsn::wants_failure_report(r.notify.as_deref()))
+        .filter(|r| r.state == RcptState::Failed && dsn::wants_failure_report(r.notify))
         .collect();
     if !failed.is_empty() {
         if msg.kind == MessageKind::Dsn || msg.sender.is_empty() {
@@ -102,7 +102,7 @@ pub(super) async fn finalize(inner: &Arc<Inner>, id: &str) {
     }
     match inner.shared.spool.commit(batch).await {
         Ok(()) => {
-            inner.shared.spool.remove_content(&msg.id);
+            inner.shared.spool.remove_message(&msg);
             if let Some(b) = bounce {
                 tracing::info!(event = "delivery.bounce_queued", queue_id = %msg.id, bounce_id = %b.id);
                 tokio::spawn(dispatch_task(inner.clone(), b));
@@ -123,7 +123,9 @@ pub(super) async fn make_bounce(
     failed: &[&QueuedRecipient],
 ) -> Result<NewMessage, String> {
     let cfg = inner.shared.config();
-    let original = tokio::fs::read(inner.shared.spool.content_path(&msg.id))
+    // The copy the failed recipients were sent (the first one's, if they differ).
+    let artifact = failed.first().map_or(0, |r| r.artifact);
+    let original = tokio::fs::read(inner.shared.spool.artifact_path(&msg.id, artifact))
         .await
         .map_err(|e| e.to_string())?;
     let failed: Vec<FailedRecipient> = failed
@@ -148,7 +150,7 @@ pub(super) async fn make_bounce(
         arrival: msg.received_at,
         sender: &msg.sender,
         envid: msg.envid.as_deref(),
-        ret_full: msg.ret.as_deref() == Some("FULL"),
+        ret_full: msg.ret == Some(Ret::Full),
         original: &original,
         failed: &failed,
     });
@@ -167,15 +169,20 @@ pub(super) async fn make_bounce(
         sha256: spooled.sha256,
         kind: MessageKind::Dsn,
         smtputf8: msg.smtputf8,
-        body: Some("8BITMIME".into()),
+        body: Some(Body::EightBitMime),
         envid: None,
         ret: None,
         recipients: vec![NewRecipient {
             address: msg.sender.clone(),
             route: route::key(&cfg, domain),
-            notify: Some("NEVER".into()),
+            notify: Some(palisade_spool::Notify {
+                never: true,
+                ..Default::default()
+            }),
             orcpt: None,
+            artifact: 0,
         }],
+        artifacts: vec![],
         origin: Origin {
             listener: "local".into(),
             client_ip: "127.0.0.1".into(),
@@ -186,13 +193,16 @@ pub(super) async fn make_bounce(
         message_id: Some(format!("<{}.dsn@{}>", msg.id, cfg.system.hostname)),
         subject: Some("Undelivered Mail Returned to Sender".into()),
         from_header: Some(format!("MAILER-DAEMON@{}", cfg.system.hostname)),
+        verdict: None,
+        status: None,
     })
 }
 
 /// Content that fails its integrity check is moved out of the spool and reported; it is never
 /// delivered.
-pub(super) async fn set_aside(inner: &Arc<Inner>, id: &str, reason: &str) {
-    let path = inner.shared.spool.set_aside(id);
+pub(super) async fn set_aside(inner: &Arc<Inner>, msg: &QueuedMessage, reason: &str) {
+    let id = msg.id.as_str();
+    let path = inner.shared.spool.set_aside(msg);
     tracing::error!(event = "spool.corrupt", queue_id = id, reason, moved_to = %path.display(),
         "queued message set aside: its content is damaged; it will not be delivered");
     let batch = Batch {

@@ -9,10 +9,13 @@ use std::sync::Arc;
 
 use super::*;
 
+/// Recipients of one message going to one destination, all sent the same artifact.
 pub(super) struct Job {
     pub msg: Arc<QueuedMessage>,
     pub rcpts: Vec<usize>,
     pub dest: Destination,
+    /// The content file the job sends (`Spool::artifact_path`).
+    pub artifact: u32,
 }
 
 #[derive(Default)]
@@ -21,7 +24,8 @@ pub(super) struct Dest {
     pub workers: usize,
 }
 
-/// Checks the content, splits the due recipients into jobs per destination and queues them.
+/// Checks the content each due recipient is sent, splits the due recipients into jobs per
+/// (destination, artifact) and queues them.
 pub(super) async fn dispatch(inner: &Arc<Inner>, msg: QueuedMessage) {
     {
         // Reserve the id while the content is checked.
@@ -29,31 +33,40 @@ pub(super) async fn dispatch(inner: &Arc<Inner>, msg: QueuedMessage) {
             return;
         }
     }
+    let now = palisade_store::now_unix();
+    let due = |r: &QueuedRecipient| r.state == RcptState::Queued && r.next_attempt <= now;
+    let mut artifacts: Vec<u32> = msg
+        .recipients
+        .iter()
+        .filter(|r| due(r))
+        .map(|r| r.artifact)
+        .collect();
+    artifacts.sort_unstable();
+    artifacts.dedup();
     let spool = inner.shared.spool.clone();
     let (msg, verdict) = tokio::task::spawn_blocking(move || {
-        let v = spool.verify(&msg);
+        let v = artifacts.iter().try_for_each(|&n| spool.verify(&msg, n));
         (msg, v)
     })
     .await
     .expect("verify task");
     if let Err(reason) = verdict {
-        set_aside(inner, &msg.id, &reason).await;
+        set_aside(inner, &msg, &reason).await;
         inner.state.lock().expect("lock").release(&msg.id);
         return;
     }
 
     let cfg = inner.shared.config();
-    let now = palisade_store::now_unix();
     let msg = Arc::new(msg);
-    let mut groups: Vec<(String, Destination, Vec<usize>)> = Vec::new();
+    let mut groups: Vec<(String, u32, Destination, Vec<usize>)> = Vec::new();
     for (i, r) in msg.recipients.iter().enumerate() {
-        if r.state != "queued" || r.next_attempt > now {
+        if !due(r) {
             continue;
         }
         let (key, dest) = route::destination(&cfg, &r.address);
-        match groups.iter_mut().find(|g| g.0 == key) {
-            Some(g) => g.2.push(i),
-            None => groups.push((key, dest, vec![i])),
+        match groups.iter_mut().find(|g| g.0 == key && g.1 == r.artifact) {
+            Some(g) => g.3.push(i),
+            None => groups.push((key, r.artifact, dest, vec![i])),
         }
     }
     {
@@ -63,11 +76,12 @@ pub(super) async fn dispatch(inner: &Arc<Inner>, msg: QueuedMessage) {
             return;
         }
         st.set_jobs(&msg.id, groups.len());
-        for (key, dest, rcpts) in groups {
+        for (key, artifact, dest, rcpts) in groups {
             st.dests.entry(key).or_default().jobs.push_back(Job {
                 msg: msg.clone(),
                 rcpts,
                 dest,
+                artifact,
             });
         }
     }

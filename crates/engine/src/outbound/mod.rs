@@ -28,8 +28,8 @@ use std::time::Duration;
 use palisade_smtp_proto::Reply;
 use palisade_spool::dsn::{self, DsnInput, FailedRecipient};
 use palisade_spool::{
-    Batch, Event, MessageKind, NewMessage, NewRecipient, Origin, Outcome, OutcomeKind,
-    QueuedMessage, QueuedRecipient, schedule,
+    Artifact, Batch, Body, Event, MessageKind, NewMessage, NewRecipient, Origin, Outcome,
+    OutcomeKind, QueuedMessage, QueuedRecipient, RcptState, Ret, schedule,
 };
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
@@ -53,9 +53,18 @@ pub(crate) fn queued_from_new(m: &NewMessage) -> QueuedMessage {
         sha256: m.sha256.clone(),
         kind: m.kind,
         smtputf8: m.smtputf8,
-        body: m.body.clone(),
+        body: m.body,
         envid: m.envid.clone(),
-        ret: m.ret.clone(),
+        ret: m.ret,
+        artifacts: m
+            .artifact_list()
+            .into_iter()
+            .map(|a| Artifact {
+                n: a.n,
+                size: a.size,
+                sha256: a.sha256,
+            })
+            .collect(),
         recipients: m
             .recipients
             .iter()
@@ -64,12 +73,13 @@ pub(crate) fn queued_from_new(m: &NewMessage) -> QueuedMessage {
                 idx: i as i64,
                 address: r.address.clone(),
                 route: r.route.clone(),
-                state: "queued".into(),
+                state: RcptState::Queued,
                 attempts: 0,
                 next_attempt: m.received_at,
                 last_error: None,
-                notify: r.notify.clone(),
+                notify: r.notify,
                 orcpt: r.orcpt.clone(),
+                artifact: r.artifact,
             })
             .collect(),
     }
@@ -174,3 +184,6 @@ impl Runner {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use super::*;
 
-/// How often the queue is checked for messages left unfinished by a crash (also at start).
+/// How often the queue is checked for messages left unfinished by a crash (also at start),
+/// and expired quarantine entries are purged.
 pub(super) const FINISH_INTERVAL: Duration = Duration::from_secs(60);
 
 pub(super) async fn scan_loop(inner: Arc<Inner>) {
@@ -13,6 +14,7 @@ pub(super) async fn scan_loop(inner: Arc<Inner>) {
         if last_finish.is_none_or(|t| t.elapsed() >= FINISH_INTERVAL) {
             last_finish = Some(tokio::time::Instant::now());
             finish_orphans(&inner).await;
+            purge_quarantine(&inner).await;
         }
         tokio::select! {
             _ = inner.wake.notified() => {}
@@ -50,6 +52,20 @@ pub(super) async fn scan_loop(inner: Arc<Inner>) {
             Ok(Err(e)) => tracing::error!(event = "queue.scan_failed", error = %e),
             Err(e) => tracing::error!(event = "queue.scan_failed", error = %e),
         }
+    }
+}
+
+/// Deletes held quarantine entries past their `expires_at`.
+async fn purge_quarantine(inner: &Arc<Inner>) {
+    let data = inner.shared.data.clone();
+    let r = tokio::task::spawn_blocking(move || {
+        palisade_spool::quarantine::purge(&data, palisade_store::now_unix())
+    })
+    .await;
+    match r {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::error!(event = "quarantine.purge_failed", error = %e),
+        Err(e) => tracing::error!(event = "quarantine.purge_failed", error = %e),
     }
 }
 

@@ -109,3 +109,28 @@ fn wire_forms() {
     };
     assert_eq!(bare.to_wire(), "ORCPT=rfc822;u@x");
 }
+
+#[test]
+fn stored_forms_round_trip() {
+    for body in [Body::SevenBit, Body::EightBitMime] {
+        assert_eq!(body.as_param().parse::<Body>(), Ok(body));
+    }
+    assert_eq!("8bitmime".parse::<Body>(), Ok(Body::EightBitMime));
+    let err = "BINARYMIME".parse::<Body>().unwrap_err();
+    assert_eq!(err.param, "BODY");
+    for ret in [Ret::Full, Ret::Hdrs] {
+        assert_eq!(ret.as_param().parse::<Ret>(), Ok(ret));
+    }
+    assert!("ALL".parse::<Ret>().is_err());
+    for s in ["NEVER", "SUCCESS", "FAILURE,DELAY", "SUCCESS,FAILURE,DELAY"] {
+        let n: Notify = s.parse().unwrap();
+        assert_eq!(n.to_param(), s);
+    }
+    assert!("NEVER,FAILURE".parse::<Notify>().is_err());
+    assert!(Notify::wants_failure(None));
+    assert!(Notify::wants_failure(Some(
+        "SUCCESS,FAILURE".parse().unwrap()
+    )));
+    assert!(!Notify::wants_failure(Some("NEVER".parse().unwrap())));
+    assert!(!Notify::wants_failure(Some("DELAY".parse().unwrap())));
+}

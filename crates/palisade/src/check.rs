@@ -91,7 +91,9 @@ pub fn run(data: &DataDir, args: CheckArgs) -> Result<ExitCode> {
             .collect();
     }
     if to.is_empty() {
-        eprintln!("palisade check: no recipients: give --to ADDR (the message has no To or Cc address)");
+        eprintln!(
+            "palisade check: no recipients: give --to ADDR (the message has no To or Cc address)"
+        );
         return Ok(ExitCode::from(EX_USAGE));
     }
     let out = matches!(args.direction, Dir::Out);

@@ -319,8 +319,10 @@ async fn supervise(opts: RunOptions) -> Result<(), SupervisorError> {
     setup::fix_db_modes(&data, accounts.as_ref())?;
     let cfg = &rev.config;
     if cfg.domains.is_empty() {
-        tracing::warn!(event = "supervisor.no_inbound_domain",
-            "the configuration has no [[domain]]: mail is accepted only from trusted networks and relayed; nothing is delivered locally");
+        tracing::warn!(
+            event = "supervisor.no_inbound_domain",
+            "the configuration has no [[domain]]: mail is accepted only from trusted networks and relayed; nothing is delivered locally"
+        );
         eprintln!(
             "Palisade: warning: the configuration has no [[domain]]; no inbound mail will be accepted"
         );

@@ -8,7 +8,6 @@
 use std::time::{Duration, Instant};
 
 use palisade_smtp_proto::{DataDecoder, DataEvent, MAX_TEXT_LINE, Reply};
-use palisade_spool::{Batch, MessageKind, NewMessage, NewRecipient};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc2822;
 
@@ -231,72 +230,78 @@ impl Session {
                 tracing::info!(event = "filter.refused", queue_id = %id, reply = %r.to_string().trim_end());
                 self.shared.spool.remove_content(&id);
                 self.io.reply(&r);
-                self.record_rejection(tx, Some(&r)).await;
+                let events = super::accept::decision_events(&id, &eval.verdict);
+                self.record_rejection_explained(tx, Some(&r), events).await;
                 return Flow::Continue;
             }
         }
 
-        let now = palisade_store::now_unix();
-        let msg = NewMessage {
-            id: id.clone(),
-            received_at: now,
-            expires_at: now + self.cfg.delivery.max_lifetime_secs as i64,
-            sender: sender_string(&tx.from),
-            size: content.size,
-            sha256: content.sha256,
-            kind: MessageKind::Mail,
-            smtputf8: tx.params.smtputf8,
-            body: tx.params.body,
-            envid: tx.params.envid.clone(),
-            ret: tx.params.ret,
-            recipients: tx
-                .rcpts
-                .iter()
-                .map(|r| NewRecipient {
-                    address: r.address.clone(),
-                    route: r.route.clone(),
-                    notify: r.notify,
-                    orcpt: r.orcpt.clone(),
-                    artifact: 0,
-                })
-                .collect(),
-            artifacts: vec![],
-            verdict: None,
-            status: None,
-            origin: self.origin(),
-            message_id: headers.message_id.clone(),
-            subject: headers.subject.clone(),
-            from_header: headers.from.clone(),
+        let plan = match self.plan(&id, &tx, &content, &eval, &headers).await {
+            Ok(p) => p,
+            Err((e, written)) => {
+                tracing::error!(event = "smtp.spool_write_failed", queue_id = %id, error = %e);
+                for f in written {
+                    let _ = std::fs::remove_file(f);
+                }
+                self.shared.spool.remove_content(&id);
+                let r = if palisade_spool::is_disk_full(&e) {
+                    Reply::new(452, "4.3.1", "Insufficient system storage")
+                } else {
+                    Reply::new(451, "4.3.0", "Local error, try again later")
+                };
+                self.io.reply(&r);
+                self.record_rejection(tx, Some(&r)).await;
+                return Flow::Continue;
+            }
         };
-        let queued = crate::outbound::queued_from_new(&msg);
-        match self
-            .shared
-            .spool
-            .commit(Batch {
-                accepted: vec![msg],
-                ..Default::default()
-            })
-            .await
-        {
+        let super::accept::Plan {
+            batch,
+            queued,
+            dsn,
+            written,
+            original_kept,
+        } = plan;
+        let held = batch.quarantined.len();
+        match self.shared.spool.commit(batch).await {
             Ok(()) => {
                 Counters::inc(&self.shared.counters.accepted);
                 tracing::info!(
                     event = "smtp.queued",
                     queue_id = %id,
                     peer = %self.peer,
-                    from = %queued.sender,
-                    rcpts = queued.recipients.len(),
-                    size = queued.size,
+                    from = %sender_string(&tx.from),
+                    rcpts = tx.rcpts.len(),
+                    queued = queued.as_ref().map_or(0, |m| m.recipients.len()),
+                    quarantined = held,
+                    size = content.size,
                     message_id = headers.message_id.as_deref().unwrap_or(""),
                     tls = self.tls.as_deref().unwrap_or(""),
                 );
                 self.io
                     .reply(&Reply::new(250, "2.0.0", format!("Ok: queued as {id}")));
                 self.message_accepted();
-                self.shared.runner().submit(queued);
+                if !original_kept {
+                    // Nothing delivers the received file itself (edited copies, quarantine
+                    // or nothing at all): it goes. A crash before this leaves a file
+                    // without a row, which recovery removes.
+                    self.shared.spool.remove_content(&id);
+                }
+                if let Some(m) = queued {
+                    self.shared
+                        .runner()
+                        .submit(crate::outbound::queued_from_new(&m));
+                }
+                if let Some(d) = dsn {
+                    self.shared
+                        .runner()
+                        .submit(crate::outbound::queued_from_new(&d));
+                }
             }
             Err(e) => {
                 tracing::error!(event = "smtp.commit_failed", queue_id = %id, error = %e);
+                for f in written {
+                    let _ = std::fs::remove_file(f);
+                }
                 self.shared.spool.remove_content(&id);
                 let r = if e.is_disk_full() {
                     Reply::new(452, "4.3.1", "Insufficient system storage")
@@ -332,7 +337,7 @@ impl Session {
                 .map(|r| EnvelopeRecipient {
                     address: r.address.clone(),
                     route: r.route.clone(),
-                    notify: r.notify.clone(),
+                    notify: r.notify.map(|n| n.to_param()),
                     orcpt: r.orcpt.clone(),
                 })
                 .collect(),

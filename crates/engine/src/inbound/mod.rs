@@ -1,5 +1,6 @@
 //! The SMTP server: accept loops with connection caps, one task per session, and the drain.
 
+mod accept;
 mod auth;
 mod data;
 mod io;

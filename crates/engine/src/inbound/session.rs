@@ -562,6 +562,17 @@ impl Session {
 
     /// Tracks a transaction that produced no message.
     pub(super) async fn record_rejection(&mut self, tx: Transaction, reply: Option<&Reply>) {
+        self.record_rejection_explained(tx, reply, Vec::new()).await
+    }
+
+    /// Tracks a transaction that produced no message, with the tracking events that explain
+    /// why (the filters' decisions).
+    pub(super) async fn record_rejection_explained(
+        &mut self,
+        tx: Transaction,
+        reply: Option<&Reply>,
+        events: Vec<palisade_spool::Event>,
+    ) {
         Counters::inc(&self.shared.counters.rejected);
         let mut rcpts: Vec<String> = tx.rcpts.iter().map(|r| r.address.clone()).collect();
         rcpts.extend(tx.refused.iter().map(|(r, _)| r.clone()));
@@ -586,6 +597,7 @@ impl Session {
             .spool
             .commit(Batch {
                 rejected: vec![rejection],
+                events,
                 ..Default::default()
             })
             .await

@@ -198,6 +198,13 @@ impl Spool {
         }
     }
 
+    /// Removes one content file of a message (the received file, artifact 0, once only edited
+    /// copies of it are queued). A crash before this leaves a file without its row, which
+    /// recovery removes.
+    pub fn remove_artifact(&self, id: &str, n: u32) {
+        remove_file(&self.artifact_path(id, n), id);
+    }
+
     /// Removes every content file of a delivered (or deleted) message.
     pub fn remove_message(&self, msg: &QueuedMessage) {
         remove_file(&self.content_path(&msg.id), &msg.id);

@@ -142,6 +142,89 @@ pub struct EventView {
     pub text: String,
 }
 
+/// One check of the filter pipeline, as the trace page shows it.
+pub struct CheckView {
+    pub name: String,
+    pub state: String,
+    pub detail: String,
+}
+
+/// What the filters decided for one recipient, and why.
+pub struct DecisionView {
+    pub recipient: String,
+    pub action: String,
+    pub reasons: Vec<String>,
+}
+
+/// The filter verdict stored with the tracking row (`{"checks": [...], "verdict": {...}}`).
+#[derive(serde::Deserialize)]
+struct StoredVerdict {
+    checks: Vec<palisade_policy::CheckOutcome>,
+    verdict: palisade_policy::Verdict,
+}
+
+fn verdict_views(json: Option<&str>) -> (Vec<CheckView>, Vec<DecisionView>, Option<String>) {
+    use palisade_policy::{CheckStatus, Disposition};
+    let Some(json) = json else {
+        return (Vec::new(), Vec::new(), None);
+    };
+    let stored: StoredVerdict = match serde_json::from_str(json) {
+        Ok(v) => v,
+        Err(e) => return (Vec::new(), Vec::new(), Some(format!("unreadable verdict: {e}"))),
+    };
+    let checks = stored
+        .checks
+        .iter()
+        .map(|c| {
+            let (state, detail) = match &c.status {
+                CheckStatus::Completed => ("completed", String::new()),
+                CheckStatus::Failed { error, mode } => ("failed", format!("{error} (failure mode {mode})")),
+                CheckStatus::TimedOut { mode } => ("timed out", format!("failure mode {mode}")),
+                CheckStatus::Skipped { reason } => ("skipped", reason.clone()),
+            };
+            CheckView {
+                name: c.name.clone(),
+                state: state.into(),
+                detail,
+            }
+        })
+        .collect();
+    let decisions = stored
+        .verdict
+        .per_recipient
+        .iter()
+        .map(|r| {
+            let action = match &r.disposition {
+                Disposition::Quarantine { reason } => format!("quarantine: {reason}"),
+                Disposition::Reject(reply) | Disposition::Tempfail(reply) => {
+                    format!("{} ({} {} {})", r.disposition.name(), reply.code, reply.enhanced, reply.text)
+                }
+                d => d.name().to_string(),
+            };
+            let mut reasons: Vec<String> = r
+                .explanations
+                .iter()
+                .map(|e| {
+                    let score = e.score.map(|x| format!(" ({x:+})")).unwrap_or_default();
+                    format!("{}/{}{}: {}", e.stage, e.rule, score, e.sentence)
+                })
+                .collect();
+            reasons.extend(r.monitored.iter().map(|m| {
+                format!(
+                    "monitor only — {}/{}: {}",
+                    m.explanation.stage, m.explanation.rule, m.explanation.sentence
+                )
+            }));
+            DecisionView {
+                recipient: r.address.clone(),
+                action,
+                reasons,
+            }
+        })
+        .collect();
+    (checks, decisions, None)
+}
+
 #[derive(Template)]
 #[template(path = "trace.html")]
 struct TracePage {
@@ -150,6 +233,9 @@ struct TracePage {
     received: String,
     size: String,
     events: Vec<EventView>,
+    checks: Vec<CheckView>,
+    decisions: Vec<DecisionView>,
+    verdict_error: Option<String>,
     queued: bool,
     can_queue: bool,
 }
@@ -186,8 +272,12 @@ pub async fn trace(
 ) -> Result<Response, AppError> {
     let page = Page::load(&state, &p, "tracking", &format!("Message {id}")).await?;
     let (m, events, queued) = trace_of(&state, id).await?;
+    let (checks, decisions, verdict_error) = verdict_views(m.verdict.as_deref());
     render(&TracePage {
         page,
+        checks,
+        decisions,
+        verdict_error,
         received: fmt_time(m.received_at),
         size: fmt_size(m.size),
         events: events

@@ -284,7 +284,7 @@ impl Session {
                     // Nothing delivers the received file itself (edited copies, quarantine
                     // or nothing at all): it goes. A crash before this leaves a file
                     // without a row, which recovery removes.
-                    self.shared.spool.remove_content(&id);
+                    self.shared.spool.remove_artifact(&id, 0);
                 }
                 if let Some(m) = queued {
                     self.shared

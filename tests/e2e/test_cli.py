@@ -115,7 +115,8 @@ def test_queue_list_retry_delete_bounce_and_track(palisade_factory):
     assert "returned to the sender" in r.stdout
     wait_for(lambda: len(p.mailbox()) == 1, 30, what="the bounce in the sender's mailbox")
     assert "returned to the sender by the administrator" in p.mailbox()[0].decode()
-    assert [m["id"] for m in p.queue()] == [ids[0]]
+    # The Maildir file appears before the bounce's outcome is committed and it leaves the queue.
+    wait_for(lambda: [m["id"] for m in p.queue()] == [ids[0]], 10, what="the bounce to leave the queue")
 
     actions = [a["action"] for a in p.cli("audit", "list", "--json", json_out=True)]
     assert {"queue.retry", "queue.delete", "queue.bounce"} <= set(actions)

@@ -212,10 +212,12 @@ impl Session {
         .to_string();
         let mut quarantined = Vec::new();
         for (k, ((_, reason), (edits, idxs))) in held.into_iter().enumerate() {
+            // Quarantine ids are queue-id shaped (recovery recognises them): the message's
+            // own id for the first entry, a fresh one for each further set of edits.
             let qid = if k == 0 {
                 id.to_string()
             } else {
-                format!("{id}-{}", k + 1)
+                palisade_spool::Spool::new_id()
             };
             let mut f = tryw!(spool.create_quarantine(&qid).map_err(std::io::Error::other));
             written.push(spool.quarantine_path(&qid));

@@ -50,7 +50,15 @@ pub(crate) struct Shared {
     /// client gets `454 4.7.0` at once, before any thread or memory is spent on it. The hash
     /// itself has its own, smaller budget (`store::password`).
     pub auth_checks: tokio::sync::Semaphore,
+    /// Message bytes (in MiB) whose MIME view may be held at once: building and keeping a view
+    /// costs two to three times the message in memory, so without this bound 500 sessions
+    /// sending 50 MiB each could make the engine hold tens of GiB. A message waits for its
+    /// share within `filter.timeout_secs`, then gets `451 4.3.2`.
+    pub inspecting: Arc<tokio::sync::Semaphore>,
 }
+
+/// See [`Shared::inspecting`]: about 2–3 GiB of views at most.
+pub(crate) const INSPECT_BUDGET_MIB: u32 = 1024;
 
 /// See [`Shared::auth_checks`].
 pub(crate) const MAX_AUTH_CHECKS: usize = 64;
@@ -69,6 +77,7 @@ impl Shared {
             shutdown: watch::channel(false).0,
             runner: OnceLock::new(),
             auth_checks: tokio::sync::Semaphore::new(MAX_AUTH_CHECKS),
+            inspecting: Arc::new(tokio::sync::Semaphore::new(INSPECT_BUDGET_MIB as usize)),
         }
     }
 

@@ -170,7 +170,13 @@ fn verdict_views(json: Option<&str>) -> (Vec<CheckView>, Vec<DecisionView>, Opti
     };
     let stored: StoredVerdict = match serde_json::from_str(json) {
         Ok(v) => v,
-        Err(e) => return (Vec::new(), Vec::new(), Some(format!("unreadable verdict: {e}"))),
+        Err(e) => {
+            return (
+                Vec::new(),
+                Vec::new(),
+                Some(format!("unreadable verdict: {e}")),
+            );
+        }
     };
     let checks = stored
         .checks
@@ -178,7 +184,9 @@ fn verdict_views(json: Option<&str>) -> (Vec<CheckView>, Vec<DecisionView>, Opti
         .map(|c| {
             let (state, detail) = match &c.status {
                 CheckStatus::Completed => ("completed", String::new()),
-                CheckStatus::Failed { error, mode } => ("failed", format!("{error} (failure mode {mode})")),
+                CheckStatus::Failed { error, mode } => {
+                    ("failed", format!("{error} (failure mode {mode})"))
+                }
                 CheckStatus::TimedOut { mode } => ("timed out", format!("failure mode {mode}")),
                 CheckStatus::Skipped { reason } => ("skipped", reason.clone()),
             };
@@ -197,7 +205,13 @@ fn verdict_views(json: Option<&str>) -> (Vec<CheckView>, Vec<DecisionView>, Opti
             let action = match &r.disposition {
                 Disposition::Quarantine { reason } => format!("quarantine: {reason}"),
                 Disposition::Reject(reply) | Disposition::Tempfail(reply) => {
-                    format!("{} ({} {} {})", r.disposition.name(), reply.code, reply.enhanced, reply.text)
+                    format!(
+                        "{} ({} {} {})",
+                        r.disposition.name(),
+                        reply.code,
+                        reply.enhanced,
+                        reply.text
+                    )
                 }
                 d => d.name().to_string(),
             };

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use palisade_policy::SmtpOutcome;
 
 use crate::pipeline::{self, Envelope, EnvelopeRecipient};
-use crate::state::Counters;
+use crate::state::{Counters, INSPECT_BUDGET_MIB};
 
 enum Refusal {
     TooBig,
@@ -201,6 +201,30 @@ impl Session {
         };
 
         let pipeline = self.shared.pipeline();
+        // Held until this message's view is gone (the end of this function).
+        let share = (content.size.div_ceil(1024 * 1024) as u32).clamp(1, INSPECT_BUDGET_MIB);
+        let wait = Duration::from_secs(self.cfg.filter.timeout_secs);
+        let _inspecting = match tokio::time::timeout(
+            wait,
+            self.shared.inspecting.clone().acquire_many_owned(share),
+        )
+        .await
+        {
+            Ok(Ok(permit)) => permit,
+            _ => {
+                tracing::warn!(event = "filter.busy", queue_id = %id, size = content.size,
+                    "too many large messages being inspected at once; deferred");
+                self.shared.spool.remove_content(&id);
+                let r = Reply::new(
+                    451,
+                    "4.3.2",
+                    "Too busy to inspect the message now, try again later",
+                );
+                self.io.reply(&r);
+                self.record_rejection(tx, Some(&r)).await;
+                return Flow::Continue;
+            }
+        };
         let view = match pipeline::view_of(&self.shared.spool.content_path(&id), pipeline.limits())
             .await
         {

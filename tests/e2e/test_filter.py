@@ -184,3 +184,48 @@ def test_uninspectable_message_is_held_not_delivered(palisade_factory, raw_sink_
     out = p.cli("check", str(p.data / "quarantine" / held[0]["id"]), "--to", "staff@raw.test", "--json", json_out=True)
     assert out["decisions"][0]["action"] == "quarantine"
     assert any(l["limit"] == "max_parts" for l in out["limits"])
+
+
+def test_checks_see_the_forward_confirmed_client_name(palisade_factory, raw_sink_factory):
+    """The client's reverse name, confirmed forward, reaches the checks (and tracking). Loopback
+    127/8 names are answered by the resolver itself (RFC 6761 "localhost"), so the clients use
+    two benchmark-range addresses added to `lo` for the test (never routed anywhere)."""
+    import subprocess
+    import time
+
+    from harness import free_port
+
+    good, liar = "198.18.7.2", "198.18.7.3"
+    for a in (good, liar):
+        subprocess.run(["ip", "addr", "add", f"{a}/32", "dev", "lo"], check=True, capture_output=True)
+    raw = raw_sink_factory()
+    dns_port = free_port()
+    dnsmasq = subprocess.Popen([
+        "dnsmasq", "--no-daemon", "--no-resolv", "--no-hosts", "--conf-file=/dev/null",
+        "--listen-address=127.0.0.1", "--bind-interfaces", f"--port={dns_port}",
+        # PTR and A agree for the first; the second has a PTR whose name does not point back.
+        f"--host-record=client.example.net,{good}",
+        "--ptr-record=3.7.18.198.in-addr.arpa,liar.example.net",
+        "--local=/example.net/",
+    ], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(0.5)
+        assert dnsmasq.poll() is None, "dnsmasq failed to start"
+        cfg = config(raw, [])
+        cfg["dns"] = {"nameservers": [f"127.0.0.1:{dns_port}"]}
+        p = palisade_factory(cfg)
+        for source in (good, liar):
+            with smtplib.SMTP("127.0.0.1", p.smtp_port, timeout=60, source_address=(source, 0)) as s:
+                time.sleep(0.5)  # the lookup runs in the background from the connection on
+                s.ehlo("client.example.org")
+                s.sendmail("ada@example.org", ["staff@raw.test"], MESSAGE)
+        names = {}
+        for m in p.track():
+            envelope = json.loads(m["verdict"])["envelope"]
+            names[envelope["client_ip"]] = envelope.get("client_name")
+        assert names == {good: "client.example.net", liar: None}, names
+    finally:
+        dnsmasq.terminate()
+        dnsmasq.wait()
+        for a in (good, liar):
+            subprocess.run(["ip", "addr", "del", f"{a}/32", "dev", "lo"], capture_output=True)

@@ -206,6 +206,7 @@ impl Session {
         let sender = sender_string(&tx.from);
         let retention = self.cfg.filter.quarantine_retention_days as i64 * 86400;
         let verdict_json = serde_json::json!({
+            "envelope": eval.envelope.as_ref(),
             "checks": eval.outcomes,
             "verdict": verdict,
         })

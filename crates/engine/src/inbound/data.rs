@@ -349,7 +349,7 @@ impl Session {
                 palisade_policy::Direction::Inbound
             },
             client_ip: self.peer.ip(),
-            client_name: None,
+            client_name: self.client_name.get().cloned(),
             helo: self.helo.clone(),
             tls: self.tls.clone(),
             auth_user: self.auth_user.clone(),

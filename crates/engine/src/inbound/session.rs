@@ -55,6 +55,9 @@ pub(crate) struct Session {
     pub(super) trusted: bool,
     /// The submission account that authenticated with SMTP AUTH, if any.
     pub(super) auth_user: Option<String>,
+    /// The client's forward-confirmed reverse DNS name, looked up in the background from the
+    /// connection on; whatever is known when a message's checks start is what they see.
+    pub(super) client_name: Arc<std::sync::OnceLock<String>>,
     pub(super) tx: Option<Transaction>,
     framer: CommandFramer,
     errors: u32,
@@ -79,7 +82,18 @@ impl Session {
         let cfg = shared.config();
         let trusted = cfg.is_trusted(peer.ip());
         let stop = shared.shutdown_signal();
+        let client_name = Arc::new(std::sync::OnceLock::new());
+        if let Some(resolver) = shared.runner().resolver() {
+            let slot = client_name.clone();
+            let ip = peer.ip();
+            tokio::spawn(async move {
+                if let Some(name) = crate::outbound::route::verified_name(&resolver, ip).await {
+                    let _ = slot.set(name);
+                }
+            });
+        }
         Session {
+            client_name,
             shared,
             cfg,
             role,

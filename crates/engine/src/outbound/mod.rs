@@ -125,6 +125,11 @@ impl Runner {
         tokio::spawn(dispatch_task(self.inner.clone(), msg));
     }
 
+    /// The DNS resolver in force (`None` when none could be built).
+    pub fn resolver(&self) -> Option<Arc<hickory_resolver::TokioResolver>> {
+        self.inner.resolver.load_full()
+    }
+
     /// Picks up configuration that the runner caches (the DNS resolvers).
     pub fn reconfigure(&self) {
         let cfg = self.inner.shared.config();

@@ -127,6 +127,42 @@ pub(crate) fn resolver(cfg: &Config) -> Option<TokioResolver> {
     }
 }
 
+/// The client's forward-confirmed reverse DNS name: a PTR name of `ip` whose own addresses
+/// include `ip` (the name a filter may trust), lower case, without the final dot. `None` when
+/// there is none or the lookups do not finish within 5 s. At most 3 PTR names are tried.
+pub(crate) async fn verified_name(resolver: &TokioResolver, ip: IpAddr) -> Option<String> {
+    let lookup = async {
+        let ptr = match resolver.reverse_lookup(ip).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::debug!(event = "dns.ptr_failed", %ip, error = %e);
+                return None;
+            }
+        };
+        let names: Vec<String> = ptr
+            .answers()
+            .iter()
+            .filter_map(|r| match &r.data {
+                RData::PTR(name) => Some(name.to_utf8()),
+                _ => None,
+            })
+            .take(3)
+            .collect();
+        for name in names {
+            if let Ok(ips) = resolver.lookup_ip(name.as_str()).await
+                && ips.iter().any(|a| a == ip)
+            {
+                return Some(name.trim_end_matches('.').to_ascii_lowercase());
+            }
+        }
+        None
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(5), lookup)
+        .await
+        .ok()
+        .flatten()
+}
+
 async fn addresses(
     resolver: Option<&TokioResolver>,
     name: &str,

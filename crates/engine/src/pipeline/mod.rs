@@ -55,8 +55,8 @@ pub struct Envelope {
     /// Outbound when the client authenticated or is on a trusted network.
     pub direction: Direction,
     pub client_ip: IpAddr,
-    /// The client's reverse DNS name, when it was looked up (not yet: the authentication
-    /// checks of issue 10 bring the resolver to the mail path).
+    /// The client's forward-confirmed reverse DNS name, if it has one and the lookup (started
+    /// at connect, at most 5 s) finished before the checks started.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_name: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -125,9 +125,16 @@ pub struct Pipeline {
 /// The result of running the pipeline on one message.
 #[derive(Debug, Clone, Serialize)]
 pub struct Evaluation {
+    /// What the checks saw.
+    #[serde(serialize_with = "serialize_arc")]
+    pub envelope: Arc<Envelope>,
     /// In pipeline order.
     pub outcomes: Vec<CheckOutcome>,
     pub verdict: Verdict,
+}
+
+fn serialize_arc<S: serde::Serializer>(e: &Arc<Envelope>, s: S) -> Result<S::Ok, S::Error> {
+    e.as_ref().serialize(s)
 }
 
 impl Pipeline {
@@ -249,7 +256,11 @@ impl Pipeline {
             encryption_available: false,
         };
         let verdict = palisade_policy::decide(&recipients, &outcomes, &ctx);
-        Evaluation { outcomes, verdict }
+        Evaluation {
+            envelope,
+            outcomes,
+            verdict,
+        }
     }
 }
 

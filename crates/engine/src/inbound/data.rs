@@ -40,11 +40,7 @@ impl Session {
             Ok(f) => f,
             Err(e) => {
                 tracing::error!(event = "smtp.spool_failed", queue_id = %id, error = %e);
-                let r = if e.is_disk_full() {
-                    Reply::new(452, "4.3.1", "Insufficient system storage")
-                } else {
-                    Reply::new(451, "4.3.0", "Local error, try again later")
-                };
+                let r = local_error(e.is_disk_full());
                 self.io.reply(&r);
                 return Flow::Continue;
             }
@@ -173,11 +169,7 @@ impl Session {
                 Refusal::Nul => Reply::new(550, "5.6.0", "Message contains a NUL character"),
                 Refusal::Storage(e) => {
                     tracing::error!(event = "smtp.spool_write_failed", queue_id = %id, error = %e);
-                    if palisade_spool::is_disk_full(&e) {
-                        Reply::new(452, "4.3.1", "Insufficient system storage")
-                    } else {
-                        Reply::new(451, "4.3.0", "Local error, try again later")
-                    }
+                    local_error(palisade_spool::is_disk_full(&e))
                 }
             };
             self.io.reply(&r);
@@ -189,11 +181,7 @@ impl Session {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(event = "smtp.spool_write_failed", queue_id = %id, error = %e);
-                let r = if palisade_spool::is_disk_full(&e) {
-                    Reply::new(452, "4.3.1", "Insufficient system storage")
-                } else {
-                    Reply::new(451, "4.3.0", "Local error, try again later")
-                };
+                let r = local_error(palisade_spool::is_disk_full(&e));
                 self.io.reply(&r);
                 self.record_rejection(tx, Some(&r)).await;
                 return Flow::Continue;
@@ -268,11 +256,7 @@ impl Session {
                     let _ = std::fs::remove_file(f);
                 }
                 self.shared.spool.remove_content(&id);
-                let r = if palisade_spool::is_disk_full(&e) {
-                    Reply::new(452, "4.3.1", "Insufficient system storage")
-                } else {
-                    Reply::new(451, "4.3.0", "Local error, try again later")
-                };
+                let r = local_error(palisade_spool::is_disk_full(&e));
                 self.io.reply(&r);
                 self.record_rejection(tx, Some(&r)).await;
                 return Flow::Continue;
@@ -327,11 +311,7 @@ impl Session {
                     let _ = std::fs::remove_file(f);
                 }
                 self.shared.spool.remove_content(&id);
-                let r = if e.is_disk_full() {
-                    Reply::new(452, "4.3.1", "Insufficient system storage")
-                } else {
-                    Reply::new(451, "4.3.0", "Local error, try again later")
-                };
+                let r = local_error(e.is_disk_full());
                 self.io.reply(&r);
             }
         }
@@ -401,6 +381,16 @@ impl Session {
         }
         h.push_str(&format!("; {date}\r\n"));
         h
+    }
+}
+
+/// The reply when the spool cannot take the message: 452 when the disk is full (the client
+/// should try another MX or later), else a generic 451.
+fn local_error(disk_full: bool) -> Reply {
+    if disk_full {
+        Reply::new(452, "4.3.1", "Insufficient system storage")
+    } else {
+        Reply::new(451, "4.3.0", "Local error, try again later")
     }
 }
 

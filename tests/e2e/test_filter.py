@@ -229,3 +229,23 @@ def test_checks_see_the_forward_confirmed_client_name(palisade_factory, raw_sink
         dnsmasq.wait()
         for a in (good, liar):
             subprocess.run(["ip", "addr", "del", f"{a}/32", "dev", "lo"], capture_output=True)
+
+
+def test_rules_change_with_the_configuration_without_a_restart(palisade_factory, raw_sink_factory):
+    raw = raw_sink_factory()
+    p = palisade_factory(config(raw, []))
+    code, text = send(p.smtp_port, ["ceo@raw.test"])
+    assert code == 250, text
+    wait_for(lambda: len(raw.messages) == 1, 30, what="delivery before the rule")
+
+    exported = p.cli("config", "export").stdout
+    f = p.dir / "with-rule.toml"
+    f.write_text(exported + '\n[[filter.rule]]\nname = "hold ceo"\nrecipients = ["ceo@raw.test"]\naction = "quarantine"\n')
+    r = p.cli("config", "import", str(f), "--comment", "hold mail to the CEO")
+    assert "applied" in r.stdout, r.stdout
+
+    code, text = send(p.smtp_port, ["ceo@raw.test"])
+    assert code == 250, text
+    held = p.cli("quarantine", "list", "--json", json_out=True)
+    assert len(held) == 1 and held[0]["queue_id"] == text.split()[-1]
+    assert len(raw.messages) == 1

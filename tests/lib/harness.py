@@ -273,7 +273,22 @@ class SmtpSink:
             self.proc.wait(10)
 
     def messages(self) -> list[bytes]:
-        return [p.read_bytes() for p in sorted(self.dump.iterdir()) if p.is_file()]
+        """The messages smtp-sink has finished receiving. smtp-sink creates a message's dump file
+        at MAIL FROM and writes it through a 4 KiB buffer, closing it after the final "."; a
+        file still being written is empty or a whole number of buffers, and does not yet end
+        with the empty line smtp-sink writes last. Those are left out, so a caller waiting for
+        N messages never reads one half-written."""
+        done = []
+        for p in sorted(self.dump.iterdir()):
+            if not p.is_file():
+                continue
+            data = p.read_bytes()
+            if not data.endswith(b"\n\n"):
+                continue
+            if len(data) % 4096 == 0 and time.time() - p.stat().st_mtime < 2:
+                continue  # possibly a buffer boundary mid-message: wait until it is settled
+            done.append(data)
+        return done
 
     def cleanup(self):
         self.stop()

@@ -547,3 +547,56 @@ def test_queue_retry_bounce_delete_and_service_restarts(palisade_factory, browse
     b.go("/audit?action=service.")
     assert b.text.count("service.restart") == 2
     assert not b.console_errors, b.console_errors
+
+
+def test_trace_page_shows_each_recipients_decision_and_why(palisade_factory, browser_factory):
+    """The filter seam's explanations reach the operator: a message to two recipients, one held
+    by an operator rule and one delivered, shows on its trace page a Filters section with each
+    recipient's decision, the rule's sentence, and the checks that ran."""
+    if os.geteuid() != 0:
+        pytest.skip("run as root: the console really runs as palisade-web")
+    pal = palisade_factory({
+        "domain": [{"name": "example.test", "route": "maildir"}],
+        "filter.rule": [
+            {"name": "board mail reviewed", "recipients": ["board@example.test"], "action": "quarantine",
+             "reason": "Mail to the board is reviewed before delivery"},
+        ],
+    })
+    b = browser_factory(f"https://127.0.0.1:{pal.console_port}", "filters")
+    first_login(b, pal)
+    subject = f"Rota {uuid.uuid4().hex[:8]}"
+    r = subprocess.run(
+        ["swaks", "--server", f"127.0.0.1:{pal.smtp_port}", "--helo", "clinic.test",
+         "--from", "clinic@example.org", "--to", "board@example.test,ward3@example.test",
+         "--header", f"Subject: {subject}", "--body", "The night rota.", "--timeout", "20"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    queue_id = re.search(r"queued as (\S+)", r.stdout).group(1)
+
+    held = pal.cli("quarantine", "list", "--json", json_out=True)
+    assert [x["recipients"][0]["address"] for x in held] == ["board@example.test"], held
+    wait_for(lambda: any(subject.encode() in m for m in pal.mailbox()), 30, what="ward3's copy delivered")
+
+    def listed():
+        b.go("/tracking?subject=" + subject.replace(" ", "+") + "&range=1h")
+        links = b.all("table.tracking tbody tr a")
+        return links[0] if links else None
+
+    wait_for(listed, 30, interval=1, what="the message in tracking")
+    b.click("table.tracking tbody tr a")
+    b.shot("trace-with-filters")
+    assert queue_id in b.text, (queue_id, b.text)
+    section = b.by("section#filters")
+    rows = {tr.find_elements("css selector", "td")[0].text: tr for tr in section.find_elements("css selector", "tbody tr")}
+    assert set(rows) == {"board@example.test", "ward3@example.test"}, section.text
+    board = rows["board@example.test"].text
+    assert "quarantine" in board.lower(), board
+    assert "Mail to the board is reviewed before delivery" in board, board
+    ward = rows["ward3@example.test"].text
+    assert "deliver" in ward.lower() and "quarantine" not in ward.lower(), ward
+    assert "rules" in section.text and "mime" in section.text, section.text
+    # The decision events are in the trace too, and nothing of the body leaked into the page.
+    assert "decision" in b.text
+    assert "The night rota." not in b.driver.page_source
+    assert not b.console_errors, b.console_errors

@@ -82,6 +82,8 @@ def test_quarantine_one_recipient_deliver_the_other_then_release_byte_identical(
     assert any(e["event"] == "quarantined" and e["rcpt"] == "ceo@raw.test" for e in events), events
     human = p.cli("track", "--queue-id", queue_id, "--events").stdout
     assert "ceo mail reviewed" in human
+    # Delivered to one recipient, held for the other: partly delivered, never "delivered".
+    wait_for(lambda: p.track(queue_id=queue_id)[0]["status"] == "partial", 30, what="status partial")
 
     # Release: delivered through the normal queue, byte-identical to what was held.
     r = p.cli("quarantine", "release", entry["id"])

@@ -130,6 +130,9 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX quarantine_received ON quarantine(received_at);
     CREATE INDEX quarantine_state ON quarantine(state, expires_at);
 ",
+    // 3: a message's held copies, found when its queued recipients are finished (its final
+    // tracking status counts them).
+    "CREATE INDEX quarantine_queue ON quarantine(queue_id);",
 ];
 
 /// How the message reached us: for tracking and for the trace page.
@@ -674,9 +677,18 @@ impl MailDb {
                     )
                     .at(&tx)?;
                 if queued == 0 {
-                    let status = match (delivered, failed) {
-                        (_, 0) => "delivered",
-                        (0, _) => "bounced",
+                    // Recipients held in quarantine at acceptance are not queue rows; a
+                    // message with some of them is only partly delivered.
+                    let held: bool = tx
+                        .query_row(
+                            "SELECT EXISTS(SELECT 1 FROM quarantine WHERE queue_id = ?1)",
+                            [id],
+                            |r| r.get(0),
+                        )
+                        .at(&tx)?;
+                    let status = match (delivered, failed, held) {
+                        (_, 0, false) => "delivered",
+                        (0, _, false) => "bounced",
                         _ => "partial",
                     };
                     set_status.execute(params![id, status, now]).at(&tx)?;
@@ -1466,6 +1478,16 @@ mod tests {
         );
         assert_eq!(db.quarantine_list(None, Some("H2"), 10).unwrap().len(), 1);
         assert_eq!(db.quarantine_expired(now_unix()).unwrap(), ["H2"]);
+
+        // Q1's queued recipient delivered: with one recipient held, the message is partly
+        // delivered, not delivered.
+        db.apply(&Batch {
+            outcomes: vec![outcome("Q1", 0, OutcomeKind::Delivered)],
+            remove: vec!["Q1".into()],
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(db.track_status("Q1").unwrap().as_deref(), Some("partial"));
 
         let change = |id: &str| Batch {
             quarantine_changes: vec![QuarantineChange {

@@ -35,6 +35,8 @@ pub const STATUSES: &[&str] = &[
     "delivered",
     "partial",
     "bounced",
+    "quarantined",
+    "discarded",
     "rejected",
     "deleted",
     "corrupt",

@@ -205,23 +205,28 @@ class Guest:
                 raise AssertionError(f"QEMU exited\n{self.tail()}")
             bid = self.boot_id()
             if bid and bid != previous_boot:
-                r = self.run(
-                    "systemctl is-active palisade.service; "
-                    "systemctl show -P ActiveState palisade-boot-check.service; "
-                    "systemctl show -P ExecMainStatus palisade-boot-check.service",
-                    timeout=10,
-                )
-                lines = r.out.split()
-                if len(lines) >= 1 and lines[0] == "active" and lines[1:2] != ["active"]:
-                    info = {
-                        "boot_id": bid,
-                        "seconds": time.monotonic() - t0,
-                        "slot": self.booted_slot(),
-                        "uptime": float(self.sh("cut -d' ' -f1 /proc/uptime")),
-                        "ready_after": self.ready_monotonic(),
-                    }
-                    self.boots.append(info)
-                    return info
+                # The guest may go down again between two questions (a boot that never gets
+                # ready is rebooted by its watchdog into the other slot): ask again later.
+                try:
+                    r = self.run(
+                        "systemctl is-active palisade.service; "
+                        "systemctl show -P ActiveState palisade-boot-check.service; "
+                        "systemctl show -P ExecMainStatus palisade-boot-check.service",
+                        timeout=10,
+                    )
+                    lines = r.out.split()
+                    if len(lines) >= 1 and lines[0] == "active" and lines[1:2] != ["active"]:
+                        info = {
+                            "boot_id": bid,
+                            "seconds": time.monotonic() - t0,
+                            "slot": self.booted_slot(),
+                            "uptime": float(self.sh("cut -d' ' -f1 /proc/uptime")),
+                            "ready_after": self.ready_monotonic(),
+                        }
+                        self.boots.append(info)
+                        return info
+                except (GuestUnreachable, TimeoutError, RuntimeError):
+                    pass
             time.sleep(2)
         raise AssertionError(f"no ready boot within {timeout}s\n{self.tail()}")
 

@@ -4,6 +4,7 @@
 
 #![forbid(unsafe_code)]
 
+mod av;
 mod check;
 mod print;
 
@@ -78,6 +79,9 @@ enum Command {
     Quarantine(QuarantineCmd),
     /// Search message tracking.
     Track(TrackArgs),
+    /// Antivirus signatures: install uploaded databases, show their age.
+    #[command(subcommand)]
+    Av(av::AvCmd),
     /// Run one message file through the filter pipeline and show why it would be delivered,
     /// held or refused (nothing is queued or sent). Exit 65 if the file cannot be read.
     Check(check::CheckArgs),
@@ -586,6 +590,7 @@ fn operate(data: &DataDir, cmd: Command) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Quarantine(q) => quarantine_cmd(data, q),
+        Command::Av(a) => av::run(data, a, &actor()),
         Command::Track(t) => {
             let q = TrackQuery {
                 sender: t.sender,

@@ -16,7 +16,9 @@ use ipnet::IpNet;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+mod antivirus;
 mod filter;
+pub use antivirus::{Antivirus, ClamdAddress, InfectedAction, UnscannableAction};
 pub use filter::{
     CHECK_NAMES, CheckSettings, Filter, Rule, RuleAction, RuleDirection, UninspectableAction,
     address_matches,
@@ -64,6 +66,8 @@ pub struct Config {
     /// Bounds on the MIME view every message gets (see `palisade_inspect::Limits`).
     pub inspect: InspectLimits,
     pub filter: Filter,
+    /// The `antivirus` check: clamd's address and what infected or unscannable mail gets.
+    pub antivirus: Antivirus,
     /// Inbound domains: mail for these is accepted from anyone and routed internally.
     #[serde(rename = "domain", skip_serializing_if = "Vec::is_empty")]
     pub domains: Vec<InboundDomain>,
@@ -370,6 +374,7 @@ impl Default for Config {
             supervisor: Supervisor::default(),
             inspect: InspectLimits::default(),
             filter: Filter::default(),
+            antivirus: Antivirus::default(),
             domains: vec![InboundDomain {
                 name: "example.test".into(),
                 route: DomainRoute::Maildir,
@@ -652,6 +657,7 @@ impl Config {
         }
 
         self.filter.problems(&mut bad);
+        self.antivirus.problems(&mut bad);
         let l = &self.inspect;
         if l.max_message_bytes < s.max_message_size {
             bad(
@@ -761,6 +767,7 @@ impl Config {
                 "supervisor" => section(&key, value, &mut cfg.supervisor, &mut problems),
                 "inspect" => section(&key, value, &mut cfg.inspect, &mut problems),
                 "filter" => section(&key, value, &mut cfg.filter, &mut problems),
+                "antivirus" => section(&key, value, &mut cfg.antivirus, &mut problems),
                 "domain" => cfg.domains = array(&key, value, &mut problems),
                 "route" => cfg.routes = array(&key, value, &mut problems),
                 other => problems.push(Problem::new(other, "unknown section")),

@@ -15,6 +15,7 @@
 
 pub mod accounts;
 pub mod audit;
+pub mod clamav;
 pub mod config;
 pub mod config_store;
 pub mod data_dir;

@@ -227,7 +227,10 @@ impl Session {
             }
         };
         let envelope = Arc::new(self.envelope(&id, &tx));
-        let eval = pipeline.evaluate(envelope, view.clone()).await;
+        let content_path = self.shared.spool.content_path(&id);
+        let eval = pipeline
+            .evaluate(envelope, view.clone(), Some(&content_path))
+            .await;
         let headers = view.tracking();
         match &eval.verdict.smtp_reply {
             SmtpOutcome::Accept => {}

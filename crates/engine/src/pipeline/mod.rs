@@ -13,6 +13,7 @@
 //!
 //! `palisade check` runs the same pipeline on a file without queueing it ([`evaluate_file`]).
 
+pub mod antivirus;
 mod checks;
 pub mod edit;
 
@@ -95,6 +96,9 @@ pub struct Findings {
 pub struct Subject {
     pub envelope: Arc<Envelope>,
     pub view: Arc<MessageView>,
+    /// The message as received (the spool file), for checks that hand the raw message to
+    /// another program (clamd). `None` when a test evaluates a view alone.
+    pub content: Option<Arc<Path>>,
 }
 
 pub type CheckFuture = Pin<Box<dyn Future<Output = Result<Findings, String>> + Send>>;
@@ -143,10 +147,15 @@ impl Pipeline {
     /// as skipped.
     pub fn from_config(cfg: &Config) -> Pipeline {
         let f = &cfg.filter;
-        let all: Vec<Arc<dyn Check>> = vec![
+        let mut all: Vec<Arc<dyn Check>> = vec![
             Arc::new(MimeCheck::new(f.uninspectable)),
             Arc::new(RulesCheck::new(f.rules.clone())),
         ];
+        if cfg.antivirus.enabled
+            && let Some(av) = antivirus::AntivirusCheck::from_config(&cfg.antivirus)
+        {
+            all.push(Arc::new(av));
+        }
         let checks = all
             .into_iter()
             .map(|check| {
@@ -190,8 +199,15 @@ impl Pipeline {
             .collect()
     }
 
-    /// Runs every check concurrently on one message and decides.
-    pub async fn evaluate(&self, envelope: Arc<Envelope>, view: Arc<MessageView>) -> Evaluation {
+    /// Runs every check concurrently on one message and decides. `content` is the message's
+    /// file as received.
+    pub async fn evaluate(
+        &self,
+        envelope: Arc<Envelope>,
+        view: Arc<MessageView>,
+        content: Option<&Path>,
+    ) -> Evaluation {
+        let content: Option<Arc<Path>> = content.map(Arc::from);
         let started = tokio::time::Instant::now();
         let deadline = started + self.budget;
         let mut handles = Vec::with_capacity(self.checks.len());
@@ -199,6 +215,7 @@ impl Pipeline {
             let subject = Subject {
                 envelope: envelope.clone(),
                 view: view.clone(),
+                content: content.clone(),
             };
             let fut = c.check.run(subject);
             let until = (started + c.timeout).min(deadline);
@@ -243,6 +260,20 @@ impl Pipeline {
                     CheckOutcome::new(name, CheckStatus::Failed { error, mode })
                 }
             };
+            let mut outcome = outcome;
+            // Every check's facts say `status`; a check that failed says `error` and why.
+            if outcome.facts.is_null() {
+                match &outcome.status {
+                    CheckStatus::Failed { error, .. } => {
+                        outcome.facts = serde_json::json!({ "status": "error", "error": error });
+                    }
+                    CheckStatus::TimedOut { .. } => {
+                        outcome.facts = serde_json::json!({ "status": "error",
+                            "error": format!("no answer within {} s", c.timeout.as_secs()) });
+                    }
+                    _ => {}
+                }
+            }
             outcomes.push(outcome);
         }
         let recipients: Vec<RecipientInfo> = envelope
@@ -368,7 +399,7 @@ pub async fn evaluate_file(
     let pipeline = Pipeline::from_config(cfg);
     let view = Arc::new(view_of(path, pipeline.limits()).await?);
     let eval = pipeline
-        .evaluate(Arc::new(envelope.clone()), view.clone())
+        .evaluate(Arc::new(envelope.clone()), view.clone(), Some(path))
         .await;
     Ok(Report::new(envelope, &view, eval))
 }

@@ -109,7 +109,9 @@ async fn timeouts_failures_and_panics_get_their_failure_mode() {
         Duration::from_secs(60),
         Limits::default(),
     );
-    let e = p.evaluate(envelope(&["x@example.test"]), view(PLAIN)).await;
+    let e = p
+        .evaluate(envelope(&["x@example.test"]), view(PLAIN), None)
+        .await;
     assert!(matches!(
         e.outcomes[0].status,
         CheckStatus::TimedOut {
@@ -149,7 +151,9 @@ async fn checks_run_concurrently_inside_the_overall_budget() {
         Limits::default(),
     );
     let start = tokio::time::Instant::now();
-    let e = p.evaluate(envelope(&["x@example.test"]), view(PLAIN)).await;
+    let e = p
+        .evaluate(envelope(&["x@example.test"]), view(PLAIN), None)
+        .await;
     // Concurrent: 3 s, not 6; c is cut by the overall budget (8 s) although its own is 60.
     assert_eq!(start.elapsed().as_secs(), 8);
     assert_eq!(e.outcomes[0].status, CheckStatus::Completed);
@@ -171,7 +175,11 @@ async fn per_recipient_decisions() {
         Limits::default(),
     );
     let e = p
-        .evaluate(envelope(&["a@example.test", "b@example.test"]), view(PLAIN))
+        .evaluate(
+            envelope(&["a@example.test", "b@example.test"]),
+            view(PLAIN),
+            None,
+        )
         .await;
     assert_eq!(e.verdict.smtp_reply, SmtpOutcome::Accept);
     assert_eq!(e.verdict.per_recipient[0].disposition, Disposition::Deliver);
@@ -218,6 +226,7 @@ monitor = true
         .evaluate(
             envelope(&["ceo@example.test", "staff@example.test"]),
             view(raw),
+            None,
         )
         .await;
     let ceo = &e.verdict.per_recipient[0];
@@ -263,7 +272,7 @@ async fn uninspectable_is_never_clean() {
         let p = Pipeline::from_config(&cfg);
         let v = Arc::new(MessageView::from_bytes(raw, p.limits()));
         assert!(v.uninspectable().is_some());
-        let e = p.evaluate(envelope(&["x@example.test"]), v).await;
+        let e = p.evaluate(envelope(&["x@example.test"]), v, None).await;
         let r = &e.verdict.per_recipient[0];
         assert_eq!(r.disposition.name(), want, "{action}");
         if action == "deliver" {

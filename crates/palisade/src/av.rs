@@ -1,0 +1,138 @@
+//! `palisade av update FILE…` and `palisade av status`: ClamAV signature databases for an
+//! appliance that cannot download them (see `palisade_store::clamav`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use clap::Subcommand;
+use palisade_store::{AuditLog, ConfigStore, DataDir, clamav};
+use serde_json::json;
+
+/// Signatures older than this are stale: `av status` says so (and exits 1 with `--check`).
+pub const STALE_AFTER_SECS: i64 = 3 * 86400;
+
+#[derive(Subcommand)]
+pub enum AvCmd {
+    /// Install signature databases (main.cvd, daily.cvd, a local .ndb/.hdb/.ldb/.yar …) into
+    /// the data directory's clamav/ and ask clamd to reload them.
+    Update {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Install only; clamd loads them when it next starts or reloads.
+        #[arg(long)]
+        no_reload: bool,
+    },
+    /// The installed databases, their age, and what clamd says it runs.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn clamd_address(data: &DataDir) -> Result<palisade_store::config::ClamdAddress> {
+    let store = ConfigStore::open(&data.config_db())?;
+    let cfg = store.current()?.map(|r| r.config).unwrap_or_default();
+    cfg.antivirus
+        .address()
+        .map_err(|e| anyhow::anyhow!("antivirus.clamd: {e}"))
+}
+
+pub fn run(data: &DataDir, cmd: AvCmd, actor: &str) -> Result<ExitCode> {
+    let dir = clamav::directory(data);
+    match cmd {
+        AvCmd::Update { files, no_reload } => {
+            // All files are checked before any is installed.
+            let mut loaded = Vec::new();
+            for f in &files {
+                let name = f
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or_default()
+                    .to_string();
+                let content =
+                    std::fs::read(f).map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?;
+                clamav::inspect(&name, &content).map_err(|e| anyhow::anyhow!(e))?;
+                loaded.push((name, content));
+            }
+            let mut audit = AuditLog::open(&data.audit_db())?;
+            for (name, content) in &loaded {
+                let db = clamav::install(&dir, name, content).map_err(|e| anyhow::anyhow!(e))?;
+                audit.append(
+                    actor,
+                    "local",
+                    "antivirus.signatures",
+                    name,
+                    &json!({ "bytes": db.bytes, "kind": db.kind, "version": db.version,
+                             "signatures": db.signatures }),
+                )?;
+                println!(
+                    "installed {name}: {} signature(s){}",
+                    db.signatures,
+                    db.version
+                        .map(|v| format!(", version {v}"))
+                        .unwrap_or_default()
+                );
+            }
+            if no_reload {
+                return Ok(ExitCode::SUCCESS);
+            }
+            let address = clamd_address(data)?;
+            match clamav::clamd_command(&address, "RELOAD", Duration::from_secs(10)) {
+                Ok(a) if a.starts_with("RELOADING") => {
+                    println!("clamd at {address} is reloading its databases");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Ok(a) => bail!("clamd at {address} answered RELOAD with {a:?}"),
+                Err(e) => {
+                    println!("{e}; it loads the databases when it starts");
+                    Ok(ExitCode::SUCCESS)
+                }
+            }
+        }
+        AvCmd::Status { json } => {
+            let dbs = clamav::installed(&dir);
+            let newest = clamav::newest(&dbs);
+            let age = newest.map(|t| palisade_store::now_unix() - t);
+            let stale = age.is_none_or(|a| a > STALE_AFTER_SECS);
+            let address = clamd_address(data)?;
+            let clamd = clamav::clamd_command(&address, "VERSION", Duration::from_secs(5));
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&json!({
+                        "directory": dir,
+                        "databases": dbs,
+                        "newest": newest,
+                        "age_secs": age,
+                        "stale": stale,
+                        "clamd": { "address": address.to_string(),
+                                   "version": clamd.as_ref().ok(),
+                                   "error": clamd.as_ref().err() },
+                    }))?
+                );
+            } else {
+                for d in &dbs {
+                    println!(
+                        "{:<24} {:<10} {:>9} signatures {:>12} bytes",
+                        d.name, d.kind, d.signatures, d.bytes
+                    );
+                }
+                match age {
+                    None => println!("no signature databases in {}", dir.display()),
+                    Some(a) => println!(
+                        "newest signatures are {}h old{}",
+                        a / 3600,
+                        if stale { " (STALE)" } else { "" }
+                    ),
+                }
+                match &clamd {
+                    Ok(v) => println!("clamd at {address}: {v}"),
+                    Err(e) => println!("{e}"),
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

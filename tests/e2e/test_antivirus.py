@@ -180,8 +180,15 @@ def test_clamd_down_tempfails_and_the_retry_is_scanned_once_it_is_back(palisade_
     av = check(p, clean)["checks"]["antivirus"]
     assert av["status"]["state"] == "failed" and av["facts"]["status"] == "error", av
     assert raw.messages == []
+    # Shown as degraded (the engine probes clamd every 10 s), in words, while it lasts.
+    degraded = wait_for(lambda: p.cli("av", "status", "--json", json_out=True)["engine_degraded"], 30,
+                        what="the engine reporting clamd down")
+    assert any("Antivirus:" in d and "did not answer" in d for d in degraded), degraded
+    assert "antivirus.clamd_down" in p.log_text()
 
     clamd.start()
+    wait_for(lambda: p.cli("av", "status", "--json", json_out=True)["engine_degraded"] == [], 30,
+             what="clamd no longer degraded")
     # The retries: the virus is now found, the clean message accepted and delivered.
     code, text = send(p.smtp_port, virus)
     assert code == 554 and EICAR_SIGNATURE in text, (code, text)

@@ -59,6 +59,8 @@ struct Inner {
     /// The supervisor's last status snapshot and when it was taken, for the banner every page
     /// shows (see [`AppState::supervisor_status_cached`]).
     sup_status: tokio::sync::Mutex<Option<(Instant, Option<sup::Status>)>>,
+    /// The engine's degraded features, cached like `sup_status`.
+    engine_degraded: tokio::sync::Mutex<Option<(Instant, Vec<String>)>>,
     /// The host names of the configuration revision they were read from.
     hosts: Mutex<Option<(i64, Arc<HostPolicy>)>>,
 }
@@ -94,6 +96,7 @@ impl AppState {
             settings,
             tls_reload: ArcSwapOption::empty(),
             sup_status: tokio::sync::Mutex::new(None),
+            engine_degraded: tokio::sync::Mutex::new(None),
             hosts: Mutex::new(None),
         })))
     }
@@ -227,6 +230,24 @@ impl AppState {
         };
         *cache = Some((Instant::now(), st.clone()));
         st
+    }
+
+    /// What the engine reports as degraded (clamd unreachable, stale signatures), one
+    /// sentence each, asked at most every two seconds; empty when the engine cannot be asked
+    /// (the service table says why).
+    pub async fn engine_degraded_cached(&self) -> Vec<String> {
+        let mut cache = self.0.engine_degraded.lock().await;
+        if let Some((at, d)) = cache.as_ref()
+            && at.elapsed() < SUP_STATUS_TTL
+        {
+            return d.clone();
+        }
+        let d = match self.engine(ControlRequest::Stats).await {
+            Ok(r) => r.stats.map(|s| s.degraded).unwrap_or_default(),
+            Err(_) => Vec::new(),
+        };
+        *cache = Some((Instant::now(), d.clone()));
+        d
     }
 
     pub(crate) fn set_tls_reload(&self, f: Box<dyn Fn() -> Result<(), String> + Send + Sync>) {

@@ -81,11 +81,12 @@ impl Page {
                 })
                 .collect()
         };
-        let alerts = state
+        let mut alerts = state
             .supervisor_status_cached()
             .await
             .map(|st| service_alerts(&st))
             .unwrap_or_default();
+        alerts.extend(state.engine_degraded_cached().await);
         Ok(Page {
             title: title.to_string(),
             user: p.user.name.clone(),

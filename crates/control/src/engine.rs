@@ -75,6 +75,10 @@ pub struct Stats {
     pub queue_messages: u64,
     pub queue_recipients: u64,
     pub delivering: u64,
+    /// Features working in a degraded state, one sentence each (clamd unreachable, stale
+    /// antivirus signatures): shown as banners in the console, in `palisade av status`.
+    #[serde(default)]
+    pub degraded: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -261,6 +261,7 @@ async fn stats(shared: &Arc<Shared>) -> ControlResponse {
         queue_messages: q.0,
         queue_recipients: q.1,
         delivering: shared.runner().inflight() as u64,
+        degraded: shared.health.degraded(),
     };
     ControlResponse {
         stats: Some(stats),

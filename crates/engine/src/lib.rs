@@ -15,6 +15,7 @@
 #![forbid(unsafe_code)]
 
 mod control;
+mod health;
 mod inbound;
 mod listeners;
 mod outbound;
@@ -92,6 +93,7 @@ pub async fn run(opts: EngineOptions) -> Result<(), EngineError> {
     let runner = outbound::Runner::start(shared.clone());
     shared.set_runner(runner.clone());
     let control = control::serve(shared.clone()).await?;
+    let probe = health::spawn_probe(shared.clone());
     let sessions = inbound::serve(shared.clone(), listeners);
 
     palisade_control::notify_ready();
@@ -104,6 +106,7 @@ pub async fn run(opts: EngineOptions) -> Result<(), EngineError> {
     inbound::drain(sessions, opts.drain_grace).await;
     runner.drain(opts.drain_grace).await;
     control.abort();
+    probe.abort();
     tracing::info!(event = "engine.stopped");
     Ok(())
 }

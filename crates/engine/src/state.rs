@@ -55,6 +55,8 @@ pub(crate) struct Shared {
     /// sending 50 MiB each could make the engine hold tens of GiB. A message waits for its
     /// share within `filter.timeout_secs`, then gets `451 4.3.2`.
     pub inspecting: Arc<tokio::sync::Semaphore>,
+    /// What works in a degraded state (see `health`).
+    pub health: crate::health::Health,
 }
 
 /// See [`Shared::inspecting`]: about 2–3 GiB of views at most.
@@ -78,6 +80,7 @@ impl Shared {
             runner: OnceLock::new(),
             auth_checks: tokio::sync::Semaphore::new(MAX_AUTH_CHECKS),
             inspecting: Arc::new(tokio::sync::Semaphore::new(INSPECT_BUDGET_MIB as usize)),
+            health: Default::default(),
         }
     }
 

@@ -10,9 +10,6 @@ use clap::Subcommand;
 use palisade_store::{AuditLog, ConfigStore, DataDir, clamav};
 use serde_json::json;
 
-/// Signatures older than this are stale: `av status` says so (and exits 1 with `--check`).
-pub const STALE_AFTER_SECS: i64 = 3 * 86400;
-
 #[derive(Subcommand)]
 pub enum AvCmd {
     /// Install signature databases (main.cvd, daily.cvd, a local .ndb/.hdb/.ldb/.yar …) into
@@ -95,9 +92,17 @@ pub fn run(data: &DataDir, cmd: AvCmd, actor: &str) -> Result<ExitCode> {
             let dbs = clamav::installed(&dir);
             let newest = clamav::newest(&dbs);
             let age = newest.map(|t| palisade_store::now_unix() - t);
-            let stale = age.is_none_or(|a| a > STALE_AFTER_SECS);
+            let stale = age.is_none_or(|a| a > clamav::STALE_AFTER_SECS);
             let address = clamd_address(data)?;
             let clamd = clamav::clamd_command(&address, "VERSION", Duration::from_secs(5));
+            // What the running engine sees (it probes clamd every few seconds).
+            let degraded = palisade_control::engine::control_request(
+                &data.control_socket(),
+                &palisade_control::engine::ControlRequest::Stats,
+            )
+            .ok()
+            .and_then(|r| r.stats)
+            .map(|s| s.degraded);
             if json {
                 println!(
                     "{}",
@@ -110,6 +115,7 @@ pub fn run(data: &DataDir, cmd: AvCmd, actor: &str) -> Result<ExitCode> {
                         "clamd": { "address": address.to_string(),
                                    "version": clamd.as_ref().ok(),
                                    "error": clamd.as_ref().err() },
+                        "engine_degraded": degraded,
                     }))?
                 );
             } else {
@@ -130,6 +136,10 @@ pub fn run(data: &DataDir, cmd: AvCmd, actor: &str) -> Result<ExitCode> {
                 match &clamd {
                     Ok(v) => println!("clamd at {address}: {v}"),
                     Err(e) => println!("{e}"),
+                }
+                match &degraded {
+                    None => println!("the engine is not running"),
+                    Some(d) => d.iter().for_each(|d| println!("degraded: {d}")),
                 }
             }
             Ok(ExitCode::SUCCESS)

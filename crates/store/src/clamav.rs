@@ -17,6 +17,9 @@ use serde::Serialize;
 
 use crate::config::ClamdAddress;
 
+/// Signatures older than this are stale: `av status` and the console say so.
+pub const STALE_AFTER_SECS: i64 = 3 * 86400;
+
 /// The largest database file accepted (main.cvd is ~170 MiB today).
 pub const MAX_DATABASE_BYTES: u64 = 1024 * 1024 * 1024;
 
@@ -212,6 +215,37 @@ pub fn newest(dbs: &[Database]) -> Option<i64> {
     dbs.iter().filter_map(|d| d.built).max()
 }
 
+/// The newest signature time in `dir` without reading whole files: a bundle's build time
+/// from its header, a text database's modification time. `None` when there is none.
+pub fn newest_in(dir: &Path) -> Option<i64> {
+    let entries = std::fs::read_dir(dir).ok()?;
+    entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_str()?.to_string();
+            let meta = e.metadata().ok().filter(|m| m.is_file())?;
+            let ext = name.rsplit_once('.')?.1.to_ascii_lowercase();
+            if BUNDLES.contains(&ext.as_str()) {
+                let mut head = Vec::new();
+                std::fs::File::open(e.path())
+                    .ok()?
+                    .take(512)
+                    .read_to_end(&mut head)
+                    .ok()?;
+                bundle_header(&head).ok()?.2
+            } else if TEXT.contains(&ext.as_str()) && !name.starts_with('.') {
+                meta.modified()
+                    .ok()?
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .ok()
+                    .map(|d| d.as_secs() as i64)
+            } else {
+                None
+            }
+        })
+        .max()
+}
+
 /// One command to clamd (`VERSION`, `RELOAD`, `PING`), NUL-delimited, with a timeout; its
 /// answer without the terminator.
 pub fn clamd_command(
@@ -313,6 +347,7 @@ mod tests {
         assert_eq!(all[1].signatures, 1);
         assert_eq!(all[0].version, Some(7));
         assert!(newest(&all).unwrap() > 1_700_000_000);
+        assert_eq!(newest(&all), newest_in(&dir));
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(dir.join("local.ndb"))
             .unwrap()

@@ -30,6 +30,7 @@ mod error;
 mod forms;
 mod pages;
 mod routes;
+mod safe_view;
 mod security;
 mod server;
 mod state;

@@ -152,24 +152,29 @@ pub fn render(view: &MessageView) -> Rendering {
         let declared = p.declared_type.as_deref().unwrap_or("");
         // A message without Content-Type is text/plain (RFC 2045).
         let plain = declared == "text/plain" || (declared.is_empty() && p.depth == 0);
-        if body_leaf && plain && r.text.is_none() {
-            if let Some(t) = view.text(i) {
-                r.text = Some(cut(&t, TEXT_LIMIT));
-                continue;
-            }
+        if body_leaf
+            && plain
+            && r.text.is_none()
+            && let Some(t) = view.text(i)
+        {
+            r.text = Some(cut(&t, TEXT_LIMIT));
+            continue;
         }
-        if body_leaf && declared == "text/html" && r.html.is_none() && r.html_note.is_none() {
-            if let Some(t) = view.text(i) {
-                if t.len() > HTML_LIMIT {
-                    r.html_note = Some(format!(
-                        "The HTML part is {}: too large to show here; download the message.",
-                        fmt_size(t.len() as u64)
-                    ));
-                } else {
-                    r.html = Some(sanitise_html(&t));
-                }
-                continue;
+        if body_leaf
+            && declared == "text/html"
+            && r.html.is_none()
+            && r.html_note.is_none()
+            && let Some(t) = view.text(i)
+        {
+            if t.len() > HTML_LIMIT {
+                r.html_note = Some(format!(
+                    "The HTML part is {}: too large to show here; download the message.",
+                    fmt_size(t.len() as u64)
+                ));
+            } else {
+                r.html = Some(sanitise_html(&t));
             }
+            continue;
         }
         let listed = p.is_attachment
             || matches!(p.kind, PartKind::ArchiveMember { .. })

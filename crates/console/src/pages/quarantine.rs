@@ -252,7 +252,7 @@ struct MessagePage {
     manage: bool,
 }
 
-/// The held file, read in full up to the view's message limit.
+/// The held file, read in full up to `max` bytes.
 fn read_held(state: &AppState, id: &str, max: u64) -> Result<Vec<u8>, String> {
     let path = state.data().quarantine().join(id);
     let f =
@@ -290,7 +290,9 @@ pub async fn message(
     let id2 = id.clone();
     let content = if held {
         tokio::task::spawn_blocking(move || {
-            let raw = read_held(&st, &id2, limits.max_message_bytes)?;
+            // One byte over the limit, so that the view reports the limit instead of
+            // parsing a cut-off message as if it were whole.
+            let raw = read_held(&st, &id2, limits.max_message_bytes.saturating_add(1))?;
             let view = MessageView::from_bytes(&raw, &limits);
             Ok::<_, String>((raw, view))
         })

@@ -826,6 +826,8 @@ async fn quarantine_shows_held_mail_safely_and_only_operators_act_through_the_en
     );
     let none = c.get("/quarantine?rcpt=nobody", Some(&auditor)).await;
     assert!(none.body.contains("No quarantined message matches"));
+    let far = c.get("/quarantine?page=4294967295", Some(&auditor)).await;
+    assert_eq!(far.status, StatusCode::OK);
     let bad = c.get("/quarantine?from=yesterday", Some(&auditor)).await;
     assert!(bad.body.contains("is not a date"), "{}", bad.body);
 

@@ -173,7 +173,8 @@ pub async fn list(
             t
         }
     });
-    let n = query.page.unwrap_or(1).max(1);
+    // Bounded so that the offset below cannot overflow.
+    let n = query.page.unwrap_or(1).clamp(1, 1_000_000);
     let opt = |s: &str| Some(s.trim().to_string()).filter(|s| !s.is_empty());
     let q = QuarantineQuery {
         state: st,
@@ -184,7 +185,7 @@ pub async fn list(
         since,
         until,
         limit: PAGE_SIZE,
-        offset: (n - 1).saturating_mul(PAGE_SIZE),
+        offset: (n - 1) * PAGE_SIZE,
     };
     let ((entries, total), retention_days) = state
         .db(move |s| {
@@ -200,7 +201,7 @@ pub async fn list(
             Ok((s.mail.quarantine_search(&q)?, retention))
         })
         .await?;
-    let first = u64::from((n - 1) * PAGE_SIZE) + 1;
+    let first = u64::from(n - 1) * u64::from(PAGE_SIZE) + 1;
     let last = first + entries.len() as u64 - 1;
     let prev = (n > 1).then(|| page_url(&query, n - 1));
     let next = (last < total).then(|| page_url(&query, n + 1));

@@ -600,3 +600,256 @@ def test_trace_page_shows_each_recipients_decision_and_why(palisade_factory, bro
     assert "decision" in b.text
     assert "The night rota." not in b.driver.page_source
     assert not b.console_errors, b.console_errors
+
+
+class RequestLog:
+    """A tiny HTTP server that records every request it gets: the remote content a quarantined
+    message points at. Showing the message must never reach it."""
+
+    def __init__(self):
+        import http.server
+        import threading
+
+        from harness import free_port
+
+        self.port = free_port()
+        self.requests: list[str] = []
+        log = self.requests
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                log.append(self.path)
+                self.send_response(404)
+                self.end_headers()
+
+            do_POST = do_GET
+
+            def log_message(self, *a):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def https_opener():
+    import urllib.request
+
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *a, **k):
+            return None
+
+    return urllib.request.build_opener(urllib.request.HTTPSHandler(context=ctx), NoRedirect)
+
+
+def console_request(base: str, b: Browser, path: str, data: bytes | None = None):
+    """A request outside the browser with the browser's session (and, for a POST, this
+    console's Origin): returns (status, headers, body)."""
+    import urllib.error
+    import urllib.request
+
+    cookie = b.driver.get_cookie("__Host-palisade")["value"]
+    headers = {"Cookie": f"__Host-palisade={cookie}"}
+    if data is not None:
+        headers |= {"Origin": base, "Content-Type": "application/x-www-form-urlencoded"}
+    req = urllib.request.Request(base + path, data=data, headers=headers)
+    try:
+        with https_opener().open(req, timeout=20) as r:
+            return r.status, r.headers, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers, e.read()
+
+
+def phishing_message(port: int) -> bytes:
+    html = (
+        "<html><head><style>body{background:url(http://127.0.0.1:%(p)d/bg.png)}</style></head><body>"
+        "<script>document.title = 'PWNED'; window.pwned = 1; "
+        "new Image().src = 'http://127.0.0.1:%(p)d/script';</script>"
+        "<p>Your mailbox is full. <b>Pay now</b> to keep it.</p>"
+        "<img src=\"http://127.0.0.1:%(p)d/x.png\" alt=\"bank logo\">"
+        "<img src=\"x\" onerror=\"document.title = 'PWNED2'\">"
+        "<a href=\"http://127.0.0.1:%(p)d/login\">Log in here</a>"
+        "</body></html>"
+    ) % {"p": port}
+    import base64
+
+    # An executable's first bytes (MZ) under a .pdf name.
+    exe = base64.b64encode(b"MZ\x90\x00\x03\x00\x00\x00\x04\x00\x00\x00\xff\xff" + bytes(50)).decode()
+    return (
+        "From: Billing <billing@phish.example>\r\n"
+        "To: ceo@raw.test\r\n"
+        "Subject: Mailbox full\r\n"
+        "Message-ID: <mailbox-full@phish.example>\r\n"
+        "MIME-Version: 1.0\r\n"
+        "Content-Type: multipart/mixed; boundary=\"outer\"\r\n"
+        "\r\n"
+        "--outer\r\n"
+        "Content-Type: multipart/alternative; boundary=\"alt\"\r\n"
+        "\r\n"
+        "--alt\r\n"
+        "Content-Type: text/plain; charset=utf-8\r\n"
+        "\r\n"
+        "Your mailbox is full. Pay now to keep it.\r\n"
+        "--alt\r\n"
+        "Content-Type: text/html; charset=utf-8\r\n"
+        "\r\n"
+        f"{html}\r\n"
+        "--alt--\r\n"
+        "--outer\r\n"
+        "Content-Type: application/pdf; name=\"invoice.pdf\"\r\n"
+        "Content-Disposition: attachment; filename=\"invoice.pdf\"\r\n"
+        "Content-Transfer-Encoding: base64\r\n"
+        "\r\n"
+        f"{exe}\r\n"
+        "--outer--\r\n"
+    ).encode()
+
+
+def test_quarantine_search_safe_view_release_byte_identical_and_auditor_only_looks(
+    palisade_factory, raw_sink_factory, browser_factory
+):
+    """Issue 10 item 5: a phishing message with a script and a remote image, held by an operator
+    rule, is found by its sender, viewed safely (the script does not run, nothing is fetched),
+    downloaded, released, and arrives byte-identical to the held copy; another is deleted in a
+    bulk action; an auditor sees no buttons and a forged POST is refused."""
+    if os.geteuid() != 0:
+        pytest.skip("run as root: the console reads held files as palisade-web")
+    import smtplib as _smtplib
+
+    remote = RequestLog()
+    try:
+        raw = raw_sink_factory()
+        pal = palisade_factory({
+            "domain": [{"name": "raw.test", "route": "smarthosts", "smarthosts": [f"127.0.0.1:{raw.port}"]}],
+            "filter.rule": [
+                {"name": "phish held", "senders": ["billing@phish.example"], "action": "quarantine",
+                 "reason": "Suspected phishing: held for review"},
+                {"name": "newsletters held", "senders": ["news@lists.example"], "action": "quarantine",
+                 "reason": "Newsletters are held"},
+            ],
+        })
+        base = f"https://127.0.0.1:{pal.console_port}"
+        with _smtplib.SMTP("127.0.0.1", pal.smtp_port, timeout=60) as s:
+            s.sendmail("billing@phish.example", ["ceo@raw.test"], phishing_message(remote.port))
+            s.sendmail("news@lists.example", ["ceo@raw.test"],
+                       b"From: news@lists.example\r\nSubject: Weekly news\r\n\r\nNews.\r\n")
+        held = wait_for(lambda: len(pal.cli("quarantine", "list", "--json", json_out=True)) == 2
+                        and pal.cli("quarantine", "list", "--json", json_out=True), 30, what="two held messages")
+        phish = next(h for h in held if h["sender"] == "billing@phish.example")
+        news = next(h for h in held if h["sender"] == "news@lists.example")
+        assert raw.messages == []
+
+        b = browser_factory(base, "quarantine")
+        first_login(b, pal)
+
+        # --- find it by its sender ------------------------------------------------------------
+        b.go("/quarantine", "quarantine-list")
+        assert "Weekly news" in b.text and "Mailbox full" in b.text
+        assert "kept for 30 day(s)" in b.by("#retention").text
+        b.fill("#sender", "billing@phish")
+        b.submit("form.search")
+        rows = b.all("table.quarantine tbody tr")
+        assert len(rows) == 1 and "Mailbox full" in rows[0].text, b.text
+        assert "Suspected phishing" in rows[0].text
+        b.shot("quarantine-search-by-sender")
+        b.click("table.quarantine tbody tr td a")
+        assert b.path == f"/quarantine/{phish['id']}", b.path
+        b.shot("quarantine-message")
+
+        # --- the safe view ----------------------------------------------------------------------
+        assert "Subject" in b.by("#headers").text and "Mailbox full" in b.by("#headers").text
+        assert "Your mailbox is full. Pay now" in b.by("#text").text
+        attachments = b.by("#attachments").text
+        assert "invoice.pdf" in attachments and "application/pdf" in attachments, attachments
+        assert "(.exe)" in attachments and "differs" in attachments, attachments
+        # The source is shown as text: the script is there to read, not to run.
+        assert "<script>document.title = 'PWNED'" in b.by("#raw pre").get_attribute("textContent")
+        frame = b.by("iframe.mail-html")
+        assert frame.get_attribute("sandbox") == "", "the frame must be sandboxed with no permissions"
+        srcdoc = frame.get_attribute("srcdoc")
+        assert "Pay now" in srcdoc and "<script" not in srcdoc and "127.0.0.1" not in srcdoc, srcdoc
+        assert "http://127.0.0.1:%d/login" % remote.port in b.by("#html ul.links").text
+        time.sleep(1.5)  # anything the page could have started has had time to arrive
+        assert b.driver.title != "PWNED" and "PWNED" not in b.driver.title, b.driver.title
+        assert b.driver.execute_script("return window.pwned === undefined")
+        b.driver.switch_to.frame(frame)
+        try:
+            inner = b.by("body").text
+            assert "Pay now" in inner, inner
+            assert b.all("script") == []
+        finally:
+            b.driver.switch_to.default_content()
+        assert remote.requests == [], remote.requests
+
+        # --- download: an attachment, never sniffed; the held bytes exactly ------------------------
+        held_bytes = (pal.data / "quarantine" / phish["id"]).read_bytes()
+        status, headers, body = console_request(base, b, f"/quarantine/{phish['id']}/message.eml")
+        assert status == 200, (status, body[:200])
+        assert headers["Content-Type"] == "application/octet-stream", headers
+        assert headers["Content-Disposition"].startswith("attachment;"), headers
+        assert headers["X-Content-Type-Options"] == "nosniff"
+        assert body == held_bytes
+
+        # --- an auditor looks, and can do nothing else -----------------------------------------------
+        r = pal.cli("admin", "add-user", "arthur", "--role", "auditor")
+        password = re.search(r"password (\S+)", r.stdout).group(1)
+        a = browser_factory(base, "quarantine-auditor")
+        a.go("/login")
+        a.fill("#user", "arthur")
+        a.fill("#password", password)
+        a.submit("form.login")
+        a.fill("#current", password)
+        a.fill("#new", NEW_PASSWORD)
+        a.fill("#confirm", NEW_PASSWORD)
+        a.submit("form.form")
+        a.go("/quarantine", "auditor-list")
+        assert "Mailbox full" in a.text
+        assert a.all("#bulk button") == [] and a.all("input[type=checkbox]") == []
+        a.go(f"/quarantine/{phish['id']}", "auditor-message")
+        assert "Pay now" in a.by("#text").text
+        assert a.all("button[value=release]") == [] and a.all("button[value=delete]") == []
+        token = a.by("input[name=csrf]").get_attribute("value")
+        for path, form in [(f"/quarantine/{phish['id']}", "action=release"),
+                           ("/quarantine/bulk", f"id={phish['id']}&action=delete")]:
+            status, _, body = console_request(base, a, path, f"csrf={token}&{form}".encode())
+            assert status == 403, (path, status, body[:300])
+        assert len(pal.cli("quarantine", "list", "--json", json_out=True)) == 2
+
+        # --- release: the held copy arrives byte-identical ---------------------------------------------
+        b.submit("form.inline:has(button[value=release])")
+        assert b.path == "/quarantine", b.path
+        flash = b.by("p.flash").text
+        assert f"{phish['id']} released to its recipients (queued as" in flash, flash
+        b.shot("quarantine-released")
+        wait_for(lambda: len(raw.messages) == 1, 30, what="the released message at the sink")
+        assert raw.messages[0]["rcpts"] == ["ceo@raw.test"]
+        assert raw.messages[0]["from"] == "billing@phish.example"
+        assert raw.messages[0]["data"] == held_bytes
+
+        # --- delete the other in a bulk action -----------------------------------------------------------
+        b.go("/quarantine")
+        b.by(f"input[type=checkbox][value='{news['id']}']").click()
+        b.click("#bulk button[value=delete]")
+        assert "1 message(s) deleted" in b.by("p.flash").text, b.text
+        assert "No quarantined message matches" in b.text
+        b.shot("quarantine-bulk-deleted")
+        b.go("/quarantine?state=all", "quarantine-all-states")
+        assert "released" in b.text and "deleted" in b.text
+        b.go(f"/quarantine/{phish['id']}")
+        assert "no longer kept" in b.by("#content-error").text
+
+        audit = pal.cli("audit", "list", "--json", json_out=True)
+        acts = {(e["action"], e["target"], e["actor"]) for e in audit if e["action"].startswith("quarantine.")}
+        assert acts == {("quarantine.release", phish["id"], "admin"), ("quarantine.delete", news["id"], "admin")}, acts
+        assert remote.requests == [], remote.requests
+        assert not b.console_errors, b.console_errors
+        assert not a.console_errors, a.console_errors
+    finally:
+        remote.close()

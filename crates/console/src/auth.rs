@@ -38,6 +38,10 @@ pub enum Perm {
     EditConfig,
     ViewQueue,
     ManageQueue,
+    /// The quarantine list and the safe view of a held message (its content included).
+    ViewQuarantine,
+    /// Release and delete held messages.
+    ManageQuarantine,
     ViewTracking,
     ViewAudit,
     ViewUsers,
@@ -48,7 +52,7 @@ pub enum Perm {
     OwnAccount,
 }
 
-/// Administrators do everything; operators work the queue (and, later, quarantine) and read
+/// Administrators do everything; operators work the queue and the quarantine and read
 /// what they need for that; auditors read everything and change nothing; submission
 /// accounts only send mail.
 pub fn allows(role: Role, perm: Perm) -> bool {
@@ -57,9 +61,18 @@ pub fn allows(role: Role, perm: Perm) -> bool {
         Role::Administrator => true,
         Role::Operator => matches!(
             perm,
-            Dashboard | ViewQueue | ManageQueue | ViewTracking | OwnAccount
+            Dashboard
+                | ViewQueue
+                | ManageQueue
+                | ViewQuarantine
+                | ManageQuarantine
+                | ViewTracking
+                | OwnAccount
         ),
-        Role::Auditor => !matches!(perm, EditConfig | ManageQueue | ManageUsers | ManageSystem),
+        Role::Auditor => !matches!(
+            perm,
+            EditConfig | ManageQueue | ManageQuarantine | ManageUsers | ManageSystem
+        ),
         // SMTP submission accounts cannot log in here at all (see `accounts::Purpose`).
         Role::Submission => false,
     }

@@ -6,13 +6,15 @@
 //! - every configuration change goes through `ConfigStore::commit_audited` (a new revision and
 //!   an audit entry with the diff) and is then applied by asking the engine to reload;
 //! - accounts, sessions, throttling and TOTP are `palisade_store::accounts`; every queue change
-//!   (retry, flush, delete, bounce) is asked of the engine over its control socket (it makes
+//!   (retry, flush, delete, bounce) and quarantine change (release, delete) is asked of the
+//!   engine over its control socket (it makes
 //!   the change and writes the audit entry; the console only reads `mail.db`); service health and restarts, and
 //!   installing certificates (which belong to other users), are the supervisor's control socket.
 //!
 //! It must not: run as root, hold any key but its own TLS key and the key that seals TOTP
 //! secrets (`DIR/console/totp.key`, see `palisade_store::totp_key`), render message content as HTML
-//! (headers are shown as text, bodies never), run script in the browser (the CSP forbids it:
+//! except a held message's, sanitised and framed (`safe_view`: the quarantine; queued bodies
+//! are never shown), make any request for a message's content, run script in the browser (the CSP forbids it:
 //! every page works without JavaScript and charts are SVG drawn here), change state on a GET,
 //! accept a POST without a valid CSRF token from the same origin, or answer a request whose
 //! `Host` is not one of its names (`console.hostnames`; `security::HostPolicy`).
@@ -30,6 +32,7 @@ mod error;
 mod forms;
 mod pages;
 mod routes;
+mod safe_view;
 mod security;
 mod server;
 mod state;

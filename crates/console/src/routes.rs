@@ -7,7 +7,9 @@ use axum::middleware::from_fn_with_state;
 use axum::routing::{delete, get, post};
 
 use crate::auth::{self, BODY_LIMIT, Perm, with_perm};
-use crate::pages::{account, audit, dashboard, mailflow, queue, system, tracking, users};
+use crate::pages::{
+    account, audit, dashboard, mailflow, quarantine, queue, system, tracking, users,
+};
 use crate::state::AppState;
 use crate::{api, pages, security};
 
@@ -44,6 +46,19 @@ fn pages(state: &AppState) -> Router<AppState> {
             Router::new()
                 .route("/queue/flush", post(queue::flush))
                 .route("/queue/{id}", post(queue::action)),
+        ))
+        .merge(with_perm(
+            ViewQuarantine,
+            Router::new()
+                .route("/quarantine", get(quarantine::list))
+                .route("/quarantine/{id}", get(quarantine::message))
+                .route("/quarantine/{id}/message.eml", get(quarantine::download)),
+        ))
+        .merge(with_perm(
+            ManageQuarantine,
+            Router::new()
+                .route("/quarantine/bulk", post(quarantine::bulk))
+                .route("/quarantine/{id}", post(quarantine::action)),
         ))
         .merge(with_perm(
             ViewTracking,

@@ -36,6 +36,12 @@ const NAV: &[(&str, &str, &str, Perm)] = &[
     ("mailflow", "/mailflow", "Mail flow", Perm::ViewConfig),
     ("queue", "/queue", "Queue", Perm::ViewQueue),
     (
+        "quarantine",
+        "/quarantine",
+        "Quarantine",
+        Perm::ViewQuarantine,
+    ),
+    (
         "tracking",
         "/tracking",
         "Message tracking",

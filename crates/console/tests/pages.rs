@@ -749,3 +749,147 @@ async fn a_console_certificate_for_other_names_needs_confirmation() {
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
     assert!(r.body.contains("not valid yet"), "{}", r.body);
 }
+
+/// A message held in quarantine as the engine leaves it: the file and its row.
+fn hold_one(c: &Console, id: &str, queue_id: &str, content: &str) {
+    use palisade_store::mail::{HeldRecipient, NewQuarantine};
+    std::fs::create_dir_all(c.data.quarantine()).unwrap();
+    std::fs::write(c.data.quarantine().join(id), content).unwrap();
+    let now = palisade_store::now_unix();
+    let mut db = MailDb::open(&c.data.mail_db()).unwrap();
+    db.apply(&Batch {
+        accepted: vec![NewMessage {
+            id: queue_id.into(),
+            received_at: now,
+            expires_at: now + 3600,
+            sender: "billing@phish.example".into(),
+            size: content.len() as u64,
+            sha256: vec![0; 32],
+            kind: MessageKind::Mail,
+            smtputf8: false,
+            body: None,
+            envid: None,
+            ret: None,
+            recipients: vec![],
+            artifacts: vec![],
+            origin: Origin::default(),
+            message_id: None,
+            subject: Some("Mailbox full".into()),
+            from_header: None,
+            verdict: None,
+            status: Some("quarantined".into()),
+        }],
+        quarantined: vec![NewQuarantine {
+            id: id.into(),
+            queue_id: queue_id.into(),
+            received_at: now,
+            expires_at: now + 30 * 86400,
+            sender: "billing@phish.example".into(),
+            recipients: vec![HeldRecipient {
+                address: "ceo@example.test".into(),
+                route: "maildir".into(),
+                notify: None,
+                orcpt: None,
+            }],
+            reason: "Suspected phishing".into(),
+            size: content.len() as u64,
+            sha256: vec![0; 32],
+            subject: Some("Mailbox full".into()),
+            ..Default::default()
+        }],
+        ..Default::default()
+    })
+    .unwrap();
+}
+
+#[tokio::test]
+async fn quarantine_shows_held_mail_safely_and_only_operators_act_through_the_engine() {
+    let c = Console::new();
+    let admin = c.admin();
+    let auditor = c.user("arthur", palisade_store::accounts::Role::Auditor);
+    let (id, qid) = ("0000000000000000000b", "0000000000000000000c");
+    let content = "From: billing@phish.example\r\nSubject: Mailbox full\r\nMIME-Version: 1.0\r\n\
+        Content-Type: text/html; charset=utf-8\r\n\r\n\
+        <p>Pay <b>now</b></p><script>document.title='PWNED'</script>\
+        <img src=\"http://203.0.113.9/x.png\"><a href=\"http://203.0.113.9/login\">here</a>\r\n";
+    hold_one(&c, id, qid, content);
+
+    let list = c
+        .get("/quarantine?sender=BILLING@phish", Some(&auditor))
+        .await;
+    assert_eq!(list.status, StatusCode::OK);
+    assert!(list.body.contains(id) && list.body.contains("Suspected phishing"));
+    assert!(list.body.contains("kept for 30 day(s)"), "{}", list.body);
+    assert!(
+        !list.body.contains("value=\"release\""),
+        "auditors get no buttons"
+    );
+    let none = c.get("/quarantine?rcpt=nobody", Some(&auditor)).await;
+    assert!(none.body.contains("No quarantined message matches"));
+    let far = c.get("/quarantine?page=4294967295", Some(&auditor)).await;
+    assert_eq!(far.status, StatusCode::OK);
+    let bad = c.get("/quarantine?from=yesterday", Some(&auditor)).await;
+    assert!(bad.body.contains("is not a date"), "{}", bad.body);
+
+    let page = c.get(&format!("/quarantine/{id}"), Some(&auditor)).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(!page.body.contains("<script"), "{}", page.body);
+    assert!(page.body.contains("sandbox=\"\""));
+    assert!(page.body.contains("srcdoc=\""));
+    assert!(!page.body.contains("value=\"release\""));
+    // Inside the frame's document (escaped into the attribute): the text, no script, no URL.
+    let srcdoc = page.body.split("srcdoc=\"").nth(1).unwrap();
+    let srcdoc = &srcdoc[..srcdoc.find('"').unwrap()];
+    assert!(srcdoc.contains("Pay &#60;b&#62;now"), "{srcdoc}");
+    assert!(!srcdoc.contains("script") && !srcdoc.contains("203.0.113.9"));
+    // The link target is listed as text; the raw source is there, escaped.
+    assert!(page.body.contains("http://203.0.113.9/login"));
+    assert!(page.body.contains("&#60;script&#62;document.title"));
+    let page = c.get(&format!("/quarantine/{id}"), Some(&admin)).await;
+    assert!(page.body.contains("value=\"release\"") && page.body.contains("value=\"delete\""));
+
+    let dl = c
+        .get(&format!("/quarantine/{id}/message.eml"), Some(&auditor))
+        .await;
+    assert_eq!(dl.status, StatusCode::OK);
+    assert_eq!(dl.headers[header::CONTENT_TYPE], "application/octet-stream");
+    assert!(
+        dl.headers[header::CONTENT_DISPOSITION]
+            .to_str()
+            .unwrap()
+            .starts_with("attachment;")
+    );
+    assert_eq!(dl.headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+    assert_eq!(dl.body, content);
+    let r = c
+        .get("/quarantine/..%2F..%2Fconfig.db/message.eml", Some(&admin))
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+
+    // Auditors may not act; operators ask the engine, which is not running here: 503.
+    let r = c
+        .post(
+            &format!("/quarantine/{id}"),
+            &auditor,
+            &[("action", "release")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    for (path, fields) in [
+        (format!("/quarantine/{id}"), vec![("action", "release")]),
+        (format!("/quarantine/{id}"), vec![("action", "delete")]),
+        (
+            "/quarantine/bulk".to_string(),
+            vec![("id", id), ("action", "delete")],
+        ),
+    ] {
+        let r = c.post(&path, &admin, &fields).await;
+        assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{path}");
+        assert!(r.body.contains("engine is not reachable"), "{}", r.body);
+    }
+    assert!(c.data.quarantine().join(id).exists());
+    let r = c
+        .post("/quarantine/bulk", &admin, &[("action", "delete")])
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+}

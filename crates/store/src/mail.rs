@@ -20,7 +20,9 @@ mod quarantine;
 
 pub use model::{MessageKind, QuarantineState, RcptState};
 use model::{opt_param, parse, parse_opt, stored};
-pub use quarantine::{HeldRecipient, NewQuarantine, QuarantineChange, QuarantineEntry};
+pub use quarantine::{
+    HeldRecipient, NewQuarantine, QuarantineChange, QuarantineEntry, QuarantineQuery,
+};
 
 pub const MIGRATIONS: &[&str] = &[
     "
@@ -1478,6 +1480,57 @@ mod tests {
         );
         assert_eq!(db.quarantine_list(None, Some("H2"), 10).unwrap().len(), 1);
         assert_eq!(db.quarantine_expired(now_unix()).unwrap(), ["H2"]);
+        // The console's search: conditions combine, pages are counted.
+        let search = |q: QuarantineQuery| {
+            let (rows, total) = db.quarantine_search(&q).unwrap();
+            (rows.into_iter().map(|e| e.id).collect::<Vec<_>>(), total)
+        };
+        let all = QuarantineQuery {
+            limit: 10,
+            ..Default::default()
+        };
+        assert_eq!(search(all.clone()), (vec!["H2".into(), "H1".into()], 2));
+        assert_eq!(
+            search(QuarantineQuery {
+                limit: 1,
+                offset: 1,
+                ..all.clone()
+            }),
+            (vec!["H1".into()], 2)
+        );
+        assert_eq!(
+            search(QuarantineQuery {
+                reason: Some("EICAR".into()),
+                recipient: Some("q@EXAMPLE".into()),
+                ..all.clone()
+            })
+            .1,
+            2
+        );
+        assert_eq!(
+            search(QuarantineQuery {
+                sender: Some("nobody-like-this".into()),
+                ..all.clone()
+            }),
+            (vec![], 0)
+        );
+        assert_eq!(
+            search(QuarantineQuery {
+                since: Some(now_unix() + 86400),
+                ..all.clone()
+            })
+            .1,
+            0
+        );
+        assert_eq!(
+            search(QuarantineQuery {
+                until: Some(now_unix() + 86400),
+                state: Some(QuarantineState::Released),
+                ..all.clone()
+            })
+            .1,
+            0
+        );
 
         // Q1's queued recipient delivered: with one recipient held, the message is partly
         // delivered, not delivered.

@@ -89,6 +89,26 @@ pub struct QuarantineEntry {
     pub released_as: Option<String>,
 }
 
+/// What [`MailDb::quarantine_search`] looks for: every given condition must hold. Text
+/// conditions are case-insensitive substrings (blank: no condition); `text` matches id,
+/// queue id, sender, recipients, subject, From header or reason; `sender` the envelope sender
+/// or the From header.
+#[derive(Debug, Clone, Default)]
+pub struct QuarantineQuery {
+    /// `None`: every state.
+    pub state: Option<QuarantineState>,
+    pub text: Option<String>,
+    pub reason: Option<String>,
+    pub sender: Option<String>,
+    pub recipient: Option<String>,
+    /// Received at or after (unix seconds).
+    pub since: Option<i64>,
+    /// Received before (unix seconds).
+    pub until: Option<i64>,
+    pub limit: u32,
+    pub offset: u32,
+}
+
 /// A held entry leaving the `held` state.
 #[derive(Debug, Clone)]
 pub struct QuarantineChange {
@@ -347,6 +367,63 @@ impl MailDb {
             .collect::<rusqlite::Result<_>>()
             .at(&self.conn)?;
         rows.into_iter().map(typed).collect()
+    }
+
+    /// One page of the entries matching `q`, newest first, and how many match in all.
+    pub fn quarantine_search(&self, q: &QuarantineQuery) -> Result<(Vec<QuarantineEntry>, u64)> {
+        let lower = |s: &Option<String>| {
+            s.as_deref()
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_lowercase)
+                .unwrap_or_default()
+        };
+        let (text, reason, sender, rcpt) = (
+            lower(&q.text),
+            lower(&q.reason),
+            lower(&q.sender),
+            lower(&q.recipient),
+        );
+        let filter = "WHERE (?1 IS NULL OR state = ?1)
+               AND (?2 = '' OR instr(lower(id), ?2) > 0 OR instr(lower(queue_id), ?2) > 0
+                    OR instr(lower(sender), ?2) > 0 OR instr(lower(recipients), ?2) > 0
+                    OR instr(lower(coalesce(subject, '')), ?2) > 0
+                    OR instr(lower(coalesce(from_header, '')), ?2) > 0
+                    OR instr(lower(reason), ?2) > 0)
+               AND (?3 = '' OR instr(lower(reason), ?3) > 0)
+               AND (?4 = '' OR instr(lower(sender), ?4) > 0
+                    OR instr(lower(coalesce(from_header, '')), ?4) > 0)
+               AND (?5 = '' OR instr(lower(recipients), ?5) > 0)
+               AND (?6 IS NULL OR received_at >= ?6)
+               AND (?7 IS NULL OR received_at < ?7)";
+        let state = q.state.map(|s| s.as_str());
+        let total: i64 = self
+            .conn
+            .query_row(
+                &format!("SELECT count(*) FROM quarantine {filter}"),
+                params![state, text, reason, sender, rcpt, q.since, q.until],
+                |r| r.get(0),
+            )
+            .at(&self.conn)?;
+        let mut stmt = self
+            .conn
+            .prepare(&format!(
+                "SELECT {COLUMNS} FROM quarantine {filter}
+                 ORDER BY received_at DESC, id DESC LIMIT ?8 OFFSET ?9"
+            ))
+            .at(&self.conn)?;
+        let rows: Vec<Row> = stmt
+            .query_map(
+                params![
+                    state, text, reason, sender, rcpt, q.since, q.until, q.limit, q.offset
+                ],
+                read_row,
+            )
+            .at(&self.conn)?
+            .collect::<rusqlite::Result<_>>()
+            .at(&self.conn)?;
+        let entries = rows.into_iter().map(typed).collect::<Result<_>>()?;
+        Ok((entries, total as u64))
     }
 
     /// Ids of held entries whose `expires_at` is before `now`.

@@ -89,11 +89,15 @@ def test_palisade_service_sandbox_exposure(guest):
     assert exposure <= 3.0, out
 
 
+EICAR = rb"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
+
+
 def test_clamd_runs_unprivileged_once_signatures_are_uploaded(guest):
-    # A one-line hash database (the EICAR test file's MD5) stands in for uploaded signatures.
-    guest.sh("echo '44d88612fea8a8f36de82e1278abb02f:68:Eicar-Test-Signature' > /data/clamav/palisade-test.hdb"
-             " && chown clamav:clamav /data/clamav/palisade-test.hdb")
-    guest.sh("systemctl start palisade-clamd.service")
+    # A local body signature for the EICAR test string stands in for uploaded signatures.
+    # Installed with the CLI; palisade-clamd.path starts clamd (nobody runs systemctl).
+    guest.write_file("/tmp/palisade-test.ndb", f"Palisade.Test.EICAR:0:*:{EICAR.hex()}\n".encode())
+    out = guest.sh("palisade --data /data av update /tmp/palisade-test.ndb")
+    assert "installed palisade-test.ndb: 1 signature(s)" in out, out
     # clamd opens its socket only after it has loaded the databases. It runs with
     # PrivateNetwork=, so its listening socket shows up in its own network namespace.
     def listening():
@@ -114,6 +118,29 @@ def test_clamd_runs_unprivileged_once_signatures_are_uploaded(guest):
     # Of /data, clamd sees its signatures and nothing else.
     seen = guest.sh(f"ls -A /proc/{pid}/root/data").split()
     assert seen == ["clamav"], seen
+
+
+def test_antivirus_refuses_a_virus_through_the_appliances_clamd(guest):
+    """The engine (palisade-mail, sandboxed) reaches clamd's socket: EICAR is refused at DATA
+    with 554, a clean message is delivered; the configuration is restored afterwards."""
+    wait_for("clamd answering", lambda: "clamd at unix:/run/clamav-palisade/clamd.sock: ClamAV" in
+             guest.run("palisade --data /data av status").out, timeout=120, interval=3)
+    toml = guest.sh("cat /usr/share/palisade/appliance.toml") + "\n[antivirus]\nenabled = true\n"
+    guest.write_file("/data/av.toml", toml.encode())
+    assert "revision" in guest.sh("palisade --data /data config import /data/av.toml --comment 'image test: antivirus'")
+    try:
+        def refused():
+            r = swaks(guest.ports["smtp"], "alice@example.test", EICAR.decode())
+            return "554 5.7.1" in r.stdout and r
+        r = wait_for("EICAR refused with 554", refused, timeout=60, interval=2)
+        assert "Palisade.Test.EICAR" in r.stdout, r.stdout[-2000:]
+        token = f"clean-{uuid.uuid4().hex[:12]}"
+        r = swaks(guest.ports["smtp"], "alice@example.test", token)
+        assert r.returncode == 0, r.stdout[-2000:]
+        wait_for("the clean message in the Maildir",
+                 lambda: guest.run(f"grep -rl {token} /data/mailbox/new").rc == 0, timeout=60)
+    finally:
+        guest.sh("palisade --data /data config import /usr/share/palisade/appliance.toml --comment 'image test: antivirus off'")
 
 
 def engine_pid(guest) -> str:

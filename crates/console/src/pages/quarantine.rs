@@ -289,6 +289,9 @@ pub async fn message(
     let held = e.state == QuarantineState::Held;
     let st = state.clone();
     let id2 = id.clone();
+    if held {
+        audit_read(&state, &p, "quarantine.view", &id).await?;
+    }
     let content = if held {
         tokio::task::spawn_blocking(move || {
             // One byte over the limit, so that the view reports the limit instead of
@@ -350,9 +353,28 @@ pub async fn message(
     })
 }
 
+/// Held mail is patient and staff mail: who read it, and when, is in the audit log
+/// (`quarantine.view` for the safe view, `quarantine.download` for the file).
+async fn audit_read(
+    state: &AppState,
+    p: &Principal,
+    action: &'static str,
+    id: &str,
+) -> Result<(), AppError> {
+    let (actor, source, id) = (p.actor(), p.source.clone(), id.to_string());
+    state
+        .db(move |s| {
+            s.audit
+                .append(&actor, &source, action, &id, &serde_json::json!({}))?;
+            Ok(())
+        })
+        .await
+}
+
 /// The held copy as a file: never shown inline, never sniffed (`nosniff` is on every answer).
 pub async fn download(
     State(state): State<AppState>,
+    p: Principal,
     Path(id): Path<String>,
 ) -> Result<Response, AppError> {
     let e = entry(&state, &id).await?;
@@ -362,6 +384,7 @@ pub async fn download(
             e.state.as_str()
         )));
     }
+    audit_read(&state, &p, "quarantine.download", &id).await?;
     let st = state.clone();
     let bytes = tokio::task::spawn_blocking(move || read_held(&st, &e.id, e.size + 1))
         .await?

@@ -99,7 +99,7 @@ const HARMLESS: &[&str] = &[
 const DANGEROUS: &[&str] = &[
     "exe", "scr", "com", "pif", "cpl", "msi", "msp", "mst", "dll", "sys", "bat", "cmd", "js",
     "jse", "vbs", "vbe", "wsf", "wsh", "ps1", "hta", "lnk", "jar", "iso", "img", "vhd", "vhdx",
-    "dmg", "app", "elf", "run", "bin",
+    "dmg",
 ];
 
 const DISK_IMAGE_NAMES: &[&str] = &["img", "iso", "vhd", "vhdx", "dmg"];
@@ -260,7 +260,7 @@ pub fn detect(view: &MessageView, cfg: &Attachments) -> Vec<Finding> {
     let parts = view.parts();
     let mut out = Vec::new();
     // OOXML documents with macros: found from their members (the view lists zips).
-    let mut macro_zips: Vec<usize> = Vec::new();
+    let mut macro_zips: Vec<(usize, Vec<String>)> = Vec::new();
     for (i, p) in parts.iter().enumerate() {
         let PartKind::ArchiveMember { archive, .. } = p.kind else {
             continue;
@@ -280,16 +280,20 @@ pub fn detect(view: &MessageView, cfg: &Attachments) -> Vec<Finding> {
         } else {
             None
         };
-        if let Some(evidence) = evidence
-            && !macro_zips.contains(&archive)
-        {
-            macro_zips.push(archive);
-            out.push(Finding {
-                part: archive,
-                category: Category::MacroDocument,
-                evidence,
-            });
+        if let Some(evidence) = evidence {
+            match macro_zips.iter_mut().find(|(a, _)| *a == archive) {
+                Some((_, all)) => all.push(evidence),
+                None => macro_zips.push((archive, vec![evidence])),
+            }
         }
+    }
+    for (archive, mut evidence) in macro_zips.iter().cloned() {
+        evidence.sort(); // "it contains …" before "its …"
+        out.push(Finding {
+            part: archive,
+            category: Category::MacroDocument,
+            evidence: evidence.join("; "),
+        });
     }
     let mut encrypted_zips: Vec<usize> = Vec::new();
     for (i, p) in parts.iter().enumerate() {
@@ -336,7 +340,9 @@ pub fn detect(view: &MessageView, cfg: &Attachments) -> Vec<Finding> {
             );
         }
         let in_macro_zip = match p.kind {
-            PartKind::ArchiveMember { archive, .. } => macro_zips.contains(&archive),
+            PartKind::ArchiveMember { archive, .. } => {
+                macro_zips.iter().any(|(a, _)| *a == archive)
+            }
             _ => false,
         };
         if let Ole::Vba(entry) = &ole_kind
@@ -553,8 +559,10 @@ impl AttachmentsCheck {
                 let p = &parts[*cut];
                 let Some(span) = p.span else { continue };
                 let name = one_line(&p.path, 150);
-                let mut cats: Vec<&str> = items.iter().map(|(_, c, _)| c.name()).collect();
+                let mut cats: Vec<Category> = items.iter().map(|(_, c, _)| *c).collect();
+                cats.sort();
                 cats.dedup();
+                let cats: Vec<&str> = cats.into_iter().map(Category::name).collect();
                 let reason = cats.join(", ");
                 let mut note = format!(
                     "Palisade removed the attachment \"{name}\" from this message ({reason}).\r\n"

@@ -32,6 +32,7 @@
 
 use std::io::Cursor;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
 
 use palisade_inspect::{MessageView, Part, PartKind};
 use palisade_policy::{Action, Decision, Explanation, Reply, Scope, StrippedPart};
@@ -186,7 +187,7 @@ fn ole(bytes: &[u8]) -> Ole {
                 || (entry.is_storage()
                     && (name.eq_ignore_ascii_case("VBA") || name.eq_ignore_ascii_case("Macros")))
             {
-                return Ole::Vba(entry.path().display().to_string());
+                return Ole::Vba(one_line(&entry.path().display().to_string(), 150));
             }
         }
         Ole::Other
@@ -268,10 +269,15 @@ pub fn detect(view: &MessageView, cfg: &Attachments) -> Vec<Finding> {
         let name = p.filename.as_deref().unwrap_or("");
         let lower = name.to_ascii_lowercase();
         let evidence = if lower.ends_with("vbaproject.bin") {
-            Some(format!("it contains a VBA project ({name})"))
+            Some(format!(
+                "it contains a VBA project ({})",
+                one_line(name, 150)
+            ))
         } else if lower == "[content_types].xml"
             && view.decoded(i).is_some_and(|b| {
-                b.to_ascii_lowercase()
+                // The declarations are at its start; a huge one is not read whole.
+                b[..b.len().min(1024 * 1024)]
+                    .to_ascii_lowercase()
                     .windows(12)
                     .any(|w| w == b"macroenabled")
             })
@@ -312,7 +318,7 @@ pub fn detect(view: &MessageView, cfg: &Attachments) -> Vec<Finding> {
                 category: Category::EncryptedArchive,
                 evidence: format!(
                     "its member {} is encrypted and cannot be inspected",
-                    name.unwrap_or("?")
+                    one_line(name.unwrap_or("?"), 150)
                 ),
             });
         }
@@ -456,12 +462,12 @@ struct Flagged {
 }
 
 pub struct AttachmentsCheck {
-    cfg: Attachments,
+    cfg: Arc<Attachments>,
 }
 
 impl AttachmentsCheck {
     pub fn new(cfg: Attachments) -> AttachmentsCheck {
-        AttachmentsCheck { cfg }
+        AttachmentsCheck { cfg: Arc::new(cfg) }
     }
 
     pub fn findings(&self, view: &MessageView) -> Findings {
@@ -632,7 +638,9 @@ impl Check for AttachmentsCheck {
     }
 
     fn run(&self, subject: Subject) -> CheckFuture {
-        let check = AttachmentsCheck::new(self.cfg.clone());
+        let check = AttachmentsCheck {
+            cfg: self.cfg.clone(),
+        };
         Box::pin(async move {
             // Decompressing members again and reading compound files is CPU work.
             tokio::task::spawn_blocking(move || check.findings(&subject.view))

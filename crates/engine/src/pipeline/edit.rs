@@ -322,4 +322,34 @@ mod tests {
         );
         assert_eq!(out, b"From: a@b\r\nSubject: [X]\r\n\r\n");
     }
+    #[test]
+    fn strip_parts_replaces_ranges_and_skips_bad_ones() {
+        use palisade_policy::StrippedPart;
+        let raw = b"From: a@b\r\nContent-Type: multipart/mixed; boundary=x\r\n\r\n--x\r\nA: 1\r\n\r\none\r\n--x\r\nB: 2\r\n\r\ntwo\r\n--x--\r\n";
+        let find =
+            |needle: &[u8]| raw.windows(needle.len()).position(|w| w == needle).unwrap() as u64;
+        let part = |start: u64, end: u64, note: &str| StrippedPart {
+            section: "1.2".into(),
+            name: "two".into(),
+            reason: "test".into(),
+            start,
+            end,
+            note: note.into(),
+        };
+        let (s, e) = (find(b"B: 2"), find(b"two") + 3);
+        let edits = vec![Edit::StripParts {
+            parts: vec![
+                part(s, e, "gone\r\n--x--\r\nx\u{e9}"),
+                part(s, e, "again"),          // the same range: first wins
+                part(s + 1, e - 1, "inside"), // overlaps: skipped
+                part(3, 8, "in the header"),  // before the body: skipped
+                part(e, raw.len() as u64 + 10, "beyond"), // past the end: skipped
+            ],
+        }];
+        let out = edited(raw, &edits);
+        let want = "From: a@b\r\nContent-Type: multipart/mixed; boundary=x\r\n\r\n--x\r\nA: 1\r\n\r\none\r\n--x\r\n\
+Content-Type: text/plain; charset=us-ascii\r\nContent-Disposition: inline\r\nContent-Transfer-Encoding: 7bit\r\nX-Palisade-Stripped: yes\r\n\r\n\
+gone\r\n --x--\r\nx?\r\n--x--\r\n";
+        assert_eq!(String::from_utf8(out).unwrap(), want);
+    }
 }

@@ -107,6 +107,7 @@ impl Builder<'_> {
                     real_type: None,
                     size: declared,
                     encrypted,
+                    span: None,
                 },
                 Body::None,
                 None,

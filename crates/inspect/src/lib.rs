@@ -86,5 +86,5 @@ mod view;
 pub use limits::{LimitHit, LimitKind, Limits};
 pub use view::{
     Anomaly, AnomalyKind, HeaderField, Headers, Mailbox, MessageView, Part, PartKind, RealType,
-    Tracking,
+    Span, Tracking,
 };

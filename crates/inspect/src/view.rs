@@ -69,6 +69,22 @@ pub struct Part {
     /// An encrypted archive member (its content could not be seen).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub encrypted: bool,
+    /// Where this MIME part's bytes are in the message the view was built from, so an edit can
+    /// replace it in place (strip an attachment). `None` for archive members and for the parts
+    /// of an attached message sent with a transfer encoding (those exist only decoded).
+    #[serde(skip)]
+    pub span: Option<Span>,
+}
+
+/// Byte offsets of one MIME part in the raw message: its first header line, its body, and the
+/// end of its body. The end is before the line break that belongs to the next boundary
+/// delimiter, so `raw[start..end]` can be replaced by another part with the delimiters
+/// around it left intact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Span {
+    pub start: u64,
+    pub body: u64,
+    pub end: u64,
 }
 
 /// Something mail-parser or the archive reader had to forgive, or could not.
@@ -434,6 +450,9 @@ struct Item<'m, 'x> {
     parent: Option<usize>,
     section: String,
     container: Option<String>,
+    /// The parser's offsets of this part are offsets in the message the view was built from
+    /// (false inside an attached message that had a transfer encoding).
+    in_raw: bool,
 }
 
 pub(crate) struct Builder<'l> {
@@ -582,6 +601,7 @@ impl<'l> Builder<'l> {
             parent: None,
             section: "1".to_string(),
             container: None,
+            in_raw: true,
         }];
         while let Some(item) = stack.pop() {
             if !self.check_time() || !self.room_for_part() {
@@ -647,6 +667,15 @@ impl<'l> Builder<'l> {
             .as_deref()
             .is_some_and(|t| t == "message/rfc822" || t == "message/global");
 
+        let span = (item.in_raw
+            && part.offset_header <= part.offset_body
+            && part.offset_body <= part.offset_end
+            && part.offset_end as usize <= raw.len())
+        .then(|| Span {
+            start: u64::from(part.offset_header),
+            body: u64::from(part.offset_body),
+            end: u64::from(part.offset_end),
+        });
         let mut new = Part {
             section: section.clone(),
             path: path.clone(),
@@ -660,6 +689,7 @@ impl<'l> Builder<'l> {
             real_type: None,
             size: 0,
             encrypted: false,
+            span,
         };
 
         match &part.body {
@@ -685,6 +715,7 @@ impl<'l> Builder<'l> {
                         parent: Some(index),
                         section: format!("{section}.{}", n + 1),
                         container: item.container.clone(),
+                        in_raw: item.in_raw,
                     });
                 }
             }
@@ -709,6 +740,9 @@ impl<'l> Builder<'l> {
                     parent: Some(index),
                     section: format!("{section}.1"),
                     container: Some(path),
+                    // mail-parser parses an unencoded attached message in place (its offsets
+                    // are the outer message's); an encoded one from its decoded bytes.
+                    in_raw: item.in_raw && part.encoding == Encoding::None,
                 });
             }
             body => {

@@ -298,6 +298,25 @@ fn every_fixture_with_the_default_configuration() {
             r["checks"]["rules"]["status"]["state"], "completed",
             "{name}"
         );
+        assert_eq!(
+            r["checks"]["attachments"]["status"]["state"], "completed",
+            "{name}"
+        );
+        // The attachments check (on by default) refuses executables wherever they are: in a
+        // part declared as a PDF or an image, in an attached message, two archives deep.
+        let refused: &[(&str, &[&str])] = &[
+            ("lying_content_type", &["attachments/executable"; 3]),
+            ("zip_in_zip", &["attachments/executable"]),
+        ];
+        if let Some((_, rules)) = refused.iter().find(|(n, _)| *n == name) {
+            assert_eq!(r["smtp_reply"]["result"], "reject", "{name}");
+            assert_eq!(r["smtp_reply"]["code"], 554, "{name}");
+            assert_eq!(d["action"], "reject", "{name}");
+            assert_eq!(stage_rules(d), *rules, "{name}");
+            let what = json!({ "message": name, "config": "embedded default", "args": [] });
+            failures.extend(golden(&format!("default.{name}"), what, &r));
+            continue;
+        }
         // A quarantined message is accepted (250): it is kept, not refused.
         assert_eq!(r["smtp_reply"]["result"], "accept", "{name}");
         if r["uninspectable"].is_null() {
@@ -308,7 +327,17 @@ fn every_fixture_with_the_default_configuration() {
                 d["action"], "quarantine",
                 "{name}: filter.uninspectable default"
             );
-            assert_eq!(stage_rules(d), ["mime/uninspectable"], "{name}");
+            // An encrypted archive is also the attachments check's (held too).
+            let also: &[&str] = if name == "encrypted_zip" {
+                &["attachments/encrypted_archive"]
+            } else {
+                &[]
+            };
+            assert_eq!(
+                stage_rules(d),
+                [&["mime/uninspectable"][..], also].concat(),
+                "{name}"
+            );
             let reason = d["disposition"]["reason"].as_str().unwrap();
             assert!(
                 reason.starts_with("uninspectable: ")
@@ -416,8 +445,11 @@ value = "yes"
 /// Part types are the real types (magic bytes); file extensions the declared names.
 #[test]
 fn part_types_match_the_real_type_and_extensions_the_declared_name() {
-    let data = data_dir_with(|t| t + TYPE_RULES);
-    let what = |m: &str| json!({"message": m, "config": "TYPE_RULES", "args": []});
+    // The attachments check would refuse the executables first; here the rules decide.
+    let data = data_dir_with(|t| {
+        set(&t, r#"executable = "block""#, r#"executable = "allow""#) + TYPE_RULES
+    });
+    let what = |m: &str| json!({"message": m, "config": "TYPE_RULES, attachments.executable = allow", "args": []});
     let mut failures = Vec::new();
 
     // invoice.pdf is an executable: quarantined by "real exe"; "named pdf" matches the name;

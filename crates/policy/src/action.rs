@@ -153,6 +153,36 @@ pub enum Edit {
     TagSubject {
         tag: String,
     },
+    /// Removes these MIME parts from the copy, each replaced in place by a short `text/plain`
+    /// part saying what was removed and why. The engine keeps the original (unedited) in
+    /// quarantine for the recipients who get the stripped copy, so it can be released.
+    StripParts {
+        parts: Vec<StrippedPart>,
+    },
+}
+
+/// One MIME part an [`Edit::StripParts`] removes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StrippedPart {
+    /// Its position in the message's MIME view (`1.2`).
+    pub section: String,
+    /// For people: its file name (or section).
+    pub name: String,
+    /// Why, in a few words (`executable`).
+    pub reason: String,
+    /// Its bytes in the message as received: from its first header line to the end of its
+    /// body (the boundary delimiters around it are not included and stay).
+    pub start: u64,
+    pub end: u64,
+    /// The text of the `text/plain` part that takes its place (printable ASCII lines).
+    pub note: String,
+}
+
+impl StrippedPart {
+    /// `invoice.pdf.exe (executable)`: for quarantine reasons and logs.
+    pub fn summary(&self) -> String {
+        format!("{} ({})", self.name, self.reason)
+    }
 }
 
 /// What a decision asks for: a disposition (competes), an edit (accumulates), or a copy to
@@ -212,6 +242,9 @@ impl Action {
     pub fn tag_subject(tag: impl Into<String>) -> Action {
         Action::Edit(Edit::TagSubject { tag: tag.into() })
     }
+    pub fn strip_parts(parts: Vec<StrippedPart>) -> Action {
+        Action::Edit(Edit::StripParts { parts })
+    }
     pub fn bcc(address: impl Into<String>) -> Action {
         Action::Bcc {
             address: address.into(),
@@ -261,6 +294,9 @@ enum FlatAction {
     TagSubject {
         tag: String,
     },
+    StripParts {
+        parts: Vec<StrippedPart>,
+    },
     Bcc {
         address: String,
     },
@@ -280,6 +316,7 @@ impl From<FlatAction> for Action {
             FlatAction::AddHeader { name, value } => Action::add_header(name, value),
             FlatAction::RemoveHeader { name } => Action::remove_header(name),
             FlatAction::TagSubject { tag } => Action::tag_subject(tag),
+            FlatAction::StripParts { parts } => Action::strip_parts(parts),
             FlatAction::Bcc { address } => Action::bcc(address),
         }
     }
@@ -302,6 +339,7 @@ impl From<Action> for FlatAction {
                 Edit::AddHeader { name, value } => FlatAction::AddHeader { name, value },
                 Edit::RemoveHeader { name } => FlatAction::RemoveHeader { name },
                 Edit::TagSubject { tag } => FlatAction::TagSubject { tag },
+                Edit::StripParts { parts } => FlatAction::StripParts { parts },
             },
             Action::Bcc { address } => FlatAction::Bcc { address },
         }

@@ -6,7 +6,7 @@
 //! finished ([`CheckStatus`], with the configured [`FailureMode`] when it did not), the facts it
 //! found, its score contributions, and its [`Decision`]s. A decision is an [`Action`] — a
 //! [`Disposition`] (deliver, reject, tempfail, quarantine, discard, redirect, encrypt, hold for
-//! confirmation: they compete), an [`Edit`] (add/remove header, tag subject: they accumulate) or
+//! confirmation: they compete), an [`Edit`] (add/remove header, tag subject, strip parts: they accumulate) or
 //! a BCC copy — for a [`Scope`] (the whole message or some recipients), with an [`Explanation`]
 //! (stage, rule, score, one human sentence), optionally in monitor mode (recorded, not
 //! enforced). [`decide`] turns the outcomes of all checks, in order, into a [`Verdict`]: one
@@ -35,7 +35,7 @@ mod check;
 mod decide;
 mod reply;
 
-pub use action::{Action, Decision, Disposition, Edit, Explanation, Scope};
+pub use action::{Action, Decision, Disposition, Edit, Explanation, Scope, StrippedPart};
 pub use check::{CheckOutcome, CheckStatus, FailureMode};
 pub use decide::{
     DecideContext, Direction, ENCRYPTION_UNAVAILABLE, RecipientInfo, RecipientVerdict, SmtpOutcome,

@@ -202,6 +202,27 @@ impl Session {
             }
         }
 
+        // A copy with attachments stripped: the original, unedited, is kept in quarantine for
+        // the recipients who got that copy, so an operator can release it to them.
+        for r in &verdict.per_recipient {
+            let stripped: Vec<String> = r
+                .edits
+                .iter()
+                .flat_map(|e| match e {
+                    Edit::StripParts { parts } => parts.iter().map(|p| p.summary()).collect(),
+                    _ => Vec::new(),
+                })
+                .collect();
+            if stripped.is_empty() || !r.disposition.keeps() {
+                continue;
+            }
+            let reason = format!("attachment stripped: {}", stripped.join(", "));
+            held.entry((key(&[]), reason))
+                .or_insert_with(|| (Vec::new(), Vec::new()))
+                .1
+                .push(r.index);
+        }
+
         let origin: Origin = self.origin();
         let sender = sender_string(&tx.from);
         let retention = self.cfg.filter.quarantine_retention_days as i64 * 86400;

@@ -1,5 +1,7 @@
-//! Header edits (`policy::Edit`) applied to stored content: a new file is the edited header
-//! section followed by the original body, byte for byte.
+//! Edits (`policy::Edit`) applied to stored content: a new file is the edited header section
+//! followed by the original body, byte for byte — except for the parts an
+//! `Edit::StripParts` removes, each replaced in place by a short `text/plain` part (the
+//! boundary delimiters around it and every other byte stay as they were).
 //!
 //! The header section is the run of field lines (`name:` and their continuation lines) at the
 //! start, up to and including the empty line that ends it. Content that has no such section
@@ -131,6 +133,8 @@ pub fn edit_header(header: &[u8], edits: &[Edit]) -> Vec<u8> {
                     }),
                 }
             }
+            // The body's business (see `strip_parts`).
+            Edit::StripParts { .. } => {}
         }
     }
     let mut out = Vec::with_capacity(header.len() + 256);
@@ -144,6 +148,79 @@ pub fn edit_header(header: &[u8], edits: &[Edit]) -> Vec<u8> {
     out
 }
 
+/// The `text/plain` part that takes a stripped part's place. `note` is printable ASCII from
+/// the check; a line that could be read as a boundary delimiter is indented.
+fn note_part(note: &str) -> Vec<u8> {
+    let mut out = b"Content-Type: text/plain; charset=us-ascii\r\n\
+Content-Disposition: inline\r\n\
+Content-Transfer-Encoding: 7bit\r\n\
+X-Palisade-Stripped: yes\r\n\r\n"
+        .to_vec();
+    let lines: Vec<String> = note
+        .lines()
+        .map(|l| {
+            let l: String = l
+                .chars()
+                .map(|c| {
+                    if c.is_ascii() && !c.is_ascii_control() {
+                        c
+                    } else {
+                        '?'
+                    }
+                })
+                .take(900)
+                .collect();
+            if l.starts_with('-') {
+                format!(" {l}")
+            } else {
+                l
+            }
+        })
+        .collect();
+    out.extend_from_slice(lines.join("\r\n").as_bytes());
+    // No final line break: the one before the next delimiter belongs to the delimiter.
+    out
+}
+
+/// `body` (the message after its header section, which starts at `offset` in the message)
+/// with the parts of every `StripParts` edit replaced by their notes. Ranges outside the
+/// body, overlapping an earlier one or repeated are skipped (the first wins).
+pub fn strip_parts(body: &[u8], offset: u64, edits: &[Edit]) -> Vec<u8> {
+    let mut cuts: Vec<(u64, u64, &str)> = edits
+        .iter()
+        .flat_map(|e| match e {
+            Edit::StripParts { parts } => parts.as_slice(),
+            _ => &[],
+        })
+        .map(|p| (p.start, p.end, p.note.as_str()))
+        .collect();
+    cuts.sort_by_key(|c| c.0);
+    let mut out = Vec::with_capacity(body.len());
+    let mut pos = 0usize;
+    for (start, end, note) in cuts {
+        let (Some(s), Some(e)) = (start.checked_sub(offset), end.checked_sub(offset)) else {
+            continue;
+        };
+        let (s, e) = (s as usize, e as usize);
+        if s < pos || e < s || e > body.len() {
+            continue;
+        }
+        out.extend_from_slice(&body[pos..s]);
+        out.extend_from_slice(&note_part(note));
+        pos = e;
+    }
+    out.extend_from_slice(&body[pos..]);
+    out
+}
+
+/// The whole message `raw` with `edits` applied (what `write_edited` writes).
+pub fn edited(raw: &[u8], edits: &[Edit]) -> Vec<u8> {
+    let end = header_end(&raw[..raw.len().min(MAX_HEADER)]);
+    let mut out = edit_header(&raw[..end], edits);
+    out.extend_from_slice(&strip_parts(&raw[end..], end as u64, edits));
+    out
+}
+
 /// Writes the content at `src` with `edits` applied into `out` (not finished: the caller
 /// calls `finish`, which fsyncs).
 pub async fn write_edited(
@@ -151,6 +228,11 @@ pub async fn write_edited(
     edits: &[Edit],
     out: &mut IncomingFile,
 ) -> std::io::Result<()> {
+    if edits.iter().any(|e| matches!(e, Edit::StripParts { .. })) {
+        // Rare, and bounded by the message size (the MIME view held it whole too).
+        let raw = tokio::fs::read(src).await?;
+        return out.write(&edited(&raw, edits)).await;
+    }
     let mut file = tokio::fs::File::open(src).await?;
     let mut head = Vec::with_capacity(64 * 1024);
     (&mut file)
@@ -239,5 +321,35 @@ mod tests {
             &[Edit::TagSubject { tag: "[X]".into() }],
         );
         assert_eq!(out, b"From: a@b\r\nSubject: [X]\r\n\r\n");
+    }
+    #[test]
+    fn strip_parts_replaces_ranges_and_skips_bad_ones() {
+        use palisade_policy::StrippedPart;
+        let raw = b"From: a@b\r\nContent-Type: multipart/mixed; boundary=x\r\n\r\n--x\r\nA: 1\r\n\r\none\r\n--x\r\nB: 2\r\n\r\ntwo\r\n--x--\r\n";
+        let find =
+            |needle: &[u8]| raw.windows(needle.len()).position(|w| w == needle).unwrap() as u64;
+        let part = |start: u64, end: u64, note: &str| StrippedPart {
+            section: "1.2".into(),
+            name: "two".into(),
+            reason: "test".into(),
+            start,
+            end,
+            note: note.into(),
+        };
+        let (s, e) = (find(b"B: 2"), find(b"two") + 3);
+        let edits = vec![Edit::StripParts {
+            parts: vec![
+                part(s, e, "gone\r\n--x--\r\nx\u{e9}"),
+                part(s, e, "again"),          // the same range: first wins
+                part(s + 1, e - 1, "inside"), // overlaps: skipped
+                part(3, 8, "in the header"),  // before the body: skipped
+                part(e, raw.len() as u64 + 10, "beyond"), // past the end: skipped
+            ],
+        }];
+        let out = edited(raw, &edits);
+        let want = "From: a@b\r\nContent-Type: multipart/mixed; boundary=x\r\n\r\n--x\r\nA: 1\r\n\r\none\r\n--x\r\n\
+Content-Type: text/plain; charset=us-ascii\r\nContent-Disposition: inline\r\nContent-Transfer-Encoding: 7bit\r\nX-Palisade-Stripped: yes\r\n\r\n\
+gone\r\n --x--\r\nx?\r\n--x--\r\n";
+        assert_eq!(String::from_utf8(out).unwrap(), want);
     }
 }

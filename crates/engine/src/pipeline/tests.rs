@@ -220,7 +220,7 @@ monitor = true
 "#,
     );
     let p = Pipeline::from_config(&cfg);
-    assert_eq!(p.check_names(), vec!["mime", "rules"]);
+    assert_eq!(p.check_names(), vec!["mime", "rules", "attachments"]);
     let raw = b"From: a@example.org\r\nSubject: Your invoice\r\n\r\nhello\r\n";
     let e = p
         .evaluate(
@@ -281,4 +281,36 @@ async fn uninspectable_is_never_clean() {
             );
         }
     }
+}
+
+#[tokio::test]
+async fn attachments_from_the_configuration() {
+    let raw = b"From: a@example.org\r\nSubject: x\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nhi\r\n--b\r\nContent-Type: text/plain; name=\"run.vbs\"\r\n\r\nMsgBox 1\r\n--b--\r\n";
+    // Default: a script is refused at DATA.
+    let p = Pipeline::from_config(&Config::default());
+    let e = p
+        .evaluate(envelope(&["x@example.test"]), view(raw), None)
+        .await;
+    match &e.verdict.smtp_reply {
+        SmtpOutcome::Reject(r) => {
+            assert_eq!(r.code, 554);
+            assert!(
+                r.text.contains("run.vbs") && r.text.contains("(script)"),
+                "{r:?}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // Strip: delivered with a StripParts edit; off: not run.
+    let p = Pipeline::from_config(&config("[attachments]\nscript = \"strip\"\n"));
+    let e = p
+        .evaluate(envelope(&["x@example.test"]), view(raw), None)
+        .await;
+    let r = &e.verdict.per_recipient[0];
+    assert_eq!(r.disposition, Disposition::Deliver);
+    assert!(
+        matches!(&r.edits[..], [palisade_policy::Edit::StripParts { parts }] if parts[0].name == "run.vbs")
+    );
+    let p = Pipeline::from_config(&config("[attachments]\nenabled = false\n"));
+    assert_eq!(p.check_names(), vec!["mime", "rules"]);
 }

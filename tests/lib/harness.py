@@ -235,12 +235,13 @@ class Palisade:
 
 def strip_added_headers(raw: bytes) -> bytes:
     """Removes the trace and envelope headers hops add at the top (Received, Return-Path,
-    X-Original-To), leaving the message as the client sent it."""
+    X-Original-To, and the Authentication-Results our authentication check puts on inbound
+    mail), leaving the message as the client sent it."""
     lines = raw.split(b"\n")
     i = 0
     while i < len(lines):
         line = lines[i]
-        if line.startswith((b"Received:", b"Return-Path:", b"X-Original-To:")):
+        if line.startswith((b"Received:", b"Return-Path:", b"X-Original-To:", b"Authentication-Results:")):
             i += 1
             while i < len(lines) and lines[i][:1] in (b" ", b"\t"):
                 i += 1

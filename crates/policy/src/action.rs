@@ -153,6 +153,12 @@ pub enum Edit {
     TagSubject {
         tag: String,
     },
+    /// Removes every `Authentication-Results` field whose authserv-id (RFC 8601 §2.5) is
+    /// `authserv_id` (case-insensitive): results claiming to come from us that arrived with
+    /// the message (RFC 8601 §5). Fields of other authserv-ids stay.
+    RemoveAuthenticationResults {
+        authserv_id: String,
+    },
 }
 
 /// What a decision asks for: a disposition (competes), an edit (accumulates), or a copy to
@@ -212,6 +218,11 @@ impl Action {
     pub fn tag_subject(tag: impl Into<String>) -> Action {
         Action::Edit(Edit::TagSubject { tag: tag.into() })
     }
+    pub fn remove_authentication_results(authserv_id: impl Into<String>) -> Action {
+        Action::Edit(Edit::RemoveAuthenticationResults {
+            authserv_id: authserv_id.into(),
+        })
+    }
     pub fn bcc(address: impl Into<String>) -> Action {
         Action::Bcc {
             address: address.into(),
@@ -261,6 +272,9 @@ enum FlatAction {
     TagSubject {
         tag: String,
     },
+    RemoveAuthenticationResults {
+        authserv_id: String,
+    },
     Bcc {
         address: String,
     },
@@ -280,6 +294,9 @@ impl From<FlatAction> for Action {
             FlatAction::AddHeader { name, value } => Action::add_header(name, value),
             FlatAction::RemoveHeader { name } => Action::remove_header(name),
             FlatAction::TagSubject { tag } => Action::tag_subject(tag),
+            FlatAction::RemoveAuthenticationResults { authserv_id } => {
+                Action::remove_authentication_results(authserv_id)
+            }
             FlatAction::Bcc { address } => Action::bcc(address),
         }
     }
@@ -302,6 +319,9 @@ impl From<Action> for FlatAction {
                 Edit::AddHeader { name, value } => FlatAction::AddHeader { name, value },
                 Edit::RemoveHeader { name } => FlatAction::RemoveHeader { name },
                 Edit::TagSubject { tag } => FlatAction::TagSubject { tag },
+                Edit::RemoveAuthenticationResults { authserv_id } => {
+                    FlatAction::RemoveAuthenticationResults { authserv_id }
+                }
             },
             Action::Bcc { address } => FlatAction::Bcc { address },
         }

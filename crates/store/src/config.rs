@@ -17,8 +17,10 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 mod antivirus;
+mod authentication;
 mod filter;
 pub use antivirus::{Antivirus, ClamdAddress, InfectedAction, UnscannableAction};
+pub use authentication::{Authentication, DmarcQuarantineAction, DmarcRejectAction};
 pub use filter::{
     CHECK_NAMES, CheckSettings, Filter, Rule, RuleAction, RuleDirection, UninspectableAction,
     address_matches,
@@ -68,6 +70,8 @@ pub struct Config {
     pub filter: Filter,
     /// The `antivirus` check: clamd's address and what infected or unscannable mail gets.
     pub antivirus: Antivirus,
+    /// The `authentication` check: SPF, DKIM, DMARC (and what DMARC policies get), ARC.
+    pub authentication: Authentication,
     /// Inbound domains: mail for these is accepted from anyone and routed internally.
     #[serde(rename = "domain", skip_serializing_if = "Vec::is_empty")]
     pub domains: Vec<InboundDomain>,
@@ -375,6 +379,7 @@ impl Default for Config {
             inspect: InspectLimits::default(),
             filter: Filter::default(),
             antivirus: Antivirus::default(),
+            authentication: Authentication::default(),
             domains: vec![InboundDomain {
                 name: "example.test".into(),
                 route: DomainRoute::Maildir,
@@ -658,6 +663,7 @@ impl Config {
 
         self.filter.problems(&mut bad);
         self.antivirus.problems(&mut bad);
+        self.authentication.problems(&mut bad);
         let l = &self.inspect;
         if l.max_message_bytes < s.max_message_size {
             bad(
@@ -768,6 +774,7 @@ impl Config {
                 "inspect" => section(&key, value, &mut cfg.inspect, &mut problems),
                 "filter" => section(&key, value, &mut cfg.filter, &mut problems),
                 "antivirus" => section(&key, value, &mut cfg.antivirus, &mut problems),
+                "authentication" => section(&key, value, &mut cfg.authentication, &mut problems),
                 "domain" => cfg.domains = array(&key, value, &mut problems),
                 "route" => cfg.routes = array(&key, value, &mut problems),
                 other => problems.push(Problem::new(other, "unknown section")),

@@ -14,6 +14,7 @@
 //! `palisade check` runs the same pipeline on a file without queueing it ([`evaluate_file`]).
 
 pub mod antivirus;
+pub mod authentication;
 mod checks;
 pub mod edit;
 
@@ -143,8 +144,9 @@ fn serialize_arc<S: serde::Serializer>(e: &Arc<Envelope>, s: S) -> Result<S::Ok,
 
 impl Pipeline {
     /// The checks `cfg` asks for, in order: `mime` (the view's limits and anomalies), then
-    /// `rules` (the operator's `[[filter.rule]]`s). A check with `enabled = false` is recorded
-    /// as skipped.
+    /// `rules` (the operator's `[[filter.rule]]`s), `antivirus` (with `[antivirus] enabled`),
+    /// `authentication` (with `[authentication] enabled`). A check with `enabled = false` in
+    /// `[filter.check.NAME]` is recorded as skipped.
     pub fn from_config(cfg: &Config) -> Pipeline {
         let f = &cfg.filter;
         let mut all: Vec<Arc<dyn Check>> = vec![
@@ -155,6 +157,11 @@ impl Pipeline {
             && let Some(av) = antivirus::AntivirusCheck::from_config(&cfg.antivirus)
         {
             all.push(Arc::new(av));
+        }
+        if cfg.authentication.enabled {
+            all.push(Arc::new(authentication::AuthenticationCheck::from_config(
+                cfg,
+            )));
         }
         let checks = all
             .into_iter()

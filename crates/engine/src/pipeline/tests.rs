@@ -220,7 +220,7 @@ monitor = true
 "#,
     );
     let p = Pipeline::from_config(&cfg);
-    assert_eq!(p.check_names(), vec!["mime", "rules"]);
+    assert_eq!(p.check_names(), vec!["mime", "rules", "authentication"]);
     let raw = b"From: a@example.org\r\nSubject: Your invoice\r\n\r\nhello\r\n";
     let e = p
         .evaluate(

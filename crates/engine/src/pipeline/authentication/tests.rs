@@ -36,6 +36,8 @@ fn cache(dkim_key: Option<&[u8]>) -> TxtCache {
     c.insert("_dmarc.quarantine.example.".into(), q.into(), far());
     let spf = Spf::parse(b"v=spf1 -all").unwrap();
     c.insert("quarantine.example.".into(), spf.into(), far());
+    let helo = Spf::parse(b"v=spf1 ip4:192.0.2.1 -all").unwrap();
+    c.insert("mail.example.org.".into(), helo.into(), far());
     if let Some(key) = dkim_key {
         let record = format!(
             "v=DKIM1; k=ed25519; p={}",
@@ -229,6 +231,38 @@ async fn dns_failure_is_a_temperror_that_decides_nothing() {
     assert_eq!(f.facts["spf"]["result"], "temperror", "{}", f.facts);
     assert_ne!(f.facts["dmarc"]["result"], "fail");
     assert!(disposition(&f).is_none());
+}
+
+#[tokio::test]
+async fn the_null_sender_is_checked_by_its_helo_name() {
+    let f = run(
+        &Authentication::default(),
+        &cache(None),
+        &envelope("192.0.2.1", ""),
+        MESSAGE.as_bytes(),
+    )
+    .await;
+    assert_eq!(f.facts["spf"]["identity"], "helo", "{}", f.facts);
+    assert_eq!(f.facts["spf"]["domain"], "mail.example.org");
+    assert_eq!(f.facts["spf"]["result"], "pass");
+    assert!(
+        f.facts["header"]
+            .as_str()
+            .unwrap()
+            .contains("smtp.helo=mail.example.org")
+    );
+    // mail.example.org shares its organisational domain with From (example.org): relaxed
+    // alignment, so DMARC passes by SPF.
+    assert_eq!(f.facts["dmarc"]["result"], "pass");
+
+    let f = run(
+        &Authentication::default(),
+        &cache(None),
+        &envelope("198.51.100.7", ""),
+        MESSAGE.as_bytes(),
+    )
+    .await;
+    assert_eq!(f.facts["spf"]["result"], "fail", "{}", f.facts);
 }
 
 #[test]

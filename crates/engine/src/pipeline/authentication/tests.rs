@@ -219,6 +219,36 @@ async fn dkim_pass_aligns_and_a_changed_body_fails() {
 }
 
 #[tokio::test]
+async fn an_arc_chain_is_verified() {
+    let pkcs8 = Ed25519Key::generate_pkcs8().unwrap();
+    let public = Ed25519Key::from_pkcs8_der(&pkcs8).unwrap().public_key();
+    let c = cache(Some(&public));
+    let a = authenticator();
+    // A forwarder (example.org) seals the message it received.
+    let raw = MESSAGE.as_bytes();
+    let m = AuthenticatedMessage::parse(raw).unwrap();
+    let none = a.verify_arc(Parameters::new(&m).with_txt_cache(&c)).await;
+    let results = AuthenticationResults::new("forwarder.example.org");
+    let set = mail_auth::arc::ArcSealer::from_key(Ed25519Key::from_pkcs8_der(&pkcs8).unwrap())
+        .domain("example.org")
+        .selector("sel")
+        .headers(["From", "To", "Subject"])
+        .seal(&m, &results, &none)
+        .unwrap();
+    let sealed = format!("{}{MESSAGE}", set.to_header());
+    let f = run(
+        &Authentication::default(),
+        &c,
+        &envelope("192.0.2.1", "bounce@example.org"),
+        sealed.as_bytes(),
+    )
+    .await;
+    assert_eq!(f.facts["arc"]["result"], "pass", "{}", f.facts);
+    assert_eq!(f.facts["arc"]["sets"], 1);
+    assert!(f.facts["header"].as_str().unwrap().contains("arc=pass"));
+}
+
+#[tokio::test]
 async fn dns_failure_is_a_temperror_that_decides_nothing() {
     // No records at all: every lookup fails.
     let f = run(

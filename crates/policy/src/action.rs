@@ -153,6 +153,12 @@ pub enum Edit {
     TagSubject {
         tag: String,
     },
+    /// Removes every `Authentication-Results` field whose authserv-id (RFC 8601 §2.5) is
+    /// `authserv_id` (case-insensitive): results claiming to come from us that arrived with
+    /// the message (RFC 8601 §5). Fields of other authserv-ids stay.
+    RemoveAuthenticationResults {
+        authserv_id: String,
+    },
     /// Removes these MIME parts from the copy, each replaced in place by a short `text/plain`
     /// part saying what was removed and why. The engine keeps the original (unedited) in
     /// quarantine for the recipients who get the stripped copy, so it can be released.
@@ -245,6 +251,12 @@ impl Action {
     pub fn strip_parts(parts: Vec<StrippedPart>) -> Action {
         Action::Edit(Edit::StripParts { parts })
     }
+
+    pub fn remove_authentication_results(authserv_id: impl Into<String>) -> Action {
+        Action::Edit(Edit::RemoveAuthenticationResults {
+            authserv_id: authserv_id.into(),
+        })
+    }
     pub fn bcc(address: impl Into<String>) -> Action {
         Action::Bcc {
             address: address.into(),
@@ -297,6 +309,9 @@ enum FlatAction {
     StripParts {
         parts: Vec<StrippedPart>,
     },
+    RemoveAuthenticationResults {
+        authserv_id: String,
+    },
     Bcc {
         address: String,
     },
@@ -317,6 +332,9 @@ impl From<FlatAction> for Action {
             FlatAction::RemoveHeader { name } => Action::remove_header(name),
             FlatAction::TagSubject { tag } => Action::tag_subject(tag),
             FlatAction::StripParts { parts } => Action::strip_parts(parts),
+            FlatAction::RemoveAuthenticationResults { authserv_id } => {
+                Action::remove_authentication_results(authserv_id)
+            }
             FlatAction::Bcc { address } => Action::bcc(address),
         }
     }
@@ -340,6 +358,9 @@ impl From<Action> for FlatAction {
                 Edit::RemoveHeader { name } => FlatAction::RemoveHeader { name },
                 Edit::TagSubject { tag } => FlatAction::TagSubject { tag },
                 Edit::StripParts { parts } => FlatAction::StripParts { parts },
+                Edit::RemoveAuthenticationResults { authserv_id } => {
+                    FlatAction::RemoveAuthenticationResults { authserv_id }
+                }
             },
             Action::Bcc { address } => FlatAction::Bcc { address },
         }

@@ -874,6 +874,10 @@ fn json_forms_are_flat_and_named_for_configuration() {
             json!({"action": "tag_subject", "tag": "[SPAM]"}),
         ),
         (
+            Action::remove_authentication_results("mx.example"),
+            json!({"action": "remove_authentication_results", "authserv_id": "mx.example"}),
+        ),
+        (
             Action::bcc("a@b"),
             json!({"action": "bcc", "address": "a@b"}),
         ),

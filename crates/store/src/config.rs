@@ -18,9 +18,11 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 mod antivirus;
 mod attachments;
+mod authentication;
 mod filter;
 pub use antivirus::{Antivirus, ClamdAddress, InfectedAction, UnscannableAction};
 pub use attachments::{AttachmentAction, Attachments, DEFAULT_SCRIPT_EXTENSIONS};
+pub use authentication::{Authentication, DmarcQuarantineAction, DmarcRejectAction};
 pub use filter::{
     CHECK_NAMES, CheckSettings, Filter, Rule, RuleAction, RuleDirection, UninspectableAction,
     address_matches,
@@ -72,6 +74,8 @@ pub struct Config {
     pub antivirus: Antivirus,
     /// The `attachments` check: what each category of attachment (by its real type) gets.
     pub attachments: Attachments,
+    /// The `authentication` check: SPF, DKIM, DMARC (and what DMARC policies get), ARC.
+    pub authentication: Authentication,
     /// Inbound domains: mail for these is accepted from anyone and routed internally.
     #[serde(rename = "domain", skip_serializing_if = "Vec::is_empty")]
     pub domains: Vec<InboundDomain>,
@@ -380,6 +384,7 @@ impl Default for Config {
             filter: Filter::default(),
             antivirus: Antivirus::default(),
             attachments: Attachments::default(),
+            authentication: Authentication::default(),
             domains: vec![InboundDomain {
                 name: "example.test".into(),
                 route: DomainRoute::Maildir,
@@ -664,6 +669,7 @@ impl Config {
         self.filter.problems(&mut bad);
         self.antivirus.problems(&mut bad);
         self.attachments.problems(&mut bad);
+        self.authentication.problems(&mut bad);
         let l = &self.inspect;
         if l.max_message_bytes < s.max_message_size {
             bad(
@@ -775,6 +781,7 @@ impl Config {
                 "filter" => section(&key, value, &mut cfg.filter, &mut problems),
                 "antivirus" => section(&key, value, &mut cfg.antivirus, &mut problems),
                 "attachments" => section(&key, value, &mut cfg.attachments, &mut problems),
+                "authentication" => section(&key, value, &mut cfg.authentication, &mut problems),
                 "domain" => cfg.domains = array(&key, value, &mut problems),
                 "route" => cfg.routes = array(&key, value, &mut problems),
                 other => problems.push(Problem::new(other, "unknown section")),

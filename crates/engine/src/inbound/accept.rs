@@ -61,14 +61,16 @@ fn decision_detail(r: &RecipientVerdict) -> String {
     s
 }
 
-/// One tracking event per recipient whose fate a check decided or explained.
+/// One tracking event per recipient whose fate a check decided or explained. A check that was
+/// skipped (not applicable, e.g. authentication of outbound mail) explains nothing about it:
+/// its reason stays in the verdict (`track_message.verdict`) without an event of its own.
 pub(super) fn decision_events(id: &str, verdict: &Verdict) -> Vec<Event> {
     verdict
         .per_recipient
         .iter()
         .filter(|r| {
             !(r.disposition == Disposition::Deliver
-                && r.explanations.is_empty()
+                && r.explanations.iter().all(|e| e.rule == "skipped")
                 && r.monitored.is_empty())
         })
         .map(|r| Event {

@@ -93,6 +93,47 @@ fn split_fields(header: &[u8]) -> (Vec<Field>, Vec<u8>) {
     (fields, tail)
 }
 
+pub const AUTHENTICATION_RESULTS: &str = "Authentication-Results";
+
+/// The authserv-id an `Authentication-Results` field claims (RFC 8601 §2.2: the first
+/// `value` after the colon, past folding white space and comments), from the whole raw
+/// field (`Name: value…`, folded or not). `None` when there is no such token.
+pub fn claimed_authserv_id(raw_field: &[u8]) -> Option<String> {
+    let colon = raw_field.iter().position(|&b| b == b':')?;
+    let value = &raw_field[colon + 1..];
+    let mut i = 0;
+    // Skip CFWS: white space, line breaks and (nested) comments.
+    let mut depth = 0usize;
+    while i < value.len() {
+        match value[i] {
+            b'(' => depth += 1,
+            b')' if depth > 0 => depth -= 1,
+            b'\\' if depth > 0 => i += 1,
+            b' ' | b'\t' | b'\r' | b'\n' => {}
+            _ if depth > 0 => {}
+            _ => break,
+        }
+        i += 1;
+    }
+    let rest = value.get(i..)?;
+    let id: Vec<u8> = if rest.first() == Some(&b'"') {
+        rest[1..]
+            .iter()
+            .take_while(|&&b| b != b'"')
+            .copied()
+            .collect()
+    } else {
+        rest.iter()
+            .take_while(|&&b| !matches!(b, b';' | b' ' | b'\t' | b'\r' | b'\n' | b'('))
+            .copied()
+            .collect()
+    };
+    if id.is_empty() {
+        return None;
+    }
+    Some(String::from_utf8_lossy(&id).into_owned())
+}
+
 /// The header section `header` with `edits` applied, in order.
 pub fn edit_header(header: &[u8], edits: &[Edit]) -> Vec<u8> {
     let (mut fields, tail) = split_fields(header);
@@ -106,6 +147,11 @@ pub fn edit_header(header: &[u8], edits: &[Edit]) -> Vec<u8> {
                 },
             ),
             Edit::RemoveHeader { name } => fields.retain(|f| !f.name.eq_ignore_ascii_case(name)),
+            Edit::RemoveAuthenticationResults { authserv_id } => fields.retain(|f| {
+                !(f.name.eq_ignore_ascii_case(AUTHENTICATION_RESULTS)
+                    && claimed_authserv_id(&f.raw)
+                        .is_some_and(|id| id.eq_ignore_ascii_case(authserv_id)))
+            }),
             Edit::TagSubject { tag } => {
                 match fields
                     .iter_mut()
@@ -278,6 +324,32 @@ mod tests {
     fn no_edits_is_identity() {
         let end = header_end(MSG);
         assert_eq!(edit_header(&MSG[..end], &[]), &MSG[..end]);
+    }
+
+    #[test]
+    fn forged_authentication_results_of_our_id_are_removed() {
+        let msg = b"Authentication-Results: (forged) MX.example.org;\r\n\tspf=pass smtp.mailfrom=a@b\r\nAuthentication-Results: mx.example.org 1; dkim=pass\r\nAuthentication-Results: other.example; dmarc=pass\r\nAuthentication-Results: \"mx.example.org\"; none\r\nAuthentication-Results: mx.example.org.evil; none\r\nFrom: a@b\r\n\r\n";
+        let out = edit_header(
+            msg,
+            &[
+                Edit::RemoveAuthenticationResults {
+                    authserv_id: "mx.example.org".into(),
+                },
+                Edit::AddHeader {
+                    name: AUTHENTICATION_RESULTS.into(),
+                    value: "mx.example.org; spf=none".into(),
+                },
+            ],
+        );
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "Authentication-Results: mx.example.org; spf=none\r\nAuthentication-Results: other.example; dmarc=pass\r\nAuthentication-Results: mx.example.org.evil; none\r\nFrom: a@b\r\n\r\n"
+        );
+        assert_eq!(claimed_authserv_id(b"Authentication-Results:;x"), None);
+        assert_eq!(
+            claimed_authserv_id(b"Authentication-Results: (a (nested) comment)\r\n x.example;"),
+            Some("x.example".into())
+        );
     }
 
     #[test]

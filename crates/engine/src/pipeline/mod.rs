@@ -15,6 +15,7 @@
 
 pub mod antivirus;
 pub mod attachments;
+pub mod authentication;
 mod checks;
 pub mod edit;
 
@@ -145,8 +146,9 @@ fn serialize_arc<S: serde::Serializer>(e: &Arc<Envelope>, s: S) -> Result<S::Ok,
 impl Pipeline {
     /// The checks `cfg` asks for, in order: `mime` (the view's limits and anomalies), then
     /// `rules` (the operator's `[[filter.rule]]`s), `antivirus` (with `[antivirus] enabled`),
-    /// `attachments` (with `[attachments] enabled`, the default). A check with
-    /// `filter.check.NAME.enabled = false` is recorded as skipped.
+    /// `attachments` (with `[attachments] enabled`, the default), `authentication` (with
+    /// `[authentication] enabled`). A check with `filter.check.NAME.enabled = false` is
+    /// recorded as skipped.
     pub fn from_config(cfg: &Config) -> Pipeline {
         let f = &cfg.filter;
         let mut all: Vec<Arc<dyn Check>> = vec![
@@ -157,6 +159,11 @@ impl Pipeline {
             && let Some(av) = antivirus::AntivirusCheck::from_config(&cfg.antivirus)
         {
             all.push(Arc::new(av));
+        }
+        if cfg.authentication.enabled {
+            all.push(Arc::new(authentication::AuthenticationCheck::from_config(
+                cfg,
+            )));
         }
         if cfg.attachments.enabled {
             all.push(Arc::new(attachments::AttachmentsCheck::new(

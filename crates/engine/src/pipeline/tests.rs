@@ -220,7 +220,10 @@ monitor = true
 "#,
     );
     let p = Pipeline::from_config(&cfg);
-    assert_eq!(p.check_names(), vec!["mime", "rules", "attachments"]);
+    assert_eq!(
+        p.check_names(),
+        vec!["mime", "rules", "authentication", "attachments"]
+    );
     let raw = b"From: a@example.org\r\nSubject: Your invoice\r\n\r\nhello\r\n";
     let e = p
         .evaluate(
@@ -256,6 +259,7 @@ monitor = true
 #[tokio::test]
 async fn uninspectable_is_never_clean() {
     let mut cfg = Config::default();
+    cfg.authentication.enabled = false; // no DNS in unit tests
     cfg.inspect.max_parts = 2;
     let raw = b"From: a@example.org\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\r\none\r\n--b\r\n\r\ntwo\r\n--b\r\n\r\nthree\r\n--b--\r\n";
     for (action, want) in [
@@ -286,8 +290,8 @@ async fn uninspectable_is_never_clean() {
 #[tokio::test]
 async fn attachments_from_the_configuration() {
     let raw = b"From: a@example.org\r\nSubject: x\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nhi\r\n--b\r\nContent-Type: text/plain; name=\"run.vbs\"\r\n\r\nMsgBox 1\r\n--b--\r\n";
-    // Default: a script is refused at DATA.
-    let p = Pipeline::from_config(&Config::default());
+    // Default (authentication off: no DNS in unit tests): a script is refused at DATA.
+    let p = Pipeline::from_config(&config("[authentication]\nenabled = false\n"));
     let e = p
         .evaluate(envelope(&["x@example.test"]), view(raw), None)
         .await;
@@ -302,7 +306,9 @@ async fn attachments_from_the_configuration() {
         other => panic!("{other:?}"),
     }
     // Strip: delivered with a StripParts edit; off: not run.
-    let p = Pipeline::from_config(&config("[attachments]\nscript = \"strip\"\n"));
+    let p = Pipeline::from_config(&config(
+        "[authentication]\nenabled = false\n[attachments]\nscript = \"strip\"\n",
+    ));
     let e = p
         .evaluate(envelope(&["x@example.test"]), view(raw), None)
         .await;
@@ -311,6 +317,8 @@ async fn attachments_from_the_configuration() {
     assert!(
         matches!(&r.edits[..], [palisade_policy::Edit::StripParts { parts }] if parts[0].name == "run.vbs")
     );
-    let p = Pipeline::from_config(&config("[attachments]\nenabled = false\n"));
+    let p = Pipeline::from_config(&config(
+        "[authentication]\nenabled = false\n[attachments]\nenabled = false\n",
+    ));
     assert_eq!(p.check_names(), vec!["mime", "rules"]);
 }

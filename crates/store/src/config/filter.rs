@@ -25,7 +25,13 @@ use palisade_policy::FailureMode;
 use serde::{Deserialize, Serialize};
 
 /// The checks the engine knows. A `[filter.check.NAME]` table for any other name is an error.
-pub const CHECK_NAMES: &[&str] = &["mime", "rules", "antivirus", "attachments"];
+pub const CHECK_NAMES: &[&str] = &[
+    "mime",
+    "rules",
+    "antivirus",
+    "authentication",
+    "attachments",
+];
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

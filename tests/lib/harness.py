@@ -35,10 +35,20 @@ def palisade_bin() -> str:
     return str(Path(target) / "release" / "palisade")
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port nothing listens on now and that this test run has not handed out before: the
+    kernel may give the same free port to two binds in a row, and one Palisade's listeners
+    must not collide (its configuration would be refused)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 def wait_for(predicate, timeout: float = 30, interval: float = 0.1, what: str = "condition"):

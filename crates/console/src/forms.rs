@@ -72,6 +72,13 @@ pub fn set_num<T: FromStr>(slot: &mut T, raw: &Raw, name: &str, path: &str, p: &
     }
 }
 
+/// The revision a settings form was rendered from (its hidden `revision` field).
+pub fn revision(raw: &Raw) -> Result<i64, AppError> {
+    get(raw, "revision")
+        .parse()
+        .map_err(|_| AppError::BadRequest("The form did not say which revision it edits.".into()))
+}
+
 pub enum EditOutcome {
     Committed {
         revision: i64,

@@ -8,7 +8,7 @@ use axum::routing::{delete, get, post};
 
 use crate::auth::{self, BODY_LIMIT, Perm, with_perm};
 use crate::pages::{
-    account, audit, dashboard, mailflow, quarantine, queue, system, tracking, users,
+    account, audit, dashboard, mailflow, protection, quarantine, queue, system, tracking, users,
 };
 use crate::state::AppState;
 use crate::{api, pages, security};
@@ -22,7 +22,9 @@ fn pages(state: &AppState) -> Router<AppState> {
         ))
         .merge(with_perm(
             ViewConfig,
-            Router::new().route("/mailflow", get(mailflow::page)),
+            Router::new()
+                .route("/mailflow", get(mailflow::page))
+                .route("/protection", get(protection::page)),
         ))
         .merge(with_perm(
             EditConfig,
@@ -33,7 +35,13 @@ fn pages(state: &AppState) -> Router<AppState> {
                 .route("/mailflow/network", post(mailflow::network))
                 .route("/mailflow/limits", post(mailflow::limits))
                 .route("/mailflow/listeners", post(mailflow::listeners))
-                .route("/mailflow/certificate", post(mailflow::certificate)),
+                .route("/mailflow/certificate", post(mailflow::certificate))
+                .route("/protection/antivirus", post(protection::antivirus))
+                .route("/protection/attachments", post(protection::attachments))
+                .route(
+                    "/protection/authentication",
+                    post(protection::authentication),
+                ),
         ))
         .merge(with_perm(
             ViewQueue,

@@ -34,6 +34,7 @@ pub struct Page {
 const NAV: &[(&str, &str, &str, Perm)] = &[
     ("dashboard", "/", "Dashboard", Perm::Dashboard),
     ("mailflow", "/mailflow", "Mail flow", Perm::ViewConfig),
+    ("protection", "/protection", "Protection", Perm::ViewConfig),
     ("queue", "/queue", "Queue", Perm::ViewQueue),
     (
         "quarantine",
@@ -138,9 +139,12 @@ pub struct Field {
     pub id: String,
     pub name: String,
     pub label: String,
-    /// `text`, `number`, `textarea`, `select`, `password`, `file`.
+    /// `text`, `number`, `textarea`, `select`, `password`, `file`, `checkbox`.
     pub kind: &'static str,
+    /// For a checkbox: what it sends when ticked.
     pub value: String,
+    /// For a checkbox: whether it is ticked.
+    pub checked: bool,
     pub options: Vec<(String, String)>,
     pub help: String,
     pub path: String,
@@ -156,11 +160,20 @@ impl Field {
             label: label.into(),
             kind,
             value: value.into(),
+            checked: false,
             options: vec![],
             help: String::new(),
             path: String::new(),
             errors: vec![],
             rows: 4,
+        }
+    }
+
+    /// A checkbox sending `yes` when ticked (and nothing when not).
+    pub fn checkbox(name: &str, label: &str, checked: bool) -> Field {
+        Field {
+            checked,
+            ..Field::new(name, label, "checkbox", "yes")
         }
     }
 
@@ -267,7 +280,9 @@ impl FormView {
             return self;
         };
         for f in &mut self.fields {
-            if f.kind != "file"
+            if f.kind == "checkbox" {
+                f.checked = sub.raw.get(&f.name).is_some_and(|v| *v == f.value);
+            } else if f.kind != "file"
                 && f.kind != "password"
                 && let Some(v) = sub.raw.get(&f.name)
             {

@@ -893,3 +893,217 @@ async fn quarantine_shows_held_mail_safely_and_only_operators_act_through_the_en
         .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test]
+async fn protection_settings_are_saved_as_revisions_with_problems_by_their_fields() {
+    use palisade_store::clamav;
+    use palisade_store::config::{
+        AttachmentAction, DmarcQuarantineAction, DmarcRejectAction, InfectedAction,
+        UnscannableAction,
+    };
+    let c = Console::new();
+    let s = c.admin();
+
+    // Status: no signatures yet, and clamd (not running here) is named with its error.
+    let page = c.get("/protection", Some(&s)).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("href=\"/protection\""), "in the nav");
+    assert!(page.body.contains("No signature databases are installed"));
+    assert!(page.body.contains(r#"id="clamd-error""#), "{}", page.body);
+    assert!(page.body.contains("palisade av update FILE…"));
+    clamav::install(
+        &clamav::directory(&c.data),
+        "local.ndb",
+        b"Palisade.Test-1:0:*:5041\nPalisade.Test-2:0:*:5042\n",
+    )
+    .unwrap();
+    let page = c.get("/protection", Some(&s)).await;
+    assert!(
+        page.body
+            .contains("<td>local.ndb</td><td>signatures</td><td>2</td>"),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("Newest signatures:"));
+    assert!(!page.body.contains(r#"id="av-stale""#));
+
+    // A bad clamd address: shown by its field with what was typed, nothing stored.
+    let av = |clamd: &'static str| {
+        vec![
+            ("revision", "1"),
+            ("enabled", "yes"),
+            ("clamd", clamd),
+            ("infected", "quarantine"),
+            ("unscannable", "deliver"),
+            ("max_scan_mib", "10"),
+        ]
+    };
+    let bad = c.post("/protection/antivirus", &s, &av("nonsense")).await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", bad.body);
+    assert!(
+        bad.body.contains(
+            r#"id="antivirus-clamd-err">&#39;nonsense&#39; is neither unix:/path nor host:port"#
+        ),
+        "{}",
+        bad.body
+    );
+    assert!(
+        bad.body.contains(r#"value="nonsense""#),
+        "the input is kept"
+    );
+    assert!(
+        bad.body.contains(r#"name="enabled" value="yes" checked"#),
+        "the ticked box stays ticked"
+    );
+    assert!(
+        !bad.body
+            .contains(r#"name="scan_parts" value="yes" checked"#),
+        "the unticked box stays unticked"
+    );
+    assert_eq!(revision(&c).0, 1);
+
+    let ok = c
+        .post("/protection/antivirus", &s, &av("127.0.0.1:3310"))
+        .await;
+    assert_eq!(ok.status, StatusCode::SEE_OTHER, "{}", ok.body);
+    assert_eq!(ok.location(), Some("/protection#antivirus"));
+    let (rev, cfg) = revision(&c);
+    assert_eq!(rev, 2);
+    let a = &cfg.antivirus;
+    assert!(a.enabled && !a.scan_parts);
+    assert_eq!(a.clamd, "127.0.0.1:3310");
+    assert_eq!(a.infected, InfectedAction::Quarantine);
+    assert_eq!(a.unscannable, UnscannableAction::Deliver);
+    assert_eq!(a.max_scan_bytes, 10 * 1024 * 1024);
+    let entry = c
+        .audit()
+        .list(&AuditFilter {
+            action_prefix: Some("config.commit".into()),
+            ..Default::default()
+        })
+        .unwrap()
+        .remove(0);
+    assert_eq!(entry.actor, "admin");
+    assert!(
+        entry.detail.contains("antivirus settings changed"),
+        "{}",
+        entry.detail
+    );
+    let after = c.get("/protection", Some(&s)).await;
+    assert!(after.body.contains("Saved as configuration revision 2"));
+    assert!(after.body.contains("<code>127.0.0.1:3310</code>"));
+
+    // Authentication: a bad override domain is reported at the list, nothing stored.
+    let auth = |overrides: &'static str| {
+        vec![
+            ("revision", "2"),
+            ("enabled", "yes"),
+            ("dmarc_reject", "quarantine"),
+            ("dmarc_quarantine", "monitor"),
+            ("dmarc_overrides", overrides),
+        ]
+    };
+    let bad = c
+        .post(
+            "/protection/authentication",
+            &s,
+            &auth("lists.example\nnot a domain"),
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", bad.body);
+    assert!(
+        bad.body.contains(
+            r#"id="authentication-dmarc_overrides-err">&#39;not a domain&#39; is not a valid domain name"#
+        ),
+        "{}",
+        bad.body
+    );
+    assert!(bad.body.contains("lists.example\nnot a domain"));
+    assert_eq!(revision(&c).0, 2);
+    let ok = c
+        .post(
+            "/protection/authentication",
+            &s,
+            &auth("Lists.Example.\nforwarder.test"),
+        )
+        .await;
+    assert_eq!(ok.status, StatusCode::SEE_OTHER, "{}", ok.body);
+    let (rev, cfg) = revision(&c);
+    assert_eq!(rev, 3);
+    let a = &cfg.authentication;
+    assert_eq!(a.dmarc_reject, DmarcRejectAction::Quarantine);
+    assert_eq!(a.dmarc_quarantine, DmarcQuarantineAction::Monitor);
+    assert_eq!(a.dmarc_overrides, ["lists.example", "forwarder.test"]);
+
+    // Attachments: a value that is not offered is a problem; then a valid save.
+    let mut fields = vec![("revision", "3"), ("enabled", "yes")];
+    fields.extend([
+        ("executable", "strip"),
+        ("script", "quarantine"),
+        ("macro_document", "allow"),
+        ("disk_image", "block"),
+        ("encrypted_archive", "explode"),
+        ("double_extension", "block"),
+        ("script_extensions", "js, vbs ps1\nhta"),
+    ]);
+    let bad = c.post("/protection/attachments", &s, &fields).await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        bad.body.contains(
+            r#"id="attachments-encrypted_archive-err">&#39;explode&#39; is not one of the choices"#
+        ),
+        "{}",
+        bad.body
+    );
+    fields[6].1 = "strip";
+    let ok = c.post("/protection/attachments", &s, &fields).await;
+    assert_eq!(ok.status, StatusCode::SEE_OTHER, "{}", ok.body);
+    let (rev, cfg) = revision(&c);
+    assert_eq!(rev, 4);
+    let a = &cfg.attachments;
+    assert_eq!(a.executable, AttachmentAction::Strip);
+    assert_eq!(a.script, AttachmentAction::Quarantine);
+    assert_eq!(a.macro_document, AttachmentAction::Allow);
+    assert_eq!(a.encrypted_archive, AttachmentAction::Strip);
+    assert_eq!(a.script_extensions, ["js", "vbs", "ps1", "hta"]);
+    // Sent back unchanged: nothing changes, no revision.
+    let same = c
+        .post(
+            "/protection/attachments",
+            &s,
+            &[
+                ("revision", "4"),
+                ("enabled", "yes"),
+                ("executable", "strip"),
+                ("script", "quarantine"),
+                ("macro_document", "allow"),
+                ("disk_image", "block"),
+                ("encrypted_archive", "strip"),
+                ("double_extension", "block"),
+                ("script_extensions", "js vbs ps1 hta"),
+            ],
+        )
+        .await;
+    assert_eq!(same.status, StatusCode::SEE_OTHER);
+    assert_eq!(revision(&c).0, 4);
+
+    // An auditor reads the page without being able to save; an operator does not see it.
+    let auditor = c.user("arthur", palisade_store::accounts::Role::Auditor);
+    let page = c.get("/protection", Some(&auditor)).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(
+        page.body
+            .contains("can read these settings but not change them")
+    );
+    assert!(!page.body.contains("Save antivirus settings"));
+    let refused = c
+        .post("/protection/antivirus", &auditor, &av("127.0.0.1:3311"))
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert_eq!(revision(&c).0, 4);
+    let op = c.user("olivia", palisade_store::accounts::Role::Operator);
+    assert_eq!(
+        c.get("/protection", Some(&op)).await.status,
+        StatusCode::FORBIDDEN
+    );
+}

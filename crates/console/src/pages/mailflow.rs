@@ -16,7 +16,7 @@ use super::{CertInfo, cert_info_file};
 use crate::auth::{Perm, Principal, allows};
 use crate::error::{AppError, render_status};
 use crate::forms::{
-    EditOutcome, Raw, committed_message, edit_config, flash, get, parse_list, set_num,
+    EditOutcome, Raw, committed_message, edit_config, flash, get, parse_list, revision, set_num,
 };
 use crate::state::AppState;
 use crate::view::{Field, FormView, Page, Submitted, lines};
@@ -395,12 +395,6 @@ async fn show(
 
 pub async fn page(State(state): State<AppState>, p: Principal) -> Result<Response, AppError> {
     show(&state, &p, None).await
-}
-
-fn revision(raw: &Raw) -> Result<i64, AppError> {
-    get(raw, "revision")
-        .parse()
-        .map_err(|_| AppError::BadRequest("The form did not say which revision it edits.".into()))
 }
 
 fn index(raw: &Raw) -> Result<usize, AppError> {

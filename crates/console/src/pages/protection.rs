@@ -1,0 +1,564 @@
+//! Protection: the settings of the inbound checks — antivirus (`[antivirus]`, with the state
+//! of the signature databases and of clamd), attachment rules (`[attachments]`) and sender
+//! authentication (`[authentication]`).
+//!
+//! Each section is one form saved as one configuration revision, exactly like the mail-flow
+//! forms (`forms::edit_config`: the revision the page was drawn from, validated as a whole,
+//! audited, the engine asked to reload). Signatures are not uploaded here: the console runs as
+//! `palisade-web`, which cannot write `DIR/clamav`; the supervisor's user installs them with
+//! `palisade av update`.
+
+use std::time::Duration;
+
+use askama::Template;
+use axum::Form;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use palisade_store::config::{
+    AttachmentAction, DmarcQuarantineAction, DmarcRejectAction, InfectedAction, UnscannableAction,
+};
+use palisade_store::{Config, Problem, clamav};
+
+use crate::auth::{Perm, Principal, allows};
+use crate::error::{AppError, render_status};
+use crate::forms::{EditOutcome, Raw, committed_message, edit_config, flash, get, revision};
+use crate::state::AppState;
+use crate::view::{Field, FormView, Page, Submitted, fmt_duration, fmt_size, lines};
+
+const MIB: u64 = 1024 * 1024;
+
+/// One installed signature database, as the page shows it.
+struct DatabaseRow {
+    name: String,
+    kind: &'static str,
+    signatures: u64,
+    size: String,
+    age: String,
+}
+
+/// What the page knows about the antivirus outside the configuration.
+struct AvStatus {
+    databases: Vec<DatabaseRow>,
+    /// Age of the newest signatures, when there are any.
+    newest_age: Option<String>,
+    stale: bool,
+    clamd_address: String,
+    /// clamd's `VERSION` answer, or why there is none.
+    clamd: Result<String, String>,
+}
+
+#[derive(Template)]
+#[template(path = "protection.html")]
+struct ProtectionPage {
+    page: Page,
+    editable: bool,
+    revision: i64,
+    av: AvStatus,
+    stale_days: i64,
+    antivirus: FormView,
+    attachments: FormView,
+    authentication: FormView,
+}
+
+/// A select's choices: form value, label, configuration value.
+type Choices<T> = &'static [(&'static str, &'static str, T)];
+
+const INFECTED: Choices<InfectedAction> = &[
+    (
+        "reject",
+        "Reject (554 5.7.1 during the SMTP session)",
+        InfectedAction::Reject,
+    ),
+    ("quarantine", "Quarantine", InfectedAction::Quarantine),
+];
+
+const UNSCANNABLE: Choices<UnscannableAction> = &[
+    (
+        "tempfail",
+        "Defer (451: the sender retries later)",
+        UnscannableAction::Tempfail,
+    ),
+    ("quarantine", "Quarantine", UnscannableAction::Quarantine),
+    ("reject", "Reject (554)", UnscannableAction::Reject),
+    (
+        "deliver",
+        "Deliver with an X-Palisade-Antivirus header",
+        UnscannableAction::Deliver,
+    ),
+];
+
+const ATTACHMENT: Choices<AttachmentAction> = &[
+    ("allow", "Allow (recorded only)", AttachmentAction::Allow),
+    (
+        "block",
+        "Block (554 5.7.1 during the SMTP session)",
+        AttachmentAction::Block,
+    ),
+    (
+        "quarantine",
+        "Quarantine the message",
+        AttachmentAction::Quarantine,
+    ),
+    (
+        "strip",
+        "Strip the attachment (original kept in quarantine)",
+        AttachmentAction::Strip,
+    ),
+];
+
+const DMARC_REJECT: Choices<DmarcRejectAction> = &[
+    (
+        "reject",
+        "Reject (550 5.7.1 during the SMTP session)",
+        DmarcRejectAction::Reject,
+    ),
+    ("quarantine", "Quarantine", DmarcRejectAction::Quarantine),
+    (
+        "monitor",
+        "Monitor (record only)",
+        DmarcRejectAction::Monitor,
+    ),
+];
+
+const DMARC_QUARANTINE: Choices<DmarcQuarantineAction> = &[
+    (
+        "quarantine",
+        "Quarantine",
+        DmarcQuarantineAction::Quarantine,
+    ),
+    (
+        "monitor",
+        "Monitor (record only)",
+        DmarcQuarantineAction::Monitor,
+    ),
+];
+
+/// The attachment categories: form name (= configuration key) and label.
+const CATEGORIES: &[(&str, &str)] = &[
+    (
+        "executable",
+        "Programs (PE, ELF, Mach-O, MSI; also inside archives)",
+    ),
+    (
+        "script",
+        "Scripts and shortcuts (by name: .js, .vbs, .ps1, .lnk, …)",
+    ),
+    ("macro_document", "Office documents with macros"),
+    ("disk_image", "Disk images (ISO, UDF, VHD, VHDX, DMG)"),
+    ("encrypted_archive", "Encrypted archives"),
+    (
+        "double_extension",
+        "Disguised names (invoice.pdf.exe, right-to-left overrides)",
+    ),
+];
+
+fn options<T>(choices: Choices<T>) -> Vec<(&'static str, &'static str)> {
+    choices.iter().map(|(v, l, _)| (*v, *l)).collect()
+}
+
+fn value_of<T: PartialEq>(choices: Choices<T>, current: &T) -> &'static str {
+    choices
+        .iter()
+        .find(|(_, _, t)| t == current)
+        .map(|(v, _, _)| *v)
+        .unwrap_or("")
+}
+
+/// The configuration value of a select; a value not offered is a problem at `path`.
+fn choose<T: Copy>(
+    choices: Choices<T>,
+    raw: &Raw,
+    name: &str,
+    path: &str,
+    current: T,
+    problems: &mut Vec<Problem>,
+) -> T {
+    let v = get(raw, name);
+    match choices.iter().find(|(value, _, _)| *value == v) {
+        Some((_, _, t)) => *t,
+        None => {
+            problems.push(Problem::new(
+                path,
+                format!("'{v}' is not one of the choices"),
+            ));
+            current
+        }
+    }
+}
+
+fn select<T: PartialEq>(
+    name: &str,
+    label: &str,
+    choices: Choices<T>,
+    current: &T,
+    path: &str,
+) -> Field {
+    Field::new(name, label, "select", value_of(choices, current))
+        .options(&options(choices))
+        .path(path)
+}
+
+fn checked(raw: &Raw, name: &str) -> bool {
+    get(raw, name) == "yes"
+}
+
+fn category<'a>(
+    a: &'a mut palisade_store::config::Attachments,
+    name: &str,
+) -> &'a mut AttachmentAction {
+    match name {
+        "executable" => &mut a.executable,
+        "script" => &mut a.script,
+        "macro_document" => &mut a.macro_document,
+        "disk_image" => &mut a.disk_image,
+        "encrypted_archive" => &mut a.encrypted_archive,
+        _ => &mut a.double_extension,
+    }
+}
+
+fn antivirus_form(cfg: &Config) -> FormView {
+    let av = &cfg.antivirus;
+    FormView::new("antivirus", "/protection/antivirus", "", "Save antivirus settings")
+        .field(
+            Field::checkbox("enabled", "Scan every message with clamd", av.enabled)
+                .path("antivirus.enabled")
+                .help("With scanning on and clamd unreachable, mail is deferred (451), never passed unscanned."),
+        )
+        .field(
+            Field::new("clamd", "clamd address", "text", &av.clamd)
+                .path("antivirus.clamd")
+                .help("unix:/path/to/clamd.sock, or host:port of clamd's TCP socket."),
+        )
+        .field(select(
+            "infected",
+            "A message with a virus",
+            INFECTED,
+            &av.infected,
+            "antivirus.infected",
+        ))
+        .field(
+            select(
+                "unscannable",
+                "A message clamd could not fully scan",
+                UNSCANNABLE,
+                &av.unscannable,
+                "antivirus.unscannable",
+            )
+            .help("Larger than the limit below, refused by clamd for a size or depth limit, or an encrypted archive."),
+        )
+        .field(
+            Field::new(
+                "max_scan_mib",
+                "Largest message or part scanned (MiB)",
+                "number",
+                (av.max_scan_bytes / MIB).to_string(),
+            )
+            .path("antivirus.max_scan_bytes")
+            .help("Keep it at or below clamd's StreamMaxLength (25 MiB by default)."),
+        )
+        .field(
+            Field::checkbox(
+                "scan_parts",
+                "Also scan each attachment as Palisade decoded it",
+                av.scan_parts,
+            )
+            .path("antivirus.scan_parts"),
+        )
+}
+
+fn attachments_form(cfg: &Config) -> FormView {
+    let a = &cfg.attachments;
+    let mut form = FormView::new(
+        "attachments",
+        "/protection/attachments",
+        "",
+        "Save attachment rules",
+    )
+    .intro("Attachments are recognised by what they are (their content), not by their declared type; only scripts, which have no recognisable content, are recognised by name.")
+    .field(
+        Field::checkbox("enabled", "Apply attachment rules", a.enabled)
+            .path("attachments.enabled"),
+    );
+    let mut a = a.clone();
+    for (name, label) in CATEGORIES {
+        let current = *category(&mut a, name);
+        form = form.field(select(
+            name,
+            label,
+            ATTACHMENT,
+            &current,
+            &format!("attachments.{name}"),
+        ));
+    }
+    form.field(
+        Field::new(
+            "script_extensions",
+            "Script file name extensions",
+            "textarea",
+            a.script_extensions.join(" "),
+        )
+        .path("attachments.script_extensions")
+        .rows(3)
+        .help(
+            "Without the dot, separated by spaces or commas. This list replaces the built-in one.",
+        ),
+    )
+}
+
+fn authentication_form(cfg: &Config) -> FormView {
+    let a = &cfg.authentication;
+    FormView::new(
+        "authentication",
+        "/protection/authentication",
+        "",
+        "Save authentication settings",
+    )
+    .field(
+        Field::checkbox("enabled", "Check SPF, DKIM, DMARC and ARC of inbound mail", a.enabled)
+            .path("authentication.enabled")
+            .help("Mail from trusted networks and authenticated senders is not checked. A DNS failure is recorded, never held against the message."),
+    )
+    .field(select(
+        "dmarc_reject",
+        "DMARC failure where the sender's domain publishes p=reject",
+        DMARC_REJECT,
+        &a.dmarc_reject,
+        "authentication.dmarc_reject",
+    ))
+    .field(select(
+        "dmarc_quarantine",
+        "DMARC failure where the sender's domain publishes p=quarantine",
+        DMARC_QUARANTINE,
+        &a.dmarc_quarantine,
+        "authentication.dmarc_quarantine",
+    ))
+    .field(
+        Field::new(
+            "dmarc_overrides",
+            "Domains whose DMARC failures are only recorded",
+            "textarea",
+            lines(&a.dmarc_overrides),
+        )
+        .path("authentication.dmarc_overrides")
+        .rows(4)
+        .help("One domain per line; its subdomains are included. For senders known to break their own DMARC (mailing lists, forwarders)."),
+    )
+}
+
+/// The signature databases in `DIR/clamav` and clamd's `VERSION` (at most 2 s).
+async fn av_status(state: &AppState, cfg: &Config) -> AvStatus {
+    let dir = clamav::directory(state.data());
+    let address = cfg.antivirus.address();
+    let clamd_address = cfg.antivirus.clamd.clone();
+    let (dbs, clamd) = tokio::task::spawn_blocking(move || {
+        let dbs = clamav::installed(&dir);
+        let clamd =
+            address.and_then(|a| clamav::clamd_command(&a, "VERSION", Duration::from_secs(2)));
+        (dbs, clamd)
+    })
+    .await
+    .unwrap_or_else(|e| (Vec::new(), Err(format!("could not ask clamd: {e}"))));
+    let now = palisade_store::now_unix();
+    let age = |t: i64| fmt_duration(now.saturating_sub(t).max(0) as u64);
+    let newest = clamav::newest(&dbs);
+    AvStatus {
+        databases: dbs
+            .iter()
+            .map(|d| DatabaseRow {
+                name: d.name.clone(),
+                kind: d.kind,
+                signatures: d.signatures,
+                size: fmt_size(d.bytes),
+                age: d.built.map(age).unwrap_or_else(|| "—".into()),
+            })
+            .collect(),
+        newest_age: newest.map(age),
+        stale: newest.is_none_or(|t| now - t > clamav::STALE_AFTER_SECS),
+        clamd_address,
+        clamd,
+    }
+}
+
+async fn show(
+    state: &AppState,
+    p: &Principal,
+    sub: Option<Submitted>,
+) -> Result<Response, AppError> {
+    let page = Page::load(state, p, "protection", "Protection").await?;
+    let rev = state
+        .db(|s| {
+            s.config
+                .current()?
+                .ok_or_else(|| AppError::internal("no configuration"))
+        })
+        .await?;
+    let editable = allows(p.user.role, Perm::EditConfig);
+    let fin = |f: FormView| {
+        f.hidden("revision", rev.id)
+            .editable(editable)
+            .finish(sub.as_ref())
+    };
+    let cfg = &rev.config;
+    let body = ProtectionPage {
+        page,
+        editable,
+        revision: rev.id,
+        av: av_status(state, cfg).await,
+        stale_days: clamav::STALE_AFTER_SECS / 86400,
+        antivirus: fin(antivirus_form(cfg)),
+        attachments: fin(attachments_form(cfg)),
+        authentication: fin(authentication_form(cfg)),
+    };
+    let status = if sub.is_some() {
+        StatusCode::UNPROCESSABLE_ENTITY
+    } else {
+        StatusCode::OK
+    };
+    render_status(status, &body)
+}
+
+pub async fn page(State(state): State<AppState>, p: Principal) -> Result<Response, AppError> {
+    show(&state, &p, None).await
+}
+
+/// Saves one form (`form` is its id and its section's anchor), then redirects back with a
+/// message, or shows the page again with the problems by their fields and the values typed.
+async fn save<F>(
+    state: &AppState,
+    p: &Principal,
+    raw: Raw,
+    form: &str,
+    edit: F,
+) -> Result<Response, AppError>
+where
+    F: FnOnce(&mut Config, &Raw) -> (String, Vec<Problem>) + Send + 'static,
+{
+    let rev = revision(&raw)?;
+    let raw2 = raw.clone();
+    let back = format!("/protection#{form}");
+    match edit_config(state, p, rev, move |cfg| edit(cfg, &raw2)).await? {
+        EditOutcome::Committed { revision, engine } => {
+            flash(state, p, committed_message(revision, &engine)).await?;
+            Ok(Redirect::to(&back).into_response())
+        }
+        EditOutcome::Unchanged => {
+            flash(state, p, "Nothing changed.".into()).await?;
+            Ok(Redirect::to(&back).into_response())
+        }
+        EditOutcome::Invalid(problems) => {
+            let sub = Submitted {
+                form: form.into(),
+                raw,
+                problems,
+            };
+            show(state, p, Some(sub)).await
+        }
+    }
+}
+
+pub async fn antivirus(
+    State(state): State<AppState>,
+    p: Principal,
+    Form(raw): Form<Raw>,
+) -> Result<Response, AppError> {
+    save(&state, &p, raw, "antivirus", |cfg, raw| {
+        let mut pr = Vec::new();
+        let av = &mut cfg.antivirus;
+        av.enabled = checked(raw, "enabled");
+        av.clamd = get(raw, "clamd").trim().to_string();
+        av.infected = choose(
+            INFECTED,
+            raw,
+            "infected",
+            "antivirus.infected",
+            av.infected,
+            &mut pr,
+        );
+        av.unscannable = choose(
+            UNSCANNABLE,
+            raw,
+            "unscannable",
+            "antivirus.unscannable",
+            av.unscannable,
+            &mut pr,
+        );
+        // The page shows whole MiB: the same number sent back keeps a size that is not one.
+        if let Some(mib) = crate::forms::parse_num::<u64>(
+            get(raw, "max_scan_mib"),
+            "antivirus.max_scan_bytes",
+            &mut pr,
+        ) && mib != av.max_scan_bytes / MIB
+        {
+            av.max_scan_bytes = mib.saturating_mul(MIB);
+        }
+        av.scan_parts = checked(raw, "scan_parts");
+        ("antivirus settings changed".into(), pr)
+    })
+    .await
+}
+
+pub async fn attachments(
+    State(state): State<AppState>,
+    p: Principal,
+    Form(raw): Form<Raw>,
+) -> Result<Response, AppError> {
+    save(&state, &p, raw, "attachments", |cfg, raw| {
+        let mut pr = Vec::new();
+        let a = &mut cfg.attachments;
+        a.enabled = checked(raw, "enabled");
+        for (name, _) in CATEGORIES {
+            let slot = category(a, name);
+            *slot = choose(
+                ATTACHMENT,
+                raw,
+                name,
+                &format!("attachments.{name}"),
+                *slot,
+                &mut pr,
+            );
+        }
+        a.script_extensions = get(raw, "script_extensions")
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect();
+        ("attachment rules changed".into(), pr)
+    })
+    .await
+}
+
+pub async fn authentication(
+    State(state): State<AppState>,
+    p: Principal,
+    Form(raw): Form<Raw>,
+) -> Result<Response, AppError> {
+    save(&state, &p, raw, "authentication", |cfg, raw| {
+        let mut pr = Vec::new();
+        let a = &mut cfg.authentication;
+        a.enabled = checked(raw, "enabled");
+        a.dmarc_reject = choose(
+            DMARC_REJECT,
+            raw,
+            "dmarc_reject",
+            "authentication.dmarc_reject",
+            a.dmarc_reject,
+            &mut pr,
+        );
+        a.dmarc_quarantine = choose(
+            DMARC_QUARANTINE,
+            raw,
+            "dmarc_quarantine",
+            "authentication.dmarc_quarantine",
+            a.dmarc_quarantine,
+            &mut pr,
+        );
+        // As the configuration keeps domain names: lower case, no trailing dot.
+        a.dmarc_overrides = crate::forms::parse_strings(get(raw, "dmarc_overrides"))
+            .into_iter()
+            .map(|d| d.trim_end_matches('.').to_ascii_lowercase())
+            .collect();
+        ("authentication settings changed".into(), pr)
+    })
+    .await
+}

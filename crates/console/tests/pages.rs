@@ -911,8 +911,38 @@ async fn protection_settings_are_saved_as_revisions_with_problems_by_their_field
     assert!(page.body.contains("No signature databases are installed"));
     assert!(page.body.contains(r#"id="clamd-error""#), "{}", page.body);
     assert!(page.body.contains("palisade av update FILE…"));
+    // Signatures installed four days ago are stale.
+    let dir = clamav::directory(&c.data);
     clamav::install(
-        &clamav::directory(&c.data),
+        &dir,
+        "old.hdb",
+        b"0123456789abcdef0123456789abcdef:68:Old.Test-1\n",
+    )
+    .unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(dir.join("old.hdb"))
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(4 * 86400))
+        .unwrap();
+    let page = c.get("/protection", Some(&s)).await;
+    assert!(
+        page.body
+            .contains("<td>old.hdb</td><td>signatures</td><td>1</td>"),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body.contains("Newest signatures: 4d 0h old."),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body
+            .contains(r#"id="av-stale">Stale: older than 3 days."#)
+    );
+    clamav::install(
+        &dir,
         "local.ndb",
         b"Palisade.Test-1:0:*:5041\nPalisade.Test-2:0:*:5042\n",
     )

@@ -728,6 +728,9 @@ def test_quarantine_search_safe_view_release_byte_identical_and_auditor_only_loo
         raw = raw_sink_factory()
         pal = palisade_factory({
             "domain": [{"name": "raw.test", "route": "smarthosts", "smarthosts": [f"127.0.0.1:{raw.port}"]}],
+            # The operator's rule holds it (the attachments check, which would refuse the
+            # executable named .pdf at DATA, has its own tests); the view still shows its real type.
+            "attachments": {"executable": "allow"},
             "filter.rule": [
                 {"name": "phish held", "senders": ["billing@phish.example"], "action": "quarantine",
                  "reason": "Suspected phishing: held for review"},

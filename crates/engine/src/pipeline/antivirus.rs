@@ -347,9 +347,14 @@ async fn scan(
             InfectedAction::Reject => Action::reject(Reply::new(
                 554,
                 "5.7.1",
-                format!("Message refused: virus found ({})", one_line(sig)),
+                format!(
+                    "Message refused: virus found ({})",
+                    super::printable_line(sig, 200)
+                ),
             )),
-            InfectedAction::Quarantine => Action::quarantine(format!("virus: {}", one_line(sig))),
+            InfectedAction::Quarantine => {
+                Action::quarantine(format!("virus: {}", super::printable_line(sig, 200)))
+            }
         };
         f.decisions
             .push(Decision::new(Scope::Message, action, explanation));
@@ -368,7 +373,7 @@ async fn scan(
             ),
             UnscannableAction::Quarantine => Decision::new(
                 Scope::Message,
-                Action::quarantine(format!("unscannable: {}", one_line(why))),
+                Action::quarantine(format!("unscannable: {}", super::printable_line(why, 200))),
                 explanation(sentence),
             ),
             UnscannableAction::Reject => Decision::new(
@@ -384,7 +389,7 @@ async fn scan(
                 Scope::Message,
                 Action::add_header(
                     UNSCANNABLE_HEADER,
-                    format!("unscannable: {}", one_line(why)),
+                    format!("unscannable: {}", super::printable_line(why, 200)),
                 ),
                 explanation(format!(
                     "{sentence} Delivered anyway (antivirus.unscannable = \"deliver\"), marked with {UNSCANNABLE_HEADER}."
@@ -423,22 +428,6 @@ fn note(
         result,
     });
     Ok(())
-}
-
-/// Text from clamd or a file name, fit for one line of an SMTP reply or a header.
-fn one_line(s: &str) -> String {
-    let mut out: String = s
-        .chars()
-        .map(|c| {
-            if c.is_control() || !c.is_ascii() {
-                '?'
-            } else {
-                c
-            }
-        })
-        .collect();
-    out.truncate(200);
-    out
 }
 
 #[cfg(test)]
@@ -485,7 +474,13 @@ mod tests {
 
     #[test]
     fn reply_text_is_one_printable_line() {
-        assert_eq!(one_line("Evil\r\n550 x"), "Evil??550 x");
-        assert_eq!(one_line(&"x".repeat(500)).len(), 200);
+        assert_eq!(
+            crate::pipeline::printable_line("Evil\r\n550 x", 200),
+            "Evil??550 x"
+        );
+        assert_eq!(
+            crate::pipeline::printable_line(&"x".repeat(500), 200).len(),
+            200
+        );
     }
 }

@@ -187,7 +187,10 @@ fn ole(bytes: &[u8]) -> Ole {
                 || (entry.is_storage()
                     && (name.eq_ignore_ascii_case("VBA") || name.eq_ignore_ascii_case("Macros")))
             {
-                return Ole::Vba(one_line(&entry.path().display().to_string(), 150));
+                return Ole::Vba(super::printable_line(
+                    &entry.path().display().to_string(),
+                    150,
+                ));
             }
         }
         Ole::Other
@@ -271,7 +274,7 @@ pub fn detect(view: &MessageView, cfg: &Attachments) -> Vec<Finding> {
         let evidence = if lower.ends_with("vbaproject.bin") {
             Some(format!(
                 "it contains a VBA project ({})",
-                one_line(name, 150)
+                super::printable_line(name, 150)
             ))
         } else if lower == "[content_types].xml"
             && view.decoded(i).is_some_and(|b| {
@@ -318,7 +321,7 @@ pub fn detect(view: &MessageView, cfg: &Attachments) -> Vec<Finding> {
                 category: Category::EncryptedArchive,
                 evidence: format!(
                     "its member {} is encrypted and cannot be inspected",
-                    one_line(name.unwrap_or("?"), 150)
+                    super::printable_line(name.unwrap_or("?"), 150)
                 ),
             });
         }
@@ -420,21 +423,6 @@ pub fn strippable(parts: &[Part], i: usize) -> Option<usize> {
     }
 }
 
-/// Text from a file name, fit for one line of an SMTP reply, a header or our note: printable
-/// ASCII (anything else becomes `?`), at most `max` characters.
-fn one_line(s: &str, max: usize) -> String {
-    s.chars()
-        .map(|c| {
-            if c.is_ascii() && !c.is_ascii_control() {
-                c
-            } else {
-                '?'
-            }
-        })
-        .take(max)
-        .collect()
-}
-
 fn describe(c: Category) -> &'static str {
     match c {
         Category::Executable => "an executable program",
@@ -482,7 +470,7 @@ impl AttachmentsCheck {
         for f in &found {
             let p = &parts[f.part];
             let action = f.category.action(cfg);
-            let label = one_line(&p.path, 150);
+            let label = super::printable_line(&p.path, 150);
             let sentence = format!(
                 "The attachment {label} is {} ({}): {}.",
                 describe(f.category),
@@ -506,7 +494,7 @@ impl AttachmentsCheck {
                         "5.7.1",
                         format!(
                             "Message refused: attachment {} is not allowed ({})",
-                            one_line(&p.path, 120),
+                            super::printable_line(&p.path, 120),
                             f.category.name()
                         ),
                     )),
@@ -516,7 +504,7 @@ impl AttachmentsCheck {
                     Scope::Message,
                     Action::quarantine(format!(
                         "attachment: {} ({})",
-                        one_line(&p.path, 150),
+                        super::printable_line(&p.path, 150),
                         f.category.name()
                     )),
                     explanation,
@@ -535,7 +523,7 @@ impl AttachmentsCheck {
                             Scope::Message,
                             Action::quarantine(format!(
                                 "attachment: {} ({})",
-                                one_line(&p.path, 150),
+                                super::printable_line(&p.path, 150),
                                 f.category.name()
                             )),
                             Explanation::new(
@@ -564,7 +552,7 @@ impl AttachmentsCheck {
             for (cut, items) in &strips {
                 let p = &parts[*cut];
                 let Some(span) = p.span else { continue };
-                let name = one_line(&p.path, 150);
+                let name = super::printable_line(&p.path, 150);
                 let mut cats: Vec<Category> = items.iter().map(|(_, c, _)| *c).collect();
                 cats.sort();
                 cats.dedup();
@@ -577,7 +565,7 @@ impl AttachmentsCheck {
                     if *i != *cut {
                         note.push_str(&format!(
                             "It contains {}: {}.\r\n",
-                            one_line(&parts[*i].path, 150),
+                            super::printable_line(&parts[*i].path, 150),
                             describe(*c)
                         ));
                     } else {

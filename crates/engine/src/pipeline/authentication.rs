@@ -445,22 +445,6 @@ fn policy_name(p: Policy) -> &'static str {
     }
 }
 
-/// Text from the message (a domain), fit for one line of an SMTP reply.
-fn one_line(s: &str) -> String {
-    let mut out: String = s
-        .chars()
-        .map(|c| {
-            if c.is_control() || !c.is_ascii() {
-                '?'
-            } else {
-                c
-            }
-        })
-        .collect();
-    out.truncate(200);
-    out
-}
-
 fn findings(ctx: &Context<'_>, r: Results<'_, '_>) -> Findings {
     let authserv_id = ctx.hostname;
     let spf_result = spf_name(r.spf.result());
@@ -647,11 +631,16 @@ fn dmarc_decision(
             "5.7.1",
             format!(
                 "Message refused: it fails the DMARC policy (p=reject) of its From domain {}",
-                one_line(domain)
+                super::printable_line(domain, 200)
             ),
         ))
     };
-    let quarantine = || Action::quarantine(format!("dmarc: {} p={policy}", one_line(domain)));
+    let quarantine = || {
+        Action::quarantine(format!(
+            "dmarc: {} p={policy}",
+            super::printable_line(domain, 200)
+        ))
+    };
     let (action, rule): (Option<Action>, &str) = match d.policy() {
         Policy::Reject => match ctx.settings.dmarc_reject {
             DmarcRejectAction::Reject => (Some(reject()), "reject"),

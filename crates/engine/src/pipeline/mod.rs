@@ -309,6 +309,22 @@ impl Pipeline {
     }
 }
 
+/// Text from outside (a file name, a domain, clamd's answer), fit for one line of an SMTP
+/// reply, a header or a note: printable ASCII (anything else becomes `?`), at most `max`
+/// characters.
+pub(crate) fn printable_line(s: &str, max: usize) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii() && !c.is_ascii_control() {
+                c
+            } else {
+                '?'
+            }
+        })
+        .take(max)
+        .collect()
+}
+
 /// A check switched off in the configuration: recorded as skipped.
 struct Disabled(String);
 

@@ -38,6 +38,7 @@ fn pages(state: &AppState) -> Router<AppState> {
                 .route("/mailflow/certificate", post(mailflow::certificate))
                 .route("/protection/antivirus", post(protection::antivirus))
                 .route("/protection/attachments", post(protection::attachments))
+                .route("/protection/spam", post(protection::spam))
                 .route(
                     "/protection/authentication",
                     post(protection::authentication),

@@ -68,8 +68,8 @@ pub(crate) const MAX_AUTH_CHECKS: usize = 64;
 impl Shared {
     pub fn new(data: DataDir, rev: Revision, spool: Spool, tls: Option<TlsAcceptor>) -> Self {
         Shared {
+            pipeline: ArcSwap::from_pointee(Pipeline::from_config(&rev.config, Some(&data))),
             data,
-            pipeline: ArcSwap::from_pointee(Pipeline::from_config(&rev.config)),
             config: ArcSwap::from_pointee(rev.config),
             revision: AtomicU64::new(rev.id as u64),
             spool,
@@ -107,8 +107,10 @@ impl Shared {
     /// without a restart (the supervisor owns the sockets).
     pub fn apply(&self, rev: Revision, tls: Option<TlsAcceptor>) {
         self.revision.store(rev.id as u64, Ordering::Relaxed);
-        self.pipeline
-            .store(Arc::new(Pipeline::from_config(&rev.config)));
+        self.pipeline.store(Arc::new(Pipeline::from_config(
+            &rev.config,
+            Some(&self.data),
+        )));
         self.config.store(Arc::new(rev.config));
         self.tls.store(Arc::new(tls));
     }

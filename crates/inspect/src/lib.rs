@@ -81,6 +81,7 @@
 
 mod archive;
 mod limits;
+pub mod text;
 mod view;
 
 pub use limits::{LimitHit, LimitKind, Limits};

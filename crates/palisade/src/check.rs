@@ -24,8 +24,10 @@ pub enum Dir {
 
 #[derive(Args)]
 pub struct CheckArgs {
-    /// The message (RFC 5322, as it would arrive after DATA).
-    file: PathBuf,
+    /// The message (RFC 5322, as it would arrive after DATA); several files are checked one
+    /// after the other with the same pipeline (with --json: one JSON object per line).
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
     /// in: from anywhere to our domains; out: from our users (as if authenticated).
     #[arg(long, value_enum, default_value = "in")]
     direction: Dir,
@@ -43,8 +45,9 @@ pub struct CheckArgs {
     /// Print the whole report as JSON.
     #[arg(long)]
     json: bool,
-    /// Leave out the checks that ask DNS (authentication: SPF, DKIM, DMARC, ARC): on a
-    /// machine without DNS, or for output that does not depend on the network.
+    /// Leave out what asks DNS (the authentication check: SPF, DKIM, DMARC, ARC; the spam
+    /// check's DNS lists): on a machine without DNS, or for output that does not depend on
+    /// the network.
     #[arg(long)]
     no_dns: bool,
 }
@@ -66,19 +69,64 @@ fn load_config(data: &DataDir) -> Result<(Config, String)> {
 }
 
 pub fn run(data: &DataDir, args: CheckArgs) -> Result<ExitCode> {
-    let raw = match std::fs::read(&args.file) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("palisade check: {}: {e}", args.file.display());
-            return Ok(ExitCode::from(EX_DATAERR));
-        }
-    };
     let (mut cfg, source) = load_config(data)?;
     if args.no_dns {
         cfg.authentication.enabled = false;
+        cfg.spam.dnsbl.clear();
     }
-    // The addresses the headers name, for the envelope defaults.
-    let headers = palisade_inspect::MessageView::from_bytes(&raw, &cfg.inspect)
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("tokio runtime")?;
+    // One pipeline for every file (as the engine keeps one per configuration revision).
+    let pipeline = pipeline::Pipeline::from_config(&cfg, Some(data));
+    let many = args.files.len() > 1;
+    let mut status = ExitCode::SUCCESS;
+    for file in &args.files {
+        let raw = match std::fs::read(file) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("palisade check: {}: {e}", file.display());
+                status = ExitCode::from(EX_DATAERR);
+                continue;
+            }
+        };
+        let Some(envelope) = envelope_for(&cfg, &args, &raw) else {
+            eprintln!(
+                "palisade check: {}: no recipients: give --to ADDR (the message has no To or Cc address)",
+                file.display()
+            );
+            return Ok(ExitCode::from(EX_USAGE));
+        };
+        let view = std::sync::Arc::new(palisade_inspect::MessageView::from_bytes(
+            &raw,
+            pipeline.limits(),
+        ));
+        let eval = rt.block_on(pipeline.evaluate(
+            std::sync::Arc::new(envelope.clone()),
+            view.clone(),
+            Some(file),
+        ));
+        let report = Report::new(envelope, &view, eval);
+        match (args.json, many) {
+            (true, false) => println!("{}", serde_json::to_string_pretty(&report)?),
+            // Several files: one JSON object per line.
+            (true, true) => println!("{}", serde_json::to_string(&report)?),
+            (false, _) => {
+                if many {
+                    println!("== {}", file.display());
+                }
+                print_human(&report, &source);
+            }
+        }
+    }
+    Ok(status)
+}
+
+/// The envelope the message is checked with: the options, else the addresses of its headers;
+/// `None` when it has no recipient at all.
+fn envelope_for(cfg: &Config, args: &CheckArgs, raw: &[u8]) -> Option<Envelope> {
+    let headers = palisade_inspect::MessageView::from_bytes(raw, &cfg.inspect)
         .headers()
         .clone();
     let sender = args.from.clone().unwrap_or_else(|| {
@@ -98,13 +146,10 @@ pub fn run(data: &DataDir, args: CheckArgs) -> Result<ExitCode> {
             .collect();
     }
     if to.is_empty() {
-        eprintln!(
-            "palisade check: no recipients: give --to ADDR (the message has no To or Cc address)"
-        );
-        return Ok(ExitCode::from(EX_USAGE));
+        return None;
     }
     let out = matches!(args.direction, Dir::Out);
-    let envelope = Envelope {
+    Some(Envelope {
         queue_id: "check".into(),
         listener: "check".into(),
         direction: if out {
@@ -114,6 +159,7 @@ pub fn run(data: &DataDir, args: CheckArgs) -> Result<ExitCode> {
         },
         client_ip: args.client,
         client_name: None,
+        rdns_checked: false,
         helo: Some(args.helo.clone()),
         tls: None,
         auth_user: out.then(|| "check".to_string()),
@@ -128,24 +174,7 @@ pub fn run(data: &DataDir, args: CheckArgs) -> Result<ExitCode> {
                 orcpt: None,
             })
             .collect(),
-    };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("tokio runtime")?;
-    let report = match rt.block_on(pipeline::evaluate_file(&cfg, envelope, &args.file)) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("palisade check: {}: {e}", args.file.display());
-            return Ok(ExitCode::from(EX_DATAERR));
-        }
-    };
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print_human(&report, &source);
-    }
-    Ok(ExitCode::SUCCESS)
+    })
 }
 
 fn print_human(r: &Report, source: &str) {

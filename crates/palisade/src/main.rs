@@ -6,6 +6,7 @@
 
 mod av;
 mod check;
+mod learn;
 mod print;
 
 use std::path::PathBuf;
@@ -82,6 +83,9 @@ enum Command {
     /// Antivirus signatures: install uploaded databases, show their age.
     #[command(subcommand)]
     Av(av::AvCmd),
+    /// Teach the spam check's Bayes classifier: message files, Maildir folders or mbox files
+    /// that are spam (--spam) or wanted mail (--ham).
+    Learn(learn::LearnArgs),
     /// Run one message file through the filter pipeline and show why it would be delivered,
     /// held or refused (nothing is queued or sent). Exit 65 if the file cannot be read.
     Check(check::CheckArgs),
@@ -591,6 +595,7 @@ fn operate(data: &DataDir, cmd: Command) -> Result<ExitCode> {
         }
         Command::Quarantine(q) => quarantine_cmd(data, q),
         Command::Av(a) => av::run(data, a, &actor()),
+        Command::Learn(l) => learn::run(data, l, &actor()),
         Command::Track(t) => {
             let q = TrackQuery {
                 sender: t.sender,

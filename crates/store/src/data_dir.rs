@@ -25,6 +25,11 @@ impl DataDir {
         self.root.join("audit.db")
     }
 
+    /// The Bayes classifier's statistics (`palisade_store::bayes`).
+    pub fn bayes_db(&self) -> PathBuf {
+        self.root.join("bayes.db")
+    }
+
     /// Queue rows and message tracking.
     pub fn mail_db(&self) -> PathBuf {
         self.root.join("mail.db")

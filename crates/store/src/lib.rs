@@ -8,6 +8,7 @@
 //! Databases (all WAL, `synchronous=FULL`, shared by several processes):
 //! - `config.db`: configuration revisions, console users and sessions;
 //! - `audit.db`: the audit chain;
+//! - `bayes.db`: the Bayes classifier's token statistics (`bayes`);
 //! - `mail.db`: queue rows and message tracking, in one file so that accepting a message is a
 //!   single transaction (SQLite does not make a transaction across attached WAL databases atomic).
 
@@ -15,6 +16,7 @@
 
 pub mod accounts;
 pub mod audit;
+pub mod bayes;
 pub mod clamav;
 pub mod config;
 pub mod config_store;

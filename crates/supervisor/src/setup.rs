@@ -249,6 +249,8 @@ pub(crate) fn configuration(
 pub(crate) fn create_databases(data: &DataDir) -> Result<(), SupervisorError> {
     palisade_store::MailDb::open(&data.mail_db())?;
     AuditLog::open(&data.audit_db())?;
+    // The console and `palisade learn` write it, the engine reads it.
+    palisade_store::bayes::Bayes::open(&data.bayes_db())?;
     Ok(())
 }
 

@@ -1,6 +1,7 @@
 //! Protection: the settings of the inbound checks — antivirus (`[antivirus]`, with the state
-//! of the signature databases and of clamd), attachment rules (`[attachments]`) and sender
-//! authentication (`[authentication]`).
+//! of the signature databases and of clamd), attachment rules (`[attachments]`), sender
+//! authentication (`[authentication]`) and spam scoring (`[spam]`, with what the Bayes
+//! classifier has learned).
 //!
 //! Each section is one form saved as one configuration revision, exactly like the mail-flow
 //! forms (`forms::edit_config`: the revision the page was drawn from, validated as a whole,
@@ -16,7 +17,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use palisade_store::config::{
-    AttachmentAction, DmarcQuarantineAction, DmarcRejectAction, InfectedAction, UnscannableAction,
+    AttachmentAction, DmarcQuarantineAction, DmarcRejectAction, Dnsbl, DnsblKind, InfectedAction,
+    UnscannableAction,
 };
 use palisade_store::{Config, Problem, clamav};
 
@@ -59,6 +61,9 @@ struct ProtectionPage {
     antivirus: FormView,
     attachments: FormView,
     authentication: FormView,
+    spam: FormView,
+    /// What `bayes.db` holds, or why it could not be read.
+    bayes: Result<palisade_store::bayes::Totals, String>,
 }
 
 /// A select's choices: form value, label, configuration value.
@@ -346,6 +351,150 @@ fn authentication_form(cfg: &Config) -> FormView {
     )
 }
 
+fn spam_form(cfg: &Config) -> FormView {
+    let s = &cfg.spam;
+    let lists: Vec<String> = s
+        .dnsbl
+        .iter()
+        .map(|z| {
+            let kind = match z.kind {
+                DnsblKind::Ip => "ip",
+                DnsblKind::Domain => "domain",
+            };
+            let answers: Vec<String> = z.answers.iter().map(|a| a.to_string()).collect();
+            format!("{} {kind} {} {}", z.zone, z.weight, answers.join(" "))
+                .trim_end()
+                .to_string()
+        })
+        .collect();
+    let weights: Vec<String> = s.weights.iter().map(|(k, v)| format!("{k} {v}")).collect();
+    FormView::new("spam", "/protection/spam", "", "Save spam settings")
+        .field(
+            Field::checkbox("enabled", "Score inbound mail for spam", s.enabled)
+                .path("spam.enabled")
+                .help("One score from explained rules (header and HELO sanity, links, authentication results, DNS lists) and the Bayes classifier. Every rule that applied is shown with its weight in message tracking."),
+        )
+        .field(
+            Field::new("add_header", "Mark with X-Spam-Flag / X-Spam-Status from score", "text", s.add_header.to_string())
+                .path("spam.add_header"),
+        )
+        .field(
+            Field::new("tag_subject", "Also tag the subject from score", "text", s.tag_subject.to_string())
+                .path("spam.tag_subject"),
+        )
+        .field(
+            Field::new("subject_tag", "Subject tag", "text", s.subject_tag.clone())
+                .path("spam.subject_tag"),
+        )
+        .field(
+            Field::new("quarantine", "Quarantine from score", "text", s.quarantine.to_string())
+                .path("spam.quarantine"),
+        )
+        .field(
+            Field::new("reject", "Reject during the SMTP session (550) from score", "text", s.reject.to_string())
+                .path("spam.reject")
+                .help("A threshold above the next one never applies; a rejected message is not kept and no bounce is sent."),
+        )
+        .field(
+            Field::checkbox("outbound", "Also score outbound mail (trusted networks, authenticated users)", s.outbound)
+                .path("spam.outbound"),
+        )
+        .field(
+            Field::checkbox("bayes", "Use the Bayes classifier", s.bayes)
+                .path("spam.bayes")
+                .help("Trained from the quarantine (\"Learn as spam\", \"Not spam\") and with palisade learn --spam|--ham FILE|DIR."),
+        )
+        .field(
+            Field::new("bayes_min_spam", "Spam messages learned before Bayes scores", "number", s.bayes_min_spam.to_string())
+                .path("spam.bayes_min_spam"),
+        )
+        .field(
+            Field::new("bayes_min_ham", "Wanted messages learned before Bayes scores", "number", s.bayes_min_ham.to_string())
+                .path("spam.bayes_min_ham"),
+        )
+        .field(
+            Field::new("allow_senders", "Senders never scored as spam", "textarea", lines(&s.allow_senders))
+                .path("spam.allow_senders")
+                .rows(3)
+                .help("One per line: an address, @domain, domain, or *.domain (with subdomains)."),
+        )
+        .field(
+            Field::new("block_senders", "Senders always scored as spam", "textarea", lines(&s.block_senders))
+                .path("spam.block_senders")
+                .rows(3),
+        )
+        .field(
+            Field::new("dnsbl", "DNS lists", "textarea", lists.join("\n"))
+                .path("spam.dnsbl")
+                .rows(4)
+                .help("One per line: ZONE ip|domain WEIGHT [ANSWER…], e.g. zen.spamhaus.org ip 3.5 127.0.0.2 127.0.0.3. A negative weight makes an allowlist. ip: the client's address; domain: the registered domains of links and of the sender."),
+        )
+        .field(
+            Field::new("weights", "Rule weights", "textarea", weights.join("\n"))
+                .path("spam.weights")
+                .rows(3)
+                .help("One per line: RULE WEIGHT, replacing the built-in weight (0 turns the rule off), e.g. RDNS_NONE 0.5."),
+        )
+}
+
+/// Learned message counts of `bayes.db` (at most one read).
+async fn bayes_totals(state: &AppState) -> Result<palisade_store::bayes::Totals, String> {
+    let path = state.data().bayes_db();
+    tokio::task::spawn_blocking(move || {
+        if !path.exists() {
+            return Ok(Default::default());
+        }
+        palisade_store::bayes::Bayes::open(&path)
+            .and_then(|b| b.totals())
+            .map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
+/// A decimal score; `None` (with a problem at `path`) when it is not one.
+fn parse_score(text: &str, path: &str, problems: &mut Vec<Problem>) -> Option<f64> {
+    match text.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() => Some(v),
+        _ => {
+            problems.push(Problem::new(
+                path,
+                format!("'{}' is not a number such as 5 or 6.5", text.trim()),
+            ));
+            None
+        }
+    }
+}
+
+/// The DNS list lines of the form.
+fn parse_dnsbl(text: &str, problems: &mut Vec<Problem>) -> Vec<Dnsbl> {
+    let mut out = Vec::new();
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let kind = match words.get(1).copied() {
+            Some("ip") => Some(DnsblKind::Ip),
+            Some("domain") => Some(DnsblKind::Domain),
+            _ => None,
+        };
+        let weight = words.get(2).and_then(|w| w.parse::<f64>().ok());
+        let answers: Option<Vec<std::net::Ipv4Addr>> =
+            words.iter().skip(3).map(|a| a.parse().ok()).collect();
+        match (kind, weight, answers) {
+            (Some(kind), Some(weight), Some(answers)) => out.push(Dnsbl {
+                zone: words[0].trim_end_matches('.').to_ascii_lowercase(),
+                kind,
+                weight,
+                answers,
+            }),
+            _ => problems.push(Problem::new(
+                "spam.dnsbl",
+                format!("'{line}' is not ZONE ip|domain WEIGHT [ANSWER…]"),
+            )),
+        }
+    }
+    out
+}
+
 /// The signature databases in `DIR/clamav` and clamd's `VERSION` (at most 2 s).
 async fn av_status(state: &AppState, cfg: &Config) -> AvStatus {
     let dir = clamav::directory(state.data());
@@ -409,6 +558,8 @@ async fn show(
         antivirus: fin(antivirus_form(cfg)),
         attachments: fin(attachments_form(cfg)),
         authentication: fin(authentication_form(cfg)),
+        spam: fin(spam_form(cfg)),
+        bayes: bayes_totals(state).await,
     };
     let status = if sub.is_some() {
         StatusCode::UNPROCESSABLE_ENTITY
@@ -559,6 +710,65 @@ pub async fn authentication(
             .map(|d| d.trim_end_matches('.').to_ascii_lowercase())
             .collect();
         ("authentication settings changed".into(), pr)
+    })
+    .await
+}
+
+pub async fn spam(
+    State(state): State<AppState>,
+    p: Principal,
+    Form(raw): Form<Raw>,
+) -> Result<Response, AppError> {
+    save(&state, &p, raw, "spam", |cfg, raw| {
+        let mut pr = Vec::new();
+        let s = &mut cfg.spam;
+        s.enabled = checked(raw, "enabled");
+        s.outbound = checked(raw, "outbound");
+        s.bayes = checked(raw, "bayes");
+        for (name, slot) in [
+            ("add_header", &mut s.add_header),
+            ("tag_subject", &mut s.tag_subject),
+            ("quarantine", &mut s.quarantine),
+            ("reject", &mut s.reject),
+        ] {
+            if let Some(v) = parse_score(get(raw, name), &format!("spam.{name}"), &mut pr) {
+                *slot = v;
+            }
+        }
+        s.subject_tag = get(raw, "subject_tag").trim().to_string();
+        if let Some(n) = crate::forms::parse_num::<u64>(
+            get(raw, "bayes_min_spam"),
+            "spam.bayes_min_spam",
+            &mut pr,
+        ) {
+            s.bayes_min_spam = n;
+        }
+        if let Some(n) =
+            crate::forms::parse_num::<u64>(get(raw, "bayes_min_ham"), "spam.bayes_min_ham", &mut pr)
+        {
+            s.bayes_min_ham = n;
+        }
+        s.allow_senders = crate::forms::parse_strings(get(raw, "allow_senders"));
+        s.block_senders = crate::forms::parse_strings(get(raw, "block_senders"));
+        s.dnsbl = parse_dnsbl(get(raw, "dnsbl"), &mut pr);
+        let mut weights = std::collections::BTreeMap::new();
+        for line in get(raw, "weights")
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+        {
+            match line.split_whitespace().collect::<Vec<_>>()[..] {
+                [rule, w] if w.parse::<f64>().is_ok_and(f64::is_finite) => {
+                    weights.insert(rule.to_ascii_uppercase(), w.parse::<f64>().unwrap_or(0.0));
+                }
+                _ => pr.push(Problem::new(
+                    "spam.weights",
+                    format!("'{line}' is not RULE WEIGHT"),
+                )),
+            }
+        }
+        s.weights = weights;
+        ("spam settings changed".into(), pr)
     })
     .await
 }

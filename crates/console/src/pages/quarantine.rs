@@ -13,6 +13,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Redirect, Response};
 use palisade_control::engine::{ControlRequest, ControlResponse};
 use palisade_inspect::MessageView;
+use palisade_store::bayes::{Bayes, Class, Learned};
 use palisade_store::mail::{QuarantineEntry, QuarantineQuery, QuarantineState};
 use serde::Deserialize;
 
@@ -413,9 +414,16 @@ pub async fn act(
     if !valid_id(id) {
         return Err(AppError::NotFound("No such quarantined message.".into()));
     }
+    match action {
+        "learn_spam" => return learn(state, p, id, Class::Spam).await,
+        "release_ham" => {
+            learn(state, p, id, Class::Ham).await?;
+        }
+        _ => {}
+    }
     let (actor, source, id) = (p.actor(), p.source.clone(), id.to_string());
     let req = match action {
-        "release" => ControlRequest::QuarantineRelease {
+        "release" | "release_ham" => ControlRequest::QuarantineRelease {
             id: id.clone(),
             recipients: None,
             actor,
@@ -433,8 +441,55 @@ pub async fn act(
         ("release", Some(q)) => {
             format!("{id} released to its recipients (queued as {q}).")
         }
+        ("release_ham", Some(q)) => {
+            format!("{id} learned as wanted mail and released to its recipients (queued as {q}).")
+        }
         _ if r.message.ends_with('.') => r.message,
         _ => format!("{}.", r.message),
+    })
+}
+
+/// Teaches the Bayes classifier (`bayes.db`) the held copy of `id` as `class`, audited as
+/// `spam.learn`; returns a sentence.
+async fn learn(
+    state: &AppState,
+    p: &Principal,
+    id: &str,
+    class: Class,
+) -> Result<String, AppError> {
+    let e = entry(state, id).await?;
+    if e.state != QuarantineState::Held {
+        return Err(AppError::Conflict(format!(
+            "{id} was {}; its content is no longer kept to learn from.",
+            e.state.as_str()
+        )));
+    }
+    let st = state.clone();
+    let (id2, size) = (e.id.clone(), e.size);
+    let learned = tokio::task::spawn_blocking(move || {
+        let raw = read_held(&st, &id2, size.saturating_add(1))?;
+        let view = MessageView::from_bytes(&raw, &palisade_inspect::Limits::default());
+        let mut bayes = Bayes::open(&st.data().bayes_db()).map_err(|e| e.to_string())?;
+        bayes.learn(&view, class).map_err(|e| e.to_string())
+    })
+    .await?
+    .map_err(|e| AppError::Conflict(format!("{id} could not be learned: {e}")))?;
+    let (actor, source, target) = (p.actor(), p.source.clone(), id.to_string());
+    state
+        .db(move |s| {
+            s.audit.append(
+                &actor,
+                &source,
+                "spam.learn",
+                &target,
+                &serde_json::json!({ "class": class.as_str(), "result": learned }),
+            )?;
+            Ok(())
+        })
+        .await?;
+    Ok(match learned {
+        Learned::AlreadyKnown => format!("{id} was already learned as {}.", class.as_str()),
+        _ => format!("{id} learned as {}.", class.as_str()),
     })
 }
 
@@ -492,7 +547,10 @@ pub async fn bulk(
     body: Bytes,
 ) -> Result<Response, AppError> {
     let (ids, action) = bulk_form(&body);
-    if !matches!(action.as_str(), "release" | "delete") {
+    if !matches!(
+        action.as_str(),
+        "release" | "delete" | "release_ham" | "learn_spam"
+    ) {
         return Err(AppError::BadRequest(format!("unknown action '{action}'")));
     }
     if ids.is_empty() {
@@ -517,10 +575,11 @@ pub async fn bulk(
             Err(e) => refused.push(format!("{id}: {}", e.public_message())),
         }
     }
-    let verb = if action == "release" {
-        "released"
-    } else {
-        "deleted"
+    let verb = match action.as_str() {
+        "release" => "released",
+        "release_ham" => "learned as wanted mail and released",
+        "learn_spam" => "learned as spam",
+        _ => "deleted",
     };
     let mut msg = format!("{done} message(s) {verb}.");
     if !refused.is_empty() {

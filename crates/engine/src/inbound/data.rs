@@ -332,7 +332,8 @@ impl Session {
                 palisade_policy::Direction::Inbound
             },
             client_ip: self.peer.ip(),
-            client_name: self.client_name.get().cloned(),
+            client_name: self.client_name.get().cloned().flatten(),
+            rdns_checked: self.client_name.get().is_some(),
             helo: self.helo.clone(),
             tls: self.tls.clone(),
             auth_user: self.auth_user.clone(),

@@ -57,7 +57,8 @@ pub(crate) struct Session {
     pub(super) auth_user: Option<String>,
     /// The client's forward-confirmed reverse DNS name, looked up in the background from the
     /// connection on; whatever is known when a message's checks start is what they see.
-    pub(super) client_name: Arc<std::sync::OnceLock<String>>,
+    /// Set when the reverse DNS lookup finished: the forward-confirmed name, or `None`.
+    pub(super) client_name: Arc<std::sync::OnceLock<Option<String>>>,
     pub(super) tx: Option<Transaction>,
     framer: CommandFramer,
     errors: u32,
@@ -87,6 +88,7 @@ impl Session {
             let slot = client_name.clone();
             let ip = peer.ip();
             tokio::spawn(async move {
+                // Only an answer counts: a lookup that failed leaves the name unknown.
                 if let Some(name) = crate::outbound::route::verified_name(&resolver, ip).await {
                     let _ = slot.set(name);
                 }

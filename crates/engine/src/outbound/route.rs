@@ -128,12 +128,14 @@ pub(crate) fn resolver(cfg: &Config) -> Option<TokioResolver> {
 }
 
 /// The client's forward-confirmed reverse DNS name: a PTR name of `ip` whose own addresses
-/// include `ip` (the name a filter may trust), lower case, without the final dot. `None` when
-/// there is none or the lookups do not finish within 5 s. At most 3 PTR names are tried.
-pub(crate) async fn verified_name(resolver: &TokioResolver, ip: IpAddr) -> Option<String> {
+/// include `ip` (the name a filter may trust), lower case, without the final dot: `Some(None)`
+/// when DNS answered that there is none, `None` when the lookups failed or did not finish
+/// within 5 s. At most 3 PTR names are tried.
+pub(crate) async fn verified_name(resolver: &TokioResolver, ip: IpAddr) -> Option<Option<String>> {
     let lookup = async {
         let ptr = match resolver.reverse_lookup(ip).await {
             Ok(p) => p,
+            Err(e) if e.is_nx_domain() || e.is_no_records_found() => return Some(None),
             Err(e) => {
                 tracing::debug!(event = "dns.ptr_failed", %ip, error = %e);
                 return None;
@@ -152,10 +154,10 @@ pub(crate) async fn verified_name(resolver: &TokioResolver, ip: IpAddr) -> Optio
             if let Ok(ips) = resolver.lookup_ip(name.as_str()).await
                 && ips.iter().any(|a| a == ip)
             {
-                return Some(name.trim_end_matches('.').to_ascii_lowercase());
+                return Some(Some(name.trim_end_matches('.').to_ascii_lowercase()));
             }
         }
-        None
+        Some(None)
     };
     tokio::time::timeout(std::time::Duration::from_secs(5), lookup)
         .await

@@ -18,7 +18,9 @@ pub mod attachments;
 pub mod authentication;
 mod checks;
 pub mod edit;
+pub mod spam;
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::IpAddr;
 use std::path::Path;
@@ -31,7 +33,7 @@ use palisade_policy::{
     CheckOutcome, CheckStatus, DecideContext, Decision, Direction, Explanation, FailureMode,
     RecipientInfo, Verdict,
 };
-use palisade_store::Config;
+use palisade_store::{Config, DataDir};
 use serde::Serialize;
 
 pub use checks::{MimeCheck, RulesCheck};
@@ -62,6 +64,10 @@ pub struct Envelope {
     /// at connect, at most 5 s) finished before the checks started.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_name: Option<String>,
+    /// The reverse DNS lookup finished before the checks started (so `client_name: None`
+    /// means the client has no forward-confirmed name, not that nobody knows yet).
+    #[serde(default)]
+    pub rdns_checked: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub helo: Option<String>,
     /// TLS protocol and cipher, `None` for plaintext.
@@ -101,6 +107,8 @@ pub struct Subject {
     /// The message as received (the spool file), for checks that hand the raw message to
     /// another program (clamd). `None` when a test evaluates a view alone.
     pub content: Option<Arc<Path>>,
+    /// The other checks' outcomes as they finish.
+    pub others: Others,
 }
 
 pub type CheckFuture = Pin<Box<dyn Future<Output = Result<Findings, String>> + Send>>;
@@ -147,9 +155,10 @@ impl Pipeline {
     /// The checks `cfg` asks for, in order: `mime` (the view's limits and anomalies), then
     /// `rules` (the operator's `[[filter.rule]]`s), `antivirus` (with `[antivirus] enabled`),
     /// `attachments` (with `[attachments] enabled`, the default), `authentication` (with
-    /// `[authentication] enabled`). A check with `filter.check.NAME.enabled = false` is
-    /// recorded as skipped.
-    pub fn from_config(cfg: &Config) -> Pipeline {
+    /// `[authentication] enabled`), `spam` (with `[spam] enabled`, the default; its Bayes
+    /// statistics are `data`'s `bayes.db`, none without `data`). A check with
+    /// `filter.check.NAME.enabled = false` is recorded as skipped.
+    pub fn from_config(cfg: &Config, data: Option<&DataDir>) -> Pipeline {
         let f = &cfg.filter;
         let mut all: Vec<Arc<dyn Check>> = vec![
             Arc::new(MimeCheck::new(f.uninspectable)),
@@ -169,6 +178,9 @@ impl Pipeline {
             all.push(Arc::new(attachments::AttachmentsCheck::new(
                 cfg.attachments.clone(),
             )));
+        }
+        if cfg.spam.enabled {
+            all.push(Arc::new(spam::SpamCheck::from_config(cfg, data)));
         }
         let checks = all
             .into_iter()
@@ -224,17 +236,39 @@ impl Pipeline {
         let content: Option<Arc<Path>> = content.map(Arc::from);
         let started = tokio::time::Instant::now();
         let deadline = started + self.budget;
-        let mut handles = Vec::with_capacity(self.checks.len());
+        // Every check's outcome is published the moment it is known, for checks that read
+        // another's (spam reads authentication).
+        let mut senders = Vec::with_capacity(self.checks.len());
+        let mut receivers = HashMap::new();
         for c in &self.checks {
+            let (tx, rx) = tokio::sync::watch::channel(None);
+            senders.push(tx);
+            receivers.insert(c.check.name().to_string(), rx);
+        }
+        let others = Others {
+            outcomes: Arc::new(receivers),
+        };
+        let mut handles = Vec::with_capacity(self.checks.len());
+        for (c, tx) in self.checks.iter().zip(senders) {
             let subject = Subject {
                 envelope: envelope.clone(),
                 view: view.clone(),
                 content: content.clone(),
+                others: others.clone(),
             };
             let fut = c.check.run(subject);
             let until = (started + c.timeout).min(deadline);
-            // Each check is its own task: a panic is that check's failure, not the session's.
-            let handle = tokio::spawn(async move { tokio::time::timeout_at(until, fut).await });
+            let name = c.check.name().to_string();
+            let (mode, timeout) = (c.failure_mode, c.timeout);
+            let queue_id = envelope.queue_id.clone();
+            // Each check is its own task: a panic is that check's failure, not the session's
+            // (its sender is dropped unsent: readers see no outcome).
+            let handle = tokio::spawn(async move {
+                let result = tokio::time::timeout_at(until, fut).await;
+                let outcome = Arc::new(outcome_of(name, mode, timeout, &queue_id, result));
+                let _ = tx.send(Some(outcome.clone()));
+                outcome
+            });
             handles.push((c, handle));
         }
         let mut outcomes = Vec::with_capacity(handles.len());
@@ -242,27 +276,7 @@ impl Pipeline {
             let name = c.check.name().to_string();
             let mode = c.failure_mode;
             let outcome = match handle.await {
-                Ok(Ok(Ok(Findings {
-                    skipped: Some(reason),
-                    ..
-                }))) => CheckOutcome::new(name, CheckStatus::Skipped { reason }),
-                Ok(Ok(Ok(f))) => {
-                    let mut o = CheckOutcome::new(name, CheckStatus::Completed);
-                    o.facts = f.facts;
-                    o.contributions = f.contributions;
-                    o.decisions = f.decisions;
-                    o
-                }
-                Ok(Ok(Err(error))) => {
-                    tracing::warn!(event = "filter.check_failed", check = %name,
-                        queue_id = %envelope.queue_id, error = %error, mode = %mode);
-                    CheckOutcome::new(name, CheckStatus::Failed { error, mode })
-                }
-                Ok(Err(_elapsed)) => {
-                    tracing::warn!(event = "filter.check_timeout", check = %name,
-                        queue_id = %envelope.queue_id, mode = %mode);
-                    CheckOutcome::new(name, CheckStatus::TimedOut { mode })
-                }
+                Ok(outcome) => Arc::unwrap_or_clone(outcome),
                 Err(join) => {
                     let error = if join.is_panic() {
                         "the check panicked".to_string()
@@ -271,23 +285,13 @@ impl Pipeline {
                     };
                     tracing::error!(event = "filter.check_failed", check = %name,
                         queue_id = %envelope.queue_id, error = %error, mode = %mode);
-                    CheckOutcome::new(name, CheckStatus::Failed { error, mode })
+                    let mut o = CheckOutcome::new(name, CheckStatus::Failed { error, mode });
+                    if let CheckStatus::Failed { error, .. } = &o.status {
+                        o.facts = serde_json::json!({ "status": "error", "error": error });
+                    }
+                    o
                 }
             };
-            let mut outcome = outcome;
-            // Every check's facts say `status`; a check that failed says `error` and why.
-            if outcome.facts.is_null() {
-                match &outcome.status {
-                    CheckStatus::Failed { error, .. } => {
-                        outcome.facts = serde_json::json!({ "status": "error", "error": error });
-                    }
-                    CheckStatus::TimedOut { .. } => {
-                        outcome.facts = serde_json::json!({ "status": "error",
-                            "error": format!("no answer within {} s", c.timeout.as_secs()) });
-                    }
-                    _ => {}
-                }
-            }
             outcomes.push(outcome);
         }
         let recipients: Vec<RecipientInfo> = envelope
@@ -306,6 +310,62 @@ impl Pipeline {
             outcomes,
             verdict,
         }
+    }
+}
+
+/// One check's result as its outcome: completed (its findings), skipped, failed or timed out
+/// (with its failure mode). Every outcome's facts say `status`; a failed check says `error`.
+fn outcome_of(
+    name: String,
+    mode: FailureMode,
+    timeout: Duration,
+    queue_id: &str,
+    result: Result<Result<Findings, String>, tokio::time::error::Elapsed>,
+) -> CheckOutcome {
+    match result {
+        Ok(Ok(Findings {
+            skipped: Some(reason),
+            ..
+        })) => CheckOutcome::new(name, CheckStatus::Skipped { reason }),
+        Ok(Ok(f)) => {
+            let mut o = CheckOutcome::new(name, CheckStatus::Completed);
+            o.facts = f.facts;
+            o.contributions = f.contributions;
+            o.decisions = f.decisions;
+            o
+        }
+        Ok(Err(error)) => {
+            tracing::warn!(event = "filter.check_failed", check = %name,
+                queue_id = %queue_id, error = %error, mode = %mode);
+            let facts = serde_json::json!({ "status": "error", "error": &error });
+            CheckOutcome::new(name, CheckStatus::Failed { error, mode }).with_facts(facts)
+        }
+        Err(_elapsed) => {
+            tracing::warn!(event = "filter.check_timeout", check = %name,
+                queue_id = %queue_id, mode = %mode);
+            CheckOutcome::new(name, CheckStatus::TimedOut { mode })
+                .with_facts(serde_json::json!({ "status": "error",
+                    "error": format!("no answer within {} s", timeout.as_secs()) }))
+        }
+    }
+}
+
+/// The outcomes of the other checks of the same message, each available once that check has
+/// finished. A check that waits for another must also be able to do without it: the other may
+/// be missing from the pipeline, disabled, fail, or not finish within the waiting check's own
+/// budget.
+#[derive(Clone, Default)]
+pub struct Others {
+    outcomes: Arc<HashMap<String, tokio::sync::watch::Receiver<Option<Arc<CheckOutcome>>>>>,
+}
+
+impl Others {
+    /// Waits for check `name` to finish; `None` when there is no such check in the pipeline or
+    /// it panicked.
+    pub async fn outcome(&self, name: &str) -> Option<Arc<CheckOutcome>> {
+        let mut rx = self.outcomes.get(name)?.clone();
+        let got = rx.wait_for(Option::is_some).await.ok()?;
+        got.clone()
     }
 }
 
@@ -423,10 +483,11 @@ impl Report {
 /// queueing or sending anything (`palisade check`).
 pub async fn evaluate_file(
     cfg: &Config,
+    data: Option<&DataDir>,
     envelope: Envelope,
     path: &Path,
 ) -> std::io::Result<Report> {
-    let pipeline = Pipeline::from_config(cfg);
+    let pipeline = Pipeline::from_config(cfg, data);
     let view = Arc::new(view_of(path, pipeline.limits()).await?);
     let eval = pipeline
         .evaluate(Arc::new(envelope.clone()), view.clone(), Some(path))

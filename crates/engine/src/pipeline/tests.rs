@@ -20,6 +20,7 @@ fn envelope(rcpts: &[&str]) -> Arc<Envelope> {
         direction: Direction::Inbound,
         client_ip: "192.0.2.1".parse().unwrap(),
         client_name: None,
+        rdns_checked: false,
         helo: Some("client.example".into()),
         tls: None,
         auth_user: None,
@@ -219,10 +220,10 @@ action = "discard"
 monitor = true
 "#,
     );
-    let p = Pipeline::from_config(&cfg);
+    let p = Pipeline::from_config(&cfg, None);
     assert_eq!(
         p.check_names(),
-        vec!["mime", "rules", "authentication", "attachments"]
+        vec!["mime", "rules", "authentication", "attachments", "spam"]
     );
     let raw = b"From: a@example.org\r\nSubject: Your invoice\r\n\r\nhello\r\n";
     let e = p
@@ -273,7 +274,7 @@ async fn uninspectable_is_never_clean() {
             .clone()
             .try_into()
             .unwrap();
-        let p = Pipeline::from_config(&cfg);
+        let p = Pipeline::from_config(&cfg, None);
         let v = Arc::new(MessageView::from_bytes(raw, p.limits()));
         assert!(v.uninspectable().is_some());
         let e = p.evaluate(envelope(&["x@example.test"]), v, None).await;
@@ -291,7 +292,7 @@ async fn uninspectable_is_never_clean() {
 async fn attachments_from_the_configuration() {
     let raw = b"From: a@example.org\r\nSubject: x\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nhi\r\n--b\r\nContent-Type: text/plain; name=\"run.vbs\"\r\n\r\nMsgBox 1\r\n--b--\r\n";
     // Default (authentication off: no DNS in unit tests): a script is refused at DATA.
-    let p = Pipeline::from_config(&config("[authentication]\nenabled = false\n"));
+    let p = Pipeline::from_config(&config("[authentication]\nenabled = false\n"), None);
     let e = p
         .evaluate(envelope(&["x@example.test"]), view(raw), None)
         .await;
@@ -306,9 +307,10 @@ async fn attachments_from_the_configuration() {
         other => panic!("{other:?}"),
     }
     // Strip: delivered with a StripParts edit; off: not run.
-    let p = Pipeline::from_config(&config(
-        "[authentication]\nenabled = false\n[attachments]\nscript = \"strip\"\n",
-    ));
+    let p = Pipeline::from_config(
+        &config("[authentication]\nenabled = false\n[attachments]\nscript = \"strip\"\n"),
+        None,
+    );
     let e = p
         .evaluate(envelope(&["x@example.test"]), view(raw), None)
         .await;
@@ -317,8 +319,9 @@ async fn attachments_from_the_configuration() {
     assert!(
         matches!(&r.edits[..], [palisade_policy::Edit::StripParts { parts }] if parts[0].name == "run.vbs")
     );
-    let p = Pipeline::from_config(&config(
-        "[authentication]\nenabled = false\n[attachments]\nenabled = false\n",
-    ));
-    assert_eq!(p.check_names(), vec!["mime", "rules"]);
+    let p = Pipeline::from_config(
+        &config("[authentication]\nenabled = false\n[attachments]\nenabled = false\n"),
+        None,
+    );
+    assert_eq!(p.check_names(), vec!["mime", "rules", "spam"]);
 }

@@ -31,6 +31,7 @@ pub const CHECK_NAMES: &[&str] = &[
     "antivirus",
     "authentication",
     "attachments",
+    "spam",
 ];
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -63,6 +63,7 @@ fn envelope(ip: &str, sender: &str) -> Envelope {
         direction: Direction::Inbound,
         client_ip: ip.parse::<IpAddr>().unwrap(),
         client_name: None,
+        rdns_checked: false,
         helo: Some("mail.example.org".into()),
         tls: None,
         auth_user: None,

@@ -19,10 +19,12 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 mod antivirus;
 mod attachments;
 mod authentication;
+mod digest;
 mod filter;
 pub use antivirus::{Antivirus, ClamdAddress, InfectedAction, UnscannableAction};
 pub use attachments::{AttachmentAction, Attachments, DEFAULT_SCRIPT_EXTENSIONS};
 pub use authentication::{Authentication, DmarcQuarantineAction, DmarcRejectAction};
+pub use digest::Digest;
 pub use filter::{
     CHECK_NAMES, CheckSettings, Filter, Rule, RuleAction, RuleDirection, UninspectableAction,
     address_matches,
@@ -76,6 +78,8 @@ pub struct Config {
     pub attachments: Attachments,
     /// The `authentication` check: SPF, DKIM, DMARC (and what DMARC policies get), ARC.
     pub authentication: Authentication,
+    /// The daily quarantine digest to recipients, with release links (off by default).
+    pub digest: Digest,
     /// Inbound domains: mail for these is accepted from anyone and routed internally.
     #[serde(rename = "domain", skip_serializing_if = "Vec::is_empty")]
     pub domains: Vec<InboundDomain>,
@@ -385,6 +389,7 @@ impl Default for Config {
             antivirus: Antivirus::default(),
             attachments: Attachments::default(),
             authentication: Authentication::default(),
+            digest: Digest::default(),
             domains: vec![InboundDomain {
                 name: "example.test".into(),
                 route: DomainRoute::Maildir,
@@ -670,6 +675,7 @@ impl Config {
         self.antivirus.problems(&mut bad);
         self.attachments.problems(&mut bad);
         self.authentication.problems(&mut bad);
+        self.digest.problems(self, &mut bad);
         let l = &self.inspect;
         if l.max_message_bytes < s.max_message_size {
             bad(
@@ -782,6 +788,7 @@ impl Config {
                 "antivirus" => section(&key, value, &mut cfg.antivirus, &mut problems),
                 "attachments" => section(&key, value, &mut cfg.attachments, &mut problems),
                 "authentication" => section(&key, value, &mut cfg.authentication, &mut problems),
+                "digest" => section(&key, value, &mut cfg.digest, &mut problems),
                 "domain" => cfg.domains = array(&key, value, &mut problems),
                 "route" => cfg.routes = array(&key, value, &mut problems),
                 other => problems.push(Problem::new(other, "unknown section")),

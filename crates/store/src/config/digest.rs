@@ -20,7 +20,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{CHECK_NAMES, Config, is_valid_domain};
+use super::{CHECK_NAMES, Config, ConsoleHost, is_valid_domain};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -81,6 +81,16 @@ impl Digest {
             && let Err(e) = check_base_url(url)
         {
             bad("digest.link_base_url", e);
+        }
+        if self.enabled && check_base_url(&cfg.digest_link_base()).is_ok() && !console_answers(cfg)
+        {
+            bad(
+                "digest.link_base_url",
+                format!(
+                    "the console does not answer {}: its host is not one of console.hostnames",
+                    cfg.digest_link_base()
+                ),
+            );
         }
         if !(1..=24 * 30).contains(&self.link_valid_hours) {
             bad(
@@ -150,6 +160,28 @@ fn check_base_url(url: &str) -> Result<(), String> {
         return Err(format!("'{url}' has a bad port"));
     }
     Ok(())
+}
+
+/// Whether the console answers requests for the links' host (its `Host` check, see
+/// `console.hostnames`): without names, `system.hostname`, `localhost` and any IP address.
+fn console_answers(cfg: &Config) -> bool {
+    let base = cfg.digest_link_base();
+    let authority = base
+        .strip_prefix("https://")
+        .and_then(|r| r.split('/').next())
+        .unwrap_or("");
+    let Some(link) = ConsoleHost::parse(authority) else {
+        return false;
+    };
+    if cfg.console.hostnames.is_empty() {
+        let own = cfg.system.hostname.trim_end_matches('.');
+        return link.is_ip() || link.host == "localhost" || link.host.eq_ignore_ascii_case(own);
+    }
+    cfg.console
+        .hostnames
+        .iter()
+        .filter_map(|n| ConsoleHost::parse(n))
+        .any(|n| n.host == link.host && (n.port.is_none() || n.port == link.port))
 }
 
 impl Config {
@@ -271,5 +303,28 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(cfg.digest_link_base(), "https://gw.hospital.test");
+    }
+
+    #[test]
+    fn links_must_point_at_a_name_the_console_answers() {
+        let with = |extra: &str| problems(&format!("{DOMAIN}{extra}"));
+        // Default: system.hostname with the console's port.
+        assert!(with("[digest]\nenabled = true\n").is_empty());
+        assert!(
+            with("[digest]\nenabled = true\nlink_base_url = \"https://192.0.2.1:8443\"\n")
+                .is_empty()
+        );
+        let p = with("[digest]\nenabled = true\nlink_base_url = \"https://mail.hospital.test\"\n");
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].0, "digest.link_base_url");
+        assert!(
+            with(
+                "[console]\nhostnames = [\"mail.hospital.test\"]\n[digest]\nenabled = true\n\
+                      link_base_url = \"https://mail.hospital.test/\"\n"
+            )
+            .is_empty()
+        );
+        // Disabled: not checked.
+        assert!(with("[digest]\nlink_base_url = \"https://mail.hospital.test\"\n").is_empty());
     }
 }

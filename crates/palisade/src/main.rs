@@ -863,7 +863,9 @@ fn quarantine_cmd(data: &DataDir, cmd: QuarantineCmd) -> Result<ExitCode> {
                             "  {}  {}  {}",
                             e.id,
                             palisade_store::format_unix(e.received_at),
-                            e.subject.as_deref().unwrap_or("(no subject)")
+                            palisade_spool::digest::sanitise(
+                                e.subject.as_deref().unwrap_or("(no subject)")
+                            )
                         );
                     }
                 }

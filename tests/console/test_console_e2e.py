@@ -982,3 +982,39 @@ def test_spam_held_learned_from_the_quarantine_and_settings_by_their_fields(
     assert spam["dnsbl"] == [{"zone": "bl.example", "kind": "ip", "weight": 2.5, "answers": ["127.0.0.2"]}], spam
     assert spam["weights"] == {"RDNS_NONE": 0.25}, spam
     assert not b.console_errors, b.console_errors
+
+
+def test_protection_digest_settings_problem_by_its_field_then_saved(palisade_factory, browser_factory):
+    """The quarantine digest's settings on the Protection page: turned on with links to a host
+    the console does not answer, the problem is shown by the field and nothing is saved; with
+    the console's own address it is saved as a revision."""
+    if os.geteuid() != 0:
+        pytest.skip("run as root: the console really runs as palisade-web")
+    import tomllib
+
+    pal = palisade_factory()
+    b = browser_factory(f"https://127.0.0.1:{pal.console_port}", "digest-settings")
+    first_login(b, pal)
+    b.click("nav a[href='/protection']")
+    before = tomllib.loads(pal.cli("config", "export").stdout)
+    assert before["digest"]["enabled"] is False, before["digest"]
+    assert not b.by("#digest-enabled").is_selected()
+
+    b.by("#digest-enabled").click()
+    b.fill("#digest-link_base_url", "https://mail.elsewhere.test")
+    b.fill("#digest-hour", "6")
+    b.submit("form#digest")
+    b.shot("digest-bad-link")
+    err = b.by("#digest-link_base_url-err")
+    assert "the console does not answer https://mail.elsewhere.test" in err.text, err.text
+    assert tomllib.loads(pal.cli("config", "export").stdout)["digest"] == before["digest"]
+
+    b.fill("#digest-link_base_url", f"https://127.0.0.1:{pal.console_port}")
+    b.submit("form#digest")
+    b.shot("digest-saved")
+    assert b.path == "/protection#digest", b.path
+    assert "Saved as configuration revision" in b.text, b.text
+    after = tomllib.loads(pal.cli("config", "export").stdout)["digest"]
+    assert after["enabled"] is True and after["hour"] == 6, after
+    assert after["link_base_url"] == f"https://127.0.0.1:{pal.console_port}"
+    assert not b.console_errors, b.console_errors

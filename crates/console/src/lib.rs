@@ -11,8 +11,10 @@
 //!   the change and writes the audit entry; the console only reads `mail.db`); service health and restarts, and
 //!   installing certificates (which belong to other users), are the supervisor's control socket.
 //!
-//! It must not: run as root, hold any key but its own TLS key and the key that seals TOTP
-//! secrets (`DIR/console/totp.key`, see `palisade_store::totp_key`), render message content as HTML
+//! It must not: run as root, hold any key but its own TLS key, the key that seals TOTP
+//! secrets (`DIR/console/totp.key`, see `palisade_store::totp_key`) and the key that checks
+//! the quarantine digest's release links (`DIR/keys/digest.key`, read-only; the one page
+//! without a login, `pages::digest`, where the signed token is the credential), render message content as HTML
 //! except a held message's, sanitised and framed (`safe_view`: the quarantine; queued bodies
 //! are never shown), make any request for a message's content, run script in the browser (the CSP forbids it:
 //! every page works without JavaScript and charts are SVG drawn here), change state on a GET,

@@ -42,7 +42,8 @@ fn pages(state: &AppState) -> Router<AppState> {
                 .route(
                     "/protection/authentication",
                     post(protection::authentication),
-                ),
+                )
+                .route("/protection/digest", post(protection::digest)),
         ))
         .merge(with_perm(
             ViewQueue,
@@ -211,6 +212,12 @@ pub fn router(state: AppState) -> Router {
             get(pages::favicon).layer(security::cache_static()),
         )
         .route("/favicon.ico", get(pages::favicon))
+        // No login: the signed, expiring, single-use token in the path is the credential
+        // (quarantine digest release links; see `pages::digest`).
+        .route(
+            "/digest/release/{token}",
+            get(pages::digest::confirm).post(pages::digest::release),
+        )
         .nest("/api/v1", api(&state))
         .merge(pages(&state))
         .fallback(pages::not_found)

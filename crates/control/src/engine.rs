@@ -46,10 +46,24 @@ pub enum ControlRequest {
     /// Enqueue a held message again, byte-identical, to `recipients` (`None`: the ones it was
     /// held for) and deliver it at once (audited `quarantine.release`). The answer's
     /// `queue_id` is the new queue id.
+    ///
+    /// With `digest_token` (a release link of the quarantine digest, which the engine checks
+    /// itself): `recipients` must be the one recipient the token names, the entry stays held
+    /// for its other recipients, and the token is used up in the release's transaction.
     QuarantineRelease {
         id: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         recipients: Option<Vec<String>>,
+        actor: String,
+        source: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        digest_token: Option<String>,
+    },
+    /// Send the quarantine digests due now (`to`: only that recipient's), whatever the hour
+    /// (audited `digest.send`). The answer's `count` is the number of digests queued.
+    Digest {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        to: Option<String>,
         actor: String,
         source: String,
     },

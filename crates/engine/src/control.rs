@@ -156,7 +156,18 @@ async fn handle(shared: &Arc<Shared>, req: ControlRequest) -> ControlResponse {
             recipients,
             actor,
             source,
+            digest_token: None,
         } => quarantine_release(shared, id, recipients, actor, source).await,
+        ControlRequest::QuarantineRelease {
+            id,
+            recipients,
+            actor,
+            source,
+            digest_token: Some(token),
+        } => digest_release(shared, id, recipients, token, actor, source).await,
+        ControlRequest::Digest { to, actor, source } => {
+            digest_send(shared, to, actor, source).await
+        }
         ControlRequest::QuarantineDelete { id, actor, source } => {
             let data = shared.data.clone();
             let qid = id.clone();
@@ -212,6 +223,114 @@ async fn quarantine_release(
         Ok(r) => r,
         Err(e) => return ControlResponse::err(e),
     };
+    deliver_released(shared, id, released).await
+}
+
+/// A release asked for with a digest link: the engine checks the token itself (signature,
+/// expiry, that it names this entry and this one recipient) and uses it up in the release.
+async fn digest_release(
+    shared: &Arc<Shared>,
+    id: String,
+    recipients: Option<Vec<String>>,
+    token: String,
+    actor: String,
+    source: String,
+) -> ControlResponse {
+    let data = shared.data.clone();
+    let qid = id.clone();
+    let released = blocking(move || {
+        let key = palisade_store::digest::DigestKey::load(&data.digest_key())?;
+        let claims = key
+            .verify(&token, palisade_store::now_unix())
+            .map_err(|e| palisade_store::StoreError::Inconsistent(e.to_string()))?;
+        let asked = recipients.unwrap_or_default();
+        if claims.quarantine_id != qid
+            || asked.len() != 1
+            || !asked[0].eq_ignore_ascii_case(&claims.recipient)
+        {
+            return Err(palisade_store::StoreError::Inconsistent(
+                "the release link does not name this message and recipient".into(),
+            )
+            .into());
+        }
+        quarantine::release_from_digest(
+            &data,
+            &qid,
+            quarantine::DigestLink {
+                recipient: &claims.recipient,
+                token: &token,
+            },
+            Requester {
+                actor: &actor,
+                source: &source,
+            },
+        )
+    })
+    .await;
+    match released {
+        Ok(r) => deliver_released(shared, id, r).await,
+        Err(e) => ControlResponse::err(e),
+    }
+}
+
+/// Sends the digests due now, audited as `digest.send`.
+async fn digest_send(
+    shared: &Arc<Shared>,
+    to: Option<String>,
+    actor: String,
+    source: String,
+) -> ControlResponse {
+    let sum = match crate::digest::send(shared, to.clone()).await {
+        Ok(s) => s,
+        Err(e) => return ControlResponse::err(e),
+    };
+    let data = shared.data.clone();
+    let detail = serde_json::json!({
+        "to": to,
+        "digests": sum.digests,
+        "entries": sum.entries,
+        "queued": sum.queued,
+    });
+    let target = to.clone().unwrap_or_else(|| "*".into());
+    let audited = tokio::task::spawn_blocking(move || {
+        palisade_store::AuditLog::open(&data.audit_db())?.append(
+            &actor,
+            &source,
+            "digest.send",
+            &target,
+            &detail,
+        )
+    })
+    .await;
+    if let Ok(Err(e)) = audited {
+        tracing::error!(event = "audit.failed", action = "digest.send", error = %e);
+    }
+    let list: Vec<String> = sum
+        .queued
+        .iter()
+        .map(|(to, id)| format!("{to} ({id})"))
+        .collect();
+    ControlResponse::counted(
+        if sum.digests == 0 {
+            "no digest due: nothing newly held for a covered recipient".to_string()
+        } else {
+            format!(
+                "{} digest(s) listing {} held message(s) queued: {}",
+                sum.digests,
+                sum.entries,
+                list.join(", ")
+            )
+        },
+        sum.digests,
+    )
+}
+
+/// Hands a released copy to the queue runner and says what was released.
+async fn deliver_released(
+    shared: &Arc<Shared>,
+    id: String,
+    released: quarantine::Released,
+) -> ControlResponse {
     let s = shared.clone();
     let new_id = released.queue_id.clone();
     let queued =
@@ -445,6 +564,15 @@ mod tests {
 
     /// Held for one recipient: the original in DIR/quarantine/, tracking only in the queue.
     async fn hold(spool: &Spool, rcpt: &str) -> String {
+        hold_for(spool, &[rcpt], None).await
+    }
+
+    /// Held for `rcpts`, with the filter's explanations if given.
+    async fn hold_for(
+        spool: &Spool,
+        rcpts: &[&str],
+        explanations: Option<serde_json::Value>,
+    ) -> String {
         let qid = Spool::new_id();
         let mut f = spool.create_quarantine(&qid).unwrap();
         f.write(b"Subject: held\r\n\r\nheld body\r\n")
@@ -467,13 +595,18 @@ mod tests {
                     queue_id,
                     expires_at: palisade_store::now_unix() + 3600,
                     sender: "s@origin.test".into(),
-                    recipients: vec![palisade_spool::HeldRecipient {
-                        address: rcpt.into(),
-                        route: "maildir".into(),
-                        notify: None,
-                        orcpt: None,
-                    }],
+                    recipients: rcpts
+                        .iter()
+                        .map(|r| palisade_spool::HeldRecipient {
+                            address: r.to_string(),
+                            route: "maildir".into(),
+                            notify: None,
+                            orcpt: None,
+                        })
+                        .collect(),
                     reason: "test".into(),
+                    explanations,
+                    subject: Some("held".into()),
                     size: c.size,
                     sha256: c.sha256,
                     ..Default::default()
@@ -510,6 +643,7 @@ mod tests {
             recipients: to,
             actor: "alice".into(),
             source: "10.0.0.9".into(),
+            digest_token: None,
         };
 
         let r = handle(&shared, req(&a, None)).await;
@@ -545,6 +679,155 @@ mod tests {
         let actions: Vec<_> = entries.iter().map(|e| e.action.as_str()).collect();
         assert_eq!(actions.len(), 2, "{actions:?}");
         assert!(actions.contains(&"quarantine.release") && actions.contains(&"quarantine.delete"));
+        shared.begin_shutdown();
+    }
+
+    /// The digest through the control socket: one per covered recipient, never twice, never
+    /// for an excluded check's entry or an outside address; a release link releases to its
+    /// recipient only, once; a forged or misdirected link releases nothing.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn digest_links_release_once_to_their_recipient_only() {
+        let d = tempfile::tempdir().unwrap();
+        let data = DataDir::new(d.path());
+        let config = Config::from_toml(
+            "[[domain]]\nname = \"local.test\"\nroute = \"maildir\"\n\
+             [digest]\nlink_base_url = \"https://gw.local.test\"\n",
+        )
+        .unwrap();
+        let rev = Revision {
+            id: 1,
+            created_at: 0,
+            author: "test".into(),
+            comment: String::new(),
+            config,
+        };
+        let (spool, _) = Spool::open(&data).unwrap();
+        let shared = Arc::new(Shared::new(data.clone(), rev, spool.clone(), None));
+        shared.set_runner(crate::outbound::Runner::start(shared.clone()));
+        let both = hold_for(
+            &spool,
+            &["a@local.test", "b@local.test", "x@far.test"],
+            None,
+        )
+        .await;
+        let virus = hold_for(
+            &spool,
+            &["a@local.test"],
+            Some(serde_json::json!([{"recipient": "a@local.test",
+                "explanations": [{"stage": "antivirus", "rule": "eicar", "sentence": "virus"}]}])),
+        )
+        .await;
+        let digest = |to: Option<&str>| ControlRequest::Digest {
+            to: to.map(str::to_string),
+            actor: "alice".into(),
+            source: "local".into(),
+        };
+
+        let r = handle(&shared, digest(None)).await;
+        assert!(r.ok && r.count == Some(2), "{r:?}");
+        let r = handle(&shared, digest(None)).await;
+        assert!(r.ok && r.count == Some(0), "nothing listed twice: {r:?}");
+
+        // Both digests reach the Maildir; a's lists `both` only (not the virus).
+        let new = d.path().join("mailbox/new");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let read = || -> Vec<String> {
+            std::fs::read_dir(&new)
+                .map(|it| {
+                    it.map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        while read().len() < 2 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "digests not delivered"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let mails = read();
+        let a_digest = mails
+            .iter()
+            .find(|m| m.contains("X-Original-To: a@local.test"))
+            .unwrap();
+        let parsed = mail_parser::MessageParser::new()
+            .parse(a_digest.as_bytes())
+            .unwrap();
+        let a_text = parsed.body_text(0).unwrap().to_string();
+        assert!(!a_text.contains(&virus));
+        let links: Vec<&str> = a_text
+            .split_whitespace()
+            .filter_map(|w| w.strip_prefix("https://gw.local.test/digest/release/"))
+            .filter(|t| !t.contains('"') && !t.contains('<'))
+            .collect();
+        assert_eq!(links.len(), 1, "{a_text}");
+        let token = links[0].to_string();
+        let key = palisade_store::digest::DigestKey::load(&data.digest_key()).unwrap();
+        let claims = key.verify(&token, palisade_store::now_unix()).unwrap();
+        assert_eq!(
+            (claims.quarantine_id.as_str(), claims.recipient.as_str()),
+            (both.as_str(), "a@local.test")
+        );
+
+        let release = |to: &str, token: &str| ControlRequest::QuarantineRelease {
+            id: both.clone(),
+            recipients: Some(vec![to.to_string()]),
+            actor: format!("digest:{to}"),
+            source: "192.0.2.7".into(),
+            digest_token: Some(token.to_string()),
+        };
+        // a's link asking for b, a link signed with another key: refused.
+        let r = handle(&shared, release("b@local.test", &token)).await;
+        assert!(!r.ok, "{r:?}");
+        let b_token = key.sign(&palisade_store::digest::Claims {
+            recipient: "b@local.test".into(),
+            ..claims.clone()
+        });
+        let other_key = palisade_store::digest::DigestKey::generate().sign(&claims);
+        let r = handle(&shared, release("a@local.test", &other_key)).await;
+        assert!(!r.ok && r.message.contains("signature"), "{r:?}");
+
+        let r = handle(&shared, release("a@local.test", &token)).await;
+        assert!(r.ok, "{r:?}");
+        let r = handle(&shared, release("a@local.test", &token)).await;
+        assert!(!r.ok && r.message.contains("already used"), "{r:?}");
+
+        // Still held for b and x; b's (here: a freshly signed) link works once more.
+        let entry = spool
+            .db()
+            .lock()
+            .unwrap()
+            .quarantine_get(&both)
+            .unwrap()
+            .unwrap();
+        assert_eq!(entry.state, palisade_spool::QuarantineState::Held);
+        let left: Vec<&str> = entry
+            .recipients
+            .iter()
+            .map(|r| r.address.as_str())
+            .collect();
+        assert_eq!(left, ["b@local.test", "x@far.test"]);
+        let r = handle(&shared, release("b@local.test", &b_token)).await;
+        assert!(r.ok, "{r:?}");
+        assert!(spool.quarantine_path(&both).exists(), "still held for x");
+
+        let entries = AuditLog::open(&data.audit_db())
+            .unwrap()
+            .list(&Default::default())
+            .unwrap();
+        let releases: Vec<_> = entries
+            .iter()
+            .filter(|e| e.action == "quarantine.release")
+            .collect();
+        assert_eq!(releases.len(), 2, "{entries:?}");
+        assert!(releases.iter().any(|e| e.actor == "digest:a@local.test"
+            && e.source == "192.0.2.7"
+            && e.target == both));
+        assert_eq!(
+            entries.iter().filter(|e| e.action == "digest.send").count(),
+            2
+        );
         shared.begin_shutdown();
     }
 }

@@ -15,6 +15,8 @@
 #![forbid(unsafe_code)]
 
 mod control;
+pub mod digest;
+mod generated;
 mod health;
 mod inbound;
 mod listeners;
@@ -94,6 +96,7 @@ pub async fn run(opts: EngineOptions) -> Result<(), EngineError> {
     shared.set_runner(runner.clone());
     let control = control::serve(shared.clone()).await?;
     let probe = health::spawn_probe(shared.clone());
+    let digests = digest::spawn_scheduler(shared.clone());
     let sessions = inbound::serve(shared.clone(), listeners);
 
     palisade_control::notify_ready();
@@ -107,6 +110,7 @@ pub async fn run(opts: EngineOptions) -> Result<(), EngineError> {
     runner.drain(opts.drain_grace).await;
     control.abort();
     probe.abort();
+    digests.abort();
     tracing::info!(event = "engine.stopped");
     Ok(())
 }

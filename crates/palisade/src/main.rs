@@ -228,6 +228,18 @@ enum QuarantineCmd {
     },
     /// Delete a held message.
     Delete { id: String },
+    /// The recipients' quarantine digests: without --now, what the next one would list; with
+    /// --now, ask the running engine to send them at once (whatever the hour; audited).
+    Digest {
+        /// Send now (the engine must be running: it owns the spool).
+        #[arg(long)]
+        now: bool,
+        /// Only this recipient's digest.
+        #[arg(long = "to", value_name = "ADDR")]
+        to: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args)]
@@ -717,6 +729,7 @@ fn quarantine_cmd(data: &DataDir, cmd: QuarantineCmd) -> Result<ExitCode> {
                 recipients: chosen.clone(),
                 actor: actor(),
                 source: "local".into(),
+                digest_token: None,
             };
             let r = queue_change(data, req, |by| {
                 let recipients = match &chosen {
@@ -769,6 +782,98 @@ fn quarantine_cmd(data: &DataDir, cmd: QuarantineCmd) -> Result<ExitCode> {
                     eprintln!("error: {}", r.message);
                 }
                 return Ok(ExitCode::FAILURE);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        QuarantineCmd::Digest {
+            now: true,
+            to,
+            json,
+        } => {
+            let req = ControlRequest::Digest {
+                to,
+                actor: actor(),
+                source: "local".into(),
+            };
+            let r = match palisade_control::engine::control_request(&data.control_socket(), &req) {
+                Ok(r) => r,
+                Err(e) if e.is_not_running() => {
+                    bail!("the engine is not running: digests are sent by the engine")
+                }
+                Err(e) => bail!("the engine did not answer ({e})"),
+            };
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({
+                        "ok": r.ok, "digests": r.count, "message": r.message,
+                    }))?
+                );
+            } else {
+                println!("{}", r.message);
+            }
+            if !r.ok {
+                bail!("{}", r.message);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        QuarantineCmd::Digest {
+            now: false,
+            to,
+            json,
+        } => {
+            let cfg = ConfigStore::open(&data.config_db())?
+                .current()?
+                .map(|r| r.config)
+                .unwrap_or_default();
+            let db = palisade_store::MailDb::open(&data.mail_db())?;
+            let pending = palisade_engine::digest::pending(&db, &cfg, to.as_deref())?;
+            if json {
+                let v: Vec<serde_json::Value> = pending
+                    .iter()
+                    .map(|p| {
+                        serde_json::json!({
+                            "recipient": p.recipient,
+                            "entries": p.entries.iter().map(|e| &e.id).collect::<Vec<_>>(),
+                        })
+                    })
+                    .collect();
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({
+                        "enabled": cfg.digest.enabled,
+                        "hour_utc": cfg.digest.hour,
+                        "link_base": cfg.digest_link_base(),
+                        "pending": v,
+                    }))?
+                );
+            } else {
+                println!(
+                    "digest: {} (daily at {:02}:00 UTC), links to {}",
+                    if cfg.digest.enabled {
+                        "enabled"
+                    } else {
+                        "disabled"
+                    },
+                    cfg.digest.hour,
+                    cfg.digest_link_base()
+                );
+                if pending.is_empty() {
+                    println!("nothing newly held for a covered recipient");
+                }
+                for p in &pending {
+                    println!("{}: {} held message(s)", p.recipient, p.entries.len());
+                    for e in &p.entries {
+                        println!(
+                            "  {}  {}  {}",
+                            e.id,
+                            palisade_store::format_unix(e.received_at),
+                            palisade_spool::digest::sanitise(
+                                e.subject.as_deref().unwrap_or("(no subject)")
+                            )
+                        );
+                    }
+                }
             }
             Ok(ExitCode::SUCCESS)
         }

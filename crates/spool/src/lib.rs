@@ -16,6 +16,7 @@
 
 pub mod admin;
 mod committer;
+pub mod digest;
 pub mod dsn;
 mod file;
 pub mod quarantine;
@@ -55,6 +56,12 @@ pub enum SpoolError {
     /// The quarantine entry was already released or deleted.
     #[error("quarantined message {id} is {state}, not held")]
     NotHeld { id: String, state: QuarantineState },
+    /// A digest link for a recipient the entry is not (or no longer) held for.
+    #[error("quarantined message {id} is not held for {recipient}")]
+    NotHeldFor { id: String, recipient: String },
+    /// A digest link that was already used.
+    #[error("this release link was already used")]
+    LinkUsed,
     /// A held file that does not match what was recorded: it is not released.
     #[error("held file {path} is damaged: {reason}")]
     Damaged { path: String, reason: String },

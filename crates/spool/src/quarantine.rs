@@ -18,8 +18,8 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use palisade_store::mail::{
-    Batch, Event, MailDb, MessageKind, NewMessage, NewRecipient, Origin, QuarantineChange,
-    QuarantineEntry, QuarantineState,
+    Batch, DigestRelease, Event, HeldRecipient, MailDb, MessageKind, NewMessage, NewRecipient,
+    Origin, QuarantineChange, QuarantineEntry, QuarantineNarrow, QuarantineState,
 };
 use palisade_store::{ConfigStore, DataDir, StoreError};
 use ring::digest;
@@ -139,18 +139,77 @@ pub fn release(
     let entry = held(&db, id)?;
     let recipients = match recipients {
         Some(r) => r,
-        None => entry
-            .recipients
-            .iter()
-            .map(|r| NewRecipient {
-                address: r.address.clone(),
-                route: r.route.clone(),
-                notify: r.notify,
-                orcpt: r.orcpt.clone(),
-                artifact: 0,
-            })
-            .collect(),
+        None => entry.recipients.iter().map(queued_again).collect(),
     };
+    enqueue_held(data, &mut db, &entry, recipients, Vec::new(), None, by)
+}
+
+/// A release asked for from a digest link: the one recipient the link names.
+#[derive(Debug, Clone, Copy)]
+pub struct DigestLink<'a> {
+    /// The recipient the entry was held for and the link was made for.
+    pub recipient: &'a str,
+    /// The link's token (already verified): its hash is recorded in the release's
+    /// transaction, so a link releases at most once.
+    pub token: &'a str,
+}
+
+/// Releases held message `id` to one of the recipients it was held for (as its digest link
+/// asked), to that recipient only: the entry stays held for the others, and leaves the
+/// `held` state when none is left. Refused when the entry is not held for that recipient or
+/// the link was already used. Audited as `quarantine.release` (with `"via": "digest"`).
+pub fn release_from_digest(
+    data: &DataDir,
+    id: &str,
+    link: DigestLink<'_>,
+    by: Requester<'_>,
+) -> Result<Released, SpoolError> {
+    let mut db = MailDb::open(&data.mail_db())?;
+    if db
+        .digest_release_of(&palisade_store::digest::token_id(link.token))?
+        .is_some()
+    {
+        return Err(SpoolError::LinkUsed);
+    }
+    let entry = held(&db, id)?;
+    let (mine, others): (Vec<&HeldRecipient>, Vec<&HeldRecipient>) = entry
+        .recipients
+        .iter()
+        .partition(|r| r.address.eq_ignore_ascii_case(link.recipient));
+    let Some(mine) = mine.first() else {
+        return Err(SpoolError::NotHeldFor {
+            id: id.to_string(),
+            recipient: link.recipient.to_string(),
+        });
+    };
+    let recipients = vec![queued_again(mine)];
+    let remaining = others.into_iter().cloned().collect();
+    enqueue_held(data, &mut db, &entry, recipients, remaining, Some(link), by)
+}
+
+fn queued_again(r: &HeldRecipient) -> NewRecipient {
+    NewRecipient {
+        address: r.address.clone(),
+        route: r.route.clone(),
+        notify: r.notify,
+        orcpt: r.orcpt.clone(),
+        artifact: 0,
+    }
+}
+
+/// Copies the held file of `entry` into the spool for `recipients` and commits the new queue
+/// entry with the entry's new state: released, or (with `remaining` recipients) still held
+/// for them.
+fn enqueue_held(
+    data: &DataDir,
+    db: &mut MailDb,
+    entry: &QuarantineEntry,
+    recipients: Vec<NewRecipient>,
+    remaining: Vec<HeldRecipient>,
+    link: Option<DigestLink<'_>>,
+    by: Requester<'_>,
+) -> Result<Released, SpoolError> {
+    let id = entry.id.as_str();
     if recipients.is_empty() {
         return Err(StoreError::Inconsistent(format!("{id}: no recipient to release to")).into());
     }
@@ -168,7 +227,8 @@ pub fn release(
 
     let now = crate::now();
     let addresses: Vec<&str> = recipients.iter().map(|r| r.address.as_str()).collect();
-    let batch = Batch {
+    let still_held = !remaining.is_empty();
+    let mut batch = Batch {
         accepted: vec![NewMessage {
             id: queue_id.clone(),
             received_at: now,
@@ -206,7 +266,11 @@ pub fn release(
                     addresses.join(", "),
                     by.actor
                 ),
-                status: status_after(&db, &entry.queue_id, "released")?,
+                status: if still_held {
+                    None
+                } else {
+                    status_after(db, &entry.queue_id, "released")?
+                },
             },
             Event {
                 queue_id: queue_id.clone(),
@@ -216,35 +280,55 @@ pub fn release(
                 status: None,
             },
         ],
-        quarantine_changes: vec![QuarantineChange {
+        ..Default::default()
+    };
+    if still_held {
+        batch.quarantine_narrowed.push(QuarantineNarrow {
+            id: id.to_string(),
+            recipients: remaining.clone(),
+        });
+    } else {
+        batch.quarantine_changes.push(QuarantineChange {
             id: id.to_string(),
             state: QuarantineState::Released,
             released_as: Some(queue_id.clone()),
-        }],
-        ..Default::default()
-    };
+        });
+    }
+    if let Some(link) = link {
+        batch.digest_releases.push(DigestRelease {
+            token_id: palisade_store::digest::token_id(link.token),
+            quarantine_id: id.to_string(),
+            recipient: link.recipient.to_string(),
+            queue_id: queue_id.clone(),
+            source: by.source.to_string(),
+        });
+    }
     if let Err(e) = db.apply(&batch) {
         let _ = std::fs::remove_file(&spooled);
         return Err(e.into());
     }
     // After the commit: a crash before this leaves a file without a held row, which recovery
-    // removes.
-    if let Err(e) = std::fs::remove_file(&held_path) {
+    // removes. A copy still held for other recipients stays.
+    if !still_held && let Err(e) = std::fs::remove_file(&held_path) {
         tracing::warn!(event = "quarantine.remove_failed", quarantine_id = id, error = %e);
     }
     tracing::info!(event = "quarantine.released", quarantine_id = id, queue_id = %queue_id,
-        actor = by.actor);
-    audit(
-        data,
-        by,
-        "quarantine.release",
-        id,
-        json!({
-            "queue_id": queue_id,
-            "original_queue_id": entry.queue_id,
-            "recipients": addresses,
-        }),
-    )?;
+        actor = by.actor, still_held = remaining.len());
+    let mut detail = json!({
+        "queue_id": queue_id,
+        "original_queue_id": entry.queue_id,
+        "recipients": addresses,
+    });
+    if link.is_some() {
+        detail["via"] = json!("digest");
+        detail["still_held_for"] = json!(
+            remaining
+                .iter()
+                .map(|r| r.address.as_str())
+                .collect::<Vec<_>>()
+        );
+    }
+    audit(data, by, "quarantine.release", id, detail)?;
     Ok(Released {
         queue_id,
         recipients,

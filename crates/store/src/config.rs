@@ -19,11 +19,13 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 mod antivirus;
 mod attachments;
 mod authentication;
+mod digest;
 mod filter;
 mod spam;
 pub use antivirus::{Antivirus, ClamdAddress, InfectedAction, UnscannableAction};
 pub use attachments::{AttachmentAction, Attachments, DEFAULT_SCRIPT_EXTENSIONS};
 pub use authentication::{Authentication, DmarcQuarantineAction, DmarcRejectAction};
+pub use digest::Digest;
 pub use filter::{
     CHECK_NAMES, CheckSettings, Filter, Rule, RuleAction, RuleDirection, UninspectableAction,
     address_matches,
@@ -80,6 +82,8 @@ pub struct Config {
     pub authentication: Authentication,
     /// The `spam` check: rules, DNS lists, Bayes, and what each score gets.
     pub spam: Spam,
+    /// The daily quarantine digest to recipients, with release links (off by default).
+    pub digest: Digest,
     /// Inbound domains: mail for these is accepted from anyone and routed internally.
     #[serde(rename = "domain", skip_serializing_if = "Vec::is_empty")]
     pub domains: Vec<InboundDomain>,
@@ -390,6 +394,7 @@ impl Default for Config {
             attachments: Attachments::default(),
             authentication: Authentication::default(),
             spam: Spam::default(),
+            digest: Digest::default(),
             domains: vec![InboundDomain {
                 name: "example.test".into(),
                 route: DomainRoute::Maildir,
@@ -676,6 +681,7 @@ impl Config {
         self.attachments.problems(&mut bad);
         self.authentication.problems(&mut bad);
         self.spam.problems(&mut bad);
+        self.digest.problems(self, &mut bad);
         let l = &self.inspect;
         if l.max_message_bytes < s.max_message_size {
             bad(
@@ -789,6 +795,7 @@ impl Config {
                 "attachments" => section(&key, value, &mut cfg.attachments, &mut problems),
                 "authentication" => section(&key, value, &mut cfg.authentication, &mut problems),
                 "spam" => section(&key, value, &mut cfg.spam, &mut problems),
+                "digest" => section(&key, value, &mut cfg.digest, &mut problems),
                 "domain" => cfg.domains = array(&key, value, &mut problems),
                 "route" => cfg.routes = array(&key, value, &mut problems),
                 other => problems.push(Problem::new(other, "unknown section")),

@@ -49,9 +49,16 @@ impl DataDir {
         self.root.join("quarantine")
     }
 
-    /// Key material: 0700, readable only by the engine's user.
+    /// Key material: owned by the engine's user, group `palisade` may enter (2750); each key
+    /// file says who may read it.
     pub fn keys(&self) -> PathBuf {
         self.root.join("keys")
+    }
+
+    /// The key that signs the quarantine digest's release links (0640 root:palisade: the
+    /// engine signs, the console checks; see `palisade_store::digest`).
+    pub fn digest_key(&self) -> PathBuf {
+        self.keys().join("digest.key")
     }
 
     /// The console's own secrets: 0700, owned by the console's user (`palisade-web`).

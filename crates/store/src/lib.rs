@@ -21,6 +21,7 @@ pub mod clamav;
 pub mod config;
 pub mod config_store;
 pub mod data_dir;
+pub mod digest;
 pub mod mail;
 mod migrate;
 pub mod password;

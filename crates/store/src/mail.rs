@@ -15,9 +15,11 @@ use serde::Serialize;
 
 use crate::{Result, SqlContext, StoreError, migrate, now_unix, open_db};
 
+mod digest;
 mod model;
 mod quarantine;
 
+pub use digest::{DigestRelease, DigestSent, QuarantineNarrow};
 pub use model::{MessageKind, QuarantineState, RcptState};
 use model::{opt_param, parse, parse_opt, stored};
 pub use quarantine::{
@@ -135,6 +137,8 @@ pub const MIGRATIONS: &[&str] = &[
     // 3: a message's held copies, found when its queued recipients are finished (its final
     // tracking status counts them).
     "CREATE INDEX quarantine_queue ON quarantine(queue_id);",
+    // 4: the quarantine digest (see `mail::digest`).
+    digest::MIGRATION,
 ];
 
 /// How the message reached us: for tracking and for the trace page.
@@ -281,6 +285,13 @@ pub struct Batch {
     /// Quarantine entries leaving the `held` state; the whole batch fails if one is no longer
     /// held (released or deleted by someone else meanwhile).
     pub quarantine_changes: Vec<QuarantineChange>,
+    /// Held entries that stay held for fewer recipients (a recipient released its copy from
+    /// a digest link); fails the batch when one is no longer held.
+    pub quarantine_narrowed: Vec<QuarantineNarrow>,
+    /// Entries listed in a digest (committed with the digest message itself).
+    pub digest_sent: Vec<DigestSent>,
+    /// Releases made from digest links; the batch fails when a link was already used.
+    pub digest_releases: Vec<DigestRelease>,
 }
 
 impl Batch {
@@ -292,6 +303,9 @@ impl Batch {
             && self.remove.is_empty()
             && self.quarantined.is_empty()
             && self.quarantine_changes.is_empty()
+            && self.quarantine_narrowed.is_empty()
+            && self.digest_sent.is_empty()
+            && self.digest_releases.is_empty()
     }
 
     /// Whether committing this batch makes new spool files part of the queue (the spool
@@ -644,6 +658,15 @@ impl MailDb {
             }
             for c in batches.iter().flat_map(|b| &b.quarantine_changes) {
                 quarantine::change(&tx, c, now)?;
+            }
+            for n in batches.iter().flat_map(|b| &b.quarantine_narrowed) {
+                digest::narrow(&tx, n, now)?;
+            }
+            for s in batches.iter().flat_map(|b| &b.digest_sent) {
+                digest::sent(&tx, s, now)?;
+            }
+            for r in batches.iter().flat_map(|b| &b.digest_releases) {
+                digest::released(&tx, r, now)?;
             }
 
             for e in batches.iter().flat_map(|b| &b.events) {

@@ -316,6 +316,7 @@ async fn supervise(opts: RunOptions) -> Result<(), SupervisorError> {
     let (rev, created) = setup::configuration(&data, opts.initial_config.as_deref())?;
     let admin_password = setup::initial_admin(&data)?;
     setup::create_databases(&data)?;
+    setup::digest_key(&data, accounts.as_ref())?;
     setup::fix_db_modes(&data, accounts.as_ref())?;
     let cfg = &rev.config;
     if cfg.domains.is_empty() {

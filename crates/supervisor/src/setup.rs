@@ -165,7 +165,9 @@ pub(crate) fn prepare_dirs(
         (data.spool_corrupt(), 0o2750),
         (data.quarantine(), 0o2750),
         (data.mailbox(), 0o2750),
-        (data.keys(), 0o700),
+        // The group may enter: the digest key is 0640 root:palisade (the console checks
+        // release links with it); other keys are the engine's alone (0600).
+        (data.keys(), 0o2750),
     ];
     for (d, mode) in mail_dirs {
         mkdir(&d, mode)?;
@@ -251,6 +253,24 @@ pub(crate) fn create_databases(data: &DataDir) -> Result<(), SupervisorError> {
     AuditLog::open(&data.audit_db())?;
     // The console and `palisade learn` write it, the engine reads it.
     palisade_store::bayes::Bayes::open(&data.bayes_db())?;
+    Ok(())
+}
+
+/// Creates the key that signs the quarantine digest's release links when there is none, and
+/// makes it `root:palisade 0640`: the engine signs with it, the console checks with it,
+/// neither can change it.
+pub(crate) fn digest_key(
+    data: &DataDir,
+    accounts: Option<&Accounts>,
+) -> Result<(), SupervisorError> {
+    let path = data.digest_key();
+    palisade_store::digest::DigestKey::load_or_create(&path)
+        .map_err(|e| SupervisorError::Setup(format!("digest key: {e}")))?;
+    if let Some(a) = accounts {
+        own(&path, Some(Uid::from_raw(0)), a.group)?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o640))
+            .map_err(|e| SupervisorError::Setup(format!("chmod {}: {e}", path.display())))?;
+    }
     Ok(())
 }
 

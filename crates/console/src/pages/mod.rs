@@ -5,6 +5,7 @@
 pub mod account;
 pub mod audit;
 pub mod dashboard;
+pub mod digest;
 pub mod mailflow;
 pub mod protection;
 pub mod quarantine;

@@ -1,7 +1,7 @@
 //! Protection: the settings of the inbound checks — antivirus (`[antivirus]`, with the state
 //! of the signature databases and of clamd), attachment rules (`[attachments]`), sender
-//! authentication (`[authentication]`) and spam scoring (`[spam]`, with what the Bayes
-//! classifier has learned).
+//! authentication (`[authentication]`), spam scoring (`[spam]`, with what the Bayes
+//! classifier has learned), and the recipients' quarantine digest (`[digest]`).
 //!
 //! Each section is one form saved as one configuration revision, exactly like the mail-flow
 //! forms (`forms::edit_config`: the revision the page was drawn from, validated as a whole,
@@ -24,7 +24,9 @@ use palisade_store::{Config, Problem, clamav};
 
 use crate::auth::{Perm, Principal, allows};
 use crate::error::{AppError, render_status};
-use crate::forms::{EditOutcome, Raw, committed_message, edit_config, flash, get, revision};
+use crate::forms::{
+    EditOutcome, Raw, committed_message, edit_config, flash, get, parse_strings, revision, set_num,
+};
 use crate::state::AppState;
 use crate::view::{Field, FormView, Page, Submitted, fmt_duration, fmt_size, lines};
 
@@ -64,6 +66,7 @@ struct ProtectionPage {
     spam: FormView,
     /// What `bayes.db` holds, or why it could not be read.
     bayes: Result<palisade_store::bayes::Totals, String>,
+    digest: FormView,
 }
 
 /// A select's choices: form value, label, configuration value.
@@ -495,6 +498,60 @@ fn parse_dnsbl(text: &str, problems: &mut Vec<Problem>) -> Vec<Dnsbl> {
     out
 }
 
+fn digest_form(cfg: &Config) -> FormView {
+    let d = &cfg.digest;
+    // What the empty fields stand for.
+    let defaults = Config {
+        digest: Default::default(),
+        ..cfg.clone()
+    };
+    FormView::new(
+        "digest",
+        "/protection/digest",
+        "",
+        "Save digest settings",
+    )
+    .intro("Once a day each recipient in your domains with newly held mail gets a list of it, with a link per message that releases it to them (no login; the link is signed, expires and works once). Mail held by the checks excluded below is never offered.")
+    .field(
+        Field::checkbox("enabled", "Send quarantine digests to recipients", d.enabled)
+            .path("digest.enabled"),
+    )
+    .field(
+        Field::new("hour", "Hour it is sent (UTC, 0-23)", "number", d.hour.to_string())
+            .path("digest.hour"),
+    )
+    .field(
+        Field::new("from", "From address", "text", &d.from)
+            .path("digest.from")
+            .help(&format!("Empty: {}.", defaults.digest_from())),
+    )
+    .field(
+        Field::new("link_base_url", "Console address recipients reach", "text", &d.link_base_url)
+            .path("digest.link_base_url")
+            .help(&format!("https://host[:port]. Empty: {}. Its host must be one of the console's names.", defaults.digest_link_base())),
+    )
+    .field(
+        Field::new("link_valid_hours", "Links work for (hours)", "number", d.link_valid_hours.to_string())
+            .path("digest.link_valid_hours"),
+    )
+    .field(
+        Field::new("max_entries", "Messages listed in one digest", "number", d.max_entries.to_string())
+            .path("digest.max_entries"),
+    )
+    .field(
+        Field::new("domains", "Only recipients in these domains", "textarea", lines(&d.domains))
+            .path("digest.domains")
+            .rows(3)
+            .help("One inbound domain per line. Empty: all of them."),
+    )
+    .field(
+        Field::new("exclude_checks", "Never offer mail held by these checks", "textarea", lines(&d.exclude_checks))
+            .path("digest.exclude_checks")
+            .rows(3)
+            .help("One check name per line (antivirus, attachments, mime, rules, authentication)."),
+    )
+}
+
 /// The signature databases in `DIR/clamav` and clamd's `VERSION` (at most 2 s).
 async fn av_status(state: &AppState, cfg: &Config) -> AvStatus {
     let dir = clamav::directory(state.data());
@@ -560,6 +617,7 @@ async fn show(
         authentication: fin(authentication_form(cfg)),
         spam: fin(spam_form(cfg)),
         bayes: bayes_totals(state).await,
+        digest: fin(digest_form(cfg)),
     };
     let status = if sub.is_some() {
         StatusCode::UNPROCESSABLE_ENTITY
@@ -769,6 +827,42 @@ pub async fn spam(
         }
         s.weights = weights;
         ("spam settings changed".into(), pr)
+    })
+    .await
+}
+
+pub async fn digest(
+    State(state): State<AppState>,
+    p: Principal,
+    Form(raw): Form<Raw>,
+) -> Result<Response, AppError> {
+    save(&state, &p, raw, "digest", |cfg, raw| {
+        let mut pr = Vec::new();
+        let d = &mut cfg.digest;
+        d.enabled = checked(raw, "enabled");
+        set_num(&mut d.hour, raw, "hour", "digest.hour", &mut pr);
+        d.from = get(raw, "from").trim().to_string();
+        d.link_base_url = get(raw, "link_base_url").trim().to_string();
+        set_num(
+            &mut d.link_valid_hours,
+            raw,
+            "link_valid_hours",
+            "digest.link_valid_hours",
+            &mut pr,
+        );
+        set_num(
+            &mut d.max_entries,
+            raw,
+            "max_entries",
+            "digest.max_entries",
+            &mut pr,
+        );
+        d.domains = parse_strings(get(raw, "domains"))
+            .into_iter()
+            .map(|x| x.trim_end_matches('.').to_ascii_lowercase())
+            .collect();
+        d.exclude_checks = parse_strings(get(raw, "exclude_checks"));
+        ("quarantine digest settings changed".into(), pr)
     })
     .await
 }

@@ -428,6 +428,7 @@ pub async fn act(
             recipients: None,
             actor,
             source,
+            digest_token: None,
         },
         "delete" => ControlRequest::QuarantineDelete {
             id: id.clone(),

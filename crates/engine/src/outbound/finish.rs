@@ -154,48 +154,22 @@ pub(super) async fn make_bounce(
         original: &original,
         failed: &failed,
     });
-    let id = palisade_spool::Spool::new_id();
-    let mut file = inner.shared.spool.create(&id).map_err(|e| e.to_string())?;
-    file.write(&content).await.map_err(|e| e.to_string())?;
-    let spooled = file.finish().await.map_err(|e| e.to_string())?;
-    let now = palisade_store::now_unix();
     let domain = route::domain_of(&msg.sender).unwrap_or("");
-    Ok(NewMessage {
-        id,
-        received_at: now,
-        expires_at: now + cfg.delivery.max_lifetime_secs as i64,
-        sender: String::new(),
-        size: spooled.size,
-        sha256: spooled.sha256,
-        kind: MessageKind::Dsn,
-        smtputf8: msg.smtputf8,
-        body: Some(Body::EightBitMime),
-        envid: None,
-        ret: None,
-        recipients: vec![NewRecipient {
-            address: msg.sender.clone(),
+    crate::generated::spool(
+        &inner.shared,
+        palisade_spool::Spool::new_id(),
+        &content,
+        crate::generated::Generated {
+            kind: MessageKind::Dsn,
+            smtputf8: msg.smtputf8,
+            recipient: msg.sender.clone(),
             route: route::key(&cfg, domain),
-            notify: Some(palisade_spool::Notify {
-                never: true,
-                ..Default::default()
-            }),
-            orcpt: None,
-            artifact: 0,
-        }],
-        artifacts: vec![],
-        origin: Origin {
-            listener: "local".into(),
-            client_ip: "127.0.0.1".into(),
-            client_helo: cfg.system.hostname.clone(),
-            tls: None,
-            auth_user: None,
+            message_id: format!("<{}.dsn@{}>", msg.id, cfg.system.hostname),
+            subject: "Undelivered Mail Returned to Sender".into(),
+            from_header: format!("MAILER-DAEMON@{}", cfg.system.hostname),
         },
-        message_id: Some(format!("<{}.dsn@{}>", msg.id, cfg.system.hostname)),
-        subject: Some("Undelivered Mail Returned to Sender".into()),
-        from_header: Some(format!("MAILER-DAEMON@{}", cfg.system.hostname)),
-        verdict: None,
-        status: None,
-    })
+    )
+    .await
 }
 
 /// Content that fails its integrity check is moved out of the spool and reported; it is never

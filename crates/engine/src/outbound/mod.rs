@@ -28,8 +28,8 @@ use std::time::Duration;
 use palisade_smtp_proto::Reply;
 use palisade_spool::dsn::{self, DsnInput, FailedRecipient};
 use palisade_spool::{
-    Artifact, Batch, Body, Event, MessageKind, NewMessage, NewRecipient, Origin, Outcome,
-    OutcomeKind, QueuedMessage, QueuedRecipient, RcptState, Ret, schedule,
+    Artifact, Batch, Body, Event, MessageKind, NewMessage, Outcome, OutcomeKind, QueuedMessage,
+    QueuedRecipient, RcptState, Ret, schedule,
 };
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;

@@ -1,5 +1,5 @@
 use super::*;
-use palisade_spool::{NewArtifact, Spool};
+use palisade_spool::{NewArtifact, NewRecipient, Spool};
 use palisade_store::{Config, DataDir, Revision};
 
 async fn write(spool: &Spool, id: &str, n: u32, body: &[u8]) -> NewArtifact {

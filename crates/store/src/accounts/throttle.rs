@@ -193,6 +193,27 @@ pub fn source_key(source: &str) -> String {
     }
 }
 
+/// The account name that failed release links of the quarantine digest are counted under:
+/// they share the per-source tally with failed sign-ins (a stranger guessing either is slowed
+/// down the same way); no user can have this name (names have no parentheses or spaces).
+pub const RELEASE_LINK: &str = "(release link)";
+
+impl super::Accounts {
+    /// Whether `source` must wait before its next release-link attempt (seconds left), after
+    /// its recent failures (a bad, expired or used link). The account scope does not apply:
+    /// strangers elsewhere cannot slow down a recipient's own link.
+    pub fn release_link_wait(&self, source: &str, now: i64, t: &Throttle) -> Result<Option<i64>> {
+        let c = &self.conn;
+        let n = counts(c, RELEASE_LINK, &source_key(source), now, t)?;
+        Ok(t.wait(&n, true, now).map(|(_, secs)| secs))
+    }
+
+    /// Records a failed release-link attempt from `source`.
+    pub fn release_link_failure(&self, source: &str, now: i64) -> Result<()> {
+        record_failure(&self.conn, RELEASE_LINK, &source_key(source), now)
+    }
+}
+
 /// The schema step that adds the familiar sources (appended to `config_store::MIGRATIONS`).
 pub(crate) const MIGRATION_LOGIN_SOURCES: &str = "
     CREATE TABLE console_login_source (

@@ -1,0 +1,72 @@
+//! Messages the engine writes itself (bounces, quarantine digests): spooled like received
+//! mail — the content file fsync'd before the caller commits the [`NewMessage`] this returns —
+//! from the null sender, to one recipient, never bounced.
+
+use palisade_spool::{Body, MessageKind, NewMessage, NewRecipient, Notify, Origin};
+
+use crate::state::Shared;
+
+/// What a generated message is, besides its content.
+#[derive(Debug, Clone)]
+pub(crate) struct Generated {
+    pub kind: MessageKind,
+    pub smtputf8: bool,
+    pub recipient: String,
+    /// The recipient's route key.
+    pub route: String,
+    /// With angle brackets, for tracking.
+    pub message_id: String,
+    pub subject: String,
+    pub from_header: String,
+}
+
+/// Writes `content` as spool file `id` (fsync'd) and returns the queue entry to commit. A
+/// file whose entry is never committed is removed by recovery (or by the caller).
+pub(crate) async fn spool(
+    shared: &Shared,
+    id: String,
+    content: &[u8],
+    g: Generated,
+) -> Result<NewMessage, String> {
+    let cfg = shared.config();
+    let mut file = shared.spool.create(&id).map_err(|e| e.to_string())?;
+    file.write(content).await.map_err(|e| e.to_string())?;
+    let spooled = file.finish().await.map_err(|e| e.to_string())?;
+    let now = palisade_store::now_unix();
+    Ok(NewMessage {
+        id,
+        received_at: now,
+        expires_at: now + cfg.delivery.max_lifetime_secs as i64,
+        sender: String::new(),
+        size: spooled.size,
+        sha256: spooled.sha256,
+        kind: g.kind,
+        smtputf8: g.smtputf8,
+        body: Some(Body::EightBitMime),
+        envid: None,
+        ret: None,
+        recipients: vec![NewRecipient {
+            address: g.recipient,
+            route: g.route,
+            notify: Some(Notify {
+                never: true,
+                ..Default::default()
+            }),
+            orcpt: None,
+            artifact: 0,
+        }],
+        artifacts: vec![],
+        origin: Origin {
+            listener: "local".into(),
+            client_ip: "127.0.0.1".into(),
+            client_helo: cfg.system.hostname.clone(),
+            tls: None,
+            auth_user: None,
+        },
+        message_id: Some(g.message_id),
+        subject: Some(g.subject),
+        from_header: Some(g.from_header),
+        verdict: None,
+        status: None,
+    })
+}

@@ -16,10 +16,15 @@ use serde::Serialize;
 use crate::{Result, SqlContext, StoreError, migrate, now_unix, open_db};
 
 mod model;
+mod protection;
 mod quarantine;
 
 pub use model::{MessageKind, QuarantineState, RcptState};
 use model::{opt_param, parse, parse_opt, stored};
+pub use protection::{
+    PROTECTION_MAX_MESSAGES, PROTECTION_TOP, ProtectionReason, ProtectionSummary, ReasonCount,
+    TopEntry,
+};
 pub use quarantine::{
     HeldRecipient, NewQuarantine, QuarantineChange, QuarantineEntry, QuarantineQuery,
 };
@@ -228,6 +233,8 @@ pub struct Rejection {
     pub rcpts: Vec<String>,
     /// The reply the client got.
     pub reply: String,
+    /// The filter verdict (JSON, as for an accepted message) when the checks refused it.
+    pub verdict: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -586,7 +593,7 @@ impl MailDb {
                         None::<String>,
                         "rejected",
                         now,
-                        None::<String>
+                        r.verdict
                     ])
                     .at(&tx)?;
                 ins_event

@@ -526,3 +526,89 @@ fn queries_use_the_received_index() {
         }
     }
 }
+
+/// Not a test of time (none is asserted): prints how long the summary takes over a day of a
+/// busy site, 200,000 messages with verdicts the size the engine writes (run with
+/// `cargo test --release -p palisade-store protection_summary_figures -- --ignored --nocapture`).
+#[test]
+#[ignore]
+fn protection_summary_figures() {
+    let d = tempfile::tempdir().unwrap();
+    let mut db = MailDb::open(&d.path().join("mail.db")).unwrap();
+    let explained = |i: usize| {
+        let mut r = deliver(0);
+        r.explanations = (0..6)
+            .map(|k| {
+                Explanation::new(
+                    "spam",
+                    format!("RULE_{k}"),
+                    format!("Rule {k} of message {i} matched a phrase."),
+                )
+            })
+            .collect();
+        r
+    };
+    let n = 200_000usize;
+    let started = std::time::Instant::now();
+    for chunk in 0..(n / 10_000) {
+        let mut b = Batch::default();
+        for j in 0..10_000 {
+            let i = chunk * 10_000 + j;
+            let id = format!("M{i:08}");
+            let (checks, rcpts) = match i % 100 {
+                0 => (
+                    vec![infected(&["Eicar-Test-Signature"]), spam(1.0, "none")],
+                    vec![reject(0, "antivirus", "x")],
+                ),
+                1..=5 => (
+                    vec![clean_av(), spam(12.0, "quarantine")],
+                    vec![quarantine(0, "spam")],
+                ),
+                _ => (
+                    vec![
+                        check("mime", json!({"parts": 3})),
+                        check("rules", json!({})),
+                        clean_av(),
+                        spam(1.0, "none"),
+                    ],
+                    vec![explained(i)],
+                ),
+            };
+            let v = verdict_json("inbound", checks, rcpts);
+            let mut m = accepted(
+                &id,
+                (i % 80_000) as i64,
+                &format!("s@d{}.example", i % 5000),
+                &format!("192.0.2.{}", i % 250),
+                Some(v),
+            );
+            m.recipients.clear();
+            m.status = Some("delivered".into());
+            b.accepted.push(m);
+        }
+        db.apply(&b).unwrap();
+    }
+    let bytes: i64 = db
+        .conn
+        .query_row("SELECT sum(length(verdict)) FROM track_message", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    eprintln!(
+        "{n} messages, {} bytes of verdicts on average, written in {:?}",
+        bytes / n as i64,
+        started.elapsed()
+    );
+    for _ in 0..2 {
+        let t = std::time::Instant::now();
+        let s = db.protection_summary(now_unix() - 86400).unwrap();
+        eprintln!(
+            "summary of the day: {:?} (in {}, refused {:?}, spam {}, infected {})",
+            t.elapsed(),
+            s.inbound,
+            counts(&s.refused_by),
+            s.spam,
+            s.infected
+        );
+    }
+}

@@ -168,9 +168,10 @@ pub struct Bar {
 /// stylesheet). The `<desc>` lists every value, so a screen reader hears the numbers; the
 /// page shows the same numbers in a table.
 pub fn bars_svg(id: &str, title: &str, class: &str, bars: &[Bar]) -> String {
-    const LABEL_CHARS: usize = 34;
-    let (w, row) = (760.0f64, 26.0f64);
-    let (left, right, top) = (230.0, 60.0, 6.0);
+    // Narrower than the flow charts: two of these sit side by side.
+    const LABEL_CHARS: usize = 26;
+    let (w, row) = (600.0f64, 26.0f64);
+    let (left, right, top) = (190.0, 50.0, 6.0);
     let h = top * 2.0 + row * bars.len().max(1) as f64;
     let pw = w - left - right;
     let max = bars.iter().map(|b| b.value).max().unwrap_or(0).max(1) as f64;
@@ -317,7 +318,7 @@ mod tests {
                 value: 3,
             }],
         );
-        assert!(svg.contains(&format!(">{}…</text>", "d".repeat(33))));
+        assert!(svg.contains(&format!(">{}…</text>", "d".repeat(25))));
         assert!(!svg.contains(&long));
         assert!(bars_svg("e", "t", "spam", &[]).contains("Nothing in this window."));
     }

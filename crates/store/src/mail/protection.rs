@@ -5,11 +5,14 @@
 //! Everything is read from tracking (`track_message`, its `verdict` JSON as the engine writes
 //! it: `{"envelope":{…,"direction"},"checks":[{name, status, facts, …}],"verdict":{"per_recipient":
 //! [{disposition, decided_by, edits, …}], …}}`) and the quarantine rows. The work is bounded:
-//! every query walks the `received_at` index over the window only, at most
+//! every query walks an index on `received_at` over the window only — the partial indexes
+//! `track_message_filtered` (verdicts naming a refusal, quarantine, virus or spam) and
+//! `track_message_unchecked_or_outbound`, and `(received_at, status)` for the plain counts — so
+//! a verdict is read and parsed only when a plain substring test (`instr`, evaluated once when
+//! the row is written) says it can match (the engine writes the verdict compactly with
+//! `serde_json`, so `"action":"reject"` appears exactly like that); at most
 //! [`PROTECTION_MAX_MESSAGES`] of the newest messages are counted (the summary says from when
-//! when there were more), a verdict is parsed only when a plain substring test (`instr`) says
-//! it can match (the engine writes the verdict compactly with `serde_json`, so
-//! `"action":"reject"` appears exactly like that), and the top lists are `LIMIT`ed in SQL.
+//! when there were more), and the top lists are `LIMIT`ed in SQL.
 
 use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
@@ -146,58 +149,71 @@ pub struct ProtectionSummary {
     pub spam_domains: Vec<TopEntry>,
 }
 
-/// Accepted messages by direction, and transactions refused whole. A row without a verdict
-/// (a bounce we generated, a transaction refused before the checks) is outbound when it came
-/// through submission, authenticated, or from us.
-const TOTALS_SQL: &str = "
-    SELECT coalesce(sum(status <> 'rejected' AND NOT outbound), 0),
-           coalesce(sum(status <> 'rejected' AND outbound), 0),
-           coalesce(sum(status = 'rejected'), 0)
-    FROM (SELECT status,
-            CASE WHEN verdict IS NULL
-                   THEN auth_user IS NOT NULL OR listener IN ('submission', 'local')
-                 WHEN instr(verdict, '\"direction\":\"outbound\"')
-                   THEN verdict ->> '$.envelope.direction' = 'outbound'
-                 ELSE 0 END AS outbound
-          FROM track_message WHERE received_at >= ?1)";
+/// Accepted messages by direction, and transactions refused whole: the first two from the
+/// `(received_at, status)` index alone; the outbound ones from the rows the
+/// `track_message_unchecked_or_outbound` index admits. A row without a verdict (a bounce we
+/// generated, a transaction refused before the checks) is outbound when it came through
+/// submission, authenticated, or from us.
+const TOTALS_SQL: &str = concat!(
+    "SELECT
+       (SELECT count(*) FROM track_message INDEXED BY track_message_received_status
+        WHERE received_at >= ?1 AND status <> 'rejected'),
+       (SELECT count(*) FROM track_message INDEXED BY track_message_unchecked_or_outbound
+        WHERE received_at >= ?1 AND ",
+    protection_unchecked_or_outbound!(),
+    " AND status <> 'rejected'
+          AND CASE WHEN verdict IS NULL
+                     THEN auth_user IS NOT NULL OR listener IN ('submission', 'local')
+                   ELSE verdict ->> '$.envelope.direction' = 'outbound' END),
+       (SELECT count(*) FROM track_message INDEXED BY track_message_received_status
+        WHERE received_at >= ?1 AND status = 'rejected')"
+);
 
 /// Per reason, the messages refused (whole or for some recipients) by it: each refused
 /// recipient's deciding check; refusals without a verdict are the SMTP dialogue's.
-const REFUSED_SQL: &str = "
-    SELECT reason, count(DISTINCT queue_id) FROM (
+const REFUSED_SQL: &str = concat!(
+    "SELECT reason, count(DISTINCT queue_id) FROM (
       SELECT t.queue_id AS queue_id,
         CASE WHEN r.value ->> '$.disposition.action' = 'tempfail'
                OR r.value ->> '$.decided_by.rule' IN ('check_failed', 'check_timed_out')
                THEN 'check_failure'
              ELSE coalesce(r.value ->> '$.decided_by.stage', '') END AS reason
-      FROM track_message t, json_each(t.verdict, '$.verdict.per_recipient') r
-      WHERE t.received_at >= ?1
-        AND (instr(t.verdict, '\"action\":\"reject\"') OR instr(t.verdict, '\"action\":\"tempfail\"'))
+      FROM track_message t INDEXED BY track_message_filtered,
+           json_each(t.verdict, '$.verdict.per_recipient') r
+      WHERE t.received_at >= ?1 AND ",
+    protection_filtered!(),
+    " AND (instr(t.verdict, '\"action\":\"reject\"') OR instr(t.verdict, '\"action\":\"tempfail\"'))
         AND r.value ->> '$.disposition.action' IN ('reject', 'tempfail')
       UNION ALL
-      SELECT queue_id, 'smtp' FROM track_message
-      WHERE received_at >= ?1 AND status = 'rejected' AND verdict IS NULL)
-    GROUP BY reason";
+      SELECT queue_id, 'smtp' FROM track_message INDEXED BY track_message_unchecked_or_outbound
+      WHERE received_at >= ?1 AND ",
+    protection_unchecked_or_outbound!(),
+    " AND verdict IS NULL AND status = 'rejected')
+    GROUP BY reason"
+);
 
 /// Per reason, the messages with a quarantined copy: each held recipient's deciding check,
 /// and `attachments` for the original kept when a check stripped parts from a copy.
-const QUARANTINED_SQL: &str = "
-    SELECT reason, count(DISTINCT queue_id) FROM (
+const QUARANTINED_SQL: &str = concat!(
+    "SELECT reason, count(DISTINCT queue_id) FROM (
       SELECT t.queue_id AS queue_id,
         CASE WHEN r.value ->> '$.disposition.action' NOT IN ('quarantine', 'hold_for_confirmation')
                THEN 'attachments'
              WHEN r.value ->> '$.decided_by.rule' IN ('check_failed', 'check_timed_out')
                THEN 'check_failure'
              ELSE coalesce(r.value ->> '$.decided_by.stage', '') END AS reason
-      FROM track_message t, json_each(t.verdict, '$.verdict.per_recipient') r
-      WHERE t.received_at >= ?1
-        AND (instr(t.verdict, '\"action\":\"quarantine\"')
+      FROM track_message t INDEXED BY track_message_filtered,
+           json_each(t.verdict, '$.verdict.per_recipient') r
+      WHERE t.received_at >= ?1 AND ",
+    protection_filtered!(),
+    " AND (instr(t.verdict, '\"action\":\"quarantine\"')
              OR instr(t.verdict, '\"action\":\"hold_for_confirmation\"')
              OR instr(t.verdict, '\"action\":\"strip_parts\"'))
         AND (r.value ->> '$.disposition.action' IN ('quarantine', 'hold_for_confirmation')
              OR (r.value ->> '$.disposition.action' IN ('deliver', 'redirect', 'encrypt')
                  AND instr(r.value ->> '$.edits', '\"action\":\"strip_parts\"'))))
-    GROUP BY reason";
+    GROUP BY reason"
+);
 
 /// Messages held in quarantine (held at acceptance; whatever happened to the copy since).
 /// Without `INDEXED BY` SQLite prefers walking the whole `quarantine_queue` index for the
@@ -206,11 +222,13 @@ const HELD_SQL: &str = "SELECT count(DISTINCT queue_id) FROM quarantine
     INDEXED BY quarantine_received WHERE received_at >= ?1";
 
 /// Infected messages (kind 0) and the top signatures (kind 1).
-const VIRUS_SQL: &str = "
-    WITH v AS MATERIALIZED (
+const VIRUS_SQL: &str = concat!(
+    "WITH v AS MATERIALIZED (
       SELECT t.queue_id AS queue_id, c.value AS av
-      FROM track_message t, json_each(t.verdict, '$.checks') c
-      WHERE t.received_at >= ?1 AND instr(t.verdict, '\"status\":\"infected\"')
+      FROM track_message t INDEXED BY track_message_filtered, json_each(t.verdict, '$.checks') c
+      WHERE t.received_at >= ?1 AND ",
+    protection_filtered!(),
+    " AND instr(t.verdict, '\"status\":\"infected\"')
         AND c.value ->> '$.name' = 'antivirus' AND c.value ->> '$.facts.status' = 'infected')
     SELECT 0, NULL, count(DISTINCT queue_id) FROM v
     UNION ALL
@@ -218,18 +236,23 @@ const VIRUS_SQL: &str = "
       SELECT 1, s.value, count(DISTINCT v.queue_id) AS n
       FROM v, json_each(v.av, '$.facts.signatures') s
       WHERE s.type = 'text'
-      GROUP BY s.value ORDER BY n DESC, s.value LIMIT ?2)";
+      GROUP BY s.value ORDER BY n DESC, s.value LIMIT ?2)"
+);
 
 /// Spam messages (kind 0), top client addresses (1) and top sender domains (2). The domain is
-/// what follows the sender's last `@`.
-const SPAM_SQL: &str = "
-    WITH s AS MATERIALIZED (
+/// what follows the sender's last `@`. Only rows whose spam facts say `"status":"spam"` or an
+/// action `quarantine`/`reject` are looked at (the partial index): a score at or above the
+/// quarantine threshold with the status `ham` would contradict the spam check.
+const SPAM_SQL: &str = concat!(
+    "WITH s AS MATERIALIZED (
       SELECT t.queue_id AS queue_id, t.client_ip AS client_ip,
         lower(CASE WHEN instr(t.sender, '@')
                 THEN substr(t.sender, length(rtrim(t.sender, replace(t.sender, '@', ''))) + 1)
                 ELSE '' END) AS domain
-      FROM track_message t, json_each(t.verdict, '$.checks') c
-      WHERE t.received_at >= ?1 AND instr(t.verdict, '\"name\":\"spam\"')
+      FROM track_message t INDEXED BY track_message_filtered, json_each(t.verdict, '$.checks') c
+      WHERE t.received_at >= ?1 AND ",
+    protection_filtered!(),
+    " AND instr(t.verdict, '\"name\":\"spam\"')
         AND c.value ->> '$.name' = 'spam'
         AND (c.value ->> '$.facts.action' IN ('quarantine', 'reject')
              OR c.value ->> '$.facts.score' >= c.value ->> '$.facts.thresholds.quarantine'))
@@ -239,7 +262,8 @@ const SPAM_SQL: &str = "
                    GROUP BY client_ip ORDER BY n DESC, client_ip LIMIT ?2)
     UNION ALL
     SELECT * FROM (SELECT 2, domain, count(DISTINCT queue_id) AS n FROM s
-                   GROUP BY domain ORDER BY n DESC, domain LIMIT ?2)";
+                   GROUP BY domain ORDER BY n DESC, domain LIMIT ?2)"
+);
 
 impl MailDb {
     /// What the filters did from `since` to now (see [`ProtectionSummary`]).
@@ -272,7 +296,7 @@ impl MailDb {
             ..Default::default()
         };
 
-        (out.inbound, out.outbound, out.rejected) = conn
+        let (accepted, outbound, rejected) = conn
             .prepare_cached(TOTALS_SQL)
             .at(conn)?
             .query_row([from], |r| {
@@ -283,6 +307,8 @@ impl MailDb {
                 ))
             })
             .at(conn)?;
+        (out.inbound, out.outbound, out.rejected) =
+            (accepted.saturating_sub(outbound), outbound, rejected);
 
         out.refused_by = self.by_reason(REFUSED_SQL, from, true)?;
         out.quarantined_by = self.by_reason(QUARANTINED_SQL, from, false)?;

@@ -391,7 +391,8 @@ def test_console_first_login_domain_mail_tracking_audit(palisade_factory, sink_f
 
     # --- the dashboard shows the flow; logout ends the session -------------------------------
     b.go("/", "dashboard-after-mail")
-    assert len(b.all("svg.chart")) == 2
+    assert len(b.all("svg.chart:not(.bars)")) == 2  # the flow lines; the protection panel's bars:
+    assert len(b.all("svg.chart.bars")) == 6
     legend = b.by("figure.chart-box figcaption").text
     assert re.search(r"Received\s+1", legend) and re.search(r"Delivered\s+1", legend), legend
     b.click("form.inline button.link")

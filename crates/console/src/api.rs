@@ -122,6 +122,13 @@ pub async fn flow(State(state): State<AppState>, Query(q): Query<FlowParams>) ->
     ok(json!({ "bucket_secs": bucket, "buckets": buckets }))
 }
 
+/// What the filters did over the window (`?range=24h|7d`, as `/flow`): the dashboard's
+/// protection panel.
+pub async fn protection(State(state): State<AppState>, Query(q): Query<FlowParams>) -> ApiResult {
+    let window = dashboard::Window::parse(&q.range)?;
+    ok(dashboard::protection(&state, window).await?)
+}
+
 pub async fn config_get(State(state): State<AppState>) -> ApiResult {
     let rev = state
         .db(|s| {

@@ -135,7 +135,8 @@ fn api(state: &AppState) -> Router<AppState> {
             Dashboard,
             Router::new()
                 .route("/status", get(api::status))
-                .route("/flow", get(api::flow)),
+                .route("/flow", get(api::flow))
+                .route("/protection", get(api::protection)),
         ))
         .merge(with_perm(
             ViewConfig,

@@ -10,7 +10,9 @@ use common::*;
 use palisade_console::{ClientAddr, SESSION_COOKIE};
 use palisade_store::ConfigStore;
 use palisade_store::audit::AuditFilter;
-use palisade_store::mail::{Batch, MailDb, MessageKind, NewMessage, NewRecipient, Origin};
+use palisade_store::mail::{
+    Batch, MailDb, MessageKind, NewMessage, NewRecipient, Origin, Rejection,
+};
 
 fn revision(c: &Console) -> (i64, palisade_store::Config) {
     let r = ConfigStore::open(&c.data.config_db())
@@ -613,6 +615,102 @@ async fn dashboard_draws_charts_as_svg_without_inline_style() {
     assert!(!r.body.contains("Standalone"));
     assert!(r.body.contains("supervisor is not reachable"));
     assert!(!r.body.contains("style="));
+}
+
+/// The protection panel shows names strangers chose (a signature name clamd reported for their
+/// file, their sender domain) as text, in the SVG and in the tables; the API gives them as
+/// they are; both windows answer and another is refused.
+#[tokio::test]
+async fn dashboard_protection_panel_escapes_what_strangers_named() {
+    let c = Console::new();
+    let s = c.admin();
+    let hostile_sig = "<img src=x onerror=alert(1)>";
+    let hostile_domain = "evil.example\"><script>alert(2)</script>";
+    let verdict = serde_json::json!({
+        "envelope": {"direction": "inbound"},
+        "checks": [
+            {"name": "antivirus", "status": {"state": "completed"},
+             "facts": {"status": "infected", "signatures": [hostile_sig]}},
+            {"name": "spam", "status": {"state": "completed"},
+             "facts": {"status": "spam", "score": 30.0, "action": "reject",
+                       "thresholds": {"quarantine": 8.0, "reject": 15.0}}},
+        ],
+        "verdict": {"per_recipient": [{
+            "index": 0, "address": "bob@example.test",
+            "disposition": {"action": "reject", "code": 554, "enhanced": "5.7.1", "text": "no"},
+            "decided_by": {"stage": "antivirus", "rule": hostile_sig, "sentence": "found"},
+        }]},
+    })
+    .to_string();
+    let mut db = MailDb::open(&c.data.mail_db()).unwrap();
+    db.apply(&Batch {
+        rejected: vec![Rejection {
+            id: "00000000000000000002".into(),
+            ts: palisade_store::now_unix(),
+            origin: Origin {
+                listener: "smtp".into(),
+                client_ip: "203.0.113.66".into(),
+                client_helo: "h".into(),
+                tls: None,
+                auth_user: None,
+            },
+            sender: format!("x@{hostile_domain}"),
+            rcpts: vec!["bob@example.test".into()],
+            reply: "554 5.7.1 no".into(),
+            verdict: Some(verdict),
+        }],
+        ..Default::default()
+    })
+    .unwrap();
+
+    let r = c.get("/", Some(&s)).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.body.contains("Protection, last 24 hours"));
+    for raw in ["<img", "<script>alert(2)", "\"><script"] {
+        assert!(!r.body.contains(raw), "{raw} in the page");
+    }
+    assert!(r.body.contains("&lt;img src=x onerror=alert(1)&gt;"));
+    assert!(r.body.contains("203.0.113.66"));
+    assert!(r.body.contains("id=\"virus-signatures\""));
+    assert!(r.body.contains("<desc id=\"refused-by-reason-d\">"));
+    assert!(!r.body.contains("style="));
+    assert_eq!(r.body.matches("<svg class=\"chart bars\"").count(), 6);
+
+    let week = c.get("/?window=7d", Some(&s)).await;
+    assert_eq!(week.status, StatusCode::OK);
+    assert!(week.body.contains("Protection, last 7 days"));
+    assert!(week.body.contains("aria-current=\"true\">Last 7 days"));
+    assert_eq!(
+        c.get("/?window=1y", Some(&s)).await.status,
+        StatusCode::BAD_REQUEST
+    );
+
+    let mut acc = c.accounts();
+    let id = acc.user_by_name("admin").unwrap().unwrap().id;
+    let (_, token) = acc
+        .create_token(&mut c.audit(), id, "ci", 90, "test")
+        .unwrap();
+    let api = |path: &str| {
+        Request::builder()
+            .uri(path)
+            .header(header::HOST, HOST)
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .body(Body::empty())
+            .unwrap()
+    };
+    let p = c.send(api("/api/v1/protection?range=7d")).await;
+    assert_eq!(p.status, StatusCode::OK, "{}", p.body);
+    let p = p.json();
+    assert_eq!(p["rejected"], 1);
+    assert_eq!(p["infected"], 1);
+    assert_eq!(p["signatures"][0]["name"], hostile_sig);
+    assert_eq!(p["spam_domains"][0]["name"], hostile_domain);
+    assert_eq!(p["refused_by"][0]["reason"], "antivirus");
+    assert_eq!(p["refused_by"][0]["count"], 1);
+    assert_eq!(
+        c.send(api("/api/v1/protection?range=1y")).await.status,
+        StatusCode::BAD_REQUEST
+    );
 }
 
 #[tokio::test]

@@ -83,6 +83,17 @@ pub(super) fn decision_events(id: &str, verdict: &Verdict) -> Vec<Event> {
         .collect()
 }
 
+/// What tracking keeps of the checks (`track_message.verdict`): the envelope they saw, every
+/// check's outcome and the verdict. Compact JSON: the dashboard's queries rely on it.
+pub(super) fn verdict_json(eval: &Evaluation) -> String {
+    serde_json::json!({
+        "envelope": eval.envelope.as_ref(),
+        "checks": eval.outcomes,
+        "verdict": eval.verdict,
+    })
+    .to_string()
+}
+
 impl Session {
     /// Writes every file the verdict needs and assembles the batch. `Err` is a local error
     /// (disk full, I/O): nothing was promised and the caller answers 4xx.
@@ -228,12 +239,7 @@ impl Session {
         let origin: Origin = self.origin();
         let sender = sender_string(&tx.from);
         let retention = self.cfg.filter.quarantine_retention_days as i64 * 86400;
-        let verdict_json = serde_json::json!({
-            "envelope": eval.envelope.as_ref(),
-            "checks": eval.outcomes,
-            "verdict": verdict,
-        })
-        .to_string();
+        let verdict_json = verdict_json(eval);
         let mut quarantined = Vec::new();
         for (k, ((_, reason), (edits, idxs))) in held.into_iter().enumerate() {
             // Quarantine ids are queue-id shaped (recovery recognises them): the message's

@@ -246,7 +246,9 @@ impl Session {
                 self.shared.spool.remove_content(&id);
                 self.io.reply(&r);
                 let events = super::accept::decision_events(&id, &eval.verdict);
-                self.record_rejection_explained(tx, Some(&r), events).await;
+                let verdict = super::accept::verdict_json(&eval);
+                self.record_rejection_explained(tx, Some(&r), events, Some(verdict))
+                    .await;
                 return Flow::Continue;
             }
         }

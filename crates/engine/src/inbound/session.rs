@@ -578,16 +578,19 @@ impl Session {
 
     /// Tracks a transaction that produced no message.
     pub(super) async fn record_rejection(&mut self, tx: Transaction, reply: Option<&Reply>) {
-        self.record_rejection_explained(tx, reply, Vec::new()).await
+        self.record_rejection_explained(tx, reply, Vec::new(), None)
+            .await
     }
 
     /// Tracks a transaction that produced no message, with the tracking events that explain
-    /// why (the filters' decisions).
+    /// why (the filters' decisions) and the filter verdict (JSON), so that what the checks
+    /// found (a virus's name, a spam score) is kept for refused mail too.
     pub(super) async fn record_rejection_explained(
         &mut self,
         tx: Transaction,
         reply: Option<&Reply>,
         events: Vec<palisade_spool::Event>,
+        verdict: Option<String>,
     ) {
         Counters::inc(&self.shared.counters.rejected);
         let mut rcpts: Vec<String> = tx.rcpts.iter().map(|r| r.address.clone()).collect();
@@ -607,6 +610,7 @@ impl Session {
             sender: sender_string(&tx.from),
             rcpts,
             reply,
+            verdict,
         };
         if let Err(e) = self
             .shared

@@ -68,7 +68,7 @@ pub fn body_text(view: &MessageView, max_bytes: usize) -> BodyText {
             out.plain_parts += 1;
             out.text.push_str(&text);
         }
-        find_urls_in(&out.text[before..].to_string(), &mut out.links);
+        find_urls_in(&out.text[before..], &mut out.links);
         if out.text.len() > max_bytes {
             let mut end = max_bytes;
             while !out.text.is_char_boundary(end) {

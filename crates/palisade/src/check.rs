@@ -169,7 +169,7 @@ fn envelope_for(cfg: &Config, args: &CheckArgs, raw: &[u8]) -> Option<Envelope> 
             .iter()
             .map(|a| EnvelopeRecipient {
                 address: a.clone(),
-                route: palisade_engine::route_for(&cfg, a),
+                route: palisade_engine::route_for(cfg, a),
                 notify: None,
                 orcpt: None,
             })

@@ -240,11 +240,16 @@ fn decision<'a>(r: &'a Value, recipient: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no decision for {recipient}: {r:#}"))
 }
 
+/// The stage/rule of each explanation, leaving out the spam check's score contributions: the
+/// fixtures were written for the MIME view years before the date these tests run (DATE_IN_PAST)
+/// and without Message-IDs; the spam rules have their own tests (the engine's `spam::tests`,
+/// tests/e2e/test_spam.py) and still appear in the goldens.
 fn stage_rules(d: &Value) -> Vec<String> {
     d["explanations"]
         .as_array()
         .unwrap()
         .iter()
+        .filter(|e| !(e["stage"] == "spam" && e["score"].is_number()))
         .map(|e| {
             format!(
                 "{}/{}",

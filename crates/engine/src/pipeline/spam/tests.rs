@@ -286,11 +286,13 @@ async fn the_client_and_headers_are_judged() {
     let mut env = envelope("alice@example.org");
     env.client_name = None;
     env.helo = Some("hospital.example".into());
-    let mut cfg = Config::default();
-    cfg.domains = vec![palisade_store::config::InboundDomain {
-        name: "hospital.example".into(),
+    let cfg = Config {
+        domains: vec![palisade_store::config::InboundDomain {
+            name: "hospital.example".into(),
+            ..Default::default()
+        }],
         ..Default::default()
-    }];
+    };
     let raw = b"From: a@example.org\r\nSubject: BUY NOW CHEAP WATCHES\r\n\r\nhello\r\n";
     let e = run(&cfg, env.clone(), raw).await;
     let names = rules(&e);

@@ -927,6 +927,8 @@ def test_spam_held_learned_from_the_quarantine_and_settings_by_their_fields(
 
     raw = raw_sink_factory()
     pal = palisade_factory({
+        # Loopback is not trusted here: the test's mail is inbound (outbound is not scored).
+        "smtp": {"trusted_networks": []},
         "domain": [{"name": "raw.test", "route": "smarthosts", "smarthosts": [f"127.0.0.1:{raw.port}"]}],
         # Blocked senders score 10: held (quarantine at 8), not refused (reject at 15).
         "spam": {"enabled": True, "block_senders": ["@bulk.example"], "block_weight": 10.0},

@@ -11,7 +11,8 @@
 //! configuration asks for; the engine swaps the pipeline with the configuration on reload, and
 //! tests build one with their own checks ([`Pipeline::with_checks`]).
 //!
-//! `palisade check` runs the same pipeline on a file without queueing it ([`evaluate_file`]).
+//! `palisade check` runs the same pipeline on files without queueing them (building the
+//! [`Report`] itself; [`evaluate_file`] does the same for one file and is no longer called by it).
 
 pub mod antivirus;
 pub mod attachments;

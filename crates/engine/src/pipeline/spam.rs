@@ -266,9 +266,15 @@ impl Check for SpamCheck {
             }
             // Text, links and Bayes tokens: CPU work off the async threads.
             let text_view = view.clone();
+            // Bayes tokens only when there is a classifier to ask.
+            let want_tokens = bayes_pool.is_some();
             let (body, tokens) = tokio::task::spawn_blocking(move || {
                 let body = body_text(&text_view, bayes::MAX_TEXT_BYTES);
-                let tokens = bayes::tokens(&text_view, &body);
+                let tokens = if want_tokens {
+                    bayes::tokens(&text_view, &body)
+                } else {
+                    Vec::new()
+                };
                 (body, tokens)
             })
             .await

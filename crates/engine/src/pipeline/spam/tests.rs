@@ -5,9 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use palisade_inspect::{Limits, MessageView};
-use palisade_policy::{
-    CheckOutcome, Direction, Disposition, Edit, FailureMode, SmtpOutcome, Verdict,
-};
+use palisade_policy::{Direction, Disposition, Edit, FailureMode, SmtpOutcome, Verdict};
 use palisade_store::bayes::{Bayes, Class};
 use palisade_store::{Config, DataDir};
 use serde_json::{Value, json};
@@ -462,5 +460,4 @@ fn reversed_names_and_zone_rules() {
     );
     assert_eq!(registered("www.bank.co.uk"), "bank.co.uk");
     assert_eq!(registered("a.b.nhs.uk"), "b.nhs.uk");
-    let _ = CheckOutcome::completed("x");
 }

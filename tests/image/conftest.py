@@ -21,7 +21,9 @@ from guest import REPO, Guest
 
 OUT = Path(os.environ.get("PALISADE_IMAGE_OUT", REPO / "out"))
 WORK = Path(os.environ.get("PALISADE_TEST_WORK", REPO / "tests/output/image"))
-BOOT_TIMEOUT = float(os.environ.get("PALISADE_BOOT_TIMEOUT", "600"))
+# Below pytest's own timeout (tests/pytest.ini, 600 s), so that a boot that never gets ready
+# fails with the serial console and the journal rather than a bare timeout.
+BOOT_TIMEOUT = float(os.environ.get("PALISADE_BOOT_TIMEOUT", "540"))
 
 
 def free_port() -> int:

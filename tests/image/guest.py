@@ -228,7 +228,18 @@ class Guest:
                 except (GuestUnreachable, TimeoutError, RuntimeError):
                     pass
             time.sleep(2)
-        raise AssertionError(f"no ready boot within {timeout}s\n{self.tail()}")
+        journal = ""
+        try:
+            journal = self.run(
+                "journalctl -b -u palisade.service -u palisade-boot-check.service "
+                "-n 60 --no-pager",
+                timeout=20,
+            ).out
+        except (GuestUnreachable, TimeoutError, RuntimeError) as e:
+            journal = f"(journal not readable: {e})"
+        raise AssertionError(
+            f"no ready boot within {timeout}s\n--- serial\n{self.tail()}\n--- journal\n{journal}"
+        )
 
     def ready_monotonic(self) -> float | None:
         """Seconds from kernel start to palisade.service becoming active (READY=1)."""

@@ -256,17 +256,24 @@ pub(crate) fn create_databases(data: &DataDir) -> Result<(), SupervisorError> {
     Ok(())
 }
 
-/// Creates the key that signs the quarantine digest's release links when there is none, and
-/// makes it `root:palisade 0640`: the engine signs with it, the console checks with it,
-/// neither can change it.
+/// The key that signs the quarantine digest's release links is `root:palisade 0640`: the
+/// engine signs with it, the console checks with it, neither can change it.
+///
+/// With role accounts, `keys/` belongs to the engine's user and the supervisor, which holds
+/// no CAP_DAC_OVERRIDE on the appliance, cannot create files in it: the engine creates the
+/// key the first time it sends a digest, and from the next start on it is handed to root
+/// here (CAP_CHOWN, CAP_FOWNER). Running as one user (no accounts), it is created here.
 pub(crate) fn digest_key(
     data: &DataDir,
     accounts: Option<&Accounts>,
 ) -> Result<(), SupervisorError> {
     let path = data.digest_key();
-    palisade_store::digest::DigestKey::load_or_create(&path)
-        .map_err(|e| SupervisorError::Setup(format!("digest key: {e}")))?;
-    if let Some(a) = accounts {
+    let Some(a) = accounts else {
+        palisade_store::digest::DigestKey::load_or_create(&path)
+            .map_err(|e| SupervisorError::Setup(format!("digest key: {e}")))?;
+        return Ok(());
+    };
+    if path.exists() {
         own(&path, Some(Uid::from_raw(0)), a.group)?;
         fs::set_permissions(&path, fs::Permissions::from_mode(0o640))
             .map_err(|e| SupervisorError::Setup(format!("chmod {}: {e}", path.display())))?;

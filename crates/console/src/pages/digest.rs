@@ -112,7 +112,8 @@ async fn check(state: &AppState, token: String, source: String) -> Result<Checke
                 tracing::info!(event = "digest.link_refused", source = %source, reason = %msg);
                 Ok::<_, AppError>(Checked::Refused(status, title, msg))
             };
-            if token.len() > MAX_TOKEN_LEN {
+            // No key yet: no digest was ever sent, so no link can be genuine.
+            if token.len() > MAX_TOKEN_LEN || !key_path.exists() {
                 return refuse(
                     s,
                     StatusCode::FORBIDDEN,

@@ -1,6 +1,6 @@
 """Inbound authentication end to end: SPF, DKIM and DMARC of real messages against a real
-authoritative DNS server (dnsmasq serving TXT records on a loopback port, configured as
-Palisade's `[dns] nameservers`), messages signed by dkimpy with a key made by openssl, sent by
+authoritative DNS server (NSD serving a zone on a loopback port, configured as Palisade's
+`[dns] nameservers`), messages signed by dkimpy with a key made by openssl, sent by
 smtplib from chosen loopback addresses, delivered to a raw capture server.
 
 Zone (all under .test, everything else under .test is NXDOMAIN):
@@ -20,7 +20,8 @@ import dkim
 import dns.resolver
 import pytest
 
-from harness import free_port, wait_for
+from authdns import Nsd, txt
+from harness import wait_for
 
 CORPUS = Path(__file__).resolve().parents[1] / "resources" / "inbound"
 AUTHSERV = "palisade.test"  # the harness's system.hostname
@@ -38,33 +39,23 @@ def dkim_key(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def dns_server(dkim_key):
+def dns_server(dkim_key, tmp_path_factory):
     _, public = dkim_key
-    port = free_port()
-    record = "v=DKIM1;k=rsa;p=" + public
-    # One TXT record of several character strings (each at most 255 bytes).
-    chunks = ",".join(record[i:i + 200] for i in range(0, len(record), 200))
-    proc = subprocess.Popen([
-        "dnsmasq", "--no-daemon", "--no-resolv", "--no-hosts", "--conf-file=/dev/null",
-        "--listen-address=127.0.0.1", "--bind-interfaces", f"--port={port}",
-        "--local=/test/",
-        '--txt-record=signed.test,v=spf1 ip4:127.0.0.2 -all',
-        f"--txt-record=sel._domainkey.signed.test,{chunks}",
-        '--txt-record=_dmarc.signed.test,v=DMARC1; p=reject',
-        '--txt-record=quarantined.test,v=spf1 ip4:127.0.0.2 -all',
-        '--txt-record=_dmarc.quarantined.test,v=DMARC1; p=quarantine',
-        '--txt-record=broken.test,v=spf1 -all',
-        '--txt-record=_dmarc.broken.test,v=DMARC1; p=reject',
-    ], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(0.5)
-    assert proc.poll() is None, "dnsmasq failed to start"
-    yield port
-    proc.terminate()
-    proc.wait()
+    zone = "\n".join([
+        "signed IN TXT " + txt("v=spf1 ip4:127.0.0.2 -all"),
+        "sel._domainkey.signed IN TXT " + txt("v=DKIM1;k=rsa;p=" + public),
+        "_dmarc.signed IN TXT " + txt("v=DMARC1; p=reject"),
+        "quarantined IN TXT " + txt("v=spf1 ip4:127.0.0.2 -all"),
+        "_dmarc.quarantined IN TXT " + txt("v=DMARC1; p=quarantine"),
+        "broken IN TXT " + txt("v=spf1 -all"),
+        "_dmarc.broken IN TXT " + txt("v=DMARC1; p=reject"),
+    ])
+    with Nsd(tmp_path_factory.mktemp("nsd"), {"test": zone}) as d:
+        yield d.port
 
 
 def dnsfunc(port):
-    """dkimpy's key lookup, asking our dnsmasq."""
+    """dkimpy's key lookup, asking our DNS server."""
     r = dns.resolver.Resolver(configure=False)
     r.nameservers = ["127.0.0.1"]
     r.port = port

@@ -1,5 +1,5 @@
 """The spam check end to end: a running Palisade scoring real SMTP traffic, with DNS lists
-served by a real DNS server (dnsmasq on a loopback port as `[dns] nameservers`), the Bayes
+served by a real DNS server (NSD on a loopback port as `[dns] nameservers`), the Bayes
 classifier trained with `palisade learn` from a corpus built for the project
 (tests/lib/corpus.py), and `palisade check` giving the same rules with their weights.
 
@@ -12,34 +12,28 @@ Zones (everything else under .test is NXDOMAIN):
 
 import json
 import smtplib
-import subprocess
 import time
 
 import pytest
 
 from corpus import make_corpus
-from harness import free_port, wait_for
+from authdns import Nsd
+from harness import wait_for
 
 GTUBE = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
 
 
 @pytest.fixture(scope="module")
-def dns_server():
-    port = free_port()
-    proc = subprocess.Popen([
-        "dnsmasq", "--no-daemon", "--no-resolv", "--no-hosts", "--conf-file=/dev/null",
-        "--listen-address=127.0.0.1", "--bind-interfaces", f"--port={port}",
-        "--local=/test/",
-        "--host-record=66.2.0.192.bl.test,127.0.0.2",
-        "--host-record=67.2.0.192.bl.test,127.255.255.254",
-        "--host-record=listed-spam.test.uribl.test,127.0.0.2",
-        "--host-record=80.2.0.192.wl.test,127.0.0.3",
-    ], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(0.5)
-    assert proc.poll() is None, "dnsmasq failed to start"
-    yield port
-    proc.terminate()
-    proc.wait()
+def dns_server(tmp_path_factory):
+    zone = "\n".join([
+        "66.2.0.192.bl IN A 127.0.0.2",
+        # An error answer of a list (RFC 5782 127.255.255.x): never a listing.
+        "67.2.0.192.bl IN A 127.255.255.254",
+        "listed-spam.test.uribl IN A 127.0.0.2",
+        "80.2.0.192.wl IN A 127.0.0.3",
+    ])
+    with Nsd(tmp_path_factory.mktemp("nsd"), {"test": zone}) as d:
+        yield d.port
 
 
 def spam_config(dns_port, **extra):

@@ -7,7 +7,9 @@
 //! - DMARC of the From domain with its alignment (relaxed or strict, as published) from the
 //!   SPF and DKIM results; `p=reject` / `p=quarantine` get what `[authentication]` says, and
 //!   `dmarc_overrides` domains are only recorded.
-//! - ARC: the chain is verified and reported (`arc=`); nothing is sealed.
+//! - ARC: the chain is verified and reported (`arc=`); a DMARC failure is only recorded when
+//!   the chain verifies and its newest seal is by one of `trusted_arc_sealers` that recorded
+//!   `dmarc=pass` (RFC 8617 section 7.2: a trusted forwarder). Nothing is sealed.
 //!
 //! One `Authentication-Results` field (RFC 8601) goes on top of the message, after every field
 //! claiming our authserv-id (`system.hostname`) that came with the message is removed.
@@ -520,7 +522,16 @@ fn findings(ctx: &Context<'_>, r: Results<'_, '_>) -> Findings {
                 aligned_by.push("dkim");
             }
             let domain = d.domain().to_string();
-            let action = dmarc_decision(ctx, d, &domain, policy, &mut sentences, &mut decisions);
+            let vouch = arc_vouch(ctx.settings, r.arc.and_then(|a| a.as_ref()));
+            let action = dmarc_decision(
+                ctx,
+                d,
+                &domain,
+                policy,
+                vouch.as_deref(),
+                &mut sentences,
+                &mut decisions,
+            );
             if result == "pass" {
                 sentences.push(format!(
                     "DMARC pass for {domain}: aligned by {}.",
@@ -590,13 +601,39 @@ fn findings(ctx: &Context<'_>, r: Results<'_, '_>) -> Findings {
     }
 }
 
+/// The trusted ARC sealer that vouches for the message's DMARC before it changed the message
+/// (RFC 8617 section 7.2): the chain verifies, the newest seal's `d=` is one of
+/// `trusted_arc_sealers`, and that hop's ARC-Authentication-Results says `dmarc=pass`.
+fn arc_vouch(settings: &Authentication, arc: Option<&ArcOutput<'_>>) -> Option<String> {
+    let a = arc?;
+    if a.result() != &DkimResult::Pass {
+        return None;
+    }
+    let newest = a.sets().iter().max_by_key(|s| s.seal.header.i)?;
+    let sealer = &newest.seal.header.d;
+    if !settings.arc_sealer_trusted(sealer) {
+        return None;
+    }
+    aar_dmarc_pass(newest.results.value).then(|| sealer.to_ascii_lowercase())
+}
+
+/// Whether an ARC-Authentication-Results value (`i=N; authserv-id; method=result …; …`)
+/// records `dmarc=pass`.
+fn aar_dmarc_pass(value: &[u8]) -> bool {
+    String::from_utf8_lossy(value)
+        .split(';')
+        .skip(2)
+        .any(|r| r.trim().to_ascii_lowercase().starts_with("dmarc=pass"))
+}
+
 /// What the DMARC result asks of us, as decisions; returns the action name for the facts
-/// (`none`, `reject`, `quarantine`, `monitor`, `override`, `not_enforced`).
+/// (`none`, `reject`, `quarantine`, `monitor`, `override`, `arc_override`, `not_enforced`).
 fn dmarc_decision(
     ctx: &Context<'_>,
     d: &DmarcOutput,
     domain: &str,
     policy: &str,
+    arc_vouch: Option<&str>,
     sentences: &mut Vec<String>,
     decisions: &mut Vec<Decision>,
 ) -> &'static str {
@@ -671,6 +708,21 @@ fn dmarc_decision(
             .monitored(),
         );
         return "override";
+    }
+    if let Some(sealer) = arc_vouch {
+        let s = format!(
+            "{failed} The ARC chain verifies and its newest seal is by {sealer}, a trusted ARC sealer (authentication.trusted_arc_sealers), which recorded dmarc=pass before it changed the message: the failure is only recorded."
+        );
+        sentences.push(s.clone());
+        decisions.push(
+            Decision::new(
+                Scope::Message,
+                action,
+                Explanation::new(NAME, "arc_override", s),
+            )
+            .monitored(),
+        );
+        return "arc_override";
     }
     let (s, monitored) = match rule {
         "reject" => (

@@ -604,6 +604,13 @@ fn authentication_rules(facts: &Value) -> Vec<(&'static str, String)> {
         ));
     }
     match facts["dmarc"]["result"].as_str() {
+        // The operator said this domain's failures do not count (`dmarc_overrides`), or a
+        // trusted ARC sealer saw it pass before forwarding changed the message.
+        Some("fail")
+            if matches!(
+                facts["dmarc"]["action"].as_str(),
+                Some("override" | "arc_override")
+            ) => {}
         Some("fail") => out.push((
             "DMARC_FAIL",
             format!(

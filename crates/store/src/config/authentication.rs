@@ -7,6 +7,9 @@
 //!                                      #   reject (550 5.7.1 at DATA) | quarantine | monitor
 //! dmarc_quarantine = "quarantine"      # ... under p=quarantine: quarantine | monitor
 //! dmarc_overrides = ["broken.example"] # known-broken senders: their DMARC failure is only recorded
+//! trusted_arc_sealers = ["lists.example"] # forwarders whose ARC word on DMARC is taken: a DMARC
+//!                                      #   failure is only recorded when the intact ARC chain's
+//!                                      #   last seal is theirs and they saw dmarc=pass
 //!
 //! [filter.check.authentication]        # budget of all lookups of one message
 //! timeout_secs = 20
@@ -32,6 +35,11 @@ pub struct Authentication {
     /// Author domains (and their subdomains) whose DMARC failures are recorded but not
     /// enforced: senders known to break their own DMARC (mailing lists, forwarders, …).
     pub dmarc_overrides: Vec<String>,
+    /// ARC sealers (the `d=` of an ARC-Seal) trusted to tell what a message's authentication
+    /// was before they changed it (RFC 8617 section 7.2): a mailing list or forwarder of the
+    /// organisation's partners. A DMARC failure is only recorded when the ARC chain verifies,
+    /// its newest seal is one of these, and that hop recorded `dmarc=pass`.
+    pub trusted_arc_sealers: Vec<String>,
 }
 
 impl Default for Authentication {
@@ -41,6 +49,7 @@ impl Default for Authentication {
             dmarc_reject: DmarcRejectAction::Reject,
             dmarc_quarantine: DmarcQuarantineAction::Quarantine,
             dmarc_overrides: Vec::new(),
+            trusted_arc_sealers: Vec::new(),
         }
     }
 }
@@ -74,21 +83,32 @@ impl Authentication {
         })
     }
 
+    /// Whether `sealer` (an ARC-Seal's `d=`) is one of `trusted_arc_sealers` (exactly: a
+    /// sealer's subdomain is someone else's signing domain).
+    pub fn arc_sealer_trusted(&self, sealer: &str) -> bool {
+        let sealer = sealer.trim_end_matches('.');
+        self.trusted_arc_sealers
+            .iter()
+            .any(|t| t.trim_end_matches('.').eq_ignore_ascii_case(sealer))
+    }
+
     pub(super) fn problems(&self, bad: &mut dyn FnMut(&str, String)) {
-        for (i, d) in self.dmarc_overrides.iter().enumerate() {
-            if !is_valid_domain(d) {
-                bad(
-                    &format!("authentication.dmarc_overrides[{i}]"),
-                    format!("'{d}' is not a valid domain name"),
-                );
-            } else if self.dmarc_overrides[..i]
-                .iter()
-                .any(|p| p.eq_ignore_ascii_case(d))
-            {
-                bad(
-                    &format!("authentication.dmarc_overrides[{i}]"),
-                    format!("'{d}' is listed twice"),
-                );
+        for (field, list) in [
+            ("dmarc_overrides", &self.dmarc_overrides),
+            ("trusted_arc_sealers", &self.trusted_arc_sealers),
+        ] {
+            for (i, d) in list.iter().enumerate() {
+                if !is_valid_domain(d) {
+                    bad(
+                        &format!("authentication.{field}[{i}]"),
+                        format!("'{d}' is not a valid domain name"),
+                    );
+                } else if list[..i].iter().any(|p| p.eq_ignore_ascii_case(d)) {
+                    bad(
+                        &format!("authentication.{field}[{i}]"),
+                        format!("'{d}' is listed twice"),
+                    );
+                }
             }
         }
     }
@@ -122,5 +142,19 @@ mod tests {
         assert!(a.dmarc_overridden("news.Lists.Example."));
         assert!(!a.dmarc_overridden("otherlists.example"));
         assert!(problems(&Authentication::default()).is_empty());
+    }
+
+    #[test]
+    fn trusted_arc_sealers_are_validated_and_match_exactly() {
+        let a = Authentication {
+            trusted_arc_sealers: vec!["lists.example".into(), "*.example".into()],
+            ..Default::default()
+        };
+        let p = problems(&a);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].0, "authentication.trusted_arc_sealers[1]");
+        assert!(a.arc_sealer_trusted("Lists.Example."));
+        assert!(!a.arc_sealer_trusted("evil.lists.example"));
+        assert!(!a.arc_sealer_trusted("example"));
     }
 }

@@ -314,3 +314,16 @@ fn header_values_keep_folding_and_lose_control_characters() {
         "mx;\r\n\tspf=pass x"
     );
 }
+
+#[test]
+fn arc_authentication_results_dmarc_pass_is_read_from_its_results_only() {
+    assert!(aar_dmarc_pass(
+        b" i=1; lists.example; dkim=pass header.d=partner.example;\r\n\tspf=pass; DMARC=pass header.from=partner.example"
+    ));
+    assert!(!aar_dmarc_pass(
+        b" i=1; lists.example; dmarc=fail header.from=partner.example"
+    ));
+    // The authserv-id is not a result, whatever it is called.
+    assert!(!aar_dmarc_pass(b" i=1; dmarc=pass.example; spf=none"));
+    assert!(!aar_dmarc_pass(b""));
+}

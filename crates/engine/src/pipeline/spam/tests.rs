@@ -264,6 +264,24 @@ async fn the_authentication_checks_results_count() {
     .await;
     assert_eq!(rules(&e), ["DKIM_VALID_AU", "DMARC_PASS"]);
     assert_eq!(spam_facts(&e)["score"], -1.0);
+    // A failure the operator excused (dmarc_overrides) or a trusted ARC sealer vouched for
+    // is no spam evidence.
+    for excused in ["override", "arc_override"] {
+        let facts = json!({
+            "spf": {"result": "none", "domain": "lists.example"},
+            "dkim": [],
+            "dmarc": {"result": "fail", "domain": "example.org", "action": excused},
+        });
+        let e = run_with(
+            &Config::default(),
+            None,
+            envelope("alice@example.org"),
+            &message("", "hello"),
+            Some(facts),
+        )
+        .await;
+        assert!(rules(&e).is_empty(), "{excused}: {:?}", rules(&e));
+    }
     // Without an authentication check, the spam check says so and goes on.
     let e = run(
         &Config::default(),

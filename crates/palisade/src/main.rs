@@ -6,6 +6,7 @@
 
 mod av;
 mod check;
+mod dkim;
 mod learn;
 mod print;
 
@@ -86,6 +87,10 @@ enum Command {
     /// Teach the spam check's Bayes classifier: message files, Maildir folders or mbox files
     /// that are spam (--spam) or wanted mail (--ham).
     Learn(learn::LearnArgs),
+    /// DKIM signing keys of the organisation's domains: generate one (and the TXT record to
+    /// publish), list them with whether DNS publishes them.
+    #[command(subcommand)]
+    Dkim(dkim::DkimCmd),
     /// Run one message file through the filter pipeline and show why it would be delivered,
     /// held or refused (nothing is queued or sent). Exit 65 if the file cannot be read.
     Check(check::CheckArgs),
@@ -608,6 +613,7 @@ fn operate(data: &DataDir, cmd: Command) -> Result<ExitCode> {
         Command::Quarantine(q) => quarantine_cmd(data, q),
         Command::Av(a) => av::run(data, a, &actor()),
         Command::Learn(l) => learn::run(data, l, &actor()),
+        Command::Dkim(d) => dkim::run(data, d, &actor()),
         Command::Track(t) => {
             let q = TrackQuery {
                 sender: t.sender,

@@ -165,6 +165,13 @@ pub enum Edit {
     StripParts {
         parts: Vec<StrippedPart>,
     },
+    /// Signs the copy with the DKIM key of `selector` for `domain` (the engine's keys). Applied
+    /// after every other edit, whatever its place in the list: the signature covers the copy
+    /// exactly as it leaves.
+    DkimSign {
+        domain: String,
+        selector: String,
+    },
 }
 
 /// One MIME part an [`Edit::StripParts`] removes.
@@ -248,6 +255,12 @@ impl Action {
     pub fn tag_subject(tag: impl Into<String>) -> Action {
         Action::Edit(Edit::TagSubject { tag: tag.into() })
     }
+    pub fn dkim_sign(domain: impl Into<String>, selector: impl Into<String>) -> Action {
+        Action::Edit(Edit::DkimSign {
+            domain: domain.into(),
+            selector: selector.into(),
+        })
+    }
     pub fn strip_parts(parts: Vec<StrippedPart>) -> Action {
         Action::Edit(Edit::StripParts { parts })
     }
@@ -312,6 +325,10 @@ enum FlatAction {
     RemoveAuthenticationResults {
         authserv_id: String,
     },
+    DkimSign {
+        domain: String,
+        selector: String,
+    },
     Bcc {
         address: String,
     },
@@ -335,6 +352,7 @@ impl From<FlatAction> for Action {
             FlatAction::RemoveAuthenticationResults { authserv_id } => {
                 Action::remove_authentication_results(authserv_id)
             }
+            FlatAction::DkimSign { domain, selector } => Action::dkim_sign(domain, selector),
             FlatAction::Bcc { address } => Action::bcc(address),
         }
     }
@@ -361,6 +379,7 @@ impl From<Action> for FlatAction {
                 Edit::RemoveAuthenticationResults { authserv_id } => {
                     FlatAction::RemoveAuthenticationResults { authserv_id }
                 }
+                Edit::DkimSign { domain, selector } => FlatAction::DkimSign { domain, selector },
             },
             Action::Bcc { address } => FlatAction::Bcc { address },
         }

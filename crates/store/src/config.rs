@@ -20,12 +20,14 @@ mod antivirus;
 mod attachments;
 mod authentication;
 mod digest;
+mod dkim;
 mod filter;
 mod spam;
 pub use antivirus::{Antivirus, ClamdAddress, InfectedAction, UnscannableAction};
 pub use attachments::{AttachmentAction, Attachments, DEFAULT_SCRIPT_EXTENSIONS};
 pub use authentication::{Authentication, DmarcQuarantineAction, DmarcRejectAction};
 pub use digest::Digest;
+pub use dkim::{Dkim, DkimSign};
 pub use filter::{
     CHECK_NAMES, CheckSettings, Filter, Rule, RuleAction, RuleDirection, UninspectableAction,
     address_matches,
@@ -84,6 +86,8 @@ pub struct Config {
     pub spam: Spam,
     /// The daily quarantine digest to recipients, with release links (off by default).
     pub digest: Digest,
+    /// DKIM signing of outbound mail, per sending domain (the `dkim` check).
+    pub dkim: Dkim,
     /// Inbound domains: mail for these is accepted from anyone and routed internally.
     #[serde(rename = "domain", skip_serializing_if = "Vec::is_empty")]
     pub domains: Vec<InboundDomain>,
@@ -395,6 +399,7 @@ impl Default for Config {
             authentication: Authentication::default(),
             spam: Spam::default(),
             digest: Digest::default(),
+            dkim: Dkim::default(),
             domains: vec![InboundDomain {
                 name: "example.test".into(),
                 route: DomainRoute::Maildir,
@@ -682,6 +687,7 @@ impl Config {
         self.authentication.problems(&mut bad);
         self.spam.problems(&mut bad);
         self.digest.problems(self, &mut bad);
+        self.dkim.problems(&mut bad);
         let l = &self.inspect;
         if l.max_message_bytes < s.max_message_size {
             bad(
@@ -796,6 +802,7 @@ impl Config {
                 "authentication" => section(&key, value, &mut cfg.authentication, &mut problems),
                 "spam" => section(&key, value, &mut cfg.spam, &mut problems),
                 "digest" => section(&key, value, &mut cfg.digest, &mut problems),
+                "dkim" => section(&key, value, &mut cfg.dkim, &mut problems),
                 "domain" => cfg.domains = array(&key, value, &mut problems),
                 "route" => cfg.routes = array(&key, value, &mut problems),
                 other => problems.push(Problem::new(other, "unknown section")),

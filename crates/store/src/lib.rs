@@ -22,6 +22,7 @@ pub mod config;
 pub mod config_store;
 pub mod data_dir;
 pub mod digest;
+pub mod dkim;
 pub mod mail;
 mod migrate;
 pub mod password;

@@ -104,6 +104,7 @@ impl Session {
         content: &SpooledContent,
         eval: &Evaluation,
         tracking: &palisade_inspect::Tracking,
+        signer: &dyn edit::Signer,
     ) -> Result<Plan, (std::io::Error, Vec<PathBuf>)> {
         let verdict: &Verdict = &eval.verdict;
         let spool = &self.shared.spool;
@@ -151,7 +152,10 @@ impl Session {
                                     spool.create_artifact(id, n).map_err(std::io::Error::other)
                                 );
                                 written.push(spool.artifact_path(id, n));
-                                tryw!(edit::write_edited(&original, &r.edits, &mut f).await);
+                                tryw!(
+                                    edit::write_edited(&original, &r.edits, Some(signer), &mut f)
+                                        .await
+                                );
                                 let done = tryw!(f.finish().await);
                                 artifacts.push(NewArtifact {
                                     n,
@@ -251,7 +255,7 @@ impl Session {
             };
             let mut f = tryw!(spool.create_quarantine(&qid).map_err(std::io::Error::other));
             written.push(spool.quarantine_path(&qid));
-            tryw!(edit::write_edited(&original, &edits, &mut f).await);
+            tryw!(edit::write_edited(&original, &edits, Some(signer), &mut f).await);
             let done = tryw!(f.finish().await);
             let explanations: Vec<serde_json::Value> = idxs
                 .iter()

@@ -253,7 +253,10 @@ impl Session {
             }
         }
 
-        let plan = match self.plan(&id, &tx, &content, &eval, &headers).await {
+        let plan = match self
+            .plan(&id, &tx, &content, &eval, &headers, pipeline.signer())
+            .await
+        {
             Ok(p) => p,
             Err((e, written)) => {
                 tracing::error!(event = "smtp.spool_write_failed", queue_id = %id, error = %e);

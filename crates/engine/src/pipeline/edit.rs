@@ -15,7 +15,7 @@ use palisade_spool::IncomingFile;
 use tokio::io::AsyncReadExt;
 
 /// At most this much of the start is read as the header section; the rest is body.
-const MAX_HEADER: usize = 1024 * 1024;
+pub(crate) const MAX_HEADER: usize = 1024 * 1024;
 
 /// Where the header section of `raw` ends (the index after the empty line, or after the last
 /// field line when no empty line follows it).
@@ -179,8 +179,8 @@ pub fn edit_header(header: &[u8], edits: &[Edit]) -> Vec<u8> {
                     }),
                 }
             }
-            // The body's business (see `strip_parts`).
-            Edit::StripParts { .. } => {}
+            // The body's business (see `strip_parts`); signing comes last (`signed`).
+            Edit::StripParts { .. } | Edit::DkimSign { .. } => {}
         }
     }
     let mut out = Vec::with_capacity(header.len() + 256);
@@ -267,13 +267,58 @@ pub fn edited(raw: &[u8], edits: &[Edit]) -> Vec<u8> {
     out
 }
 
+/// What applies [`Edit::DkimSign`]: the engine's DKIM keys (`super::dkim::DkimKeys`).
+pub trait Signer: Send + Sync {
+    /// The `DKIM-Signature` field, with its CRLF, of `message` for `domain` and `selector`.
+    fn dkim_signature(
+        &self,
+        domain: &str,
+        selector: &str,
+        message: &[u8],
+    ) -> Result<String, String>;
+}
+
+/// `message` (every other edit already applied) with a signature per `DkimSign` edit on
+/// top. A signature that cannot be made is logged and left out: the copy still leaves.
+pub fn signed(message: Vec<u8>, edits: &[Edit], signer: Option<&dyn Signer>) -> Vec<u8> {
+    let mut fields = String::new();
+    for e in edits {
+        let Edit::DkimSign { domain, selector } = e else {
+            continue;
+        };
+        match signer.map(|s| s.dkim_signature(domain, selector, &message)) {
+            Some(Ok(f)) => fields.push_str(&f),
+            Some(Err(err)) => {
+                tracing::error!(event = "dkim.sign_failed", domain = %domain, selector = %selector, error = %err);
+            }
+            None => {
+                tracing::error!(event = "dkim.sign_failed", domain = %domain, selector = %selector,
+                    error = "no signing keys here");
+            }
+        }
+    }
+    if fields.is_empty() {
+        return message;
+    }
+    let mut out = fields.into_bytes();
+    out.extend_from_slice(&message);
+    out
+}
+
 /// Writes the content at `src` with `edits` applied into `out` (not finished: the caller
-/// calls `finish`, which fsyncs).
+/// calls `finish`, which fsyncs). `DkimSign` edits are applied last, with `signer`.
 pub async fn write_edited(
     src: &Path,
     edits: &[Edit],
+    signer: Option<&dyn Signer>,
     out: &mut IncomingFile,
 ) -> std::io::Result<()> {
+    if super::dkim::signs(edits) {
+        // The signature covers the whole copy: it is made in memory, bounded by the message
+        // size (the MIME view held it whole too).
+        let raw = tokio::fs::read(src).await?;
+        return out.write(&signed(edited(&raw, edits), edits, signer)).await;
+    }
     if edits.iter().any(|e| matches!(e, Edit::StripParts { .. })) {
         // Rare, and bounded by the message size (the MIME view held it whole too).
         let raw = tokio::fs::read(src).await?;
@@ -302,7 +347,7 @@ pub async fn write_edited(
 
 /// Copies `src` unchanged into `out`.
 pub async fn write_copy(src: &Path, out: &mut IncomingFile) -> std::io::Result<()> {
-    write_edited(src, &[], out).await
+    write_edited(src, &[], None, out).await
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ pub mod antivirus;
 pub mod attachments;
 pub mod authentication;
 mod checks;
+pub mod dkim;
 pub mod edit;
 pub mod spam;
 
@@ -135,6 +136,8 @@ pub struct Pipeline {
     /// All checks of one message together.
     budget: Duration,
     limits: Limits,
+    /// The signing keys of the `dkim` check (read when the pipeline is built).
+    dkim_keys: Arc<dkim::DkimKeys>,
 }
 
 /// The result of running the pipeline on one message.
@@ -183,6 +186,10 @@ impl Pipeline {
         if cfg.spam.enabled {
             all.push(Arc::new(spam::SpamCheck::from_config(cfg, data)));
         }
+        let dkim_keys = Arc::new(dkim::DkimKeys::load(cfg, data));
+        if !cfg.dkim.sign.is_empty() {
+            all.push(Arc::new(dkim::DkimCheck::new(cfg, dkim_keys.clone())));
+        }
         let checks = all
             .into_iter()
             .map(|check| {
@@ -203,6 +210,7 @@ impl Pipeline {
             checks,
             budget: Duration::from_secs(f.timeout_secs),
             limits: cfg.inspect.clone(),
+            dkim_keys,
         }
     }
 
@@ -212,11 +220,17 @@ impl Pipeline {
             checks,
             budget,
             limits,
+            dkim_keys: Arc::default(),
         }
     }
 
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    /// What applies the `dkim` check's signatures to the copies that leave.
+    pub fn signer(&self) -> &dyn edit::Signer {
+        self.dkim_keys.as_ref()
     }
 
     pub fn check_names(&self) -> Vec<String> {

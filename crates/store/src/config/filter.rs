@@ -32,6 +32,7 @@ pub const CHECK_NAMES: &[&str] = &[
     "authentication",
     "attachments",
     "spam",
+    "dkim",
 ];
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

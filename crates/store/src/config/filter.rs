@@ -133,8 +133,9 @@ pub enum RuleAction {
 /// entries does (OR). A rule with `recipients` applies only to the recipients it matched;
 /// without, to the whole message.
 ///
-/// Address patterns: `user@example.org` (exact), `@example.org` or `example.org` (that domain),
-/// `*.example.org` (its subdomains and itself); case-insensitive. Part types match the real
+/// Address patterns: `user@example.org` (exact), `@example.org`, `*@example.org` or
+/// `example.org` (that domain), `*.example.org` (its subdomains and itself);
+/// case-insensitive. Part types match the real
 /// type found from the content's magic bytes (its usual extension, `exe`, or MIME type,
 /// `application/x-msdownload`), never the declared one; file extensions match the declared
 /// file names (`invoice.pdf.exe` → `exe`), of attachments and of archive members.
@@ -184,16 +185,48 @@ pub fn address_matches(pattern: &str, address: &str) -> bool {
     let p = pattern.trim().to_ascii_lowercase();
     let a = address.to_ascii_lowercase();
     let domain = a.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
-    if let Some(sub) = p.strip_prefix("*.") {
+    if let Some(sub) = p.strip_prefix("*.").or_else(|| p.strip_prefix("*@*.")) {
         return domain == sub || domain.ends_with(&format!(".{sub}"));
     }
-    if let Some(d) = p.strip_prefix('@') {
+    if let Some(d) = p.strip_prefix('@').or_else(|| p.strip_prefix("*@")) {
         return domain == d;
     }
     if p.contains('@') {
         return a == p;
     }
     domain == p
+}
+
+/// Why `pattern` is not an address pattern [`address_matches`] understands: `user@domain`,
+/// `@domain` or `*@domain`, `domain`, `*.domain` or `*@*.domain`. Any other wildcard would
+/// silently match nothing, so it is refused.
+pub fn address_pattern_problem(pattern: &str) -> Option<String> {
+    let p = pattern.trim();
+    let explain = || {
+        format!(
+            "'{pattern}' is not an address pattern: user@domain, @domain (or *@domain), domain, *.domain"
+        )
+    };
+    if p.is_empty() || !printable(p) || p.contains(char::is_whitespace) {
+        return Some(explain());
+    }
+    let (local, domain) = match p.rsplit_once('@') {
+        Some((l, d)) => (Some(l), d),
+        None => (None, p),
+    };
+    let domain = match local {
+        Some("" | "*") | None => domain.strip_prefix("*.").unwrap_or(domain),
+        Some(l) if l.contains('*') || l.contains('@') => {
+            return Some(format!(
+                "'{pattern}': a wildcard in the local part matches nothing; use @domain for the whole domain"
+            ));
+        }
+        Some(_) => domain,
+    };
+    if !super::is_valid_domain(domain) {
+        return Some(explain());
+    }
+    None
 }
 
 fn printable(s: &str) -> bool {
@@ -251,16 +284,8 @@ impl Filter {
             }
             for (field, list) in [("senders", &r.senders), ("recipients", &r.recipients)] {
                 for (j, p) in list.iter().enumerate() {
-                    let pat = p.trim();
-                    let dom = pat
-                        .strip_prefix("*.")
-                        .or_else(|| pat.strip_prefix('@'))
-                        .unwrap_or_else(|| pat.rsplit_once('@').map(|(_, d)| d).unwrap_or(pat));
-                    if pat.is_empty() || !printable(pat) || !super::is_valid_domain(dom) {
-                        bad_field(
-                            &format!("{field}[{j}]"),
-                            format!("'{p}' is not an address or domain pattern"),
-                        );
+                    if let Some(why) = address_pattern_problem(p) {
+                        bad_field(&format!("{field}[{j}]"), why);
                     }
                 }
             }
@@ -368,8 +393,34 @@ mod tests {
             ("*.example.org", "x@example.org", true),
             ("*.example.org", "x@badexample.org", false),
             ("@example.org", "postmaster", false),
+            ("*@example.org", "x@example.org", true),
+            ("*@example.org", "x@sub.example.org", false),
+            ("*@*.example.org", "x@sub.example.org", true),
         ] {
             assert_eq!(address_matches(p, a), want, "{p} vs {a}");
+            assert_eq!(address_pattern_problem(p), None, "{p}");
         }
+    }
+
+    #[test]
+    fn patterns_that_would_match_nothing_are_refused() {
+        for p in [
+            "",
+            " ",
+            "bob*@example.org",
+            "*bob@example.org",
+            "a@b@example.org",
+            "not a domain",
+            "@",
+            "*.",
+            "a b@example.org",
+        ] {
+            assert!(address_pattern_problem(p).is_some(), "{p:?} accepted");
+        }
+        assert!(
+            address_pattern_problem("bob*@example.org")
+                .unwrap()
+                .contains("wildcard")
+        );
     }
 }

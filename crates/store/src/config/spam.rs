@@ -167,15 +167,8 @@ impl Spam {
             ("block_senders", &self.block_senders),
         ] {
             for (i, p) in list.iter().enumerate() {
-                let domain = p
-                    .rsplit_once('@')
-                    .map(|(_, d)| d)
-                    .unwrap_or(p.trim_start_matches("*."));
-                if p.trim().is_empty() || !is_valid_domain(domain) {
-                    bad(
-                        &format!("spam.{field}[{i}]"),
-                        format!("'{p}' is not an address, @domain, domain or *.domain pattern"),
-                    );
+                if let Some(why) = super::filter::address_pattern_problem(p) {
+                    bad(&format!("spam.{field}[{i}]"), why);
                 }
             }
         }

@@ -16,7 +16,7 @@ use serde_json::json;
 use crate::auth::{Principal, source_of};
 use crate::error::AppError;
 use crate::forms::{EditOutcome, edit_config};
-use crate::pages::{audit, dashboard, queue, system, tracking};
+use crate::pages::{audit, dashboard, quarantine, queue, system, tracking};
 use crate::state::AppState;
 
 /// An `AppError` answered as JSON: `{"error": "..."}`.
@@ -293,6 +293,39 @@ pub async fn queue_action(
 
 pub async fn queue_flush(State(state): State<AppState>, p: Principal) -> ApiResult {
     let message = queue::flush_all(&state, &p).await?;
+    ok(json!({ "ok": true, "message": message }))
+}
+
+/// Quarantine entries per page of the API's list.
+const QUARANTINE_PAGE: u32 = 200;
+
+/// `GET /api/v1/quarantine`: the list page's filters (`q`, `reason`, `sender`, `rcpt`,
+/// `from`, `to`, `min_score`, `state`, `page`), 200 entries a page, newest first.
+pub async fn quarantine_list(
+    State(state): State<AppState>,
+    Query(params): Query<quarantine::ListQuery>,
+) -> ApiResult {
+    let (q, problems) = quarantine::search_of(&params, QUARANTINE_PAGE);
+    if !problems.is_empty() {
+        return Err(AppError::BadRequest(problems.join("; ")).into());
+    }
+    let page = q.offset / QUARANTINE_PAGE + 1;
+    let (entries, total) = state.db(move |s| Ok(s.mail.quarantine_search(&q)?)).await?;
+    ok(json!({ "total": total, "page": page, "per_page": QUARANTINE_PAGE, "entries": entries }))
+}
+
+pub async fn quarantine_get(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult {
+    ok(quarantine::entry(&state, &id).await?)
+}
+
+/// `POST /api/v1/quarantine/{id}/{action}`: release, release_ham, learn_spam or delete,
+/// performed and audited as from the console's page.
+pub async fn quarantine_action(
+    State(state): State<AppState>,
+    p: Principal,
+    Path((id, action)): Path<(String, String)>,
+) -> ApiResult {
+    let message = quarantine::act(&state, &p, &id, &action).await?;
     ok(json!({ "ok": true, "message": message }))
 }
 

@@ -164,6 +164,16 @@ fn api(state: &AppState) -> Router<AppState> {
                 .route("/queue/{id}/{action}", post(api::queue_action)),
         ))
         .merge(with_perm(
+            ViewQuarantine,
+            Router::new()
+                .route("/quarantine", get(api::quarantine_list))
+                .route("/quarantine/{id}", get(api::quarantine_get)),
+        ))
+        .merge(with_perm(
+            ManageQuarantine,
+            Router::new().route("/quarantine/{id}/{action}", post(api::quarantine_action)),
+        ))
+        .merge(with_perm(
             ViewTracking,
             Router::new()
                 .route("/tracking", get(api::tracking_search))

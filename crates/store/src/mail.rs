@@ -179,6 +179,11 @@ pub const MIGRATIONS: &[&str] = &[
         protection_unchecked_or_outbound!(),
         ";"
     ),
+    // 6: the spam score of a held message, to filter the quarantine by. Entries held before
+    // carry it only in their reason (`spam: score N`).
+    "ALTER TABLE quarantine ADD COLUMN score REAL;
+     UPDATE quarantine SET score = CAST(substr(reason, 13) AS REAL)
+         WHERE reason LIKE 'spam: score %';",
 ];
 
 /// How the message reached us: for tracking and for the trace page.
@@ -1394,6 +1399,31 @@ mod tests {
         assert_eq!(db.track_status("Q1").unwrap().as_deref(), Some("delivered"));
     }
 
+    /// Entries held for spam before the score column existed get their score from their
+    /// reason; others have none.
+    #[test]
+    fn migration_6_reads_the_score_of_spam_held_before() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("mail.db");
+        {
+            let mut conn = crate::open_db(&path).unwrap();
+            migrate::migrate(&mut conn, &MIGRATIONS[..5]).unwrap();
+            for (id, reason) in [("S1", "spam: score 9.25"), ("V1", "virus: Eicar")] {
+                conn.execute(
+                    "INSERT INTO quarantine (id, queue_id, received_at, expires_at, sender,
+                        recipients, reason, size, sha256, smtputf8, listener, client_ip,
+                        state, updated_at)
+                     VALUES (?1, 'Q', 1, 2, '', '[]', ?2, 1, x'00', 0, 'smtp', '', 'held', 1)",
+                    rusqlite::params![id, reason],
+                )
+                .unwrap();
+            }
+        }
+        let db = MailDb::open(&path).unwrap();
+        assert_eq!(db.quarantine_get("S1").unwrap().unwrap().score, Some(9.25));
+        assert_eq!(db.quarantine_get("V1").unwrap().unwrap().score, None);
+    }
+
     #[test]
     fn typed_fields_round_trip_and_corrupt_values_are_errors() {
         let d = tempfile::tempdir().unwrap();
@@ -1511,7 +1541,10 @@ mod tests {
         db.apply(&Batch {
             accepted: vec![msg("Q1", &["x@example.test"]), all_held],
             quarantined: vec![
-                held("H1", "Q1", now_unix() + 3600),
+                NewQuarantine {
+                    score: Some(11.5),
+                    ..held("H1", "Q1", now_unix() + 3600)
+                },
                 held("H2", "Q2", now_unix() - 1),
             ],
             ..Default::default()
@@ -1578,6 +1611,24 @@ mod tests {
                 ..all.clone()
             }),
             (vec![], 0)
+        );
+        // A spam score at least this much; an entry the spam check did not score never
+        // matches.
+        assert_eq!(db.quarantine_get("H1").unwrap().unwrap().score, Some(11.5));
+        assert_eq!(
+            search(QuarantineQuery {
+                min_score: Some(8.0),
+                ..all.clone()
+            }),
+            (vec!["H1".into()], 1)
+        );
+        assert_eq!(
+            search(QuarantineQuery {
+                min_score: Some(12.0),
+                ..all.clone()
+            })
+            .1,
+            0
         );
         assert_eq!(
             search(QuarantineQuery {

@@ -44,6 +44,9 @@ pub struct ListQuery {
     pub from: String,
     #[serde(default)]
     pub to: String,
+    /// A spam score at least this.
+    #[serde(default)]
+    pub min_score: String,
     /// `held` (default), `released`, `deleted`, `all`.
     #[serde(default)]
     pub state: String,
@@ -59,6 +62,7 @@ pub struct Row {
     pub recipients: String,
     pub subject: String,
     pub reason: String,
+    pub score: String,
     pub size: String,
     pub state: String,
     pub expires: String,
@@ -83,6 +87,7 @@ fn row(e: &QuarantineEntry) -> Row {
             .join(", "),
         subject: e.subject.clone().unwrap_or_default(),
         reason: e.reason.clone(),
+        score: e.score.map(|s| format!("{s:.1}")).unwrap_or_default(),
         size: fmt_size(e.size),
         state: e.state.as_str().to_string(),
         expires: if e.state == QuarantineState::Held {
@@ -133,6 +138,7 @@ fn page_url(q: &ListQuery, page: u32) -> String {
         ("rcpt", &q.rcpt),
         ("from", &q.from),
         ("to", &q.to),
+        ("min_score", &q.min_score),
         ("state", &q.state),
     ] {
         if !v.is_empty() {
@@ -143,12 +149,9 @@ fn page_url(q: &ListQuery, page: u32) -> String {
     format!("/quarantine?{}", s.finish())
 }
 
-pub async fn list(
-    State(state): State<AppState>,
-    p: Principal,
-    Query(query): Query<ListQuery>,
-) -> Result<Response, AppError> {
-    let page = Page::load(&state, &p, "quarantine", "Quarantine").await?;
+/// The store's query for the list's parameters (`limit` per page), and the problems with
+/// them (each leaves its condition out).
+pub fn search_of(query: &ListQuery, limit: u32) -> (QuarantineQuery, Vec<String>) {
     let mut problems = Vec::new();
     let st = state_of(query.state.trim()).unwrap_or_else(|e| {
         problems.push(e);
@@ -174,6 +177,16 @@ pub async fn list(
             t
         }
     });
+    let min_score = match query.min_score.trim() {
+        "" => None,
+        s => match s.replace(',', ".").parse::<f64>() {
+            Ok(v) if v.is_finite() => Some(v),
+            _ => {
+                problems.push(format!("'{s}' is not a score (a number, e.g. 8)"));
+                None
+            }
+        },
+    };
     // Bounded so that the offset below cannot overflow.
     let n = query.page.unwrap_or(1).clamp(1, 1_000_000);
     let opt = |s: &str| Some(s.trim().to_string()).filter(|s| !s.is_empty());
@@ -185,9 +198,21 @@ pub async fn list(
         recipient: opt(&query.rcpt),
         since,
         until,
-        limit: PAGE_SIZE,
-        offset: (n - 1) * PAGE_SIZE,
+        min_score,
+        limit,
+        offset: (n - 1) * limit,
     };
+    (q, problems)
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    p: Principal,
+    Query(query): Query<ListQuery>,
+) -> Result<Response, AppError> {
+    let page = Page::load(&state, &p, "quarantine", "Quarantine").await?;
+    let (q, problems) = search_of(&query, PAGE_SIZE);
+    let (n, st) = (q.offset / PAGE_SIZE + 1, q.state);
     let ((entries, total), retention_days) = state
         .db(move |s| {
             let retention = s
@@ -223,7 +248,7 @@ pub async fn list(
 }
 
 /// The held entry `id` (any state).
-async fn entry(state: &AppState, id: &str) -> Result<QuarantineEntry, AppError> {
+pub(crate) async fn entry(state: &AppState, id: &str) -> Result<QuarantineEntry, AppError> {
     if !valid_id(id) {
         return Err(AppError::NotFound("No such quarantined message.".into()));
     }

@@ -244,6 +244,12 @@ impl Session {
         let sender = sender_string(&tx.from);
         let retention = self.cfg.filter.quarantine_retention_days as i64 * 86400;
         let verdict_json = verdict_json(eval);
+        // The spam check's score, kept with each held copy to filter the quarantine by.
+        let spam_score = eval
+            .outcomes
+            .iter()
+            .find(|o| o.name == crate::pipeline::spam::NAME)
+            .and_then(|o| o.facts["score"].as_f64());
         let mut quarantined = Vec::new();
         for (k, ((_, reason), (edits, idxs))) in held.into_iter().enumerate() {
             // Quarantine ids are queue-id shaped (recovery recognises them): the message's
@@ -299,6 +305,7 @@ impl Session {
                 subject: tracking.subject.clone(),
                 from_header: tracking.from.clone(),
                 message_id: tracking.message_id.clone(),
+                score: spam_score,
             });
         }
 

@@ -46,7 +46,7 @@ use serde_json::{Value, json};
 
 use super::{Check, CheckFuture, Envelope, Findings, Subject, printable_line};
 
-const NAME: &str = "spam";
+pub const NAME: &str = "spam";
 
 /// The GTUBE string (SpamAssassin's, also Rspamd's).
 pub const GTUBE: &str = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X";

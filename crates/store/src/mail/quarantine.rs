@@ -56,6 +56,8 @@ pub struct NewQuarantine {
     pub subject: Option<String>,
     pub from_header: Option<String>,
     pub message_id: Option<String>,
+    /// The spam check's score of the message, when it scored it (whatever held it).
+    pub score: Option<f64>,
 }
 
 /// A quarantine entry as stored.
@@ -87,6 +89,8 @@ pub struct QuarantineEntry {
     pub updated_at: i64,
     /// The queue id it was released as.
     pub released_as: Option<String>,
+    /// The spam check's score of the message, when it scored it.
+    pub score: Option<f64>,
 }
 
 /// What [`MailDb::quarantine_search`] looks for: every given condition must hold. Text
@@ -105,6 +109,8 @@ pub struct QuarantineQuery {
     pub since: Option<i64>,
     /// Received before (unix seconds).
     pub until: Option<i64>,
+    /// A spam score at least this (entries the spam check did not score never match).
+    pub min_score: Option<f64>,
     pub limit: u32,
     pub offset: u32,
 }
@@ -120,14 +126,14 @@ pub struct QuarantineChange {
 
 const COLUMNS: &str = "id, queue_id, received_at, expires_at, sender, recipients, reason,
     explanations, size, sha256, smtputf8, body, envid, ret, listener, client_ip, subject,
-    from_header, message_id, state, updated_at, released_as";
+    from_header, message_id, state, updated_at, released_as, score";
 
 pub(super) fn insert(tx: &Transaction<'_>, q: &NewQuarantine, now: i64) -> Result<()> {
     let recipients = serde_json::to_string(&q.recipients).expect("recipients serialize");
     let explanations = q.explanations.as_ref().map(|e| e.to_string());
     tx.prepare_cached(&format!(
         "INSERT INTO quarantine ({COLUMNS})
-         VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21,NULL)"
+         VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21,NULL,?22)"
     ))
     .at(tx)?
     .execute(params![
@@ -151,7 +157,8 @@ pub(super) fn insert(tx: &Transaction<'_>, q: &NewQuarantine, now: i64) -> Resul
         q.from_header,
         q.message_id,
         QuarantineState::Held.as_str(),
-        now
+        now,
+        q.score
     ])
     .at(tx)?;
     let mut ev = tx
@@ -230,6 +237,7 @@ type Row = (
     String,
     i64,
     Option<String>,
+    Option<f64>,
 );
 
 fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
@@ -256,6 +264,7 @@ fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
         r.get(19)?,
         r.get(20)?,
         r.get(21)?,
+        r.get(22)?,
     ))
 }
 
@@ -285,6 +294,7 @@ fn typed(row: Row) -> Result<QuarantineEntry> {
         state,
         updated_at,
         released_as,
+        score,
     ) = row;
     let recipients = serde_json::from_str(&recipients).map_err(|_| StoreError::BadValue {
         table: T,
@@ -323,6 +333,7 @@ fn typed(row: Row) -> Result<QuarantineEntry> {
         state: parse(T, "state", state)?,
         updated_at,
         released_as,
+        score,
     })
 }
 
@@ -395,13 +406,23 @@ impl MailDb {
                     OR instr(lower(coalesce(from_header, '')), ?4) > 0)
                AND (?5 = '' OR instr(lower(recipients), ?5) > 0)
                AND (?6 IS NULL OR received_at >= ?6)
-               AND (?7 IS NULL OR received_at < ?7)";
+               AND (?7 IS NULL OR received_at < ?7)
+               AND (?8 IS NULL OR score >= ?8)";
         let state = q.state.map(|s| s.as_str());
         let total: i64 = self
             .conn
             .query_row(
                 &format!("SELECT count(*) FROM quarantine {filter}"),
-                params![state, text, reason, sender, rcpt, q.since, q.until],
+                params![
+                    state,
+                    text,
+                    reason,
+                    sender,
+                    rcpt,
+                    q.since,
+                    q.until,
+                    q.min_score
+                ],
                 |r| r.get(0),
             )
             .at(&self.conn)?;
@@ -409,13 +430,22 @@ impl MailDb {
             .conn
             .prepare(&format!(
                 "SELECT {COLUMNS} FROM quarantine {filter}
-                 ORDER BY received_at DESC, id DESC LIMIT ?8 OFFSET ?9"
+                 ORDER BY received_at DESC, id DESC LIMIT ?9 OFFSET ?10"
             ))
             .at(&self.conn)?;
         let rows: Vec<Row> = stmt
             .query_map(
                 params![
-                    state, text, reason, sender, rcpt, q.since, q.until, q.limit, q.offset
+                    state,
+                    text,
+                    reason,
+                    sender,
+                    rcpt,
+                    q.since,
+                    q.until,
+                    q.min_score,
+                    q.limit,
+                    q.offset
                 ],
                 read_row,
             )

@@ -943,7 +943,7 @@ async fn quarantine_shows_held_mail_safely_and_only_operators_act_through_the_en
 
     // The same through the JSON API: auditors look, operators act (through the engine).
     let mut acc = c.accounts();
-    let token = |name: &str| {
+    let mut token = |name: &str| {
         let uid = acc.user_by_name(name).unwrap().unwrap().id;
         acc.create_token(&mut c.audit(), uid, "ci", 90, "test")
             .unwrap()

@@ -304,6 +304,7 @@ mod tests {
             state: QuarantineState::Held,
             updated_at: 0,
             released_as: None,
+            score: None,
         }
     }
 

@@ -98,6 +98,7 @@ fn generate(
         &json!({ "algorithm": alg.signing_name() }),
     )?;
     let mut revision = None;
+    let mut engine = None;
     if sign {
         let mut store = ConfigStore::open(&data.config_db())?;
         let current = store.current()?.context("no configuration yet")?;
@@ -115,9 +116,14 @@ fn generate(
             Some(current.id),
         )?;
         revision = Some(rev.id);
-        let _ = palisade_control::engine::control_request(
-            &data.control_socket(),
-            &ControlRequest::Reload,
+        engine = Some(
+            match palisade_control::engine::control_request(
+                &data.control_socket(),
+                &ControlRequest::Reload,
+            ) {
+                Ok(r) => r.message,
+                Err(_) => "not running: it signs from its next start".to_string(),
+            },
         );
     }
     let name = format!("{selector}._domainkey.{domain}");
@@ -127,6 +133,7 @@ fn generate(
             serde_json::to_string_pretty(&json!({
                 "domain": domain, "selector": selector, "algorithm": alg.signing_name(),
                 "name": name, "record": record, "key_file": path, "revision": revision,
+                "engine": engine,
             }))?
         );
     } else {
@@ -136,7 +143,16 @@ fn generate(
             zone_text(&record)
         );
         match revision {
-            Some(r) => println!("signing {domain}'s outbound mail with it (revision {r})"),
+            Some(r) => {
+                println!("signing {domain}'s outbound mail with it (revision {r})");
+                if let Some(e) = &engine {
+                    println!("engine: {e}");
+                }
+                println!(
+                    "until the record is published, receivers cannot verify the signature \
+                     (`palisade dkim list` tells when DNS has it)"
+                );
+            }
             None => println!(
                 "it signs once [[dkim.sign]] has domain = \"{domain}\", selector = \"{selector}\""
             ),

@@ -183,8 +183,8 @@ fn is_pkcs8(der: &[u8]) -> bool {
     } else {
         0
     };
-    // INTEGER 0 (3 bytes), then the next tag
-    der.get(i..i + 3) == Some(&[0x02, 0x01, 0x00]) && der.get(i + 3) == Some(&0x30)
+    // INTEGER 0 or 1 (PKCS#8 v1, OneAsymmetricKey v2), then the next tag
+    matches!(der.get(i..i + 3), Some([0x02, 0x01, 0x00 | 0x01])) && der.get(i + 3) == Some(&0x30)
 }
 
 /// Where the key of `selector` for `domain` lives.
@@ -215,6 +215,7 @@ pub fn write_new(
     selector: &str,
     key: &PrivateKey,
 ) -> Result<PathBuf, String> {
+    check_names(domain, selector)?;
     let path = key_path(data, domain, selector);
     let keys = data.keys();
     let owner = fs::metadata(&keys).map_err(|e| format!("{}: {e}", keys.display()))?;
@@ -222,6 +223,17 @@ pub fn write_new(
     let mut dir = keys.clone();
     for part in ["dkim", &domain.trim_end_matches('.').to_ascii_lowercase()] {
         dir = dir.join(part);
+        // Written as root into a directory the engine's user owns: a symbolic link there must
+        // not send the key (and its chown) anywhere else.
+        match fs::symlink_metadata(&dir) {
+            Ok(m) if !m.is_dir() => {
+                return Err(format!("{} is not a directory", dir.display()));
+            }
+            Ok(m) if m.uid() != uid => {
+                return Err(format!("{} is not owned by the keys' owner", dir.display()));
+            }
+            _ => {}
+        }
         if !dir.exists() {
             fs::DirBuilder::new()
                 .mode(0o700)
@@ -234,6 +246,7 @@ pub fn write_new(
         .write(true)
         .create_new(true)
         .mode(0o600)
+        .custom_flags(O_NOFOLLOW)
         .open(&path)
         .map_err(|e| match e.kind() {
             std::io::ErrorKind::AlreadyExists => format!(
@@ -249,8 +262,25 @@ pub fn write_new(
         let _ = fs::remove_file(&path);
         return Err(format!("{}: {e}", path.display()));
     }
-    chown(&path, uid, gid)?;
+    if let Err(e) = chown(&path, uid, gid) {
+        let _ = fs::remove_file(&path);
+        return Err(e);
+    }
     Ok(path)
+}
+
+/// O_NOFOLLOW (Linux, every architecture Palisade runs on).
+const O_NOFOLLOW: i32 = 0o400000;
+
+/// A domain and selector that are safe as path components.
+fn check_names(domain: &str, selector: &str) -> Result<(), String> {
+    if !crate::config::is_valid_domain(domain.trim_end_matches('.')) {
+        return Err(format!("'{domain}' is not a valid domain name"));
+    }
+    if !valid_selector(selector) {
+        return Err(format!("'{selector}' is not a valid selector"));
+    }
+    Ok(())
 }
 
 fn chown(path: &Path, uid: u32, gid: u32) -> Result<(), String> {
@@ -264,6 +294,7 @@ fn chown(path: &Path, uid: u32, gid: u32) -> Result<(), String> {
 
 /// Reads the key of `selector` for `domain`.
 pub fn load(data: &DataDir, domain: &str, selector: &str) -> Result<PrivateKey, String> {
+    check_names(domain, selector)?;
     let path = key_path(data, domain, selector);
     let pem = fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     PrivateKey::from_pem(&pem).map_err(|e| format!("{}: {e}", path.display()))

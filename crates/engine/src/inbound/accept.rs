@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use palisade_policy::{Disposition, Edit, RecipientVerdict, Reply, Verdict};
 use palisade_smtp_proto::{Body, Notify};
@@ -104,7 +105,7 @@ impl Session {
         content: &SpooledContent,
         eval: &Evaluation,
         tracking: &palisade_inspect::Tracking,
-        signer: &dyn edit::Signer,
+        signer: Arc<dyn edit::Signer>,
     ) -> Result<Plan, (std::io::Error, Vec<PathBuf>)> {
         let verdict: &Verdict = &eval.verdict;
         let spool = &self.shared.spool;
@@ -153,8 +154,13 @@ impl Session {
                                 );
                                 written.push(spool.artifact_path(id, n));
                                 tryw!(
-                                    edit::write_edited(&original, &r.edits, Some(signer), &mut f)
-                                        .await
+                                    edit::write_edited(
+                                        &original,
+                                        &r.edits,
+                                        Some(signer.clone()),
+                                        &mut f
+                                    )
+                                    .await
                                 );
                                 let done = tryw!(f.finish().await);
                                 artifacts.push(NewArtifact {
@@ -234,8 +240,16 @@ impl Session {
                 continue;
             }
             let reason = format!("attachment stripped: {}", stripped.join(", "));
-            held.entry((key(&[]), reason))
-                .or_insert_with(|| (Vec::new(), Vec::new()))
+            // Unedited, except that outbound mail keeps its DKIM signature: a release sends
+            // it signed too.
+            let signing: Vec<Edit> = r
+                .edits
+                .iter()
+                .filter(|e| matches!(e, Edit::DkimSign { .. }))
+                .cloned()
+                .collect();
+            held.entry((key(&signing), reason))
+                .or_insert_with(|| (signing.clone(), Vec::new()))
                 .1
                 .push(r.index);
         }
@@ -261,7 +275,7 @@ impl Session {
             };
             let mut f = tryw!(spool.create_quarantine(&qid).map_err(std::io::Error::other));
             written.push(spool.quarantine_path(&qid));
-            tryw!(edit::write_edited(&original, &edits, Some(signer), &mut f).await);
+            tryw!(edit::write_edited(&original, &edits, Some(signer.clone()), &mut f).await);
             let done = tryw!(f.finish().await);
             let explanations: Vec<serde_json::Value> = idxs
                 .iter()

@@ -522,7 +522,7 @@ fn findings(ctx: &Context<'_>, r: Results<'_, '_>) -> Findings {
                 aligned_by.push("dkim");
             }
             let domain = d.domain().to_string();
-            let vouch = arc_vouch(ctx.settings, r.arc.and_then(|a| a.as_ref()));
+            let vouch = arc_vouch(ctx.settings, r.arc.and_then(|a| a.as_ref()), &domain);
             let action = dmarc_decision(
                 ctx,
                 d,
@@ -603,8 +603,13 @@ fn findings(ctx: &Context<'_>, r: Results<'_, '_>) -> Findings {
 
 /// The trusted ARC sealer that vouches for the message's DMARC before it changed the message
 /// (RFC 8617 section 7.2): the chain verifies, the newest seal's `d=` is one of
-/// `trusted_arc_sealers`, and that hop's ARC-Authentication-Results says `dmarc=pass`.
-fn arc_vouch(settings: &Authentication, arc: Option<&ArcOutput<'_>>) -> Option<String> {
+/// `trusted_arc_sealers`, and that hop's ARC-Authentication-Results has exactly one DMARC
+/// result, `pass`, for `from_domain` (the From domain DMARC failed for here).
+fn arc_vouch(
+    settings: &Authentication,
+    arc: Option<&ArcOutput<'_>>,
+    from_domain: &str,
+) -> Option<String> {
     let a = arc?;
     if a.result() != &DkimResult::Pass {
         return None;
@@ -614,16 +619,83 @@ fn arc_vouch(settings: &Authentication, arc: Option<&ArcOutput<'_>>) -> Option<S
     if !settings.arc_sealer_trusted(sealer) {
         return None;
     }
-    aar_dmarc_pass(newest.results.value).then(|| sealer.to_ascii_lowercase())
+    aar_dmarc_pass(newest.results.value, from_domain).then(|| sealer.to_ascii_lowercase())
 }
 
-/// Whether an ARC-Authentication-Results value (`i=N; authserv-id; method=result …; …`)
-/// records `dmarc=pass`.
-fn aar_dmarc_pass(value: &[u8]) -> bool {
-    String::from_utf8_lossy(value)
-        .split(';')
+/// The result specifications (`method=result prop=value …`) of an Authentication-Results
+/// value (RFC 8601): comments removed, quoted strings kept whole (a `;` or `dmarc=pass`
+/// inside one is text, not a result), the instance tag and the authserv-id left out.
+fn aar_results(value: &[u8]) -> Vec<Vec<String>> {
+    let text = String::from_utf8_lossy(value);
+    let mut specs: Vec<Vec<String>> = vec![Vec::new()];
+    let mut token = String::new();
+    let (mut depth, mut quoted, mut escaped) = (0usize, false, false);
+    let end_token = |token: &mut String, specs: &mut Vec<Vec<String>>| {
+        if !token.is_empty() {
+            specs.last_mut().expect("one").push(std::mem::take(token));
+        }
+    };
+    for c in text.chars() {
+        if escaped {
+            escaped = false;
+            if depth == 0 {
+                token.push(c);
+            }
+            continue;
+        }
+        match c {
+            '\\' if quoted || depth > 0 => escaped = true,
+            '"' if depth == 0 => {
+                quoted = !quoted;
+                token.push(c);
+            }
+            _ if quoted => token.push(c),
+            '(' => depth += 1,
+            ')' if depth > 0 => depth -= 1,
+            _ if depth > 0 => {}
+            ';' => {
+                end_token(&mut token, &mut specs);
+                specs.push(Vec::new());
+            }
+            c if c.is_whitespace() => end_token(&mut token, &mut specs),
+            c => token.push(c),
+        }
+    }
+    end_token(&mut token, &mut specs);
+    // `i=N; authserv-id [version]; results…`
+    specs
+        .into_iter()
         .skip(2)
-        .any(|r| r.trim().to_ascii_lowercase().starts_with("dmarc=pass"))
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+/// Whether an ARC-Authentication-Results value records exactly one DMARC result, `pass`, and
+/// it is for `from_domain` (`header.from`).
+fn aar_dmarc_pass(value: &[u8], from_domain: &str) -> bool {
+    let dmarc: Vec<Vec<String>> = aar_results(value)
+        .into_iter()
+        .filter(|s| {
+            s[0].split_once('=')
+                .is_some_and(|(m, _)| m.eq_ignore_ascii_case("dmarc"))
+        })
+        .collect();
+    let [spec] = dmarc.as_slice() else {
+        return false;
+    };
+    let result_pass = spec[0]
+        .split_once('=')
+        .is_some_and(|(_, r)| r.eq_ignore_ascii_case("pass"));
+    let want = from_domain.trim_end_matches('.');
+    let same_from = spec[1..].iter().any(|p| {
+        p.split_once('=').is_some_and(|(k, v)| {
+            k.eq_ignore_ascii_case("header.from")
+                && v.trim_matches('"')
+                    .trim_end_matches('.')
+                    .eq_ignore_ascii_case(want)
+        })
+    });
+    result_pass && same_from
 }
 
 /// What the DMARC result asks of us, as decisions; returns the action name for the facts

@@ -333,7 +333,9 @@ pub async fn published(cfg: &Config, domain: &str, selector: &str, record: &str)
             continue;
         }
         if tag(&text, "p") == want
-            && tag(&text, "k").unwrap_or("rsa".into()) == tag(record, "k").unwrap_or_default()
+            && tag(&text, "k")
+                .unwrap_or_else(|| "rsa".into())
+                .eq_ignore_ascii_case(&tag(record, "k").unwrap_or_default())
         {
             return Published::Yes;
         }

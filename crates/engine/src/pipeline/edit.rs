@@ -9,6 +9,7 @@
 //! each (the values are checked for control characters where they are made).
 
 use std::path::Path;
+use std::sync::Arc;
 
 use palisade_policy::Edit;
 use palisade_spool::IncomingFile;
@@ -278,15 +279,16 @@ pub trait Signer: Send + Sync {
     ) -> Result<String, String>;
 }
 
-/// `message` (every other edit already applied) with a signature per `DkimSign` edit on
-/// top. A signature that cannot be made is logged and left out: the copy still leaves.
-pub fn signed(message: Vec<u8>, edits: &[Edit], signer: Option<&dyn Signer>) -> Vec<u8> {
+/// The `DKIM-Signature` fields (each with its CRLF) of `message` (every other edit already
+/// applied), one per `DkimSign` edit. A signature that cannot be made is logged and left out:
+/// the copy still leaves.
+pub fn signatures(message: &[u8], edits: &[Edit], signer: Option<&dyn Signer>) -> Vec<u8> {
     let mut fields = String::new();
     for e in edits {
         let Edit::DkimSign { domain, selector } = e else {
             continue;
         };
-        match signer.map(|s| s.dkim_signature(domain, selector, &message)) {
+        match signer.map(|s| s.dkim_signature(domain, selector, message)) {
             Some(Ok(f)) => fields.push_str(&f),
             Some(Err(err)) => {
                 tracing::error!(event = "dkim.sign_failed", domain = %domain, selector = %selector, error = %err);
@@ -297,10 +299,15 @@ pub fn signed(message: Vec<u8>, edits: &[Edit], signer: Option<&dyn Signer>) -> 
             }
         }
     }
-    if fields.is_empty() {
+    fields.into_bytes()
+}
+
+/// `message` with its [`signatures`] on top.
+pub fn signed(message: Vec<u8>, edits: &[Edit], signer: Option<&dyn Signer>) -> Vec<u8> {
+    let mut out = signatures(&message, edits, signer);
+    if out.is_empty() {
         return message;
     }
-    let mut out = fields.into_bytes();
     out.extend_from_slice(&message);
     out
 }
@@ -310,14 +317,24 @@ pub fn signed(message: Vec<u8>, edits: &[Edit], signer: Option<&dyn Signer>) -> 
 pub async fn write_edited(
     src: &Path,
     edits: &[Edit],
-    signer: Option<&dyn Signer>,
+    signer: Option<Arc<dyn Signer>>,
     out: &mut IncomingFile,
 ) -> std::io::Result<()> {
     if super::dkim::signs(edits) {
-        // The signature covers the whole copy: it is made in memory, bounded by the message
-        // size (the MIME view held it whole too).
+        // The signature covers the whole copy: it is made in memory (bounded by the message
+        // size, as the MIME view was), hashed and signed off the async workers.
         let raw = tokio::fs::read(src).await?;
-        return out.write(&signed(edited(&raw, edits), edits, signer)).await;
+        let edits = edits.to_vec();
+        let (fields, message) = tokio::task::spawn_blocking(move || {
+            let message = edited(&raw, &edits);
+            drop(raw);
+            let fields = signatures(&message, &edits, signer.as_deref());
+            (fields, message)
+        })
+        .await
+        .map_err(std::io::Error::other)?;
+        out.write(&fields).await?;
+        return out.write(&message).await;
     }
     if edits.iter().any(|e| matches!(e, Edit::StripParts { .. })) {
         // Rare, and bounded by the message size (the MIME view held it whole too).

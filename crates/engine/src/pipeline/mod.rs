@@ -229,8 +229,8 @@ impl Pipeline {
     }
 
     /// What applies the `dkim` check's signatures to the copies that leave.
-    pub fn signer(&self) -> &dyn edit::Signer {
-        self.dkim_keys.as_ref()
+    pub fn signer(&self) -> Arc<dyn edit::Signer> {
+        self.dkim_keys.clone()
     }
 
     pub fn check_names(&self) -> Vec<String> {

@@ -317,13 +317,35 @@ fn header_values_keep_folding_and_lose_control_characters() {
 
 #[test]
 fn arc_authentication_results_dmarc_pass_is_read_from_its_results_only() {
+    let from = "partner.example";
     assert!(aar_dmarc_pass(
-        b" i=1; lists.example; dkim=pass header.d=partner.example;\r\n\tspf=pass; DMARC=pass header.from=partner.example"
+        b" i=1; lists.example; dkim=pass header.d=partner.example;\r\n\tspf=pass; DMARC=pass (p=reject) header.from=Partner.Example",
+        from
     ));
     assert!(!aar_dmarc_pass(
-        b" i=1; lists.example; dmarc=fail header.from=partner.example"
+        b" i=1; lists.example; dmarc=fail header.from=partner.example",
+        from
     ));
     // The authserv-id is not a result, whatever it is called.
-    assert!(!aar_dmarc_pass(b" i=1; dmarc=pass.example; spf=none"));
-    assert!(!aar_dmarc_pass(b""));
+    assert!(!aar_dmarc_pass(b" i=1; dmarc=pass.example; spf=none", from));
+    assert!(!aar_dmarc_pass(b"", from));
+    // A pass for another From domain does not vouch for this one.
+    assert!(!aar_dmarc_pass(
+        b" i=1; lists.example; dmarc=pass header.from=evil.example",
+        from
+    ));
+    // Text a stranger controls (a quoted local part, a comment) is not a result.
+    assert!(!aar_dmarc_pass(
+        b" i=1; lists.example; spf=pass smtp.mailfrom=\"x; dmarc=pass header.from=partner.example\"@evil.example; dmarc=fail header.from=partner.example",
+        from
+    ));
+    assert!(!aar_dmarc_pass(
+        b" i=1; lists.example; spf=pass (x; dmarc=pass header.from=partner.example) smtp.mailfrom=evil.example; dmarc=fail header.from=partner.example",
+        from
+    ));
+    // Two DMARC results are one too many.
+    assert!(!aar_dmarc_pass(
+        b" i=1; lists.example; dmarc=pass header.from=partner.example; dmarc=fail header.from=partner.example",
+        from
+    ));
 }

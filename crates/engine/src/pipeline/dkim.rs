@@ -422,11 +422,9 @@ mod tests {
                 selector: "missing".into(),
             },
         ];
-        let out = super::super::edit::signed(
-            super::super::edit::edited(msg, &edits),
-            &edits,
-            Some(&keys),
-        );
+        let message = super::super::edit::edited(msg, &edits);
+        let mut out = super::super::edit::signatures(&message, &edits, Some(&keys));
+        out.extend_from_slice(&message);
         let text = String::from_utf8(out).unwrap();
         assert!(text.starts_with("DKIM-Signature: "), "{text}");
         assert_eq!(text.matches("DKIM-Signature:").count(), 1);

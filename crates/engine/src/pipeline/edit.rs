@@ -302,16 +302,6 @@ pub fn signatures(message: &[u8], edits: &[Edit], signer: Option<&dyn Signer>) -
     fields.into_bytes()
 }
 
-/// `message` with its [`signatures`] on top.
-pub fn signed(message: Vec<u8>, edits: &[Edit], signer: Option<&dyn Signer>) -> Vec<u8> {
-    let mut out = signatures(&message, edits, signer);
-    if out.is_empty() {
-        return message;
-    }
-    out.extend_from_slice(&message);
-    out
-}
-
 /// Writes the content at `src` with `edits` applied into `out` (not finished: the caller
 /// calls `finish`, which fsyncs). `DkimSign` edits are applied last, with `signer`.
 pub async fn write_edited(

@@ -1146,3 +1146,161 @@ def test_dashboard_protection_panel_counts_refusals_quarantine_and_viruses(
         assert not b.console_errors, b.console_errors
     finally:
         clamd.cleanup()
+
+
+def test_dkim_keys_made_published_and_signing_from_the_console(
+    palisade_factory, browser_factory, raw_sink_factory, tmp_path
+):
+    """Issue 10 item 1, DKIM keys the console generates: a key made on Protection › DKIM
+    signing (by the engine, which alone can read DIR/keys), its TXT record shown, DNS (NSD)
+    asked whether it is published, signing started from the page; the next outbound message
+    leaves signed with it and dkimpy verifies the signature against that DNS. A second key
+    with the same selector is refused with the reason, the typed values kept."""
+    if os.geteuid() != 0:
+        pytest.skip("run as root: the console really runs as palisade-web")
+    import dkim
+    from authdns import Nsd, txt
+
+    raw = raw_sink_factory()
+    # The zone exists from the start, without the key's record.
+    dns = Nsd(tmp_path / "nsd", {"example.test": ""})
+    dns.start()
+    pal = palisade_factory({
+        "dns": {"nameservers": [f"127.0.0.1:{dns.port}"]},
+        "route": [{"domain": "partner.test", "smarthosts": [f"127.0.0.1:{raw.port}"]}],
+    })
+    b = browser_factory(f"https://127.0.0.1:{pal.console_port}", "dkim")
+    try:
+        first_login(b, pal)
+        b.go("/protection")
+        b.click("#dkim-link")
+        assert b.path == "/protection/dkim", b.path
+        assert "No DKIM keys yet" in b.by("#dkim-none").text
+        b.fill("#generate-domain", "example.test")
+        b.select("#generate-algorithm", "rsa")
+        b.fill("#generate-selector", "con1")
+        b.submit("#generate")
+        assert "Key con1._domainkey.example.test made (rsa-sha256)" in b.by("p.flash").text, b.text
+        row = "#key-con1-example-test"
+        assert b.by(f"{row} td.signing").text == "no"
+        assert b.by(f"{row} td.dns").text == "not published", b.by(row).text
+        b.by(f"{row} summary").click()  # opens the details; no navigation
+        record = b.by("#record-key-con1-example-test").text
+        assert record.startswith('con1._domainkey.example.test. IN TXT "v=DKIM1; k=rsa; p=MII'), record
+        b.shot("dkim-key-made")
+        # The key stays with the engine: 0600, its user's, never in the page.
+        key = pal.data / "keys" / "dkim" / "example.test" / "con1.key"
+        st = key.stat()
+        assert st.st_mode & 0o777 == 0o600 and st.st_uid != 0, oct(st.st_mode)
+        assert "PRIVATE KEY" not in b.driver.page_source
+
+        # The same selector again: refused, the form keeps what was typed.
+        b.fill("#generate-domain", "example.test")
+        b.fill("#generate-selector", "con1")
+        b.submit("#generate")
+        assert "never replaced" in b.by("#generate-selector-err").text, b.text
+        assert b.by("#generate-selector").get_attribute("value") == "con1"
+
+        # Published: the page says so; then signing starts from it.
+        listed = {k["selector"]: k for k in pal.cli("dkim", "list", "--no-dns", "--json", json_out=True)}
+        dns.stop()
+        dns.zones = {"example.test": f"con1._domainkey IN TXT {txt(listed['con1']['record'])}\n"}
+        dns.start()
+        b.go("/protection/dkim")
+        assert b.by(f"{row} td.dns").text == "published", b.by(row).text
+        b.click(f"{row} button[name=sign]")
+        assert "Signing example.test's outbound mail with con1" in b.by("p.flash").text, b.text
+        assert b.by(f"{row} td.signing").text == "yes"
+        b.shot("dkim-signing")
+        assert 'selector = "con1"' in pal.cli("config", "export").stdout
+        audit = pal.cli("audit", "list", "--json", json_out=True)
+        assert any(e["action"] == "dkim.key_generated" and e["target"] == "con1._domainkey.example.test"
+                   and e["actor"] == "admin" for e in audit), audit[:5]
+
+        with smtplib.SMTP("127.0.0.1", pal.smtp_port, timeout=60) as s:
+            s.ehlo("ward-pc.example.test")
+            s.sendmail("alice@example.test", ["bob@partner.test"],
+                       b"From: Alice <alice@example.test>\r\nTo: bob@partner.test\r\nSubject: Rota\r\n"
+                       b"Message-ID: <rota-1@example.test>\r\n\r\nSee you on the ward.\r\n")
+        wait_for(lambda: len(raw.messages) == 1, 30, what="delivery")
+        got = raw.messages[0]["data"]
+        assert b"s=con1" in got.split(b"\r\n\r\n", 1)[0], got[:800]
+        resolver = dns.resolver()
+
+        def dnsfunc(name, timeout=5):
+            name = name.decode() if isinstance(name, bytes) else name
+            return b"".join(b"".join(rr.strings) for rr in resolver.resolve(name.rstrip("."), "TXT"))
+
+        assert dkim.verify(got, dnsfunc=dnsfunc)
+        # Stopping it is one press too.
+        b.go("/protection/dkim")
+        b.click(f"{row} button[name=sign]")
+        assert "Stopped signing example.test's outbound mail with con1" in b.by("p.flash").text
+        assert 'selector = "con1"' not in pal.cli("config", "export").stdout
+        assert not b.console_errors, b.console_errors
+    finally:
+        dns.stop()
+
+
+def test_antivirus_signatures_uploaded_from_the_console_reach_clamd(
+    palisade_factory, browser_factory, tmp_path
+):
+    """Issue 10 item 2, signature files from the console: a clamd running on the data
+    directory's clamav/ with only a custom signature; the EICAR signature file uploaded on the
+    Protection page is checked, installed (by palisade-web, without root), audited, and clamd
+    reloads it: EICAR is then refused with 554. A file that is not a database is refused."""
+    if os.geteuid() != 0:
+        pytest.skip("run as root: the console really runs as palisade-web")
+    if not shutil.which("clamd"):
+        pytest.skip("needs clamd (scripts/test.sh installs clamav-daemon)")
+    from clamav import EICAR, Clamd, write_signatures
+
+    clamd = Clamd("console-upload")
+    try:
+        pal = palisade_factory({
+            "smtp": {"trusted_networks": []},
+            "antivirus": {"enabled": True, "clamd": clamd.address},
+        })
+        pal.cli("av", "update", str(write_signatures(tmp_path / "custom", "custom")))
+        clamd.start(pal.data / "clamav")
+
+        def data(body: bytes) -> int:
+            with smtplib.SMTP("127.0.0.1", pal.smtp_port, timeout=90) as s:
+                s.ehlo("client.example.org")
+                s.mail("lab@sender.example")
+                code, msg = s.rcpt("ward@example.test")
+                assert code == 250, (code, msg)
+                try:
+                    code, _ = s.data(body)
+                except smtplib.SMTPDataError as e:
+                    code = e.smtp_code
+                return code
+
+        virus = mail_with_attachment("lab@sender.example", "ward@example.test", "Results", "results.txt", EICAR)
+        assert data(virus) == 250, "not known to clamd yet"
+
+        b = browser_factory(f"https://127.0.0.1:{pal.console_port}", "av-upload")
+        first_login(b, pal)
+        b.go("/protection")
+        bad = tmp_path / "notes.txt"
+        bad.write_text("not a signature database\n")
+        b.by("#signature-files").send_keys(str(bad))
+        b.submit("#signature-upload")
+        assert "not a plain database file name" in b.by("#upload-error").text or \
+            "notes.txt" in b.by("#upload-error").text, b.text
+        eicar = write_signatures(tmp_path / "eicar", "eicar")
+        b.by("#signature-files").send_keys(str(eicar))
+        b.submit("#signature-upload")
+        flash = b.by("p.flash").text
+        assert "Installed palisade-test.ndb (1 signature)" in flash and "clamd is loading them now" in flash, flash
+        b.shot("av-uploaded")
+        assert "palisade-test.ndb" in b.by("#av-status").text
+        st = (pal.data / "clamav" / "palisade-test.ndb").stat()
+        assert st.st_mode & 0o777 == 0o644
+        audit = pal.cli("audit", "list", "--json", json_out=True)
+        assert any(e["action"] == "antivirus.signatures" and e["target"] == "palisade-test.ndb"
+                   and e["actor"] == "admin" for e in audit), audit[:5]
+        wait_for(lambda: data(virus) == 554, 60, interval=2, what="EICAR refused after the reload")
+        assert not b.console_errors, b.console_errors
+    finally:
+        clamd.stop()

@@ -29,6 +29,11 @@ pub const LOGIN_COOKIE: &str = "__Host-palisade-login";
 pub const CSRF_FIELD: &str = "csrf";
 /// Largest request body the console reads (a configuration file, a certificate).
 pub const BODY_LIMIT: usize = 1024 * 1024;
+/// The one route that takes more: ClamAV signature files (main.cvd is some 170 MiB).
+pub const SIGNATURE_UPLOAD_PATH: &str = "/protection/antivirus/signatures";
+pub const SIGNATURE_UPLOAD_LIMIT: usize = 320 * 1024 * 1024;
+/// One signature upload is read at a time: each is held in memory while it is checked.
+static UPLOADING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
 
 /// What a route needs. See [`allows`] for who has it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -204,7 +209,27 @@ pub async fn session_layer(State(state): State<AppState>, req: Request, next: Ne
             tracing::warn!(event = "console.csrf_refused", reason = "origin", path = %path, user = %session.user.name);
             return forbidden("This request did not come from a page of this console.");
         }
-        let (r, token) = match csrf_from_body(req).await {
+        let big = path == SIGNATURE_UPLOAD_PATH;
+        let _uploading = if big {
+            match UPLOADING.try_acquire() {
+                Ok(p) => Some(p),
+                Err(_) => {
+                    return (
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "Another signature upload is in progress; try again when it is done.",
+                    )
+                        .into_response();
+                }
+            }
+        } else {
+            None
+        };
+        let limit = if big {
+            SIGNATURE_UPLOAD_LIMIT
+        } else {
+            BODY_LIMIT
+        };
+        let (r, token) = match csrf_from_body(req, limit).await {
             Ok(x) => x,
             Err(resp) => return resp,
         };
@@ -229,9 +254,9 @@ pub async fn session_layer(State(state): State<AppState>, req: Request, next: Ne
 }
 
 /// Reads the body (bounded) to find the CSRF field, and puts it back for the handler.
-async fn csrf_from_body(req: Request) -> Result<(Request, Option<String>), Response> {
+async fn csrf_from_body(req: Request, limit: usize) -> Result<(Request, Option<String>), Response> {
     let (parts, body) = req.into_parts();
-    let bytes = to_bytes(body, BODY_LIMIT).await.map_err(|_| {
+    let bytes = to_bytes(body, limit).await.map_err(|_| {
         (
             StatusCode::PAYLOAD_TOO_LARGE,
             "The request is too large for the console.",
@@ -249,9 +274,11 @@ async fn csrf_from_body(req: Request) -> Result<(Request, Option<String>), Respo
             .find(|(k, _)| k == CSRF_FIELD)
             .map(|(_, v)| v.into_owned())
     } else if ct.starts_with("multipart/form-data") {
+        // The token is the form's first field: the beginning of the body holds it (and a
+        // signature upload of hundreds of MiB is not parsed twice).
         let probe = Request::builder()
             .header(header::CONTENT_TYPE, &ct)
-            .body(Body::from(bytes.clone()))
+            .body(Body::from(bytes.slice(..bytes.len().min(BODY_LIMIT))))
             .map_err(|_| forbidden("malformed request"))?;
         let mut token = None;
         if let Ok(mut mp) = Multipart::from_request(probe, &()).await {

@@ -8,7 +8,8 @@ use axum::routing::{delete, get, post};
 
 use crate::auth::{self, BODY_LIMIT, Perm, with_perm};
 use crate::pages::{
-    account, audit, dashboard, mailflow, protection, quarantine, queue, system, tracking, users,
+    account, audit, dashboard, dkim, mailflow, protection, quarantine, queue, system, tracking,
+    users,
 };
 use crate::state::AppState;
 use crate::{api, pages, security};
@@ -24,7 +25,8 @@ fn pages(state: &AppState) -> Router<AppState> {
             ViewConfig,
             Router::new()
                 .route("/mailflow", get(mailflow::page))
-                .route("/protection", get(protection::page)),
+                .route("/protection", get(protection::page))
+                .route("/protection/dkim", get(dkim::page)),
         ))
         .merge(with_perm(
             EditConfig,
@@ -37,13 +39,20 @@ fn pages(state: &AppState) -> Router<AppState> {
                 .route("/mailflow/listeners", post(mailflow::listeners))
                 .route("/mailflow/certificate", post(mailflow::certificate))
                 .route("/protection/antivirus", post(protection::antivirus))
+                .route(
+                    auth::SIGNATURE_UPLOAD_PATH,
+                    post(protection::signatures)
+                        .layer(DefaultBodyLimit::max(auth::SIGNATURE_UPLOAD_LIMIT)),
+                )
                 .route("/protection/attachments", post(protection::attachments))
                 .route("/protection/spam", post(protection::spam))
                 .route(
                     "/protection/authentication",
                     post(protection::authentication),
                 )
-                .route("/protection/digest", post(protection::digest)),
+                .route("/protection/digest", post(protection::digest))
+                .route("/protection/dkim/generate", post(dkim::generate))
+                .route("/protection/dkim/sign", post(dkim::sign)),
         ))
         .merge(with_perm(
             ViewQueue,

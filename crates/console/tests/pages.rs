@@ -1334,3 +1334,131 @@ async fn protection_settings_are_saved_as_revisions_with_problems_by_their_field
         StatusCode::FORBIDDEN
     );
 }
+
+/// Signature files uploaded on the Protection page: checked as the CLI checks them (a bad
+/// file refuses the whole upload, nothing installed), installed into `DIR/clamav`, audited;
+/// larger than the usual 1 MiB body limit; an auditor may not.
+#[tokio::test]
+async fn signature_files_are_uploaded_checked_installed_and_audited() {
+    use palisade_store::clamav;
+    let c = Console::new();
+    let s = c.admin();
+    let upload = |session: &common::Session, files: &[(&str, Vec<u8>)]| {
+        let boundary = "XBOUNDARYsig";
+        let mut body = format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\n{}\r\n",
+            session.csrf
+        )
+        .into_bytes();
+        for (name, content) in files {
+            body.extend_from_slice(format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"{name}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+            ).as_bytes());
+            body.extend_from_slice(content);
+            body.extend_from_slice(b"\r\n");
+        }
+        body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+        let mut r = Request::builder()
+            .method(Method::POST)
+            .uri("/protection/antivirus/signatures")
+            .header(header::HOST, HOST)
+            .header(header::ORIGIN, ORIGIN)
+            .header(
+                header::COOKIE,
+                format!("{SESSION_COOKIE}={}", session.cookie),
+            )
+            .header(
+                header::CONTENT_TYPE,
+                format!("multipart/form-data; boundary={boundary}"),
+            )
+            .body(Body::from(body))
+            .unwrap();
+        r.extensions_mut()
+            .insert(ClientAddr("192.0.2.1:1".parse().unwrap()));
+        r
+    };
+    let dir = clamav::directory(&c.data);
+    let good = b"Palisade.Test.EICAR:0:*:58354f2150254041505b345c505a58353428505e2937434329377d2445494341522d5354414e444152442d414e544956495255532d544553542d46494c452124482b482a\n".to_vec();
+    // A good file and one that is not a signature database: nothing is installed.
+    let page = c
+        .send(upload(
+            &s,
+            &[
+                ("local.ndb", good.clone()),
+                ("notes.txt", b"hello".to_vec()),
+            ],
+        ))
+        .await;
+    assert_eq!(
+        page.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains(r#"id="upload-error""#), "{}", page.body);
+    assert!(clamav::installed(&dir).is_empty());
+    // A bundle that is not one.
+    let page = c
+        .send(upload(
+            &s,
+            &[("daily.cvd", b"ClamAV-VDB:nonsense".to_vec())],
+        ))
+        .await;
+    assert_eq!(page.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        page.body
+            .contains("daily.cvd is not a ClamAV signature bundle"),
+        "{}",
+        page.body
+    );
+
+    // Over the console's usual 1 MiB: a 2 MiB hash database (padded with comment-free lines).
+    let mut big = good.clone();
+    let line = b"0123456789abcdef0123456789abcdef:68:Pad.Test-1\n";
+    while big.len() < 2 * 1024 * 1024 {
+        big.extend_from_slice(line);
+    }
+    let hdb: Vec<u8> = big
+        .split(|&b| b == b'\n')
+        .skip(1)
+        .flat_map(|l| {
+            let mut v = l.to_vec();
+            if !v.is_empty() {
+                v.push(b'\n');
+            }
+            v
+        })
+        .collect();
+    let r = c
+        .send(upload(&s, &[("local.ndb", good.clone()), ("pad.hdb", hdb)]))
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let names: Vec<String> = clamav::installed(&dir)
+        .into_iter()
+        .map(|d| d.name)
+        .collect();
+    assert_eq!(names, ["local.ndb", "pad.hdb"]);
+    assert_eq!(std::fs::read(dir.join("local.ndb")).unwrap(), good);
+    let page = c.get("/protection", Some(&s)).await;
+    assert!(
+        page.body
+            .contains("Installed local.ndb (1 signature), pad.hdb"),
+        "{}",
+        page.body
+    );
+    let audit = c.audit().list(&Default::default()).unwrap();
+    let uploads: Vec<_> = audit
+        .iter()
+        .filter(|e| e.action == "antivirus.signatures")
+        .map(|e| e.target.clone())
+        .collect();
+    assert_eq!(uploads.len(), 2, "{uploads:?}");
+
+    // An auditor reads the page but may not upload (and sees no upload form).
+    let auditor = c.user("ann", palisade_store::accounts::Role::Auditor);
+    let page = c.get("/protection", Some(&auditor)).await;
+    assert!(!page.body.contains("signature-upload"));
+    let r = c.send(upload(&auditor, &[("other.ndb", good)])).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(!dir.join("other.ndb").exists());
+}

@@ -73,6 +73,45 @@ pub enum ControlRequest {
         actor: String,
         source: String,
     },
+    /// The DKIM signing keys in `DIR/keys/dkim` (which only the engine's user reads): their
+    /// records, whether they sign, and (with `dns`) whether DNS publishes them. The answer's
+    /// `dkim` lists them.
+    DkimKeys {
+        #[serde(default)]
+        dns: bool,
+    },
+    /// Make a new DKIM signing key (audited `dkim.key_generated`); `selector` defaults to
+    /// `pal<year><month>r|e`, `algorithm` is `rsa` or `ed25519`. The answer's `dkim` holds
+    /// the new key and its record. It does not sign until `[[dkim.sign]]` names it.
+    DkimGenerate {
+        domain: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        selector: Option<String>,
+        algorithm: String,
+        actor: String,
+        source: String,
+    },
+}
+
+/// One DKIM signing key as the engine reports it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct DkimKey {
+    pub domain: String,
+    pub selector: String,
+    /// `rsa-sha256` or `ed25519-sha256`; `None` when the file cannot be read.
+    pub algorithm: Option<String>,
+    /// `<selector>._domainkey.<domain>`
+    pub name: String,
+    /// The TXT record to publish.
+    pub record: Option<String>,
+    /// Whether `[[dkim.sign]]` names it.
+    pub signing: bool,
+    /// Why it cannot sign (no key file, an unreadable key).
+    pub error: Option<String>,
+    /// `published`, `missing`, `differs` or `unknown`; `None` when DNS was not asked.
+    pub dns: Option<String>,
+    /// The record DNS has instead (`differs`) or why DNS did not answer (`unknown`).
+    pub dns_detail: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -107,6 +146,9 @@ pub struct ControlResponse {
     /// The queue id a released quarantined message was enqueued as.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue_id: Option<String>,
+    /// DKIM keys (`DkimKeys`, `DkimGenerate`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dkim: Option<Vec<DkimKey>>,
 }
 
 impl ControlResponse {
@@ -117,6 +159,7 @@ impl ControlResponse {
             stats: None,
             count: None,
             queue_id: None,
+            dkim: None,
         }
     }
 
@@ -135,6 +178,7 @@ impl ControlResponse {
             stats: None,
             count: None,
             queue_id: None,
+            dkim: None,
         }
     }
 }

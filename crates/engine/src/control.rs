@@ -187,6 +187,72 @@ async fn handle(shared: &Arc<Shared>, req: ControlRequest) -> ControlResponse {
                 Err(e) => ControlResponse::err(e),
             }
         }
+        ControlRequest::DkimKeys { dns } => {
+            let keys = crate::pipeline::dkim::report(&shared.data, &shared.config(), dns).await;
+            ControlResponse {
+                dkim: Some(keys),
+                ..ControlResponse::ok("")
+            }
+        }
+        ControlRequest::DkimGenerate {
+            domain,
+            selector,
+            algorithm,
+            actor,
+            source,
+        } => dkim_generate(shared, domain, selector, algorithm, actor, source).await,
+    }
+}
+
+/// At most one key is generated at a time (an RSA key costs a second or two of one core).
+static DKIM_GENERATING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+
+async fn dkim_generate(
+    shared: &Arc<Shared>,
+    domain: String,
+    selector: Option<String>,
+    algorithm: String,
+    actor: String,
+    source: String,
+) -> ControlResponse {
+    let alg: palisade_store::dkim::Algorithm = match algorithm.parse() {
+        Ok(a) => a,
+        Err(e) => return ControlResponse::err(e),
+    };
+    let Ok(_permit) = DKIM_GENERATING.try_acquire() else {
+        return ControlResponse::err("another DKIM key is being generated; try again in a moment");
+    };
+    let data = shared.data.clone();
+    let made = tokio::task::spawn_blocking(move || {
+        palisade_store::dkim::create(&data, &domain, selector.as_deref(), alg, &actor, &source)
+    })
+    .await;
+    let created = match made {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => return ControlResponse::err(e),
+        Err(e) => return ControlResponse::err(e.to_string()),
+    };
+    tracing::info!(event = "dkim.key_generated", domain = %created.domain,
+        selector = %created.selector, algorithm = created.algorithm.signing_name());
+    let cfg = shared.config();
+    let signing = cfg.dkim.sign.iter().any(|s| {
+        s.domain
+            .trim_end_matches('.')
+            .eq_ignore_ascii_case(&created.domain)
+            && s.selector.eq_ignore_ascii_case(&created.selector)
+    });
+    let key = palisade_control::engine::DkimKey {
+        name: format!("{}._domainkey.{}", created.selector, created.domain),
+        algorithm: Some(created.algorithm.signing_name().to_string()),
+        record: Some(created.record),
+        signing,
+        domain: created.domain,
+        selector: created.selector,
+        ..Default::default()
+    };
+    ControlResponse {
+        dkim: Some(vec![key]),
+        ..ControlResponse::ok(format!("key {} made", created.path.display()))
     }
 }
 

@@ -3,13 +3,13 @@
 
 use std::process::ExitCode;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::Subcommand;
 use palisade_control::engine::ControlRequest;
-use palisade_engine::pipeline::dkim::{Published, published};
+use palisade_engine::pipeline::dkim::report;
 use palisade_store::config::DkimSign;
 use palisade_store::config_store::ConfigStore;
-use palisade_store::dkim::{Algorithm, PrivateKey};
+use palisade_store::dkim::Algorithm;
 use palisade_store::{AuditLog, DataDir};
 use serde_json::json;
 
@@ -64,39 +64,16 @@ fn generate(
     actor: &str,
 ) -> Result<ExitCode> {
     let alg: Algorithm = algorithm.parse().map_err(anyhow::Error::msg)?;
-    let domain = domain.trim_end_matches('.').to_ascii_lowercase();
-    if !palisade_store::config::is_valid_domain(&domain) {
-        bail!("'{domain}' is not a valid domain name");
-    }
-    let selector = match selector {
-        Some(s) => s.to_ascii_lowercase(),
-        None => {
-            let now = time::OffsetDateTime::now_utc();
-            let suffix = if alg == Algorithm::Rsa { "r" } else { "e" };
-            format!("pal{}{:02}{suffix}", now.year(), u8::from(now.month()))
-        }
-    };
-    if !palisade_store::dkim::valid_selector(&selector) {
-        bail!("'{selector}' is not a valid selector (letters, digits, hyphens, dots)");
-    }
-    if !data.keys().exists() {
-        bail!(
-            "{} does not exist: start Palisade once with this data directory first",
-            data.keys().display()
-        );
-    }
-    let key = PrivateKey::generate(alg).map_err(anyhow::Error::msg)?;
-    let path = palisade_store::dkim::write_new(data, &domain, &selector, &key)
-        .map_err(anyhow::Error::msg)?;
-    let record = key.dns_record().map_err(anyhow::Error::msg)?;
+    let created =
+        palisade_store::dkim::create(data, domain, selector.as_deref(), alg, actor, "local")
+            .map_err(anyhow::Error::msg)?;
+    let (domain, selector, path, record) = (
+        created.domain,
+        created.selector,
+        created.path,
+        created.record,
+    );
     let mut audit = AuditLog::open(&data.audit_db())?;
-    audit.append(
-        actor,
-        "local",
-        "dkim.key_generated",
-        &format!("{selector}._domainkey.{domain}"),
-        &json!({ "algorithm": alg.signing_name() }),
-    )?;
     let mut revision = None;
     let mut engine = None;
     if sign {
@@ -184,88 +161,33 @@ fn list(data: &DataDir, no_dns: bool, json_out: bool) -> Result<ExitCode> {
         .enable_all()
         .build()
         .context("tokio runtime")?;
-    let mut rows = Vec::new();
-    for (domain, selector) in palisade_store::dkim::list(data) {
-        let signing = cfg.dkim.sign.iter().any(|s| {
-            s.domain.trim_end_matches('.').eq_ignore_ascii_case(&domain)
-                && s.selector.eq_ignore_ascii_case(&selector)
-        });
-        let key = palisade_store::dkim::load(data, &domain, &selector);
-        let (alg, record, error) = match &key {
-            Ok(k) => match k.dns_record() {
-                Ok(r) => (Some(k.algorithm.signing_name()), Some(r), None),
-                Err(e) => (Some(k.algorithm.signing_name()), None, Some(e)),
-            },
-            Err(e) => (None, None, Some(e.clone())),
-        };
-        let dns = match (&record, no_dns) {
-            (Some(r), false) => Some(rt.block_on(published(&cfg, &domain, &selector, r))),
-            _ => None,
-        };
-        rows.push((domain, selector, signing, alg, record, error, dns));
-    }
-    // Configured keys with no file.
-    let missing: Vec<&DkimSign> = cfg
-        .dkim
-        .sign
-        .iter()
-        .filter(|s| {
-            !rows.iter().any(|r| {
-                r.0.eq_ignore_ascii_case(s.domain.trim_end_matches('.'))
-                    && r.1.eq_ignore_ascii_case(&s.selector)
-            })
-        })
-        .collect();
+    let rows = rt.block_on(report(data, &cfg, !no_dns));
     if json_out {
-        let mut out: Vec<serde_json::Value> = rows
-            .iter()
-            .map(|(domain, selector, signing, alg, record, error, dns)| {
-                json!({
-                    "domain": domain, "selector": selector, "signing": signing,
-                    "algorithm": alg, "name": format!("{selector}._domainkey.{domain}"),
-                    "record": record, "error": error,
-                    "dns": dns.as_ref().map(Published::name),
-                    "dns_found": match dns { Some(Published::Differs(t)) => Some(t.clone()), _ => None },
-                    "dns_error": match dns { Some(Published::Unknown(e)) => Some(e.clone()), _ => None },
-                })
-            })
-            .collect();
-        for s in &missing {
-            out.push(json!({
-                "domain": s.domain, "selector": s.selector, "signing": true,
-                "error": "configured in [[dkim.sign]] but there is no key file: it does not sign",
-            }));
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if rows.is_empty() {
+        println!("no DKIM keys (palisade dkim generate DOMAIN)");
+    }
+    for r in &rows {
+        let dns = match (r.dns.as_deref(), r.dns_detail.as_deref()) {
+            (None, _) => "DNS not asked".to_string(),
+            (Some("published"), _) => "published".to_string(),
+            (Some("missing"), _) => "NOT PUBLISHED".to_string(),
+            (Some("differs"), t) => format!("DNS HAS ANOTHER KEY: {}", t.unwrap_or_default()),
+            (Some(_), e) => format!("DNS did not answer: {}", e.unwrap_or_default()),
+        };
+        println!(
+            "{}  {}  {}  {dns}",
+            r.name,
+            r.algorithm.as_deref().unwrap_or("?"),
+            if r.signing { "signing" } else { "not signing" },
+        );
+        if let Some(rec) = &r.record {
+            println!("  {}", zone_text(rec));
         }
-        println!("{}", serde_json::to_string_pretty(&out)?);
-    } else {
-        if rows.is_empty() && missing.is_empty() {
-            println!("no DKIM keys (palisade dkim generate DOMAIN)");
-        }
-        for (domain, selector, signing, alg, record, error, dns) in &rows {
-            println!(
-                "{selector}._domainkey.{domain}  {}  {}  {}",
-                alg.unwrap_or("?"),
-                if *signing { "signing" } else { "not signing" },
-                match dns {
-                    None => "DNS not asked".to_string(),
-                    Some(Published::Yes) => "published".to_string(),
-                    Some(Published::Missing) => "NOT PUBLISHED".to_string(),
-                    Some(Published::Differs(t)) => format!("DNS HAS ANOTHER KEY: {t}"),
-                    Some(Published::Unknown(e)) => format!("DNS did not answer: {e}"),
-                }
-            );
-            if let Some(r) = record {
-                println!("  {}", zone_text(r));
-            }
-            if let Some(e) = error {
-                println!("  error: {e}");
-            }
-        }
-        for s in &missing {
-            println!(
-                "{}._domainkey.{}  configured but there is no key file: it does not sign",
-                s.selector, s.domain
-            );
+        if let Some(e) = &r.error {
+            println!("  error: {e}");
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -172,6 +172,17 @@ pub enum Edit {
         domain: String,
         selector: String,
     },
+    /// Adds an ARC set (RFC 8617: ARC-Seal, ARC-Message-Signature, ARC-Authentication-Results)
+    /// as `domain` with the key of `selector`. Applied last, after any `DkimSign`: `chain` is
+    /// the validation of the chain the message arrived with (`none`, `pass`, `fail`) and
+    /// `results` this hop's Authentication-Results value (authserv-id first), recorded as the
+    /// set's ARC-Authentication-Results.
+    ArcSeal {
+        domain: String,
+        selector: String,
+        chain: String,
+        results: String,
+    },
 }
 
 /// One MIME part an [`Edit::StripParts`] removes.
@@ -329,6 +340,12 @@ enum FlatAction {
         domain: String,
         selector: String,
     },
+    ArcSeal {
+        domain: String,
+        selector: String,
+        chain: String,
+        results: String,
+    },
     Bcc {
         address: String,
     },
@@ -353,6 +370,17 @@ impl From<FlatAction> for Action {
                 Action::remove_authentication_results(authserv_id)
             }
             FlatAction::DkimSign { domain, selector } => Action::dkim_sign(domain, selector),
+            FlatAction::ArcSeal {
+                domain,
+                selector,
+                chain,
+                results,
+            } => Action::Edit(Edit::ArcSeal {
+                domain,
+                selector,
+                chain,
+                results,
+            }),
             FlatAction::Bcc { address } => Action::bcc(address),
         }
     }
@@ -380,6 +408,17 @@ impl From<Action> for FlatAction {
                     FlatAction::RemoveAuthenticationResults { authserv_id }
                 }
                 Edit::DkimSign { domain, selector } => FlatAction::DkimSign { domain, selector },
+                Edit::ArcSeal {
+                    domain,
+                    selector,
+                    chain,
+                    results,
+                } => FlatAction::ArcSeal {
+                    domain,
+                    selector,
+                    chain,
+                    results,
+                },
             },
             Action::Bcc { address } => FlatAction::Bcc { address },
         }

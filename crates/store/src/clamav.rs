@@ -149,13 +149,18 @@ pub fn install(dir: &Path, name: &str, content: &[u8]) -> Result<Database, Strin
     let target = dir.join(name);
     let tmp = dir.join(format!(".{name}.uploading"));
     let write = || -> std::io::Result<()> {
-        use std::os::unix::fs::OpenOptionsExt;
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        // The directory is writable by the `palisade` group: a name left there (or planted,
+        // as a symbolic link) is removed, and the new file is created, never followed.
+        let _ = std::fs::remove_file(&tmp);
         let mut f = std::fs::OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .mode(0o644)
+            .custom_flags(0o400000) // O_NOFOLLOW
             .open(&tmp)?;
+        // Readable by clamd (its own user) whatever the writer's umask.
+        f.set_permissions(std::fs::Permissions::from_mode(0o644))?;
         f.write_all(content)?;
         f.sync_all()?;
         std::fs::rename(&tmp, &target)?;

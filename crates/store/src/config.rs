@@ -25,7 +25,7 @@ mod filter;
 mod spam;
 pub use antivirus::{Antivirus, ClamdAddress, InfectedAction, UnscannableAction};
 pub use attachments::{AttachmentAction, Attachments, DEFAULT_SCRIPT_EXTENSIONS};
-pub use authentication::{Authentication, DmarcQuarantineAction, DmarcRejectAction};
+pub use authentication::{ArcSeal, Authentication, DmarcQuarantineAction, DmarcRejectAction};
 pub use digest::Digest;
 pub use dkim::{Dkim, DkimSign};
 pub use filter::{

@@ -269,6 +269,81 @@ pub fn write_new(
     Ok(path)
 }
 
+/// The selector a new key gets when none is given: `pal<year><month>` and `r` (RSA) or `e`
+/// (Ed25519), e.g. `pal202612r`, so that a rotation next month gets a new name by itself.
+pub fn default_selector(algorithm: Algorithm, now_unix: i64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp(now_unix)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let suffix = if algorithm == Algorithm::Rsa {
+        "r"
+    } else {
+        "e"
+    };
+    format!("pal{}{:02}{suffix}", t.year(), u8::from(t.month()))
+}
+
+/// A key [`create`] made.
+#[derive(Debug, Clone)]
+pub struct Created {
+    pub domain: String,
+    pub selector: String,
+    pub algorithm: Algorithm,
+    pub path: PathBuf,
+    /// The TXT record to publish at `<selector>._domainkey.<domain>`.
+    pub record: String,
+}
+
+/// Makes a new key for `domain` (normalised: lower case, no final dot), writes it with
+/// [`write_new`] and audits `dkim.key_generated`. Used by `palisade dkim generate` (as root)
+/// and by the engine for the console (as the engine's user, who owns `DIR/keys`).
+pub fn create(
+    data: &DataDir,
+    domain: &str,
+    selector: Option<&str>,
+    algorithm: Algorithm,
+    actor: &str,
+    source: &str,
+) -> Result<Created, String> {
+    let domain = domain.trim().trim_end_matches('.').to_ascii_lowercase();
+    let selector = match selector.map(str::trim).filter(|s| !s.is_empty()) {
+        Some(s) => s.to_ascii_lowercase(),
+        None => default_selector(algorithm, crate::now_unix()),
+    };
+    check_names(&domain, &selector)?;
+    let keys = data.keys();
+    if !keys.exists() {
+        return Err(format!(
+            "{} does not exist: start Palisade once with this data directory first",
+            keys.display()
+        ));
+    }
+    if key_path(data, &domain, &selector).exists() {
+        return Err(format!(
+            "there is already a key {selector}._domainkey.{domain}: a key is never replaced; choose a new selector"
+        ));
+    }
+    let key = PrivateKey::generate(algorithm)?;
+    let record = key.dns_record()?;
+    let path = write_new(data, &domain, &selector, &key)?;
+    let mut audit = crate::AuditLog::open(&data.audit_db()).map_err(|e| e.to_string())?;
+    audit
+        .append(
+            actor,
+            source,
+            "dkim.key_generated",
+            &format!("{selector}._domainkey.{domain}"),
+            &serde_json::json!({ "algorithm": algorithm.signing_name() }),
+        )
+        .map_err(|e| e.to_string())?;
+    Ok(Created {
+        domain,
+        selector,
+        algorithm,
+        path,
+        record,
+    })
+}
+
 /// O_NOFOLLOW (Linux, every architecture Palisade runs on).
 const O_NOFOLLOW: i32 = 0o400000;
 

@@ -135,7 +135,8 @@ fn own(path: &Path, uid: Option<Uid>, gid: Gid) -> Result<(), SupervisorError> {
 /// Creates the directory tree. As root: the data dir is `root:palisade 2770` (every role
 /// shares the SQLite files through the group), the spool, mailbox and keys belong to the
 /// engine's user, `console/` (the key sealing TOTP secrets) to the console's user, 0700;
-/// `tls/` is readable by the group with each key owned by the role using it.
+/// `tls/` is readable by the group with each key owned by the role using it; `clamav/` is
+/// writable by the group (the console installs uploaded signatures) and readable by clamd.
 pub(crate) fn prepare_dirs(
     data: &DataDir,
     accounts: Option<&Accounts>,
@@ -183,6 +184,11 @@ pub(crate) fn prepare_dirs(
             SupervisorError::Setup(format!("chmod {}: {e}", data.totp_key().display()))
         })?;
     }
+    // ClamAV's databases: installed by root (`palisade av update`) or by the console (an
+    // upload), read by clamd (others may read; on the appliance clamav owns the directory).
+    let clamav = palisade_store::clamav::directory(data);
+    mkdir(&clamav, 0o2775)?;
+    own(&clamav, None, a.group)?;
     for d in [data.tls(), data.run()] {
         mkdir(&d, 0o2750)?;
         own(&d, Some(Uid::from_raw(0)), a.group)?;

@@ -6,6 +6,7 @@ pub mod account;
 pub mod audit;
 pub mod dashboard;
 pub mod digest;
+pub mod dkim;
 pub mod mailflow;
 pub mod protection;
 pub mod quarantine;

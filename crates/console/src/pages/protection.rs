@@ -5,9 +5,10 @@
 //!
 //! Each section is one form saved as one configuration revision, exactly like the mail-flow
 //! forms (`forms::edit_config`: the revision the page was drawn from, validated as a whole,
-//! audited, the engine asked to reload). Signatures are not uploaded here: the console runs as
-//! `palisade-web`, which cannot write `DIR/clamav`; the supervisor's user installs them with
-//! `palisade av update`.
+//! audited, the engine asked to reload). Signature files are uploaded here too (or installed
+//! with `palisade av update`): `DIR/clamav` is writable by the `palisade` group, the console
+//! checks each file as the CLI does (`clamav::inspect`), installs it beside and renamed, audits
+//! `antivirus.signatures` and asks clamd to `RELOAD`.
 
 use std::time::Duration;
 
@@ -67,6 +68,9 @@ struct ProtectionPage {
     /// What `bayes.db` holds, or why it could not be read.
     bayes: Result<palisade_store::bayes::Totals, String>,
     digest: FormView,
+    /// Why the last signature upload was refused.
+    upload_error: Option<String>,
+    upload_limit: String,
 }
 
 /// A select's choices: form value, label, configuration value.
@@ -352,6 +356,37 @@ fn authentication_form(cfg: &Config) -> FormView {
         .rows(4)
         .help("One domain per line; its subdomains are included. For senders known to break their own DMARC (mailing lists, forwarders)."),
     )
+    .field(
+        Field::new(
+            "trusted_arc_sealers",
+            "Forwarders trusted to vouch for DMARC (ARC sealers)",
+            "textarea",
+            lines(&a.trusted_arc_sealers),
+        )
+        .path("authentication.trusted_arc_sealers")
+        .rows(3)
+        .help("One sealing domain per line (the d= of their ARC-Seal), exactly. A DMARC failure is only recorded when the message's ARC chain verifies, its newest seal is one of these, and that hop saw dmarc=pass."),
+    )
+    .field(
+        Field::new(
+            "arc_seal_domain",
+            "Seal inbound mail with ARC as this domain",
+            "text",
+            a.arc_seal.as_ref().map(|s| s.domain.clone()).unwrap_or_default(),
+        )
+        .path("authentication.arc_seal.domain")
+        .help("Empty: not sealed. Sealed, the mail servers behind the appliance (Exchange, Microsoft 365 with this domain as a trusted ARC sealer) can rely on the results recorded here even after the appliance changed the message."),
+    )
+    .field(
+        Field::new(
+            "arc_seal_selector",
+            "ARC sealing key (selector)",
+            "text",
+            a.arc_seal.as_ref().map(|s| s.selector.clone()).unwrap_or_default(),
+        )
+        .path("authentication.arc_seal.selector")
+        .help("A DKIM key of that domain (DKIM signing page); its TXT record must be published, as for signing."),
+    )
 }
 
 fn spam_form(cfg: &Config) -> FormView {
@@ -591,6 +626,15 @@ async fn show(
     p: &Principal,
     sub: Option<Submitted>,
 ) -> Result<Response, AppError> {
+    show_with(state, p, sub, None).await
+}
+
+async fn show_with(
+    state: &AppState,
+    p: &Principal,
+    sub: Option<Submitted>,
+    upload_error: Option<String>,
+) -> Result<Response, AppError> {
     let page = Page::load(state, p, "protection", "Protection").await?;
     let rev = state
         .db(|s| {
@@ -618,8 +662,10 @@ async fn show(
         spam: fin(spam_form(cfg)),
         bayes: bayes_totals(state).await,
         digest: fin(digest_form(cfg)),
+        upload_error: upload_error.clone(),
+        upload_limit: fmt_size(crate::auth::SIGNATURE_UPLOAD_LIMIT as u64),
     };
-    let status = if sub.is_some() {
+    let status = if sub.is_some() || upload_error.is_some() {
         StatusCode::UNPROCESSABLE_ENTITY
     } else {
         StatusCode::OK
@@ -663,6 +709,111 @@ where
             };
             show(state, p, Some(sub)).await
         }
+    }
+}
+
+/// At most this many files in one upload.
+const MAX_UPLOAD_FILES: usize = 16;
+
+/// Installs uploaded signature databases (all are checked before any is installed), audits
+/// each, and asks clamd to reload them.
+pub async fn signatures(
+    State(state): State<AppState>,
+    p: Principal,
+    mut mp: axum::extract::Multipart,
+) -> Result<Response, AppError> {
+    let mut files: Vec<(String, axum::body::Bytes)> = Vec::new();
+    let refuse = |msg: String| async { show_with(&state, &p, None, Some(msg)).await };
+    loop {
+        let field = match mp.next_field().await {
+            Ok(Some(f)) => f,
+            Ok(None) => break,
+            Err(e) => return refuse(format!("The upload was incomplete: {e}")).await,
+        };
+        if field.name() != Some("files") {
+            continue;
+        }
+        let name = field.file_name().unwrap_or_default().to_string();
+        let content = match field.bytes().await {
+            Ok(b) => b,
+            Err(e) => return refuse(format!("The upload was incomplete: {e}")).await,
+        };
+        if name.is_empty() && content.is_empty() {
+            continue;
+        }
+        if files.len() == MAX_UPLOAD_FILES {
+            return refuse(format!("At most {MAX_UPLOAD_FILES} files at once.")).await;
+        }
+        files.push((name, content));
+    }
+    if files.is_empty() {
+        return refuse("Choose one or more signature files first.".into()).await;
+    }
+    let data = state.data().clone();
+    let dir = clamav::directory(&data);
+    let address = state
+        .db(|s| Ok(s.config.current()?.map(|r| r.config.antivirus.address())))
+        .await?;
+    let (actor, source) = (p.actor(), p.source.clone());
+    let installed =
+        tokio::task::spawn_blocking(move || -> Result<(Vec<String>, String), String> {
+            for (name, content) in &files {
+                clamav::inspect(name, content)?;
+            }
+            let mut audit =
+                palisade_store::AuditLog::open(&data.audit_db()).map_err(|e| e.to_string())?;
+            let mut done = Vec::new();
+            for (name, content) in &files {
+                let db = clamav::install(&dir, name, content)?;
+                audit
+                    .append(
+                        &actor,
+                        &source,
+                        "antivirus.signatures",
+                        name,
+                        &serde_json::json!({
+                            "bytes": db.bytes, "kind": db.kind, "version": db.version,
+                            "signatures": db.signatures,
+                        }),
+                    )
+                    .map_err(|e| e.to_string())?;
+                done.push(format!(
+                    "{name} ({} signature{}{})",
+                    db.signatures,
+                    if db.signatures == 1 { "" } else { "s" },
+                    db.version
+                        .map(|v| format!(", version {v}"))
+                        .unwrap_or_default()
+                ));
+            }
+            let clamd = match address {
+                Some(Ok(a)) => match clamav::clamd_command(&a, "RELOAD", Duration::from_secs(10)) {
+                    Ok(r) if r.starts_with("RELOADING") => "clamd is loading them now".to_string(),
+                    Ok(r) => format!("clamd answered the reload with: {r}"),
+                    Err(e) => format!(
+                        "clamd could not be asked to reload ({e}); it loads them when it starts"
+                    ),
+                },
+                Some(Err(e)) => {
+                    format!("clamd's address is wrong ({e}); it loads them when it starts")
+                }
+                None => "there is no configuration naming clamd".to_string(),
+            };
+            Ok((done, clamd))
+        })
+        .await
+        .map_err(|e| AppError::internal(e.to_string()))?;
+    match installed {
+        Ok((done, clamd)) => {
+            flash(
+                &state,
+                &p,
+                format!("Installed {}; {clamd}.", done.join(", ")),
+            )
+            .await?;
+            Ok(Redirect::to("/protection#av-status").into_response())
+        }
+        Err(e) => refuse(e).await,
     }
 }
 
@@ -767,6 +918,35 @@ pub async fn authentication(
             .into_iter()
             .map(|d| d.trim_end_matches('.').to_ascii_lowercase())
             .collect();
+        a.trusted_arc_sealers = crate::forms::parse_strings(get(raw, "trusted_arc_sealers"))
+            .into_iter()
+            .map(|d| d.trim_end_matches('.').to_ascii_lowercase())
+            .collect();
+        let (domain, selector) = (
+            get(raw, "arc_seal_domain")
+                .trim()
+                .trim_end_matches('.')
+                .to_ascii_lowercase(),
+            get(raw, "arc_seal_selector").trim().to_ascii_lowercase(),
+        );
+        a.arc_seal = match (domain.is_empty(), selector.is_empty()) {
+            (true, true) => None,
+            (false, true) => {
+                pr.push(Problem::new(
+                    "authentication.arc_seal.selector",
+                    "Choose the key (selector) to seal with, or leave the domain empty.",
+                ));
+                None
+            }
+            (true, false) => {
+                pr.push(Problem::new(
+                    "authentication.arc_seal.domain",
+                    "Enter the sealing domain, or leave the selector empty.",
+                ));
+                None
+            }
+            (false, false) => Some(palisade_store::config::ArcSeal { domain, selector }),
+        };
         ("authentication settings changed".into(), pr)
     })
     .await

@@ -9,7 +9,9 @@
 //!   `dmarc_overrides` domains are only recorded.
 //! - ARC: the chain is verified and reported (`arc=`); a DMARC failure is only recorded when
 //!   the chain verifies and its newest seal is by one of `trusted_arc_sealers` that recorded
-//!   `dmarc=pass` (RFC 8617 section 7.2: a trusted forwarder). Nothing is sealed.
+//!   `dmarc=pass` (RFC 8617 section 7.2: a trusted forwarder). With `[authentication.arc_seal]`
+//!   the message is sealed (an ARC set with these results; `chain` none/pass/fail as verified
+//!   here, applied at write time over the final copy by `dkim::DkimKeys::seal`).
 //!
 //! One `Authentication-Results` field (RFC 8601) goes on top of the message, after every field
 //! claiming our authserv-id (`system.hostname`) that came with the message is removed.
@@ -578,6 +580,43 @@ fn findings(ctx: &Context<'_>, r: Results<'_, '_>) -> Findings {
             Explanation::new(NAME, "results", sentences.join(" ")),
         ),
     );
+    let sealed = ctx.settings.arc_seal.as_ref().map(|seal| {
+        // The chain the message arrived with, as verified here: a seal says cv=pass only
+        // after a verified chain; no answer in time is not sealed over (a cv=fail would
+        // condemn the chain for every later hop).
+        let chain = match r.arc {
+            Some(Some(a)) if a.sets().is_empty() => Ok("none"),
+            Some(Some(a)) if matches!(a.result(), DkimResult::Pass) => Ok("pass"),
+            Some(Some(_)) => Ok("fail"),
+            Some(None) => Err("the ARC chain could not be verified in time"),
+            // Not verified: no ARC set came with the message.
+            None if r.parsed => Ok("none"),
+            None => Err("the message could not be parsed"),
+        };
+        match chain {
+            Ok(chain) => {
+                decisions.push(Decision::new(
+                    Scope::Message,
+                    Action::Edit(palisade_policy::Edit::ArcSeal {
+                        domain: seal.domain.clone(),
+                        selector: seal.selector.clone(),
+                        chain: chain.into(),
+                        results: r.header.clone(),
+                    }),
+                    Explanation::new(
+                        NAME,
+                        "arc_seal",
+                        format!(
+                            "Sealed with ARC as {} (selector {}, chain {chain}).",
+                            seal.domain, seal.selector
+                        ),
+                    ),
+                ));
+                json!({ "domain": seal.domain, "selector": seal.selector, "chain": chain })
+            }
+            Err(why) => json!({ "domain": seal.domain, "skipped": why }),
+        }
+    });
 
     Findings {
         facts: json!({
@@ -592,6 +631,7 @@ fn findings(ctx: &Context<'_>, r: Results<'_, '_>) -> Findings {
             "dkim": dkim,
             "dmarc": dmarc_facts,
             "arc": arc,
+            "arc_seal": sealed,
             "header": r.header,
             "forged_removed": r.forged,
             "parsed": r.parsed,

@@ -16,10 +16,12 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use mail_auth::arc::{ArcSealer, Set};
 use mail_auth::common::crypto::{DkimKey, Ed25519Key, RsaKey, Sha256};
-use mail_auth::common::headers::HeaderWriter;
+use mail_auth::common::headers::{Header, HeaderWriter};
 use mail_auth::dkim::{Canonicalization, DkimSigner, Done};
-use palisade_policy::{Action, Decision, Direction, Edit, Explanation, Scope};
+use mail_auth::{ArcOutput, AuthenticatedMessage, AuthenticationResults, DkimResult};
+use palisade_policy::{Action, Decision, Direction, Explanation, Scope};
 use palisade_store::DataDir;
 use palisade_store::config::Config;
 use palisade_store::dkim::{Algorithm, PrivateKey};
@@ -47,10 +49,34 @@ const SIGNED_HEADERS: &[&str] = &[
     "List-Unsubscribe-Post",
 ];
 
+/// Fields an ARC-Message-Signature covers (those present), as major sealers choose them.
+const ARC_SIGNED_HEADERS: &[&str] = &[
+    "From",
+    "To",
+    "Cc",
+    "Subject",
+    "Date",
+    "Message-ID",
+    "Reply-To",
+    "In-Reply-To",
+    "References",
+    "MIME-Version",
+    "Content-Type",
+    "Content-Transfer-Encoding",
+    "DKIM-Signature",
+];
+
+/// The longest Authentication-Results value sealed: the ARC-Authentication-Results field is
+/// written on one line, and a line longer than 998 octets would be folded (and the seal
+/// broken) by the next MTA.
+const MAX_SEALED_RESULTS: usize = 900;
+
 /// The signing keys in use, by (domain, selector), lower case.
 #[derive(Default)]
 pub struct DkimKeys {
     keys: HashMap<(String, String), (Algorithm, DkimSigner<DkimKey, Done>)>,
+    /// The ARC sealer of `[authentication.arc_seal]`.
+    sealer: Option<((String, String), ArcSealer<DkimKey, Done>)>,
     /// (domain, selector, why) of the configured keys that could not be read.
     unusable: Vec<(String, String, String)>,
 }
@@ -60,6 +86,7 @@ impl std::fmt::Debug for DkimKeys {
         f.debug_struct("DkimKeys")
             .field("keys", &self.keys.keys().collect::<Vec<_>>())
             .field("unusable", &self.unusable)
+            .field("sealer", &self.sealer.as_ref().map(|(k, _)| k))
             .finish()
     }
 }
@@ -101,7 +128,76 @@ impl DkimKeys {
                 }
             }
         }
+        if let Some(seal) = &cfg.authentication.arc_seal {
+            let (domain, selector) = id(&seal.domain, &seal.selector);
+            let loaded = match data {
+                None => Err("no data directory to read keys from".to_string()),
+                Some(data) => palisade_store::dkim::load(data, &domain, &selector).and_then(|k| {
+                    Ok(ArcSealer::from_key(to_signing_key(&k)?)
+                        .domain(domain.clone())
+                        .selector(selector.clone())
+                        .headers(ARC_SIGNED_HEADERS.iter().copied())
+                        .header_canonicalization(Canonicalization::Relaxed)
+                        .body_canonicalization(Canonicalization::Relaxed))
+                }),
+            };
+            match loaded {
+                Ok(sealer) => out.sealer = Some(((domain, selector), sealer)),
+                Err(e) => {
+                    tracing::error!(event = "arc.key_unusable", domain = %domain,
+                        selector = %selector, error = %e,
+                        "this ARC sealing key is not usable: inbound mail leaves unsealed");
+                    out.unusable.push((domain, selector, e));
+                }
+            }
+        }
         out
+    }
+
+    /// Why the ARC sealing key of `[authentication.arc_seal]` cannot seal, if it cannot.
+    pub fn sealing_problem(&self, domain: &str, selector: &str) -> Option<String> {
+        match &self.sealer {
+            Some((k, _)) if *k == id(domain, selector) => None,
+            _ => Some(
+                self.unusable(domain, selector)
+                    .unwrap_or("the key is not loaded")
+                    .to_string(),
+            ),
+        }
+    }
+
+    /// A new ARC set for `message` (see [`super::edit::Signer::arc_set`]).
+    pub fn seal(
+        &self,
+        domain: &str,
+        selector: &str,
+        chain: &str,
+        results: &str,
+        message: &[u8],
+    ) -> Result<String, String> {
+        let Some((key, sealer)) = self
+            .sealer
+            .as_ref()
+            .filter(|(k, _)| *k == id(domain, selector))
+        else {
+            return Err(format!("no usable ARC sealing key {selector} for {domain}"));
+        };
+        // One line, single spaces: the field is written as given and must canonicalize (relaxed)
+        // to the same bytes that were signed.
+        let results: String = results.split_whitespace().collect::<Vec<_>>().join(" ");
+        if results.len() > MAX_SEALED_RESULTS {
+            return Err(format!(
+                "the authentication results are {} bytes, more than the {MAX_SEALED_RESULTS} a one-line ARC-Authentication-Results holds",
+                results.len()
+            ));
+        }
+        let msg = AuthenticatedMessage::parse(message).ok_or("the message cannot be parsed")?;
+        let arc = prior_chain(&msg, chain)?;
+        let ar = AuthenticationResults::new(&results);
+        let set = sealer
+            .seal(&msg, &ar, &arc)
+            .map_err(|e| format!("ARC sealing as {} (selector {}): {e}", key.0, key.1))?;
+        Ok(set.to_header())
     }
 
     pub fn algorithm(&self, domain: &str, selector: &str) -> Option<Algorithm> {
@@ -147,6 +243,55 @@ fn to_signing_key(k: &PrivateKey) -> Result<DkimKey, String> {
     }
 }
 
+/// The ARC sets `msg` arrived with, in instance order, and how their validation ended
+/// (`chain`, as the authentication check recorded it), as mail-auth's sealer takes them. A
+/// chain that is structurally broken (missing fields, instances not 1..n, more than 50) or
+/// whose last seal says `cv=fail` is not sealed over (RFC 8617 section 5.1.2).
+fn prior_chain<'x>(
+    msg: &'x AuthenticatedMessage<'x>,
+    chain: &str,
+) -> Result<ArcOutput<'x>, String> {
+    let n = msg.ams_headers.len();
+    if msg.has_arc_errors || n != msg.as_headers.len() || n != msg.aar_headers.len() || n > 49 {
+        return Err("the ARC chain the message arrived with is broken: not sealed".into());
+    }
+    let result = match chain {
+        "pass" => DkimResult::Pass,
+        "none" if n == 0 => DkimResult::None,
+        _ => DkimResult::Fail(mail_auth::Error::Arc(mail_auth::arc::ArcError::BrokenChain)),
+    };
+    let mut out = ArcOutput::default().with_result(result);
+    for i in 1..=n as u32 {
+        let ams = msg.ams_headers.iter().find(|h| h.header.i == i);
+        let seal = msg.as_headers.iter().find(|h| h.header.i == i);
+        let aar = msg.aar_headers.iter().find(|h| h.header.i == i);
+        let (Some(ams), Some(seal), Some(aar)) = (ams, seal, aar) else {
+            return Err(format!("the ARC chain has no complete set {i}: not sealed"));
+        };
+        out = out.with_set(Set {
+            signature: Header {
+                name: ams.name,
+                value: ams.value,
+                header: &ams.header,
+            },
+            seal: Header {
+                name: seal.name,
+                value: seal.value,
+                header: &seal.header,
+            },
+            results: Header {
+                name: aar.name,
+                value: aar.value,
+                header: &aar.header,
+            },
+        });
+    }
+    if !out.can_be_sealed() {
+        return Err("the last ARC seal says cv=fail: the chain is not sealed further".into());
+    }
+    Ok(out)
+}
+
 impl super::edit::Signer for DkimKeys {
     fn dkim_signature(
         &self,
@@ -155,6 +300,17 @@ impl super::edit::Signer for DkimKeys {
         message: &[u8],
     ) -> Result<String, String> {
         self.sign(domain, selector, message)
+    }
+
+    fn arc_set(
+        &self,
+        domain: &str,
+        selector: &str,
+        chain: &str,
+        results: &str,
+        message: &[u8],
+    ) -> Result<String, String> {
+        self.seal(domain, selector, chain, results, message)
     }
 }
 
@@ -266,11 +422,6 @@ impl Check for DkimCheck {
     }
 }
 
-/// Whether `edits` ask for a signature.
-pub fn signs(edits: &[Edit]) -> bool {
-    edits.iter().any(|e| matches!(e, Edit::DkimSign { .. }))
-}
-
 /// What DNS publishes for a key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Published {
@@ -347,6 +498,92 @@ pub async fn published(cfg: &Config, domain: &str, selector: &str, record: &str)
     }
 }
 
+/// Every key in `DIR/keys/dkim` and every `[[dkim.sign]]` entry without one: its record,
+/// whether it signs, and (with `dns`) whether DNS publishes it, all lookups at once. For
+/// `palisade dkim list` and the console (through the engine, the keys' owner).
+pub async fn report(data: &DataDir, cfg: &Config, dns: bool) -> Vec<KeyReport> {
+    let (d, c) = (data.clone(), cfg.clone());
+    let mut rows = tokio::task::spawn_blocking(move || report_files(&d, &c))
+        .await
+        .unwrap_or_default();
+    if dns {
+        let mut lookups = tokio::task::JoinSet::new();
+        for (i, r) in rows.iter().enumerate() {
+            if let Some(record) = r.record.clone() {
+                let (cfg, domain, selector) = (cfg.clone(), r.domain.clone(), r.selector.clone());
+                lookups
+                    .spawn(async move { (i, published(&cfg, &domain, &selector, &record).await) });
+            }
+        }
+        while let Some(Ok((i, p))) = lookups.join_next().await {
+            rows[i].dns_detail = match &p {
+                Published::Differs(t) => Some(t.clone()),
+                Published::Unknown(e) => Some(e.clone()),
+                _ => None,
+            };
+            rows[i].dns = Some(p.name().to_string());
+        }
+    }
+    rows
+}
+
+/// One row of [`report`]: the control protocol's type.
+pub type KeyReport = palisade_control::engine::DkimKey;
+
+fn report_files(data: &DataDir, cfg: &Config) -> Vec<KeyReport> {
+    let signs = |domain: &str, selector: &str| {
+        cfg.dkim.sign.iter().any(|s| {
+            s.domain.trim_end_matches('.').eq_ignore_ascii_case(domain)
+                && s.selector.eq_ignore_ascii_case(selector)
+        })
+    };
+    let mut rows: Vec<KeyReport> = palisade_store::dkim::list(data)
+        .into_iter()
+        .map(|(domain, selector)| {
+            let mut row = KeyReport {
+                name: format!("{selector}._domainkey.{domain}"),
+                signing: signs(&domain, &selector),
+                ..Default::default()
+            };
+            match palisade_store::dkim::load(data, &domain, &selector) {
+                Ok(k) => {
+                    row.algorithm = Some(k.algorithm.signing_name().to_string());
+                    match k.dns_record() {
+                        Ok(r) => row.record = Some(r),
+                        Err(e) => row.error = Some(e),
+                    }
+                }
+                Err(e) => row.error = Some(e),
+            }
+            KeyReport {
+                domain,
+                selector,
+                ..row
+            }
+        })
+        .collect();
+    for s in &cfg.dkim.sign {
+        let domain = s.domain.trim_end_matches('.').to_ascii_lowercase();
+        let selector = s.selector.to_ascii_lowercase();
+        if !rows
+            .iter()
+            .any(|r| r.domain == domain && r.selector == selector)
+        {
+            rows.push(KeyReport {
+                name: format!("{selector}._domainkey.{domain}"),
+                domain,
+                selector,
+                signing: true,
+                error: Some(
+                    "configured in [[dkim.sign]] but there is no key file: it does not sign".into(),
+                ),
+                ..Default::default()
+            });
+        }
+    }
+    rows
+}
+
 /// The value of `name=` in a DKIM key record, white space removed.
 fn tag(record: &str, name: &str) -> Option<String> {
     record.split(';').find_map(|t| {
@@ -359,6 +596,7 @@ fn tag(record: &str, name: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use palisade_policy::Edit;
 
     #[test]
     fn record_tags_ignore_white_space_and_case() {

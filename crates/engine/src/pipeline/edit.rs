@@ -181,7 +181,7 @@ pub fn edit_header(header: &[u8], edits: &[Edit]) -> Vec<u8> {
                 }
             }
             // The body's business (see `strip_parts`); signing comes last (`signed`).
-            Edit::StripParts { .. } | Edit::DkimSign { .. } => {}
+            Edit::StripParts { .. } | Edit::DkimSign { .. } | Edit::ArcSeal { .. } => {}
         }
     }
     let mut out = Vec::with_capacity(header.len() + 256);
@@ -268,7 +268,8 @@ pub fn edited(raw: &[u8], edits: &[Edit]) -> Vec<u8> {
     out
 }
 
-/// What applies [`Edit::DkimSign`]: the engine's DKIM keys (`super::dkim::DkimKeys`).
+/// What applies [`Edit::DkimSign`] and [`Edit::ArcSeal`]: the engine's DKIM keys
+/// (`super::dkim::DkimKeys`).
 pub trait Signer: Send + Sync {
     /// The `DKIM-Signature` field, with its CRLF, of `message` for `domain` and `selector`.
     fn dkim_signature(
@@ -277,11 +278,30 @@ pub trait Signer: Send + Sync {
         selector: &str,
         message: &[u8],
     ) -> Result<String, String>;
+
+    /// The three fields of a new ARC set (each with its CRLF) for `message`, sealed as
+    /// `domain` with the key of `selector`; `chain` and `results` as in [`Edit::ArcSeal`].
+    fn arc_set(
+        &self,
+        domain: &str,
+        selector: &str,
+        chain: &str,
+        results: &str,
+        message: &[u8],
+    ) -> Result<String, String>;
+}
+
+/// Whether `edits` ask for a signature or a seal: the copy is then made in memory.
+pub fn signs(edits: &[Edit]) -> bool {
+    edits
+        .iter()
+        .any(|e| matches!(e, Edit::DkimSign { .. } | Edit::ArcSeal { .. }))
 }
 
 /// The `DKIM-Signature` fields (each with its CRLF) of `message` (every other edit already
-/// applied), one per `DkimSign` edit. A signature that cannot be made is logged and left out:
-/// the copy still leaves.
+/// applied), one per `DkimSign` edit, then above them the ARC set of an `ArcSeal` edit, which
+/// covers the signatures too. A signature or seal that cannot be made is logged and left
+/// out: the copy still leaves.
 pub fn signatures(message: &[u8], edits: &[Edit], signer: Option<&dyn Signer>) -> Vec<u8> {
     let mut fields = String::new();
     for e in edits {
@@ -299,6 +319,31 @@ pub fn signatures(message: &[u8], edits: &[Edit], signer: Option<&dyn Signer>) -
             }
         }
     }
+    let seal = edits.iter().find_map(|e| match e {
+        Edit::ArcSeal {
+            domain,
+            selector,
+            chain,
+            results,
+        } => Some((domain, selector, chain, results)),
+        _ => None,
+    });
+    if let Some((domain, selector, chain, results)) = seal {
+        let sealed = signer
+            .ok_or_else(|| "no signing keys here".to_string())
+            .and_then(|s| {
+                let mut whole = Vec::with_capacity(fields.len() + message.len());
+                whole.extend_from_slice(fields.as_bytes());
+                whole.extend_from_slice(message);
+                s.arc_set(domain, selector, chain, results, &whole)
+            });
+        match sealed {
+            Ok(set) => fields.insert_str(0, &set),
+            Err(err) => {
+                tracing::error!(event = "arc.seal_failed", domain = %domain, selector = %selector, error = %err);
+            }
+        }
+    }
     fields.into_bytes()
 }
 
@@ -310,7 +355,7 @@ pub async fn write_edited(
     signer: Option<Arc<dyn Signer>>,
     out: &mut IncomingFile,
 ) -> std::io::Result<()> {
-    if super::dkim::signs(edits) {
+    if signs(edits) {
         // The signature covers the whole copy: it is made in memory (bounded by the message
         // size, as the MIME view was), hashed and signed off the async workers.
         let raw = tokio::fs::read(src).await?;

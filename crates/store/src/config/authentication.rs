@@ -11,6 +11,10 @@
 //!                                      #   failure is only recorded when the intact ARC chain's
 //!                                      #   last seal is theirs and they saw dmarc=pass
 //!
+//! [authentication.arc_seal]            # seal inbound mail with ARC (RFC 8617) for the
+//! domain = "hospital.example"          #   organisation's own servers behind this hop, with a
+//! selector = "pal202612r"              #   DKIM key of DIR/keys/dkim (palisade dkim generate)
+//!
 //! [filter.check.authentication]        # budget of all lookups of one message
 //! timeout_secs = 20
 //! ```
@@ -40,6 +44,20 @@ pub struct Authentication {
     /// organisation's partners. A DMARC failure is only recorded when the ARC chain verifies,
     /// its newest seal is one of these, and that hop recorded `dmarc=pass`.
     pub trusted_arc_sealers: Vec<String>,
+    /// Seals inbound mail with ARC (RFC 8617) as this domain, with the DKIM key of this
+    /// selector, so that the organisation's own servers behind the appliance (Exchange,
+    /// Microsoft 365 with the appliance as a trusted ARC sealer) can rely on the results this
+    /// hop recorded after it changed the message (a subject tag, a stripped attachment).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub arc_seal: Option<ArcSeal>,
+}
+
+/// `[authentication.arc_seal]`: the sealing domain and the selector of its key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArcSeal {
+    pub domain: String,
+    pub selector: String,
 }
 
 impl Default for Authentication {
@@ -50,6 +68,7 @@ impl Default for Authentication {
             dmarc_quarantine: DmarcQuarantineAction::Quarantine,
             dmarc_overrides: Vec::new(),
             trusted_arc_sealers: Vec::new(),
+            arc_seal: None,
         }
     }
 }
@@ -93,6 +112,23 @@ impl Authentication {
     }
 
     pub(super) fn problems(&self, bad: &mut dyn FnMut(&str, String)) {
+        if let Some(seal) = &self.arc_seal {
+            if !is_valid_domain(seal.domain.trim_end_matches('.')) {
+                bad(
+                    "authentication.arc_seal.domain",
+                    format!("'{}' is not a valid domain name", seal.domain),
+                );
+            }
+            if !crate::dkim::valid_selector(&seal.selector) {
+                bad(
+                    "authentication.arc_seal.selector",
+                    format!(
+                        "'{}' is not a valid selector (letters, digits, hyphens, dots)",
+                        seal.selector
+                    ),
+                );
+            }
+        }
         for (field, list) in [
             ("dmarc_overrides", &self.dmarc_overrides),
             ("trusted_arc_sealers", &self.trusted_arc_sealers),
@@ -156,5 +192,25 @@ mod tests {
         assert!(a.arc_sealer_trusted("Lists.Example."));
         assert!(!a.arc_sealer_trusted("evil.lists.example"));
         assert!(!a.arc_sealer_trusted("example"));
+    }
+
+    #[test]
+    fn the_arc_sealing_key_is_a_domain_and_a_selector() {
+        let seal = |d: &str, s: &str| Authentication {
+            arc_seal: Some(ArcSeal {
+                domain: d.into(),
+                selector: s.into(),
+            }),
+            ..Default::default()
+        };
+        assert!(problems(&seal("hospital.example", "pal202612r")).is_empty());
+        let p = problems(&seal("not a domain", "../key"));
+        assert_eq!(
+            p.iter().map(|(f, _)| f.as_str()).collect::<Vec<_>>(),
+            [
+                "authentication.arc_seal.domain",
+                "authentication.arc_seal.selector"
+            ]
+        );
     }
 }

@@ -249,6 +249,121 @@ async fn an_arc_chain_is_verified() {
     assert!(f.facts["header"].as_str().unwrap().contains("arc=pass"));
 }
 
+/// This hop's ARC set, applied as the engine writes the copy: over a verified chain it
+/// says cv=pass and the whole chain verifies (mail-auth, against the published keys); over
+/// a chain broken on the way it says cv=fail.
+#[tokio::test]
+async fn our_arc_seal_extends_the_chain_the_message_arrived_with() {
+    use palisade_store::dkim::{Algorithm, PrivateKey};
+    // The forwarder's key (example.org, sel) and ours (example.org, ours).
+    let forwarder = Ed25519Key::generate_pkcs8().unwrap();
+    let c = cache(Some(
+        &Ed25519Key::from_pkcs8_der(&forwarder).unwrap().public_key(),
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let data = palisade_store::DataDir::new(dir.path());
+    std::fs::create_dir_all(data.keys()).unwrap();
+    let ours = PrivateKey::generate(Algorithm::Ed25519).unwrap();
+    palisade_store::dkim::write_new(&data, "example.org", "ours", &ours).unwrap();
+    let record = DomainKey::parse(ours.dns_record().unwrap().as_bytes()).unwrap();
+    c.insert("ours._domainkey.example.org.".into(), record.into(), far());
+    let mut cfg = Config::default();
+    cfg.authentication.arc_seal = Some(palisade_store::config::ArcSeal {
+        domain: "example.org".into(),
+        selector: "ours".into(),
+    });
+    let keys = super::super::dkim::DkimKeys::load(&cfg, Some(&data));
+
+    // The forwarder's seal (i=1).
+    let a = authenticator();
+    let m = AuthenticatedMessage::parse(MESSAGE.as_bytes()).unwrap();
+    let none = a.verify_arc(Parameters::new(&m).with_txt_cache(&c)).await;
+    let results = AuthenticationResults::new("forwarder.example.org");
+    let set = mail_auth::arc::ArcSealer::from_key(Ed25519Key::from_pkcs8_der(&forwarder).unwrap())
+        .domain("example.org")
+        .selector("sel")
+        .headers(["From", "To", "Subject"])
+        .seal(&m, &results, &none)
+        .unwrap();
+    let arrived = format!("{}{MESSAGE}", set.to_header());
+
+    let seal_as_the_engine_does = |raw: &[u8], f: &Findings| -> Vec<u8> {
+        let edits: Vec<Edit> = f
+            .decisions
+            .iter()
+            .filter_map(|d| match &d.action {
+                Action::Edit(e) => Some(e.clone()),
+                _ => None,
+            })
+            .collect();
+        assert!(
+            edits.iter().any(|e| matches!(e, Edit::ArcSeal { .. })),
+            "{edits:?}"
+        );
+        let message = super::super::edit::edited(raw, &edits);
+        let mut out = super::super::edit::signatures(&message, &edits, Some(&keys));
+        out.extend_from_slice(&message);
+        out
+    };
+    let env = envelope("192.0.2.1", "bounce@example.org");
+    let f = run(&cfg.authentication, &c, &env, arrived.as_bytes()).await;
+    assert_eq!(f.facts["arc_seal"]["chain"], "pass", "{}", f.facts);
+    let sealed = seal_as_the_engine_does(arrived.as_bytes(), &f);
+    let text = String::from_utf8_lossy(&sealed);
+    let first = text.lines().next().unwrap();
+    assert!(
+        first.starts_with("ARC-Seal: i=2;") && first.contains("cv=pass"),
+        "{text}"
+    );
+    assert!(
+        first.contains("d=example.org") && first.contains("s=ours"),
+        "{text}"
+    );
+    assert!(
+        text.contains("ARC-Authentication-Results: i=2; mx.palisade.test; spf=pass"),
+        "{text}"
+    );
+    let m = AuthenticatedMessage::parse(&sealed).unwrap();
+    let out = a.verify_arc(Parameters::new(&m).with_txt_cache(&c)).await;
+    assert_eq!(out.result(), &DkimResult::Pass, "{text}");
+    assert_eq!(out.sets().len(), 2);
+    // The body changed after our seal: our own message signature no longer verifies.
+    let tampered = String::from_utf8_lossy(&sealed).replace("Hello.", "Pay me.");
+    let m = AuthenticatedMessage::parse(tampered.as_bytes()).unwrap();
+    let out = a.verify_arc(Parameters::new(&m).with_txt_cache(&c)).await;
+    assert_ne!(out.result(), &DkimResult::Pass);
+
+    // Changed between the forwarder and us: the chain fails here, and our seal says so.
+    let broken = arrived.replace("Hello.", "Pay me.");
+    let f = run(&cfg.authentication, &c, &env, broken.as_bytes()).await;
+    assert_eq!(f.facts["arc_seal"]["chain"], "fail", "{}", f.facts);
+    let sealed = seal_as_the_engine_does(broken.as_bytes(), &f);
+    let text = String::from_utf8_lossy(&sealed);
+    let first = text.lines().next().unwrap();
+    assert!(
+        first.starts_with("ARC-Seal: i=2;") && first.contains("cv=fail"),
+        "{text}"
+    );
+
+    // A first hop: i=1, cv=none, and it verifies.
+    let f = run(&cfg.authentication, &c, &env, MESSAGE.as_bytes()).await;
+    assert_eq!(f.facts["arc_seal"]["chain"], "none", "{}", f.facts);
+    let sealed = seal_as_the_engine_does(MESSAGE.as_bytes(), &f);
+    let text = String::from_utf8_lossy(&sealed);
+    let first = text.lines().next().unwrap();
+    assert!(
+        first.starts_with("ARC-Seal: i=1;") && first.contains("cv=none"),
+        "{text}"
+    );
+    let m = AuthenticatedMessage::parse(&sealed).unwrap();
+    assert_eq!(
+        a.verify_arc(Parameters::new(&m).with_txt_cache(&c))
+            .await
+            .result(),
+        &DkimResult::Pass
+    );
+}
+
 #[tokio::test]
 async fn dns_failure_is_a_temperror_that_decides_nothing() {
     // No records at all: every lookup fails.

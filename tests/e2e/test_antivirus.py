@@ -199,3 +199,91 @@ def test_clamd_down_tempfails_and_the_retry_is_scanned_once_it_is_back(palisade_
     clamd.stop()
     code, text = send(p.smtp_port, CLEAN)
     assert code == 451, (code, text)
+
+
+class Mirror:
+    """A local HTTP server standing in for the organisation's signature mirror: it serves the
+    files of a directory and records each path asked for."""
+
+    def __init__(self, directory: Path):
+        import http.server
+        import threading
+
+        self.asked: list[str] = []
+        mirror = self
+
+        class Handler(http.server.SimpleHTTPRequestHandler):
+            def __init__(self, *a, **kw):
+                super().__init__(*a, directory=str(directory), **kw)
+
+            def log_message(self, *a):
+                pass
+
+            def send_head(self):
+                mirror.asked.append(self.path)
+                return super().send_head()
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_signatures_fetched_by_freshclam_on_schedule_and_on_request(
+    palisade_factory, raw_sink_factory, clamd_factory, tmp_path
+):
+    """Issue 10 item 2, the configurable mirror for freshclam: with `antivirus.custom_urls` the
+    engine runs the real freshclam on its schedule (the first run 20 s after it starts) as its
+    own user; the fetched database is installed into clamav/, clamd reloads, and the custom
+    signature then refuses mail (554). A private mirror without the official databases makes
+    `palisade av fetch` fail with freshclam's reason, shown by `palisade av status` as a
+    degraded state; the mirror saw freshclam ask it for daily.cvd."""
+    import shutil as _shutil
+    if not _shutil.which("freshclam"):
+        pytest.skip("needs freshclam (clamav-freshclam, installed with clamav-daemon)")
+    served = tmp_path / "mirror"
+    write_signatures(served, "custom")
+    mirror = Mirror(served)
+    raw = raw_sink_factory()
+    clamd = clamd_factory()
+    try:
+        url = f"http://127.0.0.1:{mirror.port}/palisade-custom.ndb"
+        p = appliance(palisade_factory, raw, clamd.address,
+                      custom_urls=[url], update_interval_minutes=15,
+                      freshclam=_shutil.which("freshclam"))
+        install(p, tmp_path, "eicar")
+        clamd.start(p.data / "clamav")
+        marked = with_attachment("notes.txt", b"see " + CUSTOM_MARKER + b" here", "Notes")
+        assert send(p.smtp_port, marked)[0] == 250, "not known before the fetch"
+
+        status = wait_for(lambda: (s := p.cli("av", "status", "--json", json_out=True))["last_update"] and s,
+                          90, what="the scheduled freshclam run")
+        assert (p.data / "clamav" / "palisade-custom.ndb").exists()
+        assert "/palisade-custom.ndb" in mirror.asked
+        assert status["last_update"]["ok"], status
+        assert "palisade-custom.ndb updated" in status["last_update"]["message"], status
+        wait_for(lambda: send(p.smtp_port, marked)[0] == 554, 60, interval=2,
+                 what="the fetched signature in use")
+        audit = p.cli("audit", "list", "--json", json_out=True)
+        assert any(e["action"] == "antivirus.update" and e["target"] == "ok" and e["actor"] == "engine"
+                   for e in audit), audit[:5]
+
+        # A private mirror that does not have the official databases: a clear failure.
+        toml = p.cli("config", "export").stdout
+        f = tmp_path / "mirror.toml"
+        assert 'mirror = ""\n' in toml, toml
+        f.write_text(toml.replace('mirror = ""\n', f'mirror = "http://127.0.0.1:{mirror.port}"\n', 1))
+        p.cli("config", "import", str(f), "--comment", "private mirror")
+        r = p.cli("av", "fetch", check=False)
+        assert r.returncode != 0 and "freshclam failed" in r.stderr, (r.stdout, r.stderr)
+        assert "/daily.cvd" in mirror.asked, mirror.asked
+        status = p.cli("av", "status", "--json", json_out=True)
+        assert not status["last_update"]["ok"], status
+        assert any("fetching signatures from the mirror failed" in d for d in status["engine_degraded"]), status
+        # What was fetched before stays in use.
+        assert send(p.smtp_port, marked)[0] == 554
+    finally:
+        mirror.close()

@@ -39,6 +39,7 @@ fn pages(state: &AppState) -> Router<AppState> {
                 .route("/mailflow/listeners", post(mailflow::listeners))
                 .route("/mailflow/certificate", post(mailflow::certificate))
                 .route("/protection/antivirus", post(protection::antivirus))
+                .route("/protection/antivirus/fetch", post(protection::fetch))
                 .route(
                     auth::SIGNATURE_UPLOAD_PATH,
                     post(protection::signatures)

@@ -30,6 +30,7 @@ fn page_routes() -> Vec<(Method, String, Perm)> {
         g("/protection", ViewConfig),
         p("/protection/antivirus", EditConfig),
         p("/protection/antivirus/signatures", EditConfig),
+        p("/protection/antivirus/fetch", EditConfig),
         p("/protection/attachments", EditConfig),
         p("/protection/authentication", EditConfig),
         g("/protection/dkim", ViewConfig),

@@ -80,6 +80,12 @@ pub enum ControlRequest {
         #[serde(default)]
         dns: bool,
     },
+    /// Run freshclam now (the private mirror and custom URLs of `[antivirus]`), then ask
+    /// clamd to reload (audited `antivirus.update`); `ok` says whether freshclam succeeded.
+    AvUpdate {
+        actor: String,
+        source: String,
+    },
     /// Make a new DKIM signing key (audited `dkim.key_generated`); `selector` defaults to
     /// `pal<year><month>r|e`, `algorithm` is `rsa` or `ed25519`. The answer's `dkim` holds
     /// the new key and its record. It does not sign until `[[dkim.sign]]` names it.

@@ -187,6 +187,14 @@ async fn handle(shared: &Arc<Shared>, req: ControlRequest) -> ControlResponse {
                 Err(e) => ControlResponse::err(e),
             }
         }
+        ControlRequest::AvUpdate { actor, source } => {
+            let o = crate::health::update(shared, &actor, &source).await;
+            if o.ok {
+                ControlResponse::ok(o.message)
+            } else {
+                ControlResponse::err(o.message)
+            }
+        }
         ControlRequest::DkimKeys { dns } => {
             let keys = crate::pipeline::dkim::report(&shared.data, &shared.config(), dns).await;
             ControlResponse {

@@ -20,6 +20,8 @@ pub(crate) struct Health {
     clamd_down: Mutex<Option<(i64, String)>>,
     /// The newest signatures are older than `clamav::STALE_AFTER_SECS`: their time.
     stale_since: Mutex<Option<i64>>,
+    /// The last freshclam run failed: when, and why.
+    update_failed: Mutex<Option<(i64, String)>>,
 }
 
 impl Health {
@@ -40,8 +42,105 @@ impl Health {
                 age(now_unix() - newest)
             ));
         }
+        if let Some((at, why)) = self.update_failed.lock().expect("lock").as_ref() {
+            out.push(format!(
+                "Antivirus: fetching signatures from the mirror failed {} ago: {why}",
+                age(now_unix() - at)
+            ));
+        }
         out
     }
+}
+
+/// Delay before the first freshclam run after the engine starts.
+const FIRST_UPDATE_AFTER: Duration = Duration::from_secs(20);
+
+/// Runs freshclam every `antivirus.update_interval_minutes` while a mirror or custom URL is
+/// configured (read again each time, so a configuration change applies at the next run).
+pub(crate) fn spawn_updater(shared: Arc<Shared>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        tokio::time::sleep(FIRST_UPDATE_AFTER).await;
+        loop {
+            let cfg = shared.config();
+            let minutes = cfg.antivirus.update_interval_minutes;
+            if cfg.antivirus.fetches() && minutes > 0 {
+                update(&shared, "engine", "schedule").await;
+            }
+            let wait = if minutes > 0 {
+                minutes as u64 * 60
+            } else {
+                300
+            };
+            tokio::time::sleep(Duration::from_secs(wait)).await;
+        }
+    })
+}
+
+/// One freshclam run now (at most one at a time): recorded, audited
+/// (`antivirus.update`), and on success clamd is asked to reload.
+pub(crate) async fn update(
+    shared: &Shared,
+    actor: &str,
+    source: &str,
+) -> palisade_store::clamav::UpdateOutcome {
+    static RUNNING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _one = RUNNING.lock().await;
+    let cfg = shared.config();
+    let (data, av) = (shared.data.clone(), cfg.antivirus.clone());
+    let owner = nix::unistd::User::from_uid(nix::unistd::geteuid())
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .unwrap_or_else(|| "root".into());
+    let mut outcome =
+        tokio::task::spawn_blocking(move || clamav::freshclam_update(&data, &owner, &av))
+            .await
+            .unwrap_or_else(|e| clamav::UpdateOutcome {
+                at: now_unix(),
+                ok: false,
+                message: e.to_string(),
+            });
+    if outcome.ok {
+        tracing::info!(event = "antivirus.updated", result = %outcome.message);
+        *shared.health.update_failed.lock().expect("lock") = None;
+        if let Ok(address) = cfg.antivirus.address() {
+            let reload = tokio::task::spawn_blocking(move || {
+                clamav::clamd_command(&address, "RELOAD", Duration::from_secs(10))
+            })
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r);
+            match reload {
+                Ok(_) => outcome.message.push_str("; clamd is reloading"),
+                Err(e) => outcome
+                    .message
+                    .push_str(&format!("; clamd could not be asked to reload: {e}")),
+            }
+        }
+    } else {
+        tracing::error!(event = "antivirus.update_failed", error = %outcome.message);
+        *shared.health.update_failed.lock().expect("lock") =
+            Some((outcome.at, outcome.message.clone()));
+    }
+    let (data, o, actor, source) = (
+        shared.data.clone(),
+        outcome.clone(),
+        actor.to_string(),
+        source.to_string(),
+    );
+    let _ = tokio::task::spawn_blocking(move || {
+        palisade_store::AuditLog::open(&data.audit_db()).and_then(|mut a| {
+            a.append(
+                &actor,
+                &source,
+                "antivirus.update",
+                if o.ok { "ok" } else { "failed" },
+                &serde_json::json!({ "message": o.message }),
+            )
+        })
+    })
+    .await;
+    outcome
 }
 
 fn age(secs: i64) -> String {

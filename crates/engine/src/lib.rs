@@ -96,6 +96,7 @@ pub async fn run(opts: EngineOptions) -> Result<(), EngineError> {
     shared.set_runner(runner.clone());
     let control = control::serve(shared.clone()).await?;
     let probe = health::spawn_probe(shared.clone());
+    let updater = health::spawn_updater(shared.clone());
     let digests = digest::spawn_scheduler(shared.clone());
     let sessions = inbound::serve(shared.clone(), listeners);
 
@@ -110,6 +111,7 @@ pub async fn run(opts: EngineOptions) -> Result<(), EngineError> {
     runner.drain(opts.drain_grace).await;
     control.abort();
     probe.abort();
+    updater.abort();
     digests.abort();
     tracing::info!(event = "engine.stopped");
     Ok(())

@@ -21,6 +21,10 @@ pub enum AvCmd {
         #[arg(long)]
         no_reload: bool,
     },
+    /// Fetch signatures now from `[antivirus] mirror` and `custom_urls` with freshclam (the
+    /// running engine does it, and then asks clamd to reload; without an engine, this command
+    /// runs freshclam itself).
+    Fetch,
     /// The installed databases, their age, and what clamd says it runs.
     Status {
         #[arg(long)]
@@ -88,8 +92,54 @@ pub fn run(data: &DataDir, cmd: AvCmd, actor: &str) -> Result<ExitCode> {
                 }
             }
         }
+        AvCmd::Fetch => {
+            let req = palisade_control::engine::ControlRequest::AvUpdate {
+                actor: actor.to_string(),
+                source: "local".into(),
+            };
+            match palisade_control::engine::control_request(&data.control_socket(), &req) {
+                Ok(r) if r.ok => {
+                    println!("{}", r.message);
+                    Ok(ExitCode::SUCCESS)
+                }
+                Ok(r) => bail!("{}", r.message),
+                Err(e) if e.is_not_running() => {
+                    let cfg = ConfigStore::open(&data.config_db())?
+                        .current()?
+                        .map(|r| r.config)
+                        .unwrap_or_default();
+                    let owner = nix::unistd::User::from_uid(nix::unistd::geteuid())
+                        .ok()
+                        .flatten()
+                        .map(|u| u.name)
+                        .unwrap_or_else(|| "root".into());
+                    let o = clamav::freshclam_update(data, &owner, &cfg.antivirus);
+                    let mut audit = AuditLog::open(&data.audit_db())?;
+                    audit.append(
+                        actor,
+                        "local",
+                        "antivirus.update",
+                        if o.ok { "ok" } else { "failed" },
+                        &json!({ "message": o.message }),
+                    )?;
+                    if !o.ok {
+                        bail!("{}", o.message);
+                    }
+                    println!("{}", o.message);
+                    if let Ok(address) = cfg.antivirus.address() {
+                        match clamav::clamd_command(&address, "RELOAD", Duration::from_secs(10)) {
+                            Ok(_) => println!("clamd at {address} is reloading its databases"),
+                            Err(e) => println!("{e}; it loads the databases when it starts"),
+                        }
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => bail!("the engine did not answer: {e}"),
+            }
+        }
         AvCmd::Status { json } => {
             let dbs = clamav::installed(&dir);
+            let last_update = clamav::last_update(data);
             let newest = clamav::newest(&dbs);
             let age = newest.map(|t| palisade_store::now_unix() - t);
             let stale = age.is_none_or(|a| a > clamav::STALE_AFTER_SECS);
@@ -116,6 +166,7 @@ pub fn run(data: &DataDir, cmd: AvCmd, actor: &str) -> Result<ExitCode> {
                                    "version": clamd.as_ref().ok(),
                                    "error": clamd.as_ref().err() },
                         "engine_degraded": degraded,
+                        "last_update": last_update,
                     }))?
                 );
             } else {
@@ -136,6 +187,14 @@ pub fn run(data: &DataDir, cmd: AvCmd, actor: &str) -> Result<ExitCode> {
                 match &clamd {
                     Ok(v) => println!("clamd at {address}: {v}"),
                     Err(e) => println!("{e}"),
+                }
+                if let Some(u) = &last_update {
+                    println!(
+                        "last fetch from the mirror: {} at {}: {}",
+                        if u.ok { "ok" } else { "FAILED" },
+                        palisade_store::format_unix(u.at),
+                        u.message
+                    );
                 }
                 match &degraded {
                     None => println!("the engine is not running"),

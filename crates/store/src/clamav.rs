@@ -296,6 +296,154 @@ pub fn directory(data: &crate::DataDir) -> PathBuf {
     data.root().join("clamav")
 }
 
+/// The outcome of one freshclam run, kept in `DIR/run/av-update.json` for the console and
+/// `palisade av status`.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+pub struct UpdateOutcome {
+    /// When it ended (Unix seconds).
+    pub at: i64,
+    pub ok: bool,
+    /// What changed ("daily.cvd updated (version: 27480, sigs: …)") or why it failed.
+    pub message: String,
+}
+
+/// How long one freshclam run may take.
+pub const FRESHCLAM_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+
+/// freshclam's configuration for `[antivirus]`: the database directory, the private mirror
+/// (or, without one, no official database at all), the custom URLs. Values are checked by the
+/// configuration's validation (no line breaks; `http(s)://`).
+pub fn freshclam_conf(dir: &Path, owner: &str, av: &crate::config::Antivirus) -> String {
+    let mut c = format!(
+        "# Written by Palisade for each run; edits are lost.\n\
+         DatabaseDirectory {}\n\
+         DatabaseOwner {owner}\n\
+         Foreground yes\n\
+         LogTime no\n\
+         DNSDatabaseInfo no\n\
+         ConnectTimeout 30\n\
+         ReceiveTimeout 600\n\
+         MaxAttempts 2\n\
+         TestDatabases yes\n",
+        dir.display()
+    );
+    let mirror = av.mirror.trim().trim_end_matches('/');
+    if mirror.is_empty() {
+        // Only what custom_urls name: never the public mirrors (the appliance has no route).
+        // freshclam insists on a mirror option; with every official database excluded it
+        // never asks it (`.invalid` never resolves, RFC 2606).
+        c.push_str("DatabaseMirror invalid.invalid\n");
+        for db in ["main", "daily", "bytecode"] {
+            c.push_str(&format!("ExcludeDatabase {db}\n"));
+        }
+    } else {
+        c.push_str(&format!("PrivateMirror {mirror}\n"));
+    }
+    for u in &av.custom_urls {
+        c.push_str(&format!("DatabaseCustomURL {}\n", u.trim()));
+    }
+    c
+}
+
+/// Runs freshclam once for `[antivirus]` (configuration in `DIR/run/freshclam.conf`), bounded
+/// by [`FRESHCLAM_TIMEOUT`]; records and returns the outcome. Asking clamd to reload is the
+/// caller's.
+pub fn freshclam_update(
+    data: &crate::DataDir,
+    owner: &str,
+    av: &crate::config::Antivirus,
+) -> UpdateOutcome {
+    let outcome = |ok: bool, message: String| UpdateOutcome {
+        at: crate::now_unix(),
+        ok,
+        message,
+    };
+    let result = (|| -> Result<String, String> {
+        if !av.fetches() {
+            return Err("no mirror and no custom URL is configured".into());
+        }
+        let dir = directory(data);
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let conf = data.run().join("freshclam.conf");
+        let _ = std::fs::remove_file(&conf);
+        std::fs::write(&conf, freshclam_conf(&dir, owner, av))
+            .map_err(|e| format!("{}: {e}", conf.display()))?;
+        let log = data.run().join("freshclam.log");
+        let out = std::fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
+        let err = out.try_clone().map_err(|e| e.to_string())?;
+        let mut child = std::process::Command::new(&av.freshclam)
+            .arg(format!("--config-file={}", conf.display()))
+            .arg("--stdout")
+            .stdin(std::process::Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .map_err(|e| format!("{} cannot be started: {e}", av.freshclam))?;
+        let deadline = std::time::Instant::now() + FRESHCLAM_TIMEOUT;
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(st)) => break st,
+                Ok(None) if std::time::Instant::now() > deadline => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(format!(
+                        "freshclam did not finish within {} min",
+                        FRESHCLAM_TIMEOUT.as_secs() / 60
+                    ));
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(200)),
+                Err(e) => return Err(e.to_string()),
+            }
+        };
+        let text = std::fs::read(&log)
+            .map(|b| String::from_utf8_lossy(&b[b.len().saturating_sub(64 * 1024)..]).into_owned())
+            .unwrap_or_default();
+        let mut lines: Vec<&str> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| {
+                l.contains(" updated (") || l.contains("is up-to-date") || l.starts_with("ERROR")
+            })
+            .collect();
+        lines.dedup();
+        let summary = if lines.is_empty() {
+            text.lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("")
+                .trim()
+                .to_string()
+        } else {
+            lines.join("; ")
+        };
+        if status.success() {
+            Ok(summary)
+        } else {
+            Err(format!("freshclam failed ({status}): {summary}"))
+        }
+    })();
+    let o = match result {
+        Ok(m) => outcome(true, m),
+        Err(m) => outcome(false, m),
+    };
+    let path = data.run().join("av-update.json");
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    if std::fs::write(&tmp, serde_json::to_vec(&o).unwrap_or_default())
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .is_err()
+    {
+        tracing::warn!(event = "antivirus.update_record_failed", path = %path.display());
+    }
+    o
+}
+
+/// The outcome of the last freshclam run, if there was one.
+pub fn last_update(data: &crate::DataDir) -> Option<UpdateOutcome> {
+    let b = std::fs::read(data.run().join("av-update.json")).ok()?;
+    serde_json::from_slice(&b).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -360,5 +508,29 @@ mod tests {
             .mode();
         assert_eq!(mode & 0o777, 0o644);
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 2);
+    }
+
+    #[test]
+    fn freshclam_asks_the_private_mirror_or_only_the_custom_urls() {
+        let dir = Path::new("/data/clamav");
+        let mut av = crate::config::Antivirus {
+            custom_urls: vec!["https://intranet.example/av/hospital.ndb".into()],
+            ..Default::default()
+        };
+        let c = freshclam_conf(dir, "palisade-mail", &av);
+        assert!(c.contains("DatabaseDirectory /data/clamav\n"), "{c}");
+        assert!(c.contains("DatabaseOwner palisade-mail\n"));
+        assert!(c.contains("DatabaseCustomURL https://intranet.example/av/hospital.ndb\n"));
+        for db in ["main", "daily", "bytecode"] {
+            assert!(c.contains(&format!("ExcludeDatabase {db}\n")), "{c}");
+        }
+        assert!(!c.contains("PrivateMirror"));
+        av.mirror = "http://clamav.hospital.local/".into();
+        let c = freshclam_conf(dir, "palisade-mail", &av);
+        assert!(
+            c.contains("PrivateMirror http://clamav.hospital.local\n"),
+            "{c}"
+        );
+        assert!(!c.contains("ExcludeDatabase") && !c.contains("DatabaseMirror"));
     }
 }

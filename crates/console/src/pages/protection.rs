@@ -51,6 +51,9 @@ struct AvStatus {
     clamd_address: String,
     /// clamd's `VERSION` answer, or why there is none.
     clamd: Result<String, String>,
+    /// Whether a mirror or custom URL is configured, and the last freshclam run.
+    fetches: bool,
+    last_update: Option<(String, bool, String)>,
 }
 
 #[derive(Template)]
@@ -276,6 +279,27 @@ fn antivirus_form(cfg: &Config) -> FormView {
                 av.scan_parts,
             )
             .path("antivirus.scan_parts"),
+        )
+        .field(
+            Field::new("mirror", "Private signature mirror (freshclam)", "text", &av.mirror)
+                .path("antivirus.mirror")
+                .help("http(s)://host[:port][/path] of a mirror of ClamAV's official databases on your network (e.g. cvdupdate). Empty: the official databases are uploaded instead."),
+        )
+        .field(
+            Field::new("custom_urls", "Further signature files to fetch", "textarea", lines(&av.custom_urls))
+                .path("antivirus.custom_urls")
+                .rows(3)
+                .help("One http(s) address per line, each ending in a database file name (hospital.ndb)."),
+        )
+        .field(
+            Field::new(
+                "update_interval_minutes",
+                "Fetch every (minutes)",
+                "number",
+                av.update_interval_minutes.to_string(),
+            )
+            .path("antivirus.update_interval_minutes")
+            .help("15 to 10080; 0: only when asked (Fetch now, or palisade av fetch)."),
         )
 }
 
@@ -618,7 +642,27 @@ async fn av_status(state: &AppState, cfg: &Config) -> AvStatus {
         stale: newest.is_none_or(|t| now - t > clamav::STALE_AFTER_SECS),
         clamd_address,
         clamd,
+        fetches: cfg.antivirus.fetches(),
+        last_update: clamav::last_update(state.data())
+            .map(|u| (format!("{} ago", age(u.at)), u.ok, u.message)),
     }
+}
+
+/// Runs freshclam now, through the engine (which then asks clamd to reload).
+pub async fn fetch(State(state): State<AppState>, p: Principal) -> Result<Response, AppError> {
+    let msg = match state
+        .engine(palisade_control::engine::ControlRequest::AvUpdate {
+            actor: p.actor(),
+            source: p.source.clone(),
+        })
+        .await
+    {
+        Ok(r) if r.ok => format!("Signatures fetched: {}.", r.message),
+        Ok(r) => format!("Fetching signatures failed: {}", r.message),
+        Err(e) => format!("Fetching signatures needs the engine: {e}"),
+    };
+    flash(&state, &p, msg).await?;
+    Ok(Redirect::to("/protection#av-status").into_response())
 }
 
 async fn show(
@@ -853,6 +897,15 @@ pub async fn antivirus(
             av.max_scan_bytes = mib.saturating_mul(MIB);
         }
         av.scan_parts = checked(raw, "scan_parts");
+        av.mirror = get(raw, "mirror").trim().to_string();
+        av.custom_urls = crate::forms::parse_strings(get(raw, "custom_urls"));
+        if let Some(m) = crate::forms::parse_num::<u32>(
+            get(raw, "update_interval_minutes"),
+            "antivirus.update_interval_minutes",
+            &mut pr,
+        ) {
+            av.update_interval_minutes = m;
+        }
         ("antivirus settings changed".into(), pr)
     })
     .await

@@ -8,6 +8,10 @@
 //! unscannable = "tempfail"               # over max_scan_bytes, clamd refused it, encrypted archive
 //! max_scan_bytes = 26214400              # keep at or below clamd's StreamMaxLength
 //! scan_parts = true                      # also scan each attachment as our MIME view decoded it
+//! mirror = "http://clamav.hospital.local" # a private mirror of the official databases (freshclam)
+//! custom_urls = ["https://intranet.hospital.local/av/hospital.ndb"]  # further signature files
+//! update_interval_minutes = 120          # the engine runs freshclam this often (0: on request only)
+//! freshclam = "/usr/bin/freshclam"
 //!
 //! [filter.check.antivirus]               # clamd down or too slow: the failure mode (tempfail)
 //! timeout_secs = 30
@@ -41,6 +45,17 @@ pub struct Antivirus {
     /// Also scan each attachment as our own MIME parser decoded it, so a part clamd's parser
     /// did not find (a broken boundary, an unusual encoding) is still scanned.
     pub scan_parts: bool,
+    /// A private mirror of ClamAV's official databases (freshclam's `PrivateMirror`; e.g. a
+    /// cvdupdate server on the organisation's network): `http(s)://host[:port][/path]`.
+    /// Empty: the official databases are not fetched (upload them instead).
+    pub mirror: String,
+    /// Further signature files freshclam fetches as they are (`DatabaseCustomURL`).
+    pub custom_urls: Vec<String>,
+    /// With a mirror or custom URLs: how often the engine runs freshclam, in minutes (0: only
+    /// on request, `palisade av fetch` or the console).
+    pub update_interval_minutes: u32,
+    /// The freshclam program.
+    pub freshclam: String,
 }
 
 impl Default for Antivirus {
@@ -52,6 +67,10 @@ impl Default for Antivirus {
             unscannable: UnscannableAction::Tempfail,
             max_scan_bytes: 25 * 1024 * 1024,
             scan_parts: true,
+            mirror: String::new(),
+            custom_urls: Vec::new(),
+            update_interval_minutes: 120,
+            freshclam: "/usr/bin/freshclam".into(),
         }
     }
 }
@@ -111,9 +130,50 @@ impl Antivirus {
         Ok(ClamdAddress::Tcp(tcp.to_string()))
     }
 
+    /// Whether freshclam has anything to fetch.
+    pub fn fetches(&self) -> bool {
+        !self.mirror.trim().is_empty() || !self.custom_urls.is_empty()
+    }
+
     pub(super) fn problems(&self, bad: &mut dyn FnMut(&str, String)) {
         if let Err(e) = self.address() {
             bad("antivirus.clamd", e);
+        }
+        if !self.mirror.trim().is_empty()
+            && let Err(e) = url_problem(&self.mirror)
+        {
+            bad("antivirus.mirror", e);
+        }
+        for (i, u) in self.custom_urls.iter().enumerate() {
+            if let Err(e) = url_problem(u) {
+                bad(&format!("antivirus.custom_urls[{i}]"), e);
+            } else if !u
+                .rsplit('/')
+                .next()
+                .is_some_and(|f| f.contains('.') && !f.starts_with('.'))
+            {
+                bad(
+                    &format!("antivirus.custom_urls[{i}]"),
+                    format!("'{u}' does not end in a database file name (e.g. hospital.ndb)"),
+                );
+            }
+        }
+        if self.update_interval_minutes != 0
+            && !(15..=10080).contains(&self.update_interval_minutes)
+        {
+            bad(
+                "antivirus.update_interval_minutes",
+                format!(
+                    "{} is outside 15 .. 10080 minutes (or 0: on request only)",
+                    self.update_interval_minutes
+                ),
+            );
+        }
+        if !self.freshclam.starts_with('/') || self.freshclam.chars().any(char::is_control) {
+            bad(
+                "antivirus.freshclam",
+                format!("'{}' is not an absolute path", self.freshclam),
+            );
         }
         if !(1024..=4 * 1024 * 1024 * 1024).contains(&self.max_scan_bytes) {
             bad(
@@ -122,6 +182,26 @@ impl Antivirus {
             );
         }
     }
+}
+
+/// A URL freshclam can fetch: `http://` or `https://`, a host, and nothing that could end a
+/// line of freshclam's configuration file (it is written there).
+fn url_problem(u: &str) -> Result<(), String> {
+    let rest = u
+        .strip_prefix("http://")
+        .or_else(|| u.strip_prefix("https://"))
+        .ok_or_else(|| format!("'{u}' is not an http:// or https:// address"))?;
+    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if host.is_empty() || u.len() > 1024 {
+        return Err(format!("'{u}' has no host"));
+    }
+    if u.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!(
+            "'{}' contains white space or control characters",
+            u.escape_default()
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -169,5 +249,39 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(problems(&tiny)[0].0, "antivirus.max_scan_bytes");
+    }
+
+    #[test]
+    fn mirror_and_custom_urls_cannot_break_freshclams_configuration() {
+        let good = Antivirus {
+            mirror: "http://clamav.hospital.local:8080/db".into(),
+            custom_urls: vec!["https://intranet.hospital.local/av/hospital.ndb".into()],
+            ..Default::default()
+        };
+        assert!(problems(&good).is_empty());
+        assert!(good.fetches() && !Antivirus::default().fetches());
+        let bad = Antivirus {
+            mirror: "http://evil\nDatabaseMirror x".into(),
+            custom_urls: vec![
+                "ftp://x/a.ndb".into(),
+                "https://host/".into(),
+                "https://host/a.ndb\nPrivateMirror http://x".into(),
+            ],
+            update_interval_minutes: 5,
+            freshclam: "freshclam".into(),
+            ..Default::default()
+        };
+        let fields: Vec<String> = problems(&bad).into_iter().map(|(f, _)| f).collect();
+        assert_eq!(
+            fields,
+            [
+                "antivirus.mirror",
+                "antivirus.custom_urls[0]",
+                "antivirus.custom_urls[1]",
+                "antivirus.custom_urls[2]",
+                "antivirus.update_interval_minutes",
+                "antivirus.freshclam",
+            ]
+        );
     }
 }

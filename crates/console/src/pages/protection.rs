@@ -897,13 +897,20 @@ pub async fn antivirus(
             av.max_scan_bytes = mib.saturating_mul(MIB);
         }
         av.scan_parts = checked(raw, "scan_parts");
-        av.mirror = get(raw, "mirror").trim().to_string();
-        av.custom_urls = crate::forms::parse_strings(get(raw, "custom_urls"));
-        if let Some(m) = crate::forms::parse_num::<u32>(
-            get(raw, "update_interval_minutes"),
-            "antivirus.update_interval_minutes",
-            &mut pr,
-        ) {
+        if raw.contains_key("mirror") {
+            av.mirror = get(raw, "mirror").trim().to_string();
+        }
+        if raw.contains_key("custom_urls") {
+            av.custom_urls = crate::forms::parse_strings(get(raw, "custom_urls"));
+        }
+        // A form from before the field existed keeps the interval.
+        if raw.contains_key("update_interval_minutes")
+            && let Some(m) = crate::forms::parse_num::<u32>(
+                get(raw, "update_interval_minutes"),
+                "antivirus.update_interval_minutes",
+                &mut pr,
+            )
+        {
             av.update_interval_minutes = m;
         }
         ("antivirus settings changed".into(), pr)

@@ -1,0 +1,722 @@
+//! Data-loss prevention detectors (see ARCHITECTURE.md, "Data-loss prevention"): validated
+//! identifiers found in text, each detection with a count, a confidence and masked snippets.
+//! Pure: no I/O, no allocation beyond the detections; the text is walked once for numbers
+//! (a tokenizer of digit runs with single space or hyphen separators) and once by one
+//! aho-corasick automaton for every literal (context words, dictionaries); the few regexes
+//! (postcodes, NI numbers, IBANs, custom patterns) are the `regex` crate's, linear in the text.
+//!
+//! A candidate whose checksum fails is never a detection: 10-digit phone numbers and order
+//! numbers that fail NHS modulus 11, card-like numbers that fail Luhn.
+
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use regex::Regex;
+use serde::Serialize;
+
+/// What one detector found in one text.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Detection {
+    /// `nhs_number`, `chi_number`, `ni_number`, `payment_card`, `iban`,
+    /// `sort_code_account`, `uk_postcode`, or `dictionary:NAME` / `pattern:NAME`.
+    pub detector: String,
+    pub count: usize,
+    /// 0..1: the highest confidence of its matches (context words raise it).
+    pub confidence: f32,
+    /// At most [`MAX_SNIPPETS`] matches, masked: all but the last 3 characters hidden.
+    pub snippets: Vec<String>,
+}
+
+pub const MAX_SNIPPETS: usize = 5;
+
+/// How far (in bytes, each side) a context word may be from a match to raise its confidence.
+pub const CONTEXT_WINDOW: usize = 60;
+
+/// A named word list: a detection counts every whole-word occurrence (case-insensitive).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dictionary {
+    pub name: String,
+    pub words: Vec<String>,
+}
+
+/// A named custom pattern (the `regex` crate's syntax; compiled with a size limit).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pattern {
+    pub name: String,
+    pub regex: String,
+}
+
+/// Which detectors run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub nhs_number: bool,
+    pub chi_number: bool,
+    pub ni_number: bool,
+    pub payment_card: bool,
+    pub iban: bool,
+    pub sort_code_account: bool,
+    pub uk_postcode: bool,
+    pub dictionaries: Vec<Dictionary>,
+    pub patterns: Vec<Pattern>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            nhs_number: true,
+            chi_number: true,
+            ni_number: true,
+            payment_card: true,
+            iban: true,
+            sort_code_account: true,
+            uk_postcode: true,
+            dictionaries: Vec::new(),
+            patterns: Vec::new(),
+        }
+    }
+}
+
+/// Words near a number that make it more likely what it looks like.
+const HEALTH_CONTEXT: &[&str] = &[
+    "nhs",
+    "patient",
+    "hospital",
+    "mrn",
+    "clinic",
+    "gp",
+    "dob",
+    "date of birth",
+    "ward",
+    "referral",
+    "discharge",
+];
+const CHI_CONTEXT: &[&str] = &["chi"];
+const CARD_CONTEXT: &[&str] = &[
+    "card",
+    "visa",
+    "mastercard",
+    "amex",
+    "expiry",
+    "expires",
+    "cvv",
+    "cvc",
+    "payment",
+];
+const BANK_CONTEXT: &[&str] = &["sort code", "account", "bank", "iban", "acc no", "a/c"];
+const NI_CONTEXT: &[&str] = &["national insurance", "ni number", "nino", "ni no"];
+
+/// Compiled detectors for one configuration.
+#[derive(Debug)]
+pub struct Scanner {
+    settings: Settings,
+    /// Context words (kind 0..4) then dictionary words (kind 5 + dictionary index).
+    literals: AhoCorasick,
+    literal_kind: Vec<usize>,
+    postcode: Regex,
+    ni: Regex,
+    iban: Regex,
+    patterns: Vec<(String, Regex)>,
+}
+
+const KIND_HEALTH: usize = 0;
+const KIND_CHI: usize = 1;
+const KIND_CARD: usize = 2;
+const KIND_BANK: usize = 3;
+const KIND_NI: usize = 4;
+const KIND_DICTIONARY: usize = 5;
+
+impl Scanner {
+    /// Compiles the detectors; a custom pattern that does not compile (or is too large) is
+    /// refused with its name.
+    pub fn new(settings: Settings) -> Result<Scanner, String> {
+        let mut words: Vec<String> = Vec::new();
+        let mut kind = Vec::new();
+        for (k, list) in [
+            HEALTH_CONTEXT,
+            CHI_CONTEXT,
+            CARD_CONTEXT,
+            BANK_CONTEXT,
+            NI_CONTEXT,
+        ]
+        .iter()
+        .enumerate()
+        {
+            for w in *list {
+                words.push(w.to_string());
+                kind.push(k);
+            }
+        }
+        for (i, d) in settings.dictionaries.iter().enumerate() {
+            for w in &d.words {
+                let w = w.trim();
+                if !w.is_empty() {
+                    words.push(w.to_lowercase());
+                    kind.push(KIND_DICTIONARY + i);
+                }
+            }
+        }
+        let literals = AhoCorasickBuilder::new()
+            .ascii_case_insensitive(true)
+            .match_kind(MatchKind::Standard)
+            .build(&words)
+            .map_err(|e| format!("word lists: {e}"))?;
+        let mut patterns = Vec::new();
+        for p in &settings.patterns {
+            let re = regex::RegexBuilder::new(&p.regex)
+                .size_limit(1 << 20)
+                .dfa_size_limit(1 << 20)
+                .build()
+                .map_err(|e| format!("pattern {}: {e}", p.name))?;
+            patterns.push((p.name.clone(), re));
+        }
+        let re = |s: &str| Regex::new(s).expect("built-in pattern");
+        Ok(Scanner {
+            settings,
+            literals,
+            literal_kind: kind,
+            postcode: re(
+                r"\b(?:GIR ?0AA|[A-PR-UWYZ][A-HK-Y]?[0-9][0-9A-HJKPSTUW]? ?[0-9][ABD-HJLNP-UW-Z]{2})\b",
+            ),
+            ni: re(r"\b([A-Z]{2}) ?([0-9]{2}) ?([0-9]{2}) ?([0-9]{2}) ?([A-D])\b"),
+            iban: re(r"\b([A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?)\b"),
+            patterns,
+        })
+    }
+
+    /// Every detection in `text`, one per detector that found something, in a stable order.
+    pub fn scan(&self, text: &str) -> Vec<Detection> {
+        let mut hits = Hits::default();
+        // Context words and dictionary words, at their positions.
+        let mut context: Vec<Vec<usize>> = vec![Vec::new(); KIND_DICTIONARY];
+        {
+            for m in self.literals.find_overlapping_iter(text) {
+                if !whole_word(text, m.start(), m.end()) {
+                    continue;
+                }
+                let k = self.literal_kind[m.pattern().as_usize()];
+                if k < KIND_DICTIONARY {
+                    context[k].push(m.start());
+                } else {
+                    let d = &self.settings.dictionaries[k - KIND_DICTIONARY];
+                    hits.add(
+                        format!("dictionary:{}", d.name),
+                        0.6,
+                        &text[m.start()..m.end()],
+                    );
+                }
+            }
+        }
+        let near = |k: usize, start: usize, end: usize| {
+            context[k]
+                .iter()
+                .any(|&p| p + CONTEXT_WINDOW >= start && p <= end + CONTEXT_WINDOW)
+        };
+        for run in digit_runs(text) {
+            let d = run.digits.as_str();
+            let raw = &text[run.start..run.end];
+            if d.len() == 10 && (run.groups == [3, 3, 4] || run.groups == [10]) {
+                let chi_date = valid_ddmmyy(&d[..6]);
+                if mod11_valid(d) {
+                    if self.settings.chi_number && chi_date && near(KIND_CHI, run.start, run.end) {
+                        hits.add("chi_number".into(), 0.9, raw);
+                    } else if self.settings.nhs_number {
+                        let c = if near(KIND_HEALTH, run.start, run.end) {
+                            0.95
+                        } else {
+                            0.6
+                        };
+                        hits.add("nhs_number".into(), c, raw);
+                    }
+                }
+            }
+            if self.settings.payment_card
+                && (13..=19).contains(&d.len())
+                && card_grouping(&run.groups)
+                && luhn_valid(d)
+                && card_issuer(d).is_some()
+            {
+                let c = if near(KIND_CARD, run.start, run.end) {
+                    0.95
+                } else {
+                    0.75
+                };
+                hits.add("payment_card".into(), c, raw);
+            }
+            if self.settings.sort_code_account
+                && run.groups == [2, 2, 2]
+                && run.separator == Some('-')
+                && let Some(account) = digit_runs(&text[run.end..text.len().min(run.end + 40)])
+                    .find(|a| a.digits.len() == 8 && a.groups.len() == 1)
+            {
+                let c = if near(KIND_BANK, run.start, run.end) {
+                    0.9
+                } else {
+                    0.6
+                };
+                let span = &text[run.start..run.end + account.end];
+                hits.add("sort_code_account".into(), c, span);
+            }
+        }
+        if self.settings.ni_number {
+            for m in self.ni.captures_iter(text) {
+                let prefix = &m[1];
+                if ni_prefix_valid(prefix) {
+                    let whole = m.get(0).expect("match");
+                    let c = if near(KIND_NI, whole.start(), whole.end()) {
+                        0.95
+                    } else {
+                        0.8
+                    };
+                    hits.add("ni_number".into(), c, whole.as_str());
+                }
+            }
+        }
+        if self.settings.iban {
+            for m in self.iban.find_iter(text) {
+                let compact: String = m.as_str().chars().filter(|c| *c != ' ').collect();
+                if iban_valid(&compact) {
+                    let c = if near(KIND_BANK, m.start(), m.end()) {
+                        0.95
+                    } else {
+                        0.85
+                    };
+                    hits.add("iban".into(), c, m.as_str());
+                }
+            }
+        }
+        if self.settings.uk_postcode {
+            for m in self.postcode.find_iter(text) {
+                hits.add("uk_postcode".into(), 0.3, m.as_str());
+            }
+        }
+        for (name, re) in &self.patterns {
+            for m in re.find_iter(text) {
+                if !m.as_str().is_empty() {
+                    hits.add(format!("pattern:{name}"), 0.7, m.as_str());
+                }
+            }
+        }
+        hits.finish()
+    }
+}
+
+#[derive(Default)]
+struct Hits {
+    by: Vec<Detection>,
+}
+
+impl Hits {
+    fn add(&mut self, detector: String, confidence: f32, raw: &str) {
+        let i = match self.by.iter().position(|d| d.detector == detector) {
+            Some(i) => i,
+            None => {
+                self.by.push(Detection {
+                    detector,
+                    count: 0,
+                    confidence: 0.0,
+                    snippets: Vec::new(),
+                });
+                self.by.len() - 1
+            }
+        };
+        let d = &mut self.by[i];
+        d.count += 1;
+        d.confidence = d.confidence.max(confidence);
+        if d.snippets.len() < MAX_SNIPPETS {
+            d.snippets.push(mask(raw));
+        }
+    }
+
+    fn finish(mut self) -> Vec<Detection> {
+        self.by.sort_by(|a, b| a.detector.cmp(&b.detector));
+        self.by
+    }
+}
+
+/// All but the last 3 letters and digits hidden (`*** *** *919`); separators stay.
+pub fn mask(raw: &str) -> String {
+    let total = raw.chars().filter(|c| c.is_alphanumeric()).count();
+    let mut seen = 0;
+    raw.chars()
+        .map(|c| {
+            if c.is_alphanumeric() {
+                seen += 1;
+                if seen + 3 > total { c } else { '*' }
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
+fn whole_word(text: &str, start: usize, end: usize) -> bool {
+    let before = text[..start].chars().next_back();
+    let after = text[end..].chars().next();
+    !before.is_some_and(char::is_alphanumeric) && !after.is_some_and(char::is_alphanumeric)
+}
+
+/// A run of digits, possibly in groups separated by one space or one hyphen (the same
+/// separator throughout), not touching other letters or digits.
+#[derive(Debug, Clone, PartialEq)]
+struct Run {
+    start: usize,
+    end: usize,
+    digits: String,
+    groups: Vec<usize>,
+    separator: Option<char>,
+}
+
+fn digit_runs(text: &str) -> impl Iterator<Item = Run> + '_ {
+    let b = text.as_bytes();
+    let mut i = 0;
+    std::iter::from_fn(move || {
+        while i < b.len() {
+            if !b[i].is_ascii_digit() || (i > 0 && (b[i - 1].is_ascii_alphanumeric())) {
+                i += 1;
+                continue;
+            }
+            let start = i;
+            let mut digits = String::new();
+            let mut groups = vec![0usize];
+            let mut separator = None;
+            let mut end = i;
+            let mut j = i;
+            while j < b.len() {
+                if b[j].is_ascii_digit() {
+                    digits.push(b[j] as char);
+                    *groups.last_mut().expect("group") += 1;
+                    j += 1;
+                    end = j;
+                    if digits.len() > 24 {
+                        break;
+                    }
+                } else if (b[j] == b' ' || b[j] == b'-')
+                    && separator.is_none_or(|s| s == b[j] as char)
+                    && j + 1 < b.len()
+                    && b[j + 1].is_ascii_digit()
+                    && j > start
+                    && b[j - 1].is_ascii_digit()
+                {
+                    separator = Some(b[j] as char);
+                    groups.push(0);
+                    j += 1;
+                } else {
+                    break;
+                }
+            }
+            i = j.max(start + 1);
+            // Glued to a letter (an order reference like A1234567890B): not a number of ours.
+            if b.get(end).is_some_and(|c| c.is_ascii_alphanumeric()) || digits.len() > 24 {
+                while i < b.len() && b[i].is_ascii_alphanumeric() {
+                    i += 1;
+                }
+                continue;
+            }
+            if groups.len() == 1 {
+                separator = None;
+            }
+            return Some(Run {
+                start,
+                end,
+                digits,
+                groups,
+                separator,
+            });
+        }
+        None
+    })
+}
+
+/// NHS (and CHI) numbers: weights 10..2 over the first nine digits; 11 − (sum mod 11) is the
+/// check digit, 11 meaning 0 and 10 meaning no valid number.
+pub fn mod11_valid(digits: &str) -> bool {
+    let d: Vec<u32> = digits.chars().filter_map(|c| c.to_digit(10)).collect();
+    if d.len() != 10 || d.iter().all(|&x| x == d[0]) {
+        return false;
+    }
+    let sum: u32 = d[..9].iter().zip((2..=10).rev()).map(|(x, w)| x * w).sum();
+    let check = match 11 - sum % 11 {
+        11 => 0,
+        10 => return false,
+        c => c,
+    };
+    check == d[9]
+}
+
+fn valid_ddmmyy(s: &str) -> bool {
+    let n = |r: std::ops::Range<usize>| s[r].parse::<u32>().unwrap_or(0);
+    let (day, month, year) = (n(0..2), n(2..4), n(4..6));
+    let days = match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        // The century is not in the number: 29 February is allowed in any leap year's last
+        // two digits.
+        2 if year % 4 == 0 => 29,
+        2 => 28,
+        _ => return false,
+    };
+    (1..=days).contains(&day)
+}
+
+pub fn luhn_valid(digits: &str) -> bool {
+    let mut sum = 0;
+    for (i, c) in digits.chars().rev().enumerate() {
+        let Some(mut x) = c.to_digit(10) else {
+            return false;
+        };
+        if i % 2 == 1 {
+            x *= 2;
+            if x > 9 {
+                x -= 9;
+            }
+        }
+        sum += x;
+    }
+    !digits.is_empty() && sum % 10 == 0
+}
+
+/// Card numbers are written whole or in groups of four (Amex 4-6-5).
+fn card_grouping(groups: &[usize]) -> bool {
+    match groups {
+        [_] => true,
+        [4, 6, 5] => true,
+        g => g.len() >= 3 && g[..g.len() - 1].iter().all(|&x| x == 4) && g[g.len() - 1] <= 4,
+    }
+}
+
+/// The issuer by its number's first digits and length (IIN ranges of the networks seen in
+/// the UK).
+pub fn card_issuer(digits: &str) -> Option<&'static str> {
+    let len = digits.len();
+    let p = |n: usize| {
+        digits
+            .get(..n)
+            .and_then(|s| s.parse::<u32>().ok())
+            .unwrap_or(0)
+    };
+    if digits.starts_with('4') && matches!(len, 13 | 16 | 19) {
+        return Some("visa");
+    }
+    if len == 16 && ((51..=55).contains(&p(2)) || (2221..=2720).contains(&p(4))) {
+        return Some("mastercard");
+    }
+    if len == 15 && matches!(p(2), 34 | 37) {
+        return Some("amex");
+    }
+    if (16..=19).contains(&len) && (p(4) == 6011 || p(2) == 65 || (644..=649).contains(&p(3))) {
+        return Some("discover");
+    }
+    if (12..=19).contains(&len)
+        && matches!(
+            p(4),
+            5018 | 5020 | 5038 | 5893 | 6304 | 6759 | 6761 | 6762 | 6763
+        )
+    {
+        return Some("maestro");
+    }
+    None
+}
+
+/// IBAN length by country (ISO 13616 registry, the countries UK organisations pay most).
+fn iban_length(country: &str) -> Option<usize> {
+    Some(match country {
+        "GB" | "IE" | "DE" => 22,
+        "FR" | "IT" | "MC" => 27,
+        "ES" | "SE" => 24,
+        "NL" | "DK" | "FI" => 18,
+        "BE" => 16,
+        "CH" | "LI" => 21,
+        "AT" | "LU" => 20,
+        "PL" => 28,
+        "PT" => 25,
+        "NO" => 15,
+        "GR" => 27,
+        "CZ" | "SK" => 24,
+        "HU" => 28,
+        "RO" => 24,
+        "IS" => 26,
+        "MT" => 31,
+        "CY" => 28,
+        "GI" => 23,
+        "JE" | "GG" | "IM" => 22,
+        _ => return None,
+    })
+}
+
+pub fn iban_valid(compact: &str) -> bool {
+    let (Some(country), true) = (compact.get(..2), compact.is_ascii()) else {
+        return false;
+    };
+    if iban_length(country) != Some(compact.len()) {
+        return false;
+    }
+    let rearranged = format!("{}{}", &compact[4..], &compact[..4]);
+    let mut rem: u32 = 0;
+    for c in rearranged.chars() {
+        let v = match c {
+            '0'..='9' => c as u32 - '0' as u32,
+            'A'..='Z' => c as u32 - 'A' as u32 + 10,
+            _ => return false,
+        };
+        rem = if v >= 10 {
+            (rem * 100 + v) % 97
+        } else {
+            (rem * 10 + v) % 97
+        };
+    }
+    rem == 1
+}
+
+/// National Insurance number prefixes HMRC never issues.
+fn ni_prefix_valid(p: &str) -> bool {
+    let b = p.as_bytes();
+    b.len() == 2
+        && !b"DFIQUV".contains(&b[0])
+        && !b"DFIOQUV".contains(&b[1])
+        && !matches!(p, "BG" | "GB" | "KN" | "NK" | "NT" | "TN" | "ZZ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scan(text: &str) -> Vec<Detection> {
+        Scanner::new(Settings::default()).unwrap().scan(text)
+    }
+
+    fn found<'a>(d: &'a [Detection], name: &str) -> Option<&'a Detection> {
+        d.iter().find(|x| x.detector == name)
+    }
+
+    #[test]
+    fn nhs_numbers_in_every_spacing_with_the_check_digit_and_context() {
+        // 943 476 5919 is the NHS's own example of a valid number.
+        for text in ["943 476 5919", "943-476-5919", "9434765919"] {
+            let d = scan(&format!("Ref {text} attached"));
+            let n = found(&d, "nhs_number").unwrap_or_else(|| panic!("{text}: {d:?}"));
+            assert_eq!(n.count, 1);
+            assert!(n.confidence < 0.9, "no context: {n:?}");
+            assert!(
+                n.snippets[0].ends_with("919") && !n.snippets[0].contains("943"),
+                "{n:?}"
+            );
+        }
+        let d = scan("Patient NHS number: 943 476 5919.");
+        assert!(found(&d, "nhs_number").unwrap().confidence > 0.9);
+        // The traps: a failing check digit, a phone number, mixed spacing, too many digits,
+        // and a number glued to letters.
+        for text in [
+            "943 476 5918",
+            "Call 0207 946 0018",
+            "943 4765 919",
+            "94347659190",
+            "ORD9434765919X",
+            "1111111111",
+        ] {
+            assert!(found(&scan(text), "nhs_number").is_none(), "{text}");
+        }
+    }
+
+    #[test]
+    fn chi_numbers_need_a_date_and_the_word() {
+        // 0101011237: 01/01/01, check digit valid under modulus 11.
+        assert!(mod11_valid("0101011237"));
+        let d = scan("CHI 0101011237");
+        assert_eq!(found(&d, "chi_number").map(|x| x.count), Some(1), "{d:?}");
+        assert!(found(&d, "nhs_number").is_none());
+        // Without the word it is reported as what it also is: a valid NHS-style number.
+        assert!(found(&scan("ref 0101011237"), "nhs_number").is_some());
+        // 31 February is no date.
+        assert!(!valid_ddmmyy("310201"));
+        assert!(valid_ddmmyy("290204") && !valid_ddmmyy("290203"));
+    }
+
+    #[test]
+    fn payment_cards_need_luhn_and_an_issuer() {
+        for (text, issuer) in [
+            ("4111 1111 1111 1111", "visa"),
+            ("5555-5555-5555-4444", "mastercard"),
+            ("3782 822463 10005", "amex"),
+            ("6011111111111117", "discover"),
+        ] {
+            let digits: String = text.chars().filter(char::is_ascii_digit).collect();
+            assert_eq!(card_issuer(&digits), Some(issuer), "{text}");
+            let d = scan(&format!("card: {text}"));
+            let c = found(&d, "payment_card").unwrap_or_else(|| panic!("{text}: {d:?}"));
+            assert!(c.confidence > 0.9);
+        }
+        for text in [
+            "4111 1111 1111 1112",  // Luhn fails
+            "1234 5678 9012 3452",  // no issuer
+            "41 1111 1111 1111 11", // not a card's grouping
+        ] {
+            assert!(found(&scan(text), "payment_card").is_none(), "{text}");
+        }
+    }
+
+    #[test]
+    fn iban_ni_sort_code_and_postcode() {
+        let d = scan("Pay GB82 WEST 1234 5698 7654 32 today");
+        assert_eq!(found(&d, "iban").map(|x| x.count), Some(1), "{d:?}");
+        assert!(found(&scan("GB82 WEST 1234 5698 7654 33"), "iban").is_none());
+        assert!(iban_valid("DE89370400440532013000"));
+
+        let d = scan("NI number QQ 12 34 56 C and AB123456C");
+        let ni = found(&d, "ni_number").unwrap();
+        assert_eq!(ni.count, 1, "QQ is never issued: {d:?}");
+        assert_eq!(ni.snippets, ["******56C"]);
+
+        let d = scan("Sort code 20-00-00, account 12345678");
+        let s = found(&d, "sort_code_account").unwrap();
+        assert!(
+            s.confidence > 0.8 && s.snippets[0].ends_with("678"),
+            "{s:?}"
+        );
+        assert!(found(&scan("20-00-00 only"), "sort_code_account").is_none());
+
+        let d = scan("Ward 7, St Thomas', London SE1 7EH");
+        assert_eq!(found(&d, "uk_postcode").map(|x| x.count), Some(1), "{d:?}");
+    }
+
+    #[test]
+    fn dictionaries_and_patterns_count_whole_words() {
+        let s = Scanner::new(Settings {
+            dictionaries: vec![Dictionary {
+                name: "clinical".into(),
+                words: vec!["diabetes".into(), "E11.9".into()],
+            }],
+            patterns: vec![Pattern {
+                name: "mrn".into(),
+                regex: r"\bMRN[0-9]{7}\b".into(),
+            }],
+            ..Settings::default()
+        })
+        .unwrap();
+        let d = s.scan("Type 2 Diabetes (E11.9); prediabetes; MRN1234567");
+        let dict = found(&d, "dictionary:clinical").unwrap();
+        assert_eq!(dict.count, 2, "prediabetes is not the word: {d:?}");
+        assert_eq!(found(&d, "pattern:mrn").unwrap().snippets, ["*******567"]);
+        let bad = Scanner::new(Settings {
+            patterns: vec![Pattern {
+                name: "broken".into(),
+                regex: "(".into(),
+            }],
+            ..Settings::default()
+        });
+        assert!(bad.unwrap_err().starts_with("pattern broken:"));
+    }
+
+    #[test]
+    fn masks_keep_the_last_three_and_the_separators() {
+        assert_eq!(mask("943 476 5919"), "*** *** *919");
+        assert_eq!(mask("ab"), "ab");
+        assert_eq!(mask(""), "");
+    }
+
+    #[test]
+    fn many_numbers_are_counted_and_snippets_bounded() {
+        let text = "NHS 943 476 5919\n".repeat(50);
+        let d = scan(&text);
+        let n = found(&d, "nhs_number").unwrap();
+        assert_eq!(n.count, 50);
+        assert_eq!(n.snippets.len(), MAX_SNIPPETS);
+    }
+}

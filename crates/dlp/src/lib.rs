@@ -74,6 +74,83 @@ impl Default for Settings {
     }
 }
 
+/// The built-in dictionary of clinical terms (`[dlp] clinical_terms`): words that make a
+/// message about someone's health, the special category of personal data (UK GDPR art. 9).
+pub const CLINICAL_TERMS: &[&str] = &[
+    "diagnosis",
+    "diagnosed",
+    "prognosis",
+    "discharge summary",
+    "referral letter",
+    "clinic letter",
+    "histology",
+    "biopsy",
+    "pathology report",
+    "radiology report",
+    "blood results",
+    "test results",
+    "prescription",
+    "medication",
+    "dosage",
+    "chemotherapy",
+    "radiotherapy",
+    "oncology",
+    "cancer",
+    "carcinoma",
+    "tumour",
+    "metastatic",
+    "hiv",
+    "antiretroviral",
+    "hepatitis",
+    "tuberculosis",
+    "sexually transmitted",
+    "chlamydia",
+    "gonorrhoea",
+    "syphilis",
+    "pregnancy",
+    "termination of pregnancy",
+    "miscarriage",
+    "ivf",
+    "fertility",
+    "mental health act",
+    "sectioned",
+    "psychiatric",
+    "psychosis",
+    "schizophrenia",
+    "bipolar",
+    "depression",
+    "anxiety disorder",
+    "eating disorder",
+    "self-harm",
+    "suicide",
+    "overdose",
+    "substance misuse",
+    "alcohol dependence",
+    "methadone",
+    "dementia",
+    "alzheimer's",
+    "epilepsy",
+    "diabetes",
+    "learning disability",
+    "autism",
+    "safeguarding",
+    "child protection",
+    "dnacpr",
+    "palliative",
+    "end of life care",
+    "allergy",
+    "allergies",
+    "gender identity clinic",
+    "genetic test",
+    "mri scan",
+    "ct scan",
+    "x-ray",
+    "ecg",
+];
+
+/// ICD-10 codes written with their dot (`E11.9`, `J45.909`): `[dlp] icd10_codes`.
+pub const ICD10_PATTERN: &str = r"\b[A-TV-Z][0-9][0-9AB]\.[0-9A-KXZ]{1,4}\b";
+
 /// Words near a number that make it more likely what it looks like.
 const HEALTH_CONTEXT: &[&str] = &[
     "nhs",
@@ -181,6 +258,71 @@ impl Scanner {
         })
     }
 
+    /// Whether `run` is one of the numeric identifiers (recorded in `hits` if so).
+    fn numeric(
+        &self,
+        text: &str,
+        run: &Run,
+        near: &dyn Fn(usize, usize, usize) -> bool,
+        hits: &mut Hits,
+    ) -> bool {
+        let d = run.digits.as_str();
+        let raw = &text[run.start..run.end];
+        let mut found = false;
+        if d.len() == 10 && (run.groups == [3, 3, 4] || run.groups == [10]) && mod11_valid(d) {
+            if self.settings.chi_number
+                && valid_ddmmyy(&d[..6])
+                && near(KIND_CHI, run.start, run.end)
+            {
+                hits.add("chi_number".into(), 0.9, raw);
+                found = true;
+            } else if self.settings.nhs_number {
+                let c = if near(KIND_HEALTH, run.start, run.end) {
+                    0.95
+                } else {
+                    0.6
+                };
+                hits.add("nhs_number".into(), c, raw);
+                found = true;
+            }
+        }
+        if self.settings.payment_card
+            && (13..=19).contains(&d.len())
+            && card_grouping(&run.groups)
+            && luhn_valid(d)
+            && card_issuer(d).is_some()
+        {
+            let c = if near(KIND_CARD, run.start, run.end) {
+                0.95
+            } else {
+                0.75
+            };
+            hits.add("payment_card".into(), c, raw);
+            found = true;
+        }
+        if self.settings.sort_code_account && run.groups == [2, 2, 2] && run.separator == Some('-')
+        {
+            let mut end = (run.end + 40).min(text.len());
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            let account = chains(&text[run.end..end])
+                .map(|c| window(&text[run.end..end], &c))
+                .find(|a| a.digits.len() == 8 && a.groups.len() == 1);
+            if let Some(account) = account {
+                let c = if near(KIND_BANK, run.start, run.end) {
+                    0.9
+                } else {
+                    0.6
+                };
+                let span = &text[run.start..run.end + account.end];
+                hits.add("sort_code_account".into(), c, span);
+                found = true;
+            }
+        }
+        found
+    }
+
     /// Every detection in `text`, one per detector that found something, in a stable order.
     pub fn scan(&self, text: &str) -> Vec<Detection> {
         let mut hits = Hits::default();
@@ -209,50 +351,18 @@ impl Scanner {
                 .iter()
                 .any(|&p| p + CONTEXT_WINDOW >= start && p <= end + CONTEXT_WINDOW)
         };
-        for run in digit_runs(text) {
-            let d = run.digits.as_str();
-            let raw = &text[run.start..run.end];
-            if d.len() == 10 && (run.groups == [3, 3, 4] || run.groups == [10]) {
-                let chi_date = valid_ddmmyy(&d[..6]);
-                if mod11_valid(d) {
-                    if self.settings.chi_number && chi_date && near(KIND_CHI, run.start, run.end) {
-                        hits.add("chi_number".into(), 0.9, raw);
-                    } else if self.settings.nhs_number {
-                        let c = if near(KIND_HEALTH, run.start, run.end) {
-                            0.95
-                        } else {
-                            0.6
-                        };
-                        hits.add("nhs_number".into(), c, raw);
-                    }
-                }
-            }
-            if self.settings.payment_card
-                && (13..=19).contains(&d.len())
-                && card_grouping(&run.groups)
-                && luhn_valid(d)
-                && card_issuer(d).is_some()
-            {
-                let c = if near(KIND_CARD, run.start, run.end) {
-                    0.95
-                } else {
-                    0.75
-                };
-                hits.add("payment_card".into(), c, raw);
-            }
-            if self.settings.sort_code_account
-                && run.groups == [2, 2, 2]
-                && run.separator == Some('-')
-                && let Some(account) = digit_runs(&text[run.end..text.len().min(run.end + 40)])
-                    .find(|a| a.digits.len() == 8 && a.groups.len() == 1)
-            {
-                let c = if near(KIND_BANK, run.start, run.end) {
-                    0.9
-                } else {
-                    0.6
-                };
-                let span = &text[run.start..run.end + account.end];
-                hits.add("sort_code_account".into(), c, span);
+        for chain in chains(text) {
+            // Numbers written one after another ("943 476 5919 401 023 2137") make one chain
+            // of groups: every window of up to MAX_WINDOW consecutive groups is a candidate,
+            // the longest match first, and a match's groups are not used again.
+            let mut s = 0;
+            while s < chain.len() {
+                let longest = MAX_WINDOW.min(chain.len() - s);
+                let hit = (1..=longest).rev().find(|&len| {
+                    let run = window(text, &chain[s..s + len]);
+                    self.numeric(text, &run, &near, &mut hits)
+                });
+                s += hit.unwrap_or(1);
             }
         }
         if self.settings.ni_number {
@@ -353,8 +463,7 @@ fn whole_word(text: &str, start: usize, end: usize) -> bool {
     !before.is_some_and(char::is_alphanumeric) && !after.is_some_and(char::is_alphanumeric)
 }
 
-/// A run of digits, possibly in groups separated by one space or one hyphen (the same
-/// separator throughout), not touching other letters or digits.
+/// A candidate number: consecutive digit groups joined by one separator.
 #[derive(Debug, Clone, PartialEq)]
 struct Run {
     start: usize,
@@ -364,65 +473,89 @@ struct Run {
     separator: Option<char>,
 }
 
-fn digit_runs(text: &str) -> impl Iterator<Item = Run> + '_ {
+/// The most groups one identifier is written in (a card in groups of four: 5).
+const MAX_WINDOW: usize = 5;
+/// A group longer than this is no identifier's part (the longest card has 19 digits).
+const MAX_GROUP: usize = 19;
+
+/// One group of digits: its byte range, and the separator before it (none for the first).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Group {
+    start: usize,
+    end: usize,
+    before: Option<u8>,
+}
+
+/// Chains of digit groups separated by exactly one space or one hyphen, not touching letters
+/// or other digits (an order reference like `A1234567890B` is no number of ours). A group
+/// over [`MAX_GROUP`] digits breaks the chain and is dropped.
+fn chains(text: &str) -> impl Iterator<Item = Vec<Group>> + '_ {
     let b = text.as_bytes();
     let mut i = 0;
     std::iter::from_fn(move || {
         while i < b.len() {
-            if !b[i].is_ascii_digit() || (i > 0 && (b[i - 1].is_ascii_alphanumeric())) {
+            if !b[i].is_ascii_digit() || (i > 0 && b[i - 1].is_ascii_alphanumeric()) {
                 i += 1;
                 continue;
             }
-            let start = i;
-            let mut digits = String::new();
-            let mut groups = vec![0usize];
-            let mut separator = None;
-            let mut end = i;
+            let mut chain: Vec<Group> = Vec::new();
             let mut j = i;
-            while j < b.len() {
-                if b[j].is_ascii_digit() {
-                    digits.push(b[j] as char);
-                    *groups.last_mut().expect("group") += 1;
+            let mut before = None;
+            loop {
+                let start = j;
+                while j < b.len() && b[j].is_ascii_digit() {
                     j += 1;
-                    end = j;
-                    if digits.len() > 24 {
-                        break;
+                }
+                let glued = b.get(j).is_some_and(|c| c.is_ascii_alphabetic());
+                if j - start > MAX_GROUP || glued {
+                    // Not ours, and it ends the chain: skip the rest of the token.
+                    while j < b.len() && b[j].is_ascii_alphanumeric() {
+                        j += 1;
                     }
-                } else if (b[j] == b' ' || b[j] == b'-')
-                    && separator.is_none_or(|s| s == b[j] as char)
-                    && j + 1 < b.len()
+                    break;
+                }
+                chain.push(Group {
+                    start,
+                    end: j,
+                    before,
+                });
+                if j + 1 < b.len()
+                    && (b[j] == b' ' || b[j] == b'-')
                     && b[j + 1].is_ascii_digit()
-                    && j > start
-                    && b[j - 1].is_ascii_digit()
+                    && chain
+                        .last()
+                        .and_then(|g| g.before)
+                        .is_none_or(|s| s == b[j])
                 {
-                    separator = Some(b[j] as char);
-                    groups.push(0);
+                    before = Some(b[j]);
                     j += 1;
                 } else {
                     break;
                 }
             }
-            i = j.max(start + 1);
-            // Glued to a letter (an order reference like A1234567890B): not a number of ours.
-            if b.get(end).is_some_and(|c| c.is_ascii_alphanumeric()) || digits.len() > 24 {
-                while i < b.len() && b[i].is_ascii_alphanumeric() {
-                    i += 1;
-                }
-                continue;
+            i = j.max(i + 1);
+            if !chain.is_empty() {
+                return Some(chain);
             }
-            if groups.len() == 1 {
-                separator = None;
-            }
-            return Some(Run {
-                start,
-                end,
-                digits,
-                groups,
-                separator,
-            });
         }
         None
     })
+}
+
+/// The candidate made of `groups` (consecutive groups of one chain).
+fn window(text: &str, groups: &[Group]) -> Run {
+    let start = groups[0].start;
+    let end = groups[groups.len() - 1].end;
+    Run {
+        start,
+        end,
+        digits: text[start..end]
+            .chars()
+            .filter(char::is_ascii_digit)
+            .collect(),
+        groups: groups.iter().map(|g| g.end - g.start).collect(),
+        separator: groups.get(1).and_then(|g| g.before).map(char::from),
+    }
 }
 
 /// NHS (and CHI) numbers: weights 10..2 over the first nine digits; 11 − (sum mod 11) is the
@@ -702,6 +835,19 @@ mod tests {
             ..Settings::default()
         });
         assert!(bad.unwrap_err().starts_with("pattern broken:"));
+    }
+
+    #[test]
+    fn numbers_listed_one_after_another_are_each_found() {
+        // Cells joined by single spaces (a table flattened to text), and a list longer than
+        // any one identifier.
+        let text = "NHS: 943 476 5919 401 023 2137 943 476 5919 401 023 2137 943 476 5919";
+        let d = scan(text);
+        assert_eq!(found(&d, "nhs_number").map(|x| x.count), Some(5), "{d:?}");
+        let d = scan("cards 4111 1111 1111 1111 5555 5555 5555 4444");
+        assert_eq!(found(&d, "payment_card").map(|x| x.count), Some(2), "{d:?}");
+        // A 30-digit reference is not three numbers.
+        assert!(found(&scan("ref 943476591940102321379434765919"), "nhs_number").is_none());
     }
 
     #[test]

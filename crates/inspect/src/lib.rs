@@ -80,10 +80,14 @@
 #![forbid(unsafe_code)]
 
 mod archive;
+pub mod extract;
 mod limits;
+mod pdf;
 pub mod text;
+mod tnef;
 mod view;
 
+pub use extract::{Extracted, TextOf, Unscannable, extract};
 pub use limits::{LimitHit, LimitKind, Limits};
 pub use view::{
     Anomaly, AnomalyKind, HeaderField, Headers, Mailbox, MessageView, Part, PartKind, RealType,

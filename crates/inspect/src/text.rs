@@ -177,6 +177,13 @@ fn find_urls_in(text: &str, links: &mut Vec<Link>) {
     }
 }
 
+/// The visible text of `html` alone (line breaks where blocks end).
+pub(crate) fn html_to_plain(html: &str) -> String {
+    let mut out = BodyText::default();
+    html_to_text(html, &mut out);
+    out.text
+}
+
 /// Appends the visible text of `html` to `out.text` and its links to `out.links`.
 fn html_to_text(html: &str, out: &mut BodyText) {
     let mut rest = html;
@@ -237,8 +244,14 @@ fn html_to_text(html: &str, out: &mut BodyText) {
                     push_link(&mut out.links, &src, None);
                 }
             }
-            (_, "br" | "p" | "div" | "tr" | "td" | "li" | "h1" | "h2" | "h3" | "table") => {
-                out.text.push(' ');
+            (_, "br" | "p" | "div" | "tr" | "li" | "h1" | "h2" | "h3" | "table") => {
+                out.text.push('\n');
+                if let Some((_, t)) = anchor.as_mut() {
+                    t.push(' ');
+                }
+            }
+            (_, "td" | "th") => {
+                out.text.push('\t');
                 if let Some((_, t)) = anchor.as_mut() {
                     t.push(' ');
                 }
@@ -319,7 +332,7 @@ fn attribute(tag: &str, name: &str) -> Option<String> {
 
 /// `&amp;`, `&lt;`, `&gt;`, `&quot;`, `&apos;`, `&nbsp;` and numeric references; anything else
 /// is left as written.
-fn decode_entities(s: &str) -> String {
+pub(crate) fn decode_entities(s: &str) -> String {
     if !s.contains('&') {
         return s.to_string();
     }

@@ -7,6 +7,7 @@
 mod av;
 mod check;
 mod dkim;
+mod dlp;
 mod learn;
 mod print;
 
@@ -91,6 +92,10 @@ enum Command {
     /// publish), list them with whether DNS publishes them.
     #[command(subcommand)]
     Dkim(dkim::DkimCmd),
+    /// Data-loss prevention: the incidents the DLP rules recorded, and the audit report of a
+    /// period (text, JSON, CSV, printable HTML).
+    #[command(subcommand)]
+    Dlp(dlp::DlpCmd),
     /// Run one message file through the filter pipeline and show why it would be delivered,
     /// held or refused (nothing is queued or sent). Exit 65 if the file cannot be read.
     Check(check::CheckArgs),
@@ -614,6 +619,7 @@ fn operate(data: &DataDir, cmd: Command) -> Result<ExitCode> {
         Command::Av(a) => av::run(data, a, &actor()),
         Command::Learn(l) => learn::run(data, l, &actor()),
         Command::Dkim(d) => dkim::run(data, d, &actor()),
+        Command::Dlp(d) => dlp::run(data, d, parse_time),
         Command::Track(t) => {
             let q = TrackQuery {
                 sender: t.sender,

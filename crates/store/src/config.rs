@@ -21,6 +21,7 @@ mod attachments;
 mod authentication;
 mod digest;
 mod dkim;
+mod dlp;
 mod filter;
 mod spam;
 pub use antivirus::{Antivirus, ClamdAddress, InfectedAction, UnscannableAction};
@@ -28,6 +29,7 @@ pub use attachments::{AttachmentAction, Attachments, DEFAULT_SCRIPT_EXTENSIONS};
 pub use authentication::{ArcSeal, Authentication, DmarcQuarantineAction, DmarcRejectAction};
 pub use digest::Digest;
 pub use dkim::{Dkim, DkimSign};
+pub use dlp::{BUILT_IN_DETECTORS, Dlp, DlpDictionary, DlpPattern};
 pub use filter::{
     CHECK_NAMES, CheckSettings, Filter, Rule, RuleAction, RuleDirection, UninspectableAction,
     address_matches,
@@ -88,6 +90,8 @@ pub struct Config {
     pub digest: Digest,
     /// DKIM signing of outbound mail, per sending domain (the `dkim` check).
     pub dkim: Dkim,
+    /// Data-loss prevention: the detectors the `dlp` check runs (rules decide).
+    pub dlp: Dlp,
     /// Inbound domains: mail for these is accepted from anyone and routed internally.
     #[serde(rename = "domain", skip_serializing_if = "Vec::is_empty")]
     pub domains: Vec<InboundDomain>,
@@ -400,6 +404,7 @@ impl Default for Config {
             spam: Spam::default(),
             digest: Digest::default(),
             dkim: Dkim::default(),
+            dlp: Dlp::default(),
             domains: vec![InboundDomain {
                 name: "example.test".into(),
                 route: DomainRoute::Maildir,
@@ -688,6 +693,26 @@ impl Config {
         self.spam.problems(&mut bad);
         self.digest.problems(self, &mut bad);
         self.dkim.problems(&mut bad);
+        self.dlp.problems(&mut bad);
+        for (i, r) in self.filter.rules.iter().enumerate() {
+            for name in r.dlp.keys() {
+                if !self.dlp.knows(name) {
+                    bad(
+                        &format!("filter.rule[{i}].dlp.{name}"),
+                        format!(
+                            "no detector '{name}' (built in: {}; or dictionary:NAME / pattern:NAME of [dlp])",
+                            BUILT_IN_DETECTORS.join(", ")
+                        ),
+                    );
+                }
+            }
+            if (!r.dlp.is_empty() || r.unscannable.is_some()) && !self.dlp.enabled {
+                bad(
+                    &format!("filter.rule[{i}]"),
+                    "reads the dlp check, which [dlp] enabled = false turns off".into(),
+                );
+            }
+        }
         let l = &self.inspect;
         if l.max_message_bytes < s.max_message_size {
             bad(
@@ -803,6 +828,7 @@ impl Config {
                 "spam" => section(&key, value, &mut cfg.spam, &mut problems),
                 "digest" => section(&key, value, &mut cfg.digest, &mut problems),
                 "dkim" => section(&key, value, &mut cfg.dkim, &mut problems),
+                "dlp" => section(&key, value, &mut cfg.dlp, &mut problems),
                 "domain" => cfg.domains = array(&key, value, &mut problems),
                 "route" => cfg.routes = array(&key, value, &mut problems),
                 other => problems.push(Problem::new(other, "unknown section")),

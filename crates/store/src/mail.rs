@@ -39,11 +39,13 @@ macro_rules! protection_unchecked_or_outbound {
     };
 }
 
+mod incident;
 mod model;
 mod protection;
 mod quarantine;
 
 pub use digest::{DigestRelease, DigestSent, QuarantineNarrow};
+pub use incident::{Incident, IncidentQuery, IncidentReport, NewIncident, RuleSummary};
 pub use model::{MessageKind, QuarantineState, RcptState};
 use model::{opt_param, parse, parse_opt, stored};
 pub use protection::{
@@ -184,6 +186,8 @@ pub const MIGRATIONS: &[&str] = &[
     "ALTER TABLE quarantine ADD COLUMN score REAL;
      UPDATE quarantine SET score = CAST(substr(reason, 13) AS REAL)
          WHERE reason LIKE 'spam: score %';",
+    // 7: DLP incidents (see `mail::incident`).
+    incident::MIGRATION,
 ];
 
 /// How the message reached us: for tracking and for the trace page.
@@ -339,6 +343,8 @@ pub struct Batch {
     pub digest_sent: Vec<DigestSent>,
     /// Releases made from digest links; the batch fails when a link was already used.
     pub digest_releases: Vec<DigestRelease>,
+    /// DLP incidents of the messages accepted or refused in this batch.
+    pub incidents: Vec<NewIncident>,
 }
 
 impl Batch {
@@ -353,6 +359,7 @@ impl Batch {
             && self.quarantine_narrowed.is_empty()
             && self.digest_sent.is_empty()
             && self.digest_releases.is_empty()
+            && self.incidents.is_empty()
     }
 
     /// Whether committing this batch makes new spool files part of the queue (the spool
@@ -714,6 +721,9 @@ impl MailDb {
             }
             for r in batches.iter().flat_map(|b| &b.digest_releases) {
                 digest::released(&tx, r, now)?;
+            }
+            for i in batches.iter().flat_map(|b| &b.incidents) {
+                incident::insert(&tx, i, now)?;
             }
 
             for e in batches.iter().flat_map(|b| &b.events) {

@@ -437,6 +437,7 @@ impl Session {
                 accepted,
                 quarantined,
                 events,
+                incidents: crate::pipeline::dlp::incidents(eval, tracking.subject.as_deref()),
                 ..Default::default()
             },
             queued,

@@ -247,7 +247,8 @@ impl Session {
                 self.io.reply(&r);
                 let events = super::accept::decision_events(&id, &eval.verdict);
                 let verdict = super::accept::verdict_json(&eval);
-                self.record_rejection_explained(tx, Some(&r), events, Some(verdict))
+                let incidents = crate::pipeline::dlp::incidents(&eval, headers.subject.as_deref());
+                self.record_rejection_explained(tx, Some(&r), events, Some(verdict), incidents)
                     .await;
                 return Flow::Continue;
             }

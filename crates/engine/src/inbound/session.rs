@@ -578,7 +578,7 @@ impl Session {
 
     /// Tracks a transaction that produced no message.
     pub(super) async fn record_rejection(&mut self, tx: Transaction, reply: Option<&Reply>) {
-        self.record_rejection_explained(tx, reply, Vec::new(), None)
+        self.record_rejection_explained(tx, reply, Vec::new(), None, Vec::new())
             .await
     }
 
@@ -591,6 +591,7 @@ impl Session {
         reply: Option<&Reply>,
         events: Vec<palisade_spool::Event>,
         verdict: Option<String>,
+        incidents: Vec<palisade_store::mail::NewIncident>,
     ) {
         Counters::inc(&self.shared.counters.rejected);
         let mut rcpts: Vec<String> = tx.rcpts.iter().map(|r| r.address.clone()).collect();
@@ -618,6 +619,7 @@ impl Session {
             .commit(Batch {
                 rejected: vec![rejection],
                 events,
+                incidents,
                 ..Default::default()
             })
             .await

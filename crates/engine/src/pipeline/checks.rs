@@ -2,8 +2,13 @@
 //! `rules` (the operator's `[[filter.rule]]`s). Later checks (authentication, antivirus,
 //! antispam, DLP) live beside these and are listed in `Pipeline::from_config`.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use palisade_inspect::{MessageView, PartKind};
-use palisade_policy::{Action, Decision, Direction, Explanation, Reply, Scope};
+use palisade_policy::{
+    Action, CheckOutcome, CheckStatus, Decision, Direction, Explanation, Reply, Scope,
+};
 use palisade_store::config::{
     Rule, RuleAction, RuleDirection, UninspectableAction, address_matches,
 };
@@ -122,26 +127,57 @@ fn one_line(s: &str, max: usize) -> String {
 
 /// The operator's rules, in order.
 pub struct RulesCheck {
-    rules: Vec<Rule>,
+    rules: Arc<Vec<Rule>>,
+    /// The inbound domains (`[[domain]]`): a recipient elsewhere is external.
+    domains: Arc<Vec<String>>,
+}
+
+/// What the rules see besides the message: the outcomes of the checks they read and the
+/// message's size.
+#[derive(Default)]
+pub struct RuleInputs {
+    pub outcomes: HashMap<&'static str, Arc<CheckOutcome>>,
+    pub size: Option<u64>,
+}
+
+impl RuleInputs {
+    fn facts(&self, check: &str) -> Option<&serde_json::Value> {
+        let o = self.outcomes.get(check)?;
+        matches!(o.status, CheckStatus::Completed).then_some(&o.facts)
+    }
 }
 
 impl RulesCheck {
     pub fn new(rules: Vec<Rule>) -> RulesCheck {
-        RulesCheck { rules }
+        RulesCheck::with_domains(rules, Vec::new())
     }
 
-    fn findings(&self, env: &Envelope, view: &MessageView) -> Findings {
+    pub fn with_domains(rules: Vec<Rule>, domains: Vec<String>) -> RulesCheck {
+        RulesCheck {
+            rules: Arc::new(rules),
+            domains: Arc::new(
+                domains
+                    .into_iter()
+                    .map(|d| d.to_ascii_lowercase())
+                    .collect(),
+            ),
+        }
+    }
+
+    fn findings(&self, env: &Envelope, view: &MessageView, inputs: &RuleInputs) -> Findings {
         let mut f = Findings::default();
         let mut matched = Vec::new();
-        for rule in &self.rules {
-            let Some((scope, why)) = rule_matches(rule, env, view) else {
+        for rule in self.rules.iter() {
+            let Some(m) = rule_matches(rule, env, view, inputs, &self.domains) else {
                 continue;
             };
+            let (scope, why) = (m.scope, m.why);
             let reason = rule.reason.clone().unwrap_or_else(|| rule.name.clone());
             let sentence = format!("Rule \"{}\" matched ({why}): {reason}.", rule.name);
             let action = match rule.action {
                 RuleAction::Deliver => Action::deliver(),
                 RuleAction::Quarantine => Action::quarantine(reason.clone()),
+                RuleAction::Encrypt => Action::quarantine(format!("encryption pending: {reason}")),
                 RuleAction::Discard => Action::discard(),
                 RuleAction::Reject => Action::reject(Reply::new(
                     rule.reply_code.unwrap_or(550),
@@ -174,13 +210,32 @@ impl RulesCheck {
             if rule.monitor {
                 d = d.monitored();
             }
-            matched.push(
-                json!({"rule": rule.name, "scope": scope, "why": why, "monitor": rule.monitor}),
-            );
+            let mut entry = json!({"rule": rule.name, "scope": scope, "why": why,
+                "monitor": rule.monitor, "action": rule_action_name(rule.action)});
+            if rule.reads().contains(&"dlp") {
+                // An incident is recorded for it (`dlp::incidents`).
+                entry["dlp"] = json!(m.dlp);
+            }
+            matched.push(entry);
             f.decisions.push(d);
         }
         f.facts = json!({ "rules": self.rules.len(), "matched": matched });
         f
+    }
+}
+
+/// The configuration's name of a rule action.
+pub fn rule_action_name(a: RuleAction) -> &'static str {
+    match a {
+        RuleAction::Deliver => "deliver",
+        RuleAction::Quarantine => "quarantine",
+        RuleAction::Reject => "reject",
+        RuleAction::Tempfail => "tempfail",
+        RuleAction::Discard => "discard",
+        RuleAction::AddHeader => "add_header",
+        RuleAction::TagSubject => "tag_subject",
+        RuleAction::Bcc => "bcc",
+        RuleAction::Encrypt => "encrypt",
     }
 }
 
@@ -189,14 +244,59 @@ impl Check for RulesCheck {
         "rules"
     }
     fn run(&self, subject: Subject) -> CheckFuture {
-        let f = self.findings(&subject.envelope, &subject.view);
-        Box::pin(async move { Ok(f) })
+        let check = RulesCheck {
+            rules: self.rules.clone(),
+            domains: self.domains.clone(),
+        };
+        let mut reads: Vec<&'static str> = self.rules.iter().flat_map(|r| r.reads()).collect();
+        reads.sort_unstable();
+        reads.dedup();
+        Box::pin(async move {
+            // The checks these rules read (dlp, spam, antivirus) never wait for rules: no
+            // cycle. One that is missing, failed or skipped matches no condition on it (its own
+            // failure mode already applies).
+            let mut inputs = RuleInputs::default();
+            for name in reads {
+                if let Some(o) = subject.others.outcome(name).await {
+                    inputs.outcomes.insert(name, o);
+                }
+            }
+            inputs.size = subject
+                .content
+                .as_deref()
+                .and_then(|p| std::fs::metadata(p).ok())
+                .map(|m| m.len());
+            Ok(check.findings(&subject.envelope, &subject.view, &inputs))
+        })
     }
 }
 
+/// Why a rule matched and to whom.
+struct Match {
+    scope: Scope,
+    why: String,
+    /// The DLP detectors that made it match, with their counts.
+    dlp: std::collections::BTreeMap<String, usize>,
+}
+
+fn is_external(address: &str, domains: &[String]) -> bool {
+    let domain = address
+        .rsplit_once('@')
+        .map(|(_, d)| d.trim_end_matches('.').to_ascii_lowercase())
+        .unwrap_or_default();
+    !domains.contains(&domain)
+}
+
 /// Whether `rule` applies to this message, to whom, and a short account of why.
-fn rule_matches(rule: &Rule, env: &Envelope, view: &MessageView) -> Option<(Scope, String)> {
+fn rule_matches(
+    rule: &Rule,
+    env: &Envelope,
+    view: &MessageView,
+    inputs: &RuleInputs,
+    domains: &[String],
+) -> Option<Match> {
     let mut why = Vec::new();
+    let mut dlp_hits = std::collections::BTreeMap::new();
     match (rule.direction, env.direction) {
         (RuleDirection::Any, _)
         | (RuleDirection::Inbound, Direction::Inbound)
@@ -257,32 +357,120 @@ fn rule_matches(rule: &Rule, env: &Envelope, view: &MessageView) -> Option<(Scop
         })?;
         why.push(format!("file name {}", part.path));
     }
-    let scope = if rule.recipients.is_empty() {
-        Scope::Message
-    } else {
-        let hits: Vec<usize> = env
+    if let Some(min) = rule.min_size {
+        let size = inputs.size?;
+        if size < min {
+            return None;
+        }
+        why.push(format!("{size} bytes"));
+    }
+    let external = env
+        .recipients
+        .iter()
+        .filter(|r| is_external(&r.address, domains))
+        .count();
+    if let Some(min) = rule.min_external_recipients {
+        if (external as u64) < u64::from(min) {
+            return None;
+        }
+        why.push(format!("{external} external recipients"));
+    }
+    for (check, wanted) in [("spam", &rule.spam), ("antivirus", &rule.antivirus)] {
+        if wanted.is_empty() {
+            continue;
+        }
+        let status = inputs.facts(check)?.get("status")?.as_str()?;
+        if !wanted.iter().any(|w| w == status) {
+            return None;
+        }
+        why.push(format!("{check} {status}"));
+    }
+    if !rule.dlp.is_empty() {
+        let facts = inputs.facts("dlp")?;
+        let min_confidence = f64::from(rule.dlp_min_confidence.unwrap_or(0.0));
+        for d in facts.get("detections")?.as_array()? {
+            let (Some(name), Some(count), Some(conf)) = (
+                d.get("detector").and_then(|v| v.as_str()),
+                d.get("count").and_then(|v| v.as_u64()),
+                d.get("confidence").and_then(|v| v.as_f64()),
+            ) else {
+                continue;
+            };
+            if let Some(&min) = rule.dlp.get(name)
+                && count >= u64::from(min.max(1))
+                && conf + 1e-6 >= min_confidence
+            {
+                dlp_hits.insert(name.to_string(), count as usize);
+            }
+        }
+        if dlp_hits.is_empty() {
+            return None;
+        }
+        let list: Vec<String> = dlp_hits.iter().map(|(k, v)| format!("{v} × {k}")).collect();
+        why.push(format!("found {}", list.join(", ")));
+    }
+    if let Some(want) = rule.unscannable {
+        let facts = inputs.facts("dlp")?;
+        let list = facts.get("unscannable")?.as_array()?;
+        if list.is_empty() == want {
+            return None;
+        }
+        if let Some(first) = list.first() {
+            let loc = first.get("location").and_then(|v| v.as_str()).unwrap_or("");
+            let reason = first.get("reason").and_then(|v| v.as_str()).unwrap_or("");
+            why.push(format!("could not scan {loc} ({reason})"));
+        } else {
+            why.push("everything was scanned".into());
+        }
+    }
+    let mut chosen: Option<Vec<usize>> = None;
+    if !rule.recipients.is_empty() {
+        chosen = Some(
+            env.recipients
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| {
+                    rule.recipients
+                        .iter()
+                        .any(|p| address_matches(p, &r.address))
+                })
+                .map(|(i, _)| i)
+                .collect(),
+        );
+    }
+    if rule.external {
+        let ext: Vec<usize> = env
             .recipients
             .iter()
             .enumerate()
-            .filter(|(_, r)| {
-                rule.recipients
-                    .iter()
-                    .any(|p| address_matches(p, &r.address))
-            })
+            .filter(|(_, r)| is_external(&r.address, domains))
             .map(|(i, _)| i)
             .collect();
-        if hits.is_empty() {
-            return None;
+        chosen = Some(match chosen {
+            Some(c) => c.into_iter().filter(|i| ext.contains(i)).collect(),
+            None => ext,
+        });
+    }
+    let scope = match chosen {
+        None => Scope::Message,
+        Some(hits) => {
+            if hits.is_empty() {
+                return None;
+            }
+            let names: Vec<&str> = hits
+                .iter()
+                .map(|&i| env.recipients[i].address.as_str())
+                .collect();
+            why.push(format!("recipient {}", names.join(", ")));
+            Scope::recipients(hits)
         }
-        let names: Vec<&str> = hits
-            .iter()
-            .map(|&i| env.recipients[i].address.as_str())
-            .collect();
-        why.push(format!("recipient {}", names.join(", ")));
-        Scope::recipients(hits)
     };
     if why.is_empty() {
         why.push("every message".into());
     }
-    Some((scope, why.join("; ")))
+    Some(Match {
+        scope,
+        why: why.join("; "),
+        dlp: dlp_hits,
+    })
 }

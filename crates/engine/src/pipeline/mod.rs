@@ -19,6 +19,7 @@ pub mod attachments;
 pub mod authentication;
 mod checks;
 pub mod dkim;
+pub mod dlp;
 pub mod edit;
 pub mod spam;
 
@@ -38,7 +39,7 @@ use palisade_policy::{
 use palisade_store::{Config, DataDir};
 use serde::Serialize;
 
-pub use checks::{MimeCheck, RulesCheck};
+pub use checks::{MimeCheck, RuleInputs, RulesCheck, rule_action_name};
 
 /// One envelope recipient as the checks see it.
 #[derive(Debug, Clone, Serialize)]
@@ -166,7 +167,10 @@ impl Pipeline {
         let f = &cfg.filter;
         let mut all: Vec<Arc<dyn Check>> = vec![
             Arc::new(MimeCheck::new(f.uninspectable)),
-            Arc::new(RulesCheck::new(f.rules.clone())),
+            Arc::new(RulesCheck::with_domains(
+                f.rules.clone(),
+                cfg.domains.iter().map(|d| d.name.clone()).collect(),
+            )),
         ];
         if cfg.antivirus.enabled
             && let Some(av) = antivirus::AntivirusCheck::from_config(&cfg.antivirus)
@@ -185,6 +189,9 @@ impl Pipeline {
         }
         if cfg.spam.enabled {
             all.push(Arc::new(spam::SpamCheck::from_config(cfg, data)));
+        }
+        if cfg.dlp.enabled {
+            all.push(Arc::new(dlp::DlpCheck::from_config(cfg)));
         }
         let dkim_keys = Arc::new(dkim::DkimKeys::load(cfg, data));
         if !cfg.dkim.sign.is_empty() {

@@ -223,7 +223,14 @@ monitor = true
     let p = Pipeline::from_config(&cfg, None);
     assert_eq!(
         p.check_names(),
-        vec!["mime", "rules", "authentication", "attachments", "spam"]
+        vec![
+            "mime",
+            "rules",
+            "authentication",
+            "attachments",
+            "spam",
+            "dlp"
+        ]
     );
     let raw = b"From: a@example.org\r\nSubject: Your invoice\r\n\r\nhello\r\n";
     let e = p
@@ -320,8 +327,154 @@ async fn attachments_from_the_configuration() {
         matches!(&r.edits[..], [palisade_policy::Edit::StripParts { parts }] if parts[0].name == "run.vbs")
     );
     let p = Pipeline::from_config(
-        &config("[authentication]\nenabled = false\n[attachments]\nenabled = false\n"),
+        &config(
+            "[authentication]\nenabled = false\n[attachments]\nenabled = false\n[dlp]\nenabled = false\n",
+        ),
         None,
     );
     assert_eq!(p.check_names(), vec!["mime", "rules", "spam"]);
+}
+
+/// The DLP conditions of the rules, table-tested through the real checks: per detector
+/// counts, confidence, external recipients only, unscannable parts, encrypt (held, never
+/// delivered in clear), monitor mode, and the incidents they leave.
+#[tokio::test]
+async fn dlp_rules_from_the_configuration() {
+    let cfg = config(
+        r#"
+[[domain]]
+name = "hospital.example"
+route = "maildir"
+
+[[filter.rule]]
+name = "identifiers out"
+direction = "outbound"
+dlp = { nhs_number = 3 }
+dlp_min_confidence = 0.9
+external = true
+action = "encrypt"
+reason = "patient identifiers"
+
+[[filter.rule]]
+name = "cards (audit)"
+dlp = { payment_card = 1 }
+action = "quarantine"
+monitor = true
+
+[[filter.rule]]
+name = "cannot read it"
+direction = "outbound"
+unscannable = true
+action = "quarantine"
+reason = "could not be scanned"
+"#,
+    );
+    let p = Pipeline::from_config(&cfg, None);
+    let outbound = |rcpts: &[&str]| {
+        let mut e = (*envelope(rcpts)).clone();
+        e.direction = Direction::Outbound;
+        e.trusted = true;
+        Arc::new(e)
+    };
+    let rcpts = ["partner@clinic.example", "ward@hospital.example"];
+    // (body, NHS numbers with "patient" near them, what the external recipient gets, the
+    // internal one, the incidents' (rule, monitor))
+    type Case<'a> = (&'a str, Disposition, Disposition, Vec<(&'a str, bool)>);
+    let held = |r: &str| Disposition::Quarantine { reason: r.into() };
+    let cases: Vec<Case> = vec![
+        (
+            "Patient list: 943 476 5919, 401 023 2137 and 943 476 5919.",
+            held("encryption pending: patient identifiers"),
+            Disposition::Deliver,
+            vec![("identifiers out", false)],
+        ),
+        // Two are fewer than three.
+        (
+            "Patient list: 943 476 5919, 401 023 2137.",
+            Disposition::Deliver,
+            Disposition::Deliver,
+            vec![],
+        ),
+        // Without a context word the confidence is below 0.9.
+        (
+            "List: 943 476 5919, 401 023 2137 and 943 476 5919.",
+            Disposition::Deliver,
+            Disposition::Deliver,
+            vec![],
+        ),
+        // Monitor mode: recorded, delivered.
+        (
+            "Card 4111 1111 1111 1111",
+            Disposition::Deliver,
+            Disposition::Deliver,
+            vec![("cards (audit)", true)],
+        ),
+    ];
+    for (body, ext, int, incidents) in cases {
+        let raw = format!("From: a@hospital.example\r\nSubject: x\r\n\r\n{body}\r\n");
+        let e = p
+            .evaluate(outbound(&rcpts), view(raw.as_bytes()), None)
+            .await;
+        assert_eq!(e.verdict.per_recipient[0].disposition, ext, "{body}");
+        assert_eq!(e.verdict.per_recipient[1].disposition, int, "{body}");
+        let got: Vec<(String, bool)> = dlp::incidents(&e, Some("x"))
+            .into_iter()
+            .map(|i| {
+                if !i.monitor {
+                    assert_eq!(i.recipients, ["partner@clinic.example"], "{body}");
+                }
+                (i.rule, i.monitor)
+            })
+            .collect();
+        let want: Vec<(String, bool)> =
+            incidents.iter().map(|(r, m)| (r.to_string(), *m)).collect();
+        assert_eq!(got, want, "{body}");
+    }
+    // An encrypted archive member cannot be scanned: held for everyone.
+    let zip = {
+        let mut z = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        z.start_file("a.txt", zip::write::SimpleFileOptions::default())
+            .unwrap();
+        std::io::Write::write_all(&mut z, b"secret").unwrap();
+        let mut bytes = z.finish().unwrap().into_inner();
+        for sig in [&b"PK\x03\x04"[..], &b"PK\x01\x02"[..]] {
+            let at = bytes.windows(4).position(|w| w == sig).unwrap();
+            bytes[at + if sig[2] == 3 { 6 } else { 8 }] |= 1;
+        }
+        bytes
+    };
+    use base64::Engine as _;
+    let raw = format!(
+        "From: a@hospital.example\r\nSubject: x\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nsee\r\n--b\r\nContent-Type: application/zip; name=a.zip\r\nContent-Transfer-Encoding: base64\r\n\r\n{}\r\n--b--\r\n",
+        base64::engine::general_purpose::STANDARD.encode(&zip)
+    );
+    let e = p
+        .evaluate(outbound(&rcpts), view(raw.as_bytes()), None)
+        .await;
+    for r in &e.verdict.per_recipient {
+        assert!(
+            matches!(&r.disposition, Disposition::Quarantine { reason } if reason == "could not be scanned"
+                || reason.starts_with("uninspectable")),
+            "{r:?}"
+        );
+    }
+    assert_eq!(
+        dlp::incidents(&e, None)
+            .iter()
+            .map(|i| i.rule.as_str())
+            .collect::<Vec<_>>(),
+        ["cannot read it"]
+    );
+    // Inbound mail is not scanned by default: the dlp conditions match nothing.
+    let raw = "From: a@example.org\r\nSubject: x\r\n\r\nCard 4111 1111 1111 1111\r\n";
+    let e = p
+        .evaluate(envelope(&rcpts), view(raw.as_bytes()), None)
+        .await;
+    assert!(
+        e.verdict
+            .per_recipient
+            .iter()
+            .all(|r| r.monitored.is_empty())
+    );
+    assert!(dlp::incidents(&e, None).is_empty());
 }

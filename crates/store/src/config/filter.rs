@@ -33,6 +33,7 @@ pub const CHECK_NAMES: &[&str] = &[
     "attachments",
     "spam",
     "dkim",
+    "dlp",
 ];
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -127,6 +128,9 @@ pub enum RuleAction {
     AddHeader,
     TagSubject,
     Bcc,
+    /// Send only encrypted. Until gateway encryption exists the message is held in quarantine
+    /// (reason `encryption pending: …`): it never leaves in clear.
+    Encrypt,
 }
 
 /// One operator rule: every condition given must hold (AND); each list matches if any of its
@@ -179,6 +183,50 @@ pub struct Rule {
     /// Record what the rule would do without doing it.
     #[serde(default)]
     pub monitor: bool,
+    /// DLP: detector name → the least count (summed over the message's parts) that matches;
+    /// any one detector reaching its count matches (`dlp = { nhs_number = 5 }`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub dlp: BTreeMap<String, u32>,
+    /// DLP matches count only at or above this confidence (0 .. 1; context words raise it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dlp_min_confidence: Option<f32>,
+    /// `true`: matches when part of the message could not be scanned (encrypted, a legacy
+    /// binary document, a scan without text, …); `false`: only when everything was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unscannable: Option<bool>,
+    /// Applies only to recipients outside the inbound domains (`[[domain]]`), and only when
+    /// there is one.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub external: bool,
+    /// Matches when the message has at least this many recipients outside the inbound domains.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_external_recipients: Option<u32>,
+    /// Matches messages of at least this many bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_size: Option<u64>,
+    /// The spam check's status: `ham`, `spam`, `allowed`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub spam: Vec<String>,
+    /// The antivirus check's status: `clean`, `infected`, `unscannable`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub antivirus: Vec<String>,
+}
+
+impl Rule {
+    /// The checks whose outcomes this rule's conditions read (the rules check waits for them).
+    pub fn reads(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        if !self.dlp.is_empty() || self.unscannable.is_some() {
+            out.push("dlp");
+        }
+        if !self.spam.is_empty() {
+            out.push("spam");
+        }
+        if !self.antivirus.is_empty() {
+            out.push("antivirus");
+        }
+        out
+    }
 }
 
 /// A pattern an address is matched with (see [`Rule`]).
@@ -332,6 +380,28 @@ impl Filter {
                         &format!("file_extensions[{j}]"),
                         format!("'{t}' is not an extension (without the dot)"),
                     );
+                }
+            }
+            if let Some(c) = r.dlp_min_confidence
+                && !(0.0..=1.0).contains(&c)
+            {
+                bad_field("dlp_min_confidence", format!("{c} is outside 0 .. 1"));
+            }
+            for (field, list, known) in [
+                ("spam", &r.spam, &["ham", "spam", "allowed"][..]),
+                (
+                    "antivirus",
+                    &r.antivirus,
+                    &["clean", "infected", "unscannable"][..],
+                ),
+            ] {
+                for (j, v) in list.iter().enumerate() {
+                    if !known.contains(&v.as_str()) {
+                        bad_field(
+                            &format!("{field}[{j}]"),
+                            format!("'{v}' is not one of {}", known.join(", ")),
+                        );
+                    }
                 }
             }
             if let Some(reason) = &r.reason

@@ -1,0 +1,126 @@
+"""Data-loss prevention end to end (issue 11): the golden corpus (tests/resources/dlp, written
+by its make.py) gives exactly the expected detections and unscannable parts through `palisade
+check`; an outbound message with 5 valid NHS numbers in an XLSX is held by an enforcing rule,
+while the same message under a monitoring rule is delivered; both are incidents and both are
+in the audit report (text, JSON, CSV, printable HTML), with masked snippets only."""
+
+import email
+import io
+import json
+import re
+import smtplib
+import zipfile
+from pathlib import Path
+
+import pytest
+
+CORPUS = Path(__file__).resolve().parents[1] / "resources" / "dlp"
+EXPECTED = json.loads((CORPUS / "expected.json").read_text())
+
+
+def send(p, data, rcpts=("partner@clinic.example",), sender="ada@hospital.example"):
+    with smtplib.SMTP("127.0.0.1", p.smtp_port, timeout=60) as s:
+        s.ehlo("workstation.hospital.example")
+        s.mail(sender)
+        for r in rcpts:
+            code, msg = s.rcpt(r)
+            assert code == 250, (r, code, msg)
+        try:
+            code, msg = s.data(data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n"))
+        except smtplib.SMTPDataError as e:
+            code, msg = e.smtp_code, e.smtp_error
+        return code, msg.decode(errors="replace")
+
+
+@pytest.fixture
+def checker(palisade_factory):
+    return palisade_factory({})
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_golden_corpus(checker, name):
+    want = EXPECTED[name]
+    report = checker.cli("check", str(CORPUS / f"{name}.eml"), "--direction", "out", "--no-dns",
+                         "--to", "partner@clinic.example", "--json", json_out=True)
+    dlp = report["checks"]["dlp"]
+    assert dlp["status"] == {"state": "completed"}, dlp
+    facts = dlp["facts"]
+    got = {d["detector"]: d["count"] for d in facts["detections"]}
+    assert got == want["detections"], json.dumps(facts, indent=1)
+    assert sorted(u["location"] for u in facts["unscannable"]) == want["unscannable"], facts["unscannable"]
+    for d in facts["detections"]:
+        for s in d["snippets"]:
+            # Masked: only the last 3 letters or digits show.
+            shown = [c for c in s if c.isalnum()]
+            assert len(shown) == 3 and "*" in s, s
+        assert d["locations"] and sum(l["count"] for l in d["locations"]) == d["count"], d
+    assert facts["status"] == ("found" if want["detections"] else "none")
+
+
+def rules(monitor: bool):
+    return [{
+        "name": "patient identifiers leave only encrypted" if not monitor else "patient identifiers (audit)",
+        "direction": "outbound",
+        "dlp": {"nhs_number": 5},
+        "external": True,
+        "action": "quarantine",
+        "reason": "5 or more NHS numbers to an outside address",
+        "monitor": monitor,
+    }]
+
+
+@pytest.mark.parametrize("monitor", [False, True], ids=["enforced", "monitor"])
+def test_xlsx_with_five_nhs_numbers(palisade_factory, raw_sink_factory, monitor):
+    raw = raw_sink_factory()
+    p = palisade_factory({
+        "domain": [{"name": "hospital.example", "route": "smarthosts",
+                    "smarthosts": [f"127.0.0.1:{raw.port}"]}],
+        "route": [{"domain": "clinic.example", "smarthosts": [f"127.0.0.1:{raw.port}"]}],
+        "filter": {"rule": rules(monitor)},
+    })
+    data = (CORPUS / "xlsx_five_nhs_numbers.eml").read_bytes()
+    # An internal colleague on the same message is not external: the rule spares them.
+    code, text = send(p, data, rcpts=("partner@clinic.example", "ward7@hospital.example"))
+    assert code == 250, (code, text)
+    p.wait_queue_empty()
+    delivered = sorted(r for m in raw.messages for r in m["rcpts"])
+    held = p.cli("quarantine", "list", "--json", json_out=True)
+    if monitor:
+        # Flows as if the rule were absent.
+        assert held == [], held
+        assert delivered == ["partner@clinic.example", "ward7@hospital.example"], delivered
+    else:
+        assert delivered == ["ward7@hospital.example"], delivered
+        assert len(held) == 1, held
+        assert held[0]["reason"] == "5 or more NHS numbers to an outside address", held
+        assert "partner@clinic.example" in json.dumps(held[0]["recipients"]), held
+        assert "ward7" not in json.dumps(held[0]["recipients"]), held
+    [incident] = p.cli("dlp", "incidents", "--json", json_out=True)
+    assert incident["monitor"] is monitor and incident["action"] == "quarantine", incident
+    assert incident["recipients"] == ["partner@clinic.example"], incident
+    assert incident["sender"] == "ada@hospital.example", incident
+    [d] = incident["detections"]
+    assert d["detector"] == "nhs_number" and d["count"] == 5, d
+    assert d["locations"] == [{"location": "ward list.xlsx", "count": 5}], d
+    # No full identifier in the database (tracking, incidents): only masked snippets.
+    stored = b"".join(f.read_bytes() for f in p.data.glob("mail.db*"))
+    msg = email.message_from_bytes(data)
+    xlsx = next(part for part in msg.walk() if part.get_filename() == "ward list.xlsx").get_payload(decode=True)
+    sheet = zipfile.ZipFile(io.BytesIO(xlsx)).read("xl/worksheets/sheet1.xml").decode()
+    numbers = re.findall(r"<v>(\d{10})</v>", sheet)
+    assert len(numbers) == 5
+    for n in numbers:
+        assert n.encode() not in stored, n
+
+    report = p.cli("dlp", "report", "--since", "1h", "--format", "json", json_out=True)
+    assert report["messages"] == 1, report
+    [rule] = report["rules"]
+    assert rule["monitor"] is monitor and rule["messages"] == 1 and rule["senders"] == 1, rule
+    assert rule["recipient_domains"] == [["clinic.example", 1]], rule
+    assert report["identifiers"] == [["nhs_number", 5]], report
+    assert report["top_domains"] == [["clinic.example", 1]], report
+    csv = p.cli("dlp", "report", "--since", "1h", "--format", "csv").stdout
+    assert "identifier,nhs_number,,,5," in csv, csv
+    html = p.cli("dlp", "report", "--since", "1h", "--format", "html").stdout
+    assert "<table>" in html and "clinic.example (1)" in html and "<script" not in html, html
+    assert ("monitor (would have)" in html) is monitor

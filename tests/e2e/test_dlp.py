@@ -13,6 +13,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from harness import wait_for
 
 CORPUS = Path(__file__).resolve().parents[1] / "resources" / "dlp"
 EXPECTED = json.loads((CORPUS / "expected.json").read_text())
@@ -124,3 +125,44 @@ def test_xlsx_with_five_nhs_numbers(palisade_factory, raw_sink_factory, monitor)
     html = p.cli("dlp", "report", "--since", "1h", "--format", "html").stdout
     assert "<table>" in html and "clinic.example (1)" in html and "<script" not in html, html
     assert ("monitor (would have)" in html) is monitor
+
+
+def test_first_mail_to_a_domain_unconfirmed_is_discarded_and_the_sender_told(palisade_factory, raw_sink_factory):
+    """A `confirm` rule on the first mail to a domain: the sender's notice arrives; nobody
+    confirms; once the confirmation time is over (here: the entry's expiry moved into the past
+    while the appliance was stopped; the sweep runs at start) the message is discarded, never
+    delivered, and the sender gets "Not sent"."""
+    import sqlite3
+
+    raw = raw_sink_factory()
+    p = palisade_factory({
+        "domain": [{"name": "hospital.example", "route": "smarthosts",
+                    "smarthosts": [f"127.0.0.1:{raw.port}"]}],
+        "route": [{"domain": "clinic.example", "smarthosts": [f"127.0.0.1:{raw.port}"]}],
+        "filter": {"rule": [{"name": "new domains", "direction": "outbound",
+                             "first_mail_to_domain": True, "action": "confirm",
+                             "reason": "first mail to this organisation"}]},
+    })
+    code, text = send(p, b"From: ada@hospital.example\r\nSubject: Referral\r\n\r\nPlease see.\r\n",
+                      rcpts=("partner@clinic.example", "ward7@hospital.example"))
+    assert code == 250, (code, text)
+    [held] = wait_for(lambda: p.cli("quarantine", "list", "--json", json_out=True), 30, what="held entry")
+    assert held["reason"] == "confirmation: first mail to this organisation", held
+    # Only the external recipient waits; the colleague has it.
+    assert [r["address"] for r in held["recipients"]] == ["partner@clinic.example"], held
+
+    def to_sender(subject_prefix):
+        return [m for m in raw.messages if m["rcpts"] == ["ada@hospital.example"]
+                and email.message_from_bytes(m["data"])["Subject"].startswith(subject_prefix)]
+
+    wait_for(lambda: to_sender("Confirm before it is sent"), 30, what="the notice")
+    assert any(m["rcpts"] == ["ward7@hospital.example"] for m in raw.messages)
+    p.stop()
+    with sqlite3.connect(p.data / "mail.db") as db:
+        db.execute("UPDATE quarantine SET expires_at = 1 WHERE id = ?", (held["id"],))
+    p.start()
+    [gone] = wait_for(lambda: to_sender("Not sent"), 30, what="the not-sent notice")
+    body = email.message_from_bytes(gone["data"]).get_payload(decode=True).decode()
+    assert "partner@clinic.example" in body and "was not sent" in body, body
+    assert p.cli("quarantine", "list", "--json", json_out=True) == []
+    assert not any("partner@clinic.example" in m["rcpts"] for m in raw.messages)

@@ -239,6 +239,11 @@ pub fn router(state: AppState) -> Router {
             "/digest/release/{token}",
             get(pages::digest::confirm).post(pages::digest::release),
         )
+        // The same for senders' confirmation links (`pages::confirm`).
+        .route(
+            "/confirm/{token}",
+            get(pages::confirm::show).post(pages::confirm::answer),
+        )
         .nest("/api/v1", api(&state))
         .merge(pages(&state))
         .fallback(pages::not_found)

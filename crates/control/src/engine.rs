@@ -67,6 +67,15 @@ pub enum ControlRequest {
         actor: String,
         source: String,
     },
+    /// The sender's answer from a confirmation link (a message held by a `confirm` rule; the
+    /// engine checks the token itself): `send` releases it to every recipient it is held for,
+    /// otherwise it is deleted; the link is used up (audited `quarantine.release` /
+    /// `quarantine.delete` by `sender:<address>`, `"via": "confirmation"`).
+    QuarantineConfirm {
+        token: String,
+        send: bool,
+        source: String,
+    },
     /// Delete a held message (audited `quarantine.delete`).
     QuarantineDelete {
         id: String,

@@ -165,6 +165,27 @@ async fn handle(shared: &Arc<Shared>, req: ControlRequest) -> ControlResponse {
             source,
             digest_token: Some(token),
         } => digest_release(shared, id, recipients, token, actor, source).await,
+        ControlRequest::QuarantineConfirm {
+            token,
+            send,
+            source,
+        } => {
+            let s = shared.clone();
+            let r = tokio::task::spawn_blocking(move || {
+                crate::confirm::answer(&s, &token, send, &source)
+            })
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r);
+            match r {
+                Ok(Some(released)) => {
+                    let id = released.queue_id.clone();
+                    deliver_released(shared, id, released).await
+                }
+                Ok(None) => ControlResponse::ok("cancelled: the message was deleted"),
+                Err(e) => ControlResponse::err(e),
+            }
+        }
         ControlRequest::Digest { to, actor, source } => {
             digest_send(shared, to, actor, source).await
         }

@@ -14,6 +14,7 @@
 
 #![forbid(unsafe_code)]
 
+mod confirm;
 mod control;
 pub mod digest;
 mod generated;

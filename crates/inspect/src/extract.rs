@@ -181,6 +181,8 @@ fn location_of(view: &MessageView, i: usize) -> String {
 /// The text of every part of `view`, at most `max_bytes` in all, and what could not be read.
 pub fn extract(view: &MessageView, max_bytes: usize) -> Extracted {
     let mut out = Extracted::default();
+    // Inflating PDF streams: one budget for all the PDFs of the message.
+    let mut pdf_budget: u64 = 128 * 1024 * 1024;
     if let Some(reason) = view.uninspectable() {
         out.unscannable("message", reason);
     }
@@ -261,7 +263,7 @@ pub fn extract(view: &MessageView, max_bytes: usize) -> Extracted {
             continue;
         };
         if real == "application/pdf" || bytes.starts_with(b"%PDF-") {
-            match pdf::text(&bytes) {
+            match pdf::text_within(&bytes, &mut pdf_budget) {
                 Ok(text) => out.push(&location, text, max_bytes),
                 Err(why) => out.unscannable(&location, format!("PDF: {why}")),
             }

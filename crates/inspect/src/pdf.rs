@@ -21,6 +21,11 @@ const MAX_INFLATED: u64 = 64 * 1024 * 1024;
 const MAX_OBJECTS: usize = 200_000;
 /// Operands kept on the content stack.
 const MAX_OPERANDS: usize = 64;
+/// Fonts read from one PDF, and code mappings per font (two-byte codes: 65,536 at most).
+const MAX_FONTS: usize = 1000;
+const MAX_CMAP_ENTRIES: usize = 65_536;
+/// Code mappings made from all fonts of one PDF together.
+const MAX_CMAP_TOTAL: usize = 1_000_000;
 
 struct Object<'a> {
     /// The object's text before `stream` (its dictionary), or all of it.
@@ -38,12 +43,27 @@ struct CMap {
 
 /// The text of every page of `pdf`, or why it cannot be read.
 pub fn text(pdf: &[u8]) -> Result<String, String> {
+    let mut budget = MAX_INFLATED;
+    text_within(pdf, &mut budget)
+}
+
+/// [`text`] with the inflation budget shared by every PDF of one message (spent as used).
+pub fn text_within(pdf: &[u8], shared_budget: &mut u64) -> Result<String, String> {
+    let result = text_budgeted(pdf, shared_budget);
+    if *shared_budget == 0 && result.is_err() {
+        return Err("over the decompression budget of this message's PDFs".into());
+    }
+    result
+}
+
+fn text_budgeted(pdf: &[u8], shared_budget: &mut u64) -> Result<String, String> {
     if !pdf.starts_with(b"%PDF-")
         && memchr::memmem::find(&pdf[..pdf.len().min(1024)], b"%PDF-").is_none()
     {
         return Err("not a PDF".into());
     }
-    let mut budget = MAX_INFLATED;
+    let mut budget = MAX_INFLATED.min(*shared_budget);
+    let start_budget = budget;
     let mut objects: HashMap<u32, Object<'_>> = HashMap::new();
     let mut compressed: Vec<(u32, Vec<u8>)> = Vec::new();
     let mut encrypted = false;
@@ -89,6 +109,7 @@ pub fn text(pdf: &[u8]) -> Result<String, String> {
             },
         );
     }
+    *shared_budget -= start_budget - budget;
     if encrypted || trailer_says_encrypted(pdf) {
         return Err("encrypted: its text cannot be read".into());
     }
@@ -110,6 +131,7 @@ pub fn text(pdf: &[u8]) -> Result<String, String> {
     };
     // Fonts by resource name (the first definition of a name wins), with their ToUnicode maps.
     let mut fonts: HashMap<Vec<u8>, CMap> = HashMap::new();
+    let mut cmap_total = 0usize;
     let all_dicts: Vec<&[u8]> = objects
         .values()
         .map(|o| o.dict)
@@ -130,7 +152,7 @@ pub fn text(pdf: &[u8]) -> Result<String, String> {
             };
             let Some(table) = table else { continue };
             for (name, font) in name_refs(table) {
-                if fonts.contains_key(&name) {
+                if fonts.contains_key(&name) || fonts.len() >= MAX_FONTS {
                     continue;
                 }
                 let Some(fd) = dict_of(font) else { continue };
@@ -144,8 +166,10 @@ pub fn text(pdf: &[u8]) -> Result<String, String> {
                 };
                 if let Some(tu) = value_after(fd, b"/ToUnicode").and_then(reference)
                     && let Some(Some(data)) = objects.get(&tu.0).map(|o| o.data.as_ref())
+                    && cmap_total < MAX_CMAP_TOTAL
                 {
                     parse_cmap(data, &mut cmap);
+                    cmap_total += cmap.map.len();
                 }
                 fonts.insert(name, cmap);
             }
@@ -387,6 +411,9 @@ fn parse_cmap(data: &[u8], cmap: &mut CMap) {
     for block in sections(data, b"beginbfchar", b"endbfchar") {
         let h = hexes(block);
         for pair in h.chunks_exact(2) {
+            if cmap.map.len() >= MAX_CMAP_ENTRIES {
+                break;
+            }
             if pair[0].len() > 1 {
                 cmap.width = 2;
             }
@@ -400,7 +427,7 @@ fn parse_cmap(data: &[u8], cmap: &mut CMap) {
                 cmap.width = 2;
             }
             let (lo, hi) = (code(&triple[0]), code(&triple[1]));
-            if hi < lo || hi - lo > 65_536 {
+            if hi < lo || (hi - lo) as usize + cmap.map.len() > MAX_CMAP_ENTRIES {
                 continue;
             }
             let base = triple[2].clone();

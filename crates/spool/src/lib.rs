@@ -19,6 +19,7 @@ mod committer;
 pub mod digest;
 pub mod dsn;
 mod file;
+pub mod notice;
 pub mod quarantine;
 mod recovery;
 pub mod schedule;

@@ -154,6 +154,73 @@ pub struct DigestLink<'a> {
     pub token: &'a str,
 }
 
+/// The prefix of the reason of a message held for its sender's confirmation (a `confirm`
+/// rule).
+pub const CONFIRMATION: &str = "confirmation:";
+
+/// What the sender of a message held for confirmation decided with the link of its notice.
+/// `send`: released to every recipient it is held for (and their domains are no longer new);
+/// otherwise deleted. Refused when the entry is not held, not held for confirmation, not the
+/// link's sender's, or the link was already used. Audited `quarantine.release` /
+/// `quarantine.delete` with `"via": "confirmation"`.
+pub fn confirm_from_link(
+    data: &DataDir,
+    id: &str,
+    link: DigestLink<'_>,
+    send: bool,
+    by: Requester<'_>,
+) -> Result<Option<Released>, SpoolError> {
+    let mut db = MailDb::open(&data.mail_db())?;
+    if db
+        .digest_release_of(&palisade_store::digest::token_id(link.token))?
+        .is_some()
+    {
+        return Err(SpoolError::LinkUsed);
+    }
+    let entry = held(&db, id)?;
+    if !entry.reason.starts_with(CONFIRMATION) || !entry.sender.eq_ignore_ascii_case(link.recipient)
+    {
+        return Err(SpoolError::NotHeldFor {
+            id: id.to_string(),
+            recipient: link.recipient.to_string(),
+        });
+    }
+    if send {
+        let recipients = entry.recipients.iter().map(queued_again).collect();
+        return enqueue_held(
+            data,
+            &mut db,
+            &entry,
+            recipients,
+            Vec::new(),
+            Some(link),
+            by,
+        )
+        .map(Some);
+    }
+    remove_held(
+        data,
+        &mut db,
+        &entry,
+        "deleted",
+        format!("quarantined copy {id} cancelled by its sender"),
+    )?;
+    let recipients: Vec<&str> = entry
+        .recipients
+        .iter()
+        .map(|r| r.address.as_str())
+        .collect();
+    audit(
+        data,
+        by,
+        "quarantine.delete",
+        id,
+        json!({ "queue_id": entry.queue_id, "sender": entry.sender, "recipients": recipients,
+                "reason": entry.reason, "via": "confirmation" }),
+    )?;
+    Ok(None)
+}
+
 /// Releases held message `id` to one of the recipients it was held for (as its digest link
 /// asked), to that recipient only: the entry stays held for the others, and leaves the
 /// `held` state when none is left. Refused when the entry is not held for that recipient or
@@ -294,6 +361,16 @@ fn enqueue_held(
             released_as: Some(queue_id.clone()),
         });
     }
+    let confirmed = entry.reason.starts_with(CONFIRMATION);
+    if confirmed {
+        // The sender confirmed these recipients: their domains are known from now on.
+        let domains: std::collections::BTreeSet<String> = recipients
+            .iter()
+            .filter_map(|r| r.address.rsplit_once('@'))
+            .map(|(_, d)| d.to_ascii_lowercase())
+            .collect();
+        batch.recipient_domains = domains.into_iter().collect();
+    }
     if let Some(link) = link {
         batch.digest_releases.push(DigestRelease {
             token_id: palisade_store::digest::token_id(link.token),
@@ -320,7 +397,7 @@ fn enqueue_held(
         "recipients": addresses,
     });
     if link.is_some() {
-        detail["via"] = json!("digest");
+        detail["via"] = json!(if confirmed { "confirmation" } else { "digest" });
         detail["still_held_for"] = json!(
             remaining
                 .iter()
@@ -369,7 +446,7 @@ pub fn delete(data: &DataDir, id: &str, by: Requester<'_>) -> Result<(), SpoolEr
 
 /// Deletes every held entry whose `expires_at` is before `now` (retention), tracked as
 /// `expired`. Returns their ids. Not audited: nobody asked, the configured retention did.
-pub fn purge(data: &DataDir, now: i64) -> Result<Vec<String>, SpoolError> {
+pub fn purge(data: &DataDir, now: i64) -> Result<Vec<QuarantineEntry>, SpoolError> {
     let mut db = MailDb::open(&data.mail_db())?;
     let mut purged = Vec::new();
     for id in db.quarantine_expired(now)? {
@@ -383,7 +460,7 @@ pub fn purge(data: &DataDir, now: i64) -> Result<Vec<String>, SpoolError> {
             "expired",
             format!("quarantined copy {id} expired"),
         ) {
-            Ok(()) => purged.push(id),
+            Ok(()) => purged.push(entry),
             // Released or deleted meanwhile.
             Err(SpoolError::Store(StoreError::Inconsistent(_))) => {}
             Err(e) => return Err(e),

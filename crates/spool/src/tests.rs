@@ -485,7 +485,12 @@ async fn quarantine_release_delete_and_purge() {
     ));
 
     // Purge: only the expired held entry.
-    assert_eq!(quarantine::purge(&data, now()).unwrap(), vec![c.clone()]);
+    let purged: Vec<String> = quarantine::purge(&data, now())
+        .unwrap()
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(purged, vec![c.clone()]);
     assert!(!spool.quarantine_path(&c).exists());
     assert_eq!(
         quarantine::get(&data, &c).unwrap().unwrap().state,

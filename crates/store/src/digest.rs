@@ -29,6 +29,27 @@ pub const MAX_TOKEN_LEN: usize = 1024;
 pub const NONCE_VALID_SECS: i64 = 3600;
 
 const TOKEN_CONTEXT: &[u8] = b"palisade digest release v1\0";
+const CONFIRM_CONTEXT: &[u8] = b"palisade sender confirmation v1\0";
+
+/// What a token is for: a link of one kind never works as the other (each is signed under
+/// its own context).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// A digest's release link: `recipient` is the recipient it releases to.
+    Release,
+    /// A sender's confirmation link (a message held by a `confirm` rule): `recipient` is the
+    /// sender who may send or cancel it.
+    Confirm,
+}
+
+impl Purpose {
+    fn context(self) -> &'static [u8] {
+        match self {
+            Purpose::Release => TOKEN_CONTEXT,
+            Purpose::Confirm => CONFIRM_CONTEXT,
+        }
+    }
+}
 const NONCE_CONTEXT: &[u8] = b"palisade digest nonce v1\0";
 
 /// The signing key. Its bytes never leave this type (`Debug` does not show them).
@@ -153,10 +174,15 @@ impl DigestKey {
         ]
     }
 
-    /// The token for `claims`.
+    /// The release token for `claims`.
     pub fn sign(&self, claims: &Claims) -> String {
+        self.sign_for(Purpose::Release, claims)
+    }
+
+    /// The token for `claims`, for `purpose`.
+    pub fn sign_for(&self, purpose: Purpose, claims: &Claims) -> String {
         let [exp, qid, rcpt] = Self::token_input(claims);
-        let tag = self.mac(&[TOKEN_CONTEXT, &exp, &qid, &rcpt]);
+        let tag = self.mac(&[purpose.context(), &exp, &qid, &rcpt]);
         format!(
             "{}.{}.{}.{}",
             claims.expires_at,
@@ -169,6 +195,16 @@ impl DigestKey {
     /// What `token` says, if it was signed with this key and has not expired at `now`. The
     /// signature is checked (in constant time) before the expiry is looked at.
     pub fn verify(&self, token: &str, now: i64) -> Result<Claims, TokenError> {
+        self.verify_for(Purpose::Release, token, now)
+    }
+
+    /// [`DigestKey::verify`] for a token of `purpose`.
+    pub fn verify_for(
+        &self,
+        purpose: Purpose,
+        token: &str,
+        now: i64,
+    ) -> Result<Claims, TokenError> {
         let claims = parse(token)?;
         let mac = token
             .rsplit('.')
@@ -177,7 +213,7 @@ impl DigestKey {
             .ok_or(TokenError::Malformed)?;
         let [exp, qid, rcpt] = Self::token_input(&claims);
         let mut input = Vec::new();
-        for p in [TOKEN_CONTEXT, &exp, &qid, &rcpt] {
+        for p in [purpose.context(), &exp, &qid, &rcpt] {
             input.extend_from_slice(p);
             input.push(0);
         }
@@ -288,6 +324,20 @@ mod tests {
             key.verify(&t, 2_000_000_000),
             Err(TokenError::Expired { at: 2_000_000_000 })
         );
+    }
+
+    #[test]
+    fn a_release_link_is_no_confirmation_link_and_back() {
+        let key = DigestKey::generate();
+        let release = key.sign(&claims());
+        let confirm = key.sign_for(Purpose::Confirm, &claims());
+        assert_ne!(release, confirm);
+        assert_eq!(key.verify_for(Purpose::Confirm, &confirm, 1), Ok(claims()));
+        assert_eq!(
+            key.verify_for(Purpose::Confirm, &release, 1),
+            Err(TokenError::BadSignature)
+        );
+        assert_eq!(key.verify(&confirm, 1), Err(TokenError::BadSignature));
     }
 
     #[test]

@@ -39,6 +39,7 @@ macro_rules! protection_unchecked_or_outbound {
     };
 }
 
+mod domains;
 mod incident;
 mod model;
 mod protection;
@@ -54,6 +55,7 @@ pub use protection::{
 };
 pub use quarantine::{
     HeldRecipient, NewQuarantine, QuarantineChange, QuarantineEntry, QuarantineQuery,
+    explanation_sentences,
 };
 
 pub const MIGRATIONS: &[&str] = &[
@@ -188,6 +190,8 @@ pub const MIGRATIONS: &[&str] = &[
          WHERE reason LIKE 'spam: score %';",
     // 7: DLP incidents (see `mail::incident`).
     incident::MIGRATION,
+    // 8: where outbound mail goes (see `mail::domains`).
+    domains::MIGRATION,
 ];
 
 /// How the message reached us: for tracking and for the trace page.
@@ -345,6 +349,8 @@ pub struct Batch {
     pub digest_releases: Vec<DigestRelease>,
     /// DLP incidents of the messages accepted or refused in this batch.
     pub incidents: Vec<NewIncident>,
+    /// Recipient domains outbound mail of this batch goes to (one message more each).
+    pub recipient_domains: Vec<String>,
 }
 
 impl Batch {
@@ -360,6 +366,7 @@ impl Batch {
             && self.digest_sent.is_empty()
             && self.digest_releases.is_empty()
             && self.incidents.is_empty()
+            && self.recipient_domains.is_empty()
     }
 
     /// Whether committing this batch makes new spool files part of the queue (the spool
@@ -724,6 +731,9 @@ impl MailDb {
             }
             for i in batches.iter().flat_map(|b| &b.incidents) {
                 incident::insert(&tx, i, now)?;
+            }
+            for b in batches {
+                domains::record(&tx, &b.recipient_domains, now)?;
             }
 
             for e in batches.iter().flat_map(|b| &b.events) {

@@ -63,7 +63,7 @@ enum Checked {
 }
 
 /// One printable line for the page (askama escapes it).
-fn line(s: &str, max: usize) -> String {
+pub(crate) fn line(s: &str, max: usize) -> String {
     let s: String = s
         .chars()
         .map(|c| {
@@ -187,7 +187,7 @@ async fn check(state: &AppState, token: String, source: String) -> Result<Checke
         .await
 }
 
-fn throttled(wait: i64) -> Response {
+pub(crate) fn throttled(wait: i64) -> Response {
     let mut r = page(
         StatusCode::TOO_MANY_REQUESTS,
         "Too many attempts",

@@ -4,6 +4,7 @@
 
 pub mod account;
 pub mod audit;
+pub mod confirm;
 pub mod dashboard;
 pub mod digest;
 pub mod dkim;

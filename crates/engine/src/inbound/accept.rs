@@ -293,7 +293,11 @@ impl Session {
                 id: qid,
                 queue_id: id.to_string(),
                 received_at: now,
-                expires_at: now + retention,
+                expires_at: if reason.starts_with(palisade_spool::quarantine::CONFIRMATION) {
+                    now + i64::from(self.cfg.filter.confirmation_hours) * 3600
+                } else {
+                    now + retention
+                },
                 sender: sender.clone(),
                 recipients: idxs
                     .iter()
@@ -438,6 +442,7 @@ impl Session {
                 quarantined,
                 events,
                 incidents: crate::pipeline::dlp::incidents(eval, tracking.subject.as_deref()),
+                recipient_domains: delivered_domains(eval),
                 ..Default::default()
             },
             queued,
@@ -446,4 +451,28 @@ impl Session {
             original_kept,
         })
     }
+}
+
+/// The domains an outbound message is delivered to (each once), for the recipient-domain
+/// history the rules read (`first_mail_to_domain`, `lookalike_domain`).
+fn delivered_domains(eval: &Evaluation) -> Vec<String> {
+    if eval.envelope.direction != palisade_policy::Direction::Outbound {
+        return Vec::new();
+    }
+    let set: std::collections::BTreeSet<String> = eval
+        .verdict
+        .per_recipient
+        .iter()
+        .filter(|r| {
+            matches!(
+                r.disposition,
+                Disposition::Deliver | Disposition::Redirect { .. } | Disposition::Encrypt { .. }
+            )
+        })
+        .filter_map(|r| eval.envelope.recipients.get(r.index))
+        .filter_map(|r| r.address.rsplit_once('@'))
+        .map(|(_, d)| d.trim_end_matches('.').to_ascii_lowercase())
+        .filter(|d| !d.is_empty())
+        .collect();
+    set.into_iter().collect()
 }

@@ -279,8 +279,14 @@ impl Session {
             original_kept,
         } = plan;
         let held = batch.quarantined.len();
+        let to_confirm: Vec<crate::confirm::Held> = batch
+            .quarantined
+            .iter()
+            .filter_map(crate::confirm::Held::of_new)
+            .collect();
         match self.shared.spool.commit(batch).await {
             Ok(()) => {
+                crate::confirm::spawn_notices(self.shared.clone(), to_confirm, false);
                 Counters::inc(&self.shared.counters.accepted);
                 tracing::info!(
                     event = "smtp.queued",

@@ -63,7 +63,14 @@ async fn purge_quarantine(inner: &Arc<Inner>) {
     })
     .await;
     match r {
-        Ok(Ok(_)) => {}
+        Ok(Ok(purged)) => {
+            // Held for a confirmation nobody gave: the sender is told it was not sent.
+            let unconfirmed = purged
+                .iter()
+                .filter_map(crate::confirm::Held::of_entry)
+                .collect();
+            crate::confirm::spawn_notices(inner.shared.clone(), unconfirmed, true);
+        }
         Ok(Err(e)) => tracing::error!(event = "quarantine.purge_failed", error = %e),
         Err(e) => tracing::error!(event = "quarantine.purge_failed", error = %e),
     }

@@ -14,6 +14,7 @@ use palisade_store::config::{
 };
 use serde_json::json;
 
+use super::domains::{DomainFact, DomainHistory};
 use super::{Check, CheckFuture, Envelope, Findings, Subject};
 
 /// The header a message the view could not fully inspect carries when the configuration says
@@ -130,6 +131,8 @@ pub struct RulesCheck {
     rules: Arc<Vec<Rule>>,
     /// The inbound domains (`[[domain]]`): a recipient elsewhere is external.
     domains: Arc<Vec<String>>,
+    /// Where outbound mail went before (first mail to a domain, look-alikes).
+    history: Arc<DomainHistory>,
 }
 
 /// What the rules see besides the message: the outcomes of the checks they read and the
@@ -138,6 +141,8 @@ pub struct RulesCheck {
 pub struct RuleInputs {
     pub outcomes: HashMap<&'static str, Arc<CheckOutcome>>,
     pub size: Option<u64>,
+    /// The external recipients' domains (lower case), when a rule reads them.
+    pub domains: HashMap<String, DomainFact>,
 }
 
 impl RuleInputs {
@@ -149,18 +154,23 @@ impl RuleInputs {
 
 impl RulesCheck {
     pub fn new(rules: Vec<Rule>) -> RulesCheck {
-        RulesCheck::with_domains(rules, Vec::new())
+        RulesCheck::with_domains(rules, Vec::new(), None)
     }
 
-    pub fn with_domains(rules: Vec<Rule>, domains: Vec<String>) -> RulesCheck {
+    /// `domains`: the inbound domains; `data`: where the recipient-domain history is.
+    pub fn with_domains(
+        rules: Vec<Rule>,
+        domains: Vec<String>,
+        data: Option<&palisade_store::DataDir>,
+    ) -> RulesCheck {
+        let domains: Vec<String> = domains
+            .into_iter()
+            .map(|d| d.to_ascii_lowercase())
+            .collect();
         RulesCheck {
             rules: Arc::new(rules),
-            domains: Arc::new(
-                domains
-                    .into_iter()
-                    .map(|d| d.to_ascii_lowercase())
-                    .collect(),
-            ),
+            history: Arc::new(DomainHistory::new(data, domains.clone())),
+            domains: Arc::new(domains),
         }
     }
 
@@ -178,6 +188,7 @@ impl RulesCheck {
                 RuleAction::Deliver => Action::deliver(),
                 RuleAction::Quarantine => Action::quarantine(reason.clone()),
                 RuleAction::Encrypt => Action::quarantine(format!("encryption pending: {reason}")),
+                RuleAction::Confirm => Action::quarantine(format!("confirmation: {reason}")),
                 RuleAction::Discard => Action::discard(),
                 RuleAction::Reject => Action::reject(Reply::new(
                     rule.reply_code.unwrap_or(550),
@@ -236,6 +247,7 @@ pub fn rule_action_name(a: RuleAction) -> &'static str {
         RuleAction::TagSubject => "tag_subject",
         RuleAction::Bcc => "bcc",
         RuleAction::Encrypt => "encrypt",
+        RuleAction::Confirm => "confirm",
     }
 }
 
@@ -247,7 +259,9 @@ impl Check for RulesCheck {
         let check = RulesCheck {
             rules: self.rules.clone(),
             domains: self.domains.clone(),
+            history: self.history.clone(),
         };
+        let reads_domains = self.rules.iter().any(Rule::reads_domains);
         let mut reads: Vec<&'static str> = self.rules.iter().flat_map(|r| r.reads()).collect();
         reads.sort_unstable();
         reads.dedup();
@@ -266,6 +280,21 @@ impl Check for RulesCheck {
                 .as_deref()
                 .and_then(|p| std::fs::metadata(p).ok())
                 .map(|m| m.len());
+            if reads_domains {
+                let external: Vec<String> = subject
+                    .envelope
+                    .recipients
+                    .iter()
+                    .filter(|r| is_external(&r.address, &check.domains))
+                    .filter_map(|r| domain_of(&r.address))
+                    .collect::<std::collections::BTreeSet<_>>()
+                    .into_iter()
+                    .collect();
+                let history = check.history.clone();
+                inputs.domains = tokio::task::spawn_blocking(move || history.facts(&external))
+                    .await
+                    .map_err(|e| format!("the recipient-domain history stopped: {e}"))?;
+            }
             Ok(check.findings(&subject.envelope, &subject.view, &inputs))
         })
     }
@@ -279,12 +308,14 @@ struct Match {
     dlp: std::collections::BTreeMap<String, usize>,
 }
 
-fn is_external(address: &str, domains: &[String]) -> bool {
-    let domain = address
+fn domain_of(address: &str) -> Option<String> {
+    address
         .rsplit_once('@')
         .map(|(_, d)| d.trim_end_matches('.').to_ascii_lowercase())
-        .unwrap_or_default();
-    !domains.contains(&domain)
+}
+
+fn is_external(address: &str, domains: &[String]) -> bool {
+    !domains.contains(&domain_of(address).unwrap_or_default())
 }
 
 /// Whether `rule` applies to this message, to whom, and a short account of why.
@@ -437,6 +468,42 @@ fn rule_matches(
                 .map(|(i, _)| i)
                 .collect(),
         );
+    }
+    if rule.reads_domains() {
+        let mut notes = Vec::new();
+        let hits: Vec<usize> = env
+            .recipients
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| is_external(&r.address, domains))
+            .filter(|(_, r)| {
+                let d = domain_of(&r.address).unwrap_or_default();
+                let fact = inputs.domains.get(&d).cloned().unwrap_or_default();
+                let new = !rule.first_mail_to_domain || fact.messages == 0;
+                let like = !rule.lookalike_domain || fact.lookalike_of.is_some();
+                if new && like {
+                    let mut n = Vec::new();
+                    if rule.first_mail_to_domain {
+                        n.push(format!("first mail to {d}"));
+                    }
+                    if let Some(k) = fact.lookalike_of.filter(|_| rule.lookalike_domain) {
+                        n.push(format!("{d} looks like {k}"));
+                    }
+                    notes.extend(n);
+                }
+                new && like
+            })
+            .map(|(i, _)| i)
+            .collect();
+        if hits.is_empty() {
+            return None;
+        }
+        notes.dedup();
+        why.push(notes.join(", "));
+        chosen = Some(match chosen {
+            Some(c) => c.into_iter().filter(|i| hits.contains(i)).collect(),
+            None => hits,
+        });
     }
     if rule.external {
         let ext: Vec<usize> = env

@@ -20,6 +20,7 @@ pub mod authentication;
 mod checks;
 pub mod dkim;
 pub mod dlp;
+pub mod domains;
 pub mod edit;
 pub mod spam;
 
@@ -170,6 +171,7 @@ impl Pipeline {
             Arc::new(RulesCheck::with_domains(
                 f.rules.clone(),
                 cfg.domains.iter().map(|d| d.name.clone()).collect(),
+                data,
             )),
         ];
         if cfg.antivirus.enabled

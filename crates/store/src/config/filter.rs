@@ -49,6 +49,9 @@ pub struct Filter {
     pub uninspectable: UninspectableAction,
     /// Held messages are deleted this many days after they arrived.
     pub quarantine_retention_days: u32,
+    /// A message held for its sender's confirmation (a `confirm` rule) is discarded, and its
+    /// sender told, when not confirmed within this many hours.
+    pub confirmation_hours: u32,
     /// Per-check settings, by check name (`mime`, `rules`).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub check: BTreeMap<String, CheckSettings>,
@@ -63,6 +66,7 @@ impl Default for Filter {
             timeout_secs: 60,
             uninspectable: UninspectableAction::Quarantine,
             quarantine_retention_days: 30,
+            confirmation_hours: 24,
             check: BTreeMap::new(),
             rules: Vec::new(),
         }
@@ -131,6 +135,8 @@ pub enum RuleAction {
     /// Send only encrypted. Until gateway encryption exists the message is held in quarantine
     /// (reason `encryption pending: …`): it never leaves in clear.
     Encrypt,
+    /// Hold for the sender to confirm (reason `confirmation: …`); an operator can release it.
+    Confirm,
 }
 
 /// One operator rule: every condition given must hold (AND); each list matches if any of its
@@ -210,6 +216,14 @@ pub struct Rule {
     /// The antivirus check's status: `clean`, `infected`, `unscannable`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub antivirus: Vec<String>,
+    /// Applies to external recipients whose domain the organisation has never mailed before
+    /// (`mail.db`'s recipient domains: a new appliance has mailed none).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub first_mail_to_domain: bool,
+    /// Applies to external recipients whose domain looks like one of the inbound domains or
+    /// one the organisation mails often (`nhs.nte`, `nhs-net.com` for `nhs.net`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub lookalike_domain: bool,
 }
 
 impl Rule {
@@ -226,6 +240,11 @@ impl Rule {
             out.push("antivirus");
         }
         out
+    }
+
+    /// Whether the rule needs the recipient domains' history.
+    pub fn reads_domains(&self) -> bool {
+        self.first_mail_to_domain || self.lookalike_domain
     }
 }
 
@@ -321,6 +340,12 @@ impl Filter {
             bad(
                 "filter.quarantine_retention_days",
                 format!("{} is outside 1 .. 3650", self.quarantine_retention_days),
+            );
+        }
+        if !(1..=720).contains(&self.confirmation_hours) {
+            bad(
+                "filter.confirmation_hours",
+                format!("{} is outside 1 .. 720", self.confirmation_hours),
             );
         }
         for (name, s) in &self.check {

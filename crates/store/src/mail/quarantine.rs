@@ -482,3 +482,29 @@ impl MailDb {
         rows.collect::<rusqlite::Result<_>>().at(&self.conn)
     }
 }
+
+/// The sentences of the explanations of `stage` (`rules`, …) in a held entry's
+/// `explanations` (one object per recipient, each with its `explanations`), each once.
+pub fn explanation_sentences(explanations: Option<&serde_json::Value>, stage: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let per_recipient = explanations
+        .and_then(|e| e.as_array())
+        .into_iter()
+        .flatten();
+    for r in per_recipient {
+        let list = r
+            .get("explanations")
+            .and_then(|e| e.as_array())
+            .into_iter()
+            .flatten();
+        for e in list {
+            if e.get("stage").and_then(|s| s.as_str()) == Some(stage)
+                && let Some(s) = e.get("sentence").and_then(|s| s.as_str())
+                && !out.iter().any(|o| o == s)
+            {
+                out.push(s.to_string());
+            }
+        }
+    }
+    out
+}

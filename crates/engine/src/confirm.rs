@@ -12,10 +12,9 @@ use std::sync::Arc;
 use palisade_spool::admin::Requester;
 use palisade_spool::notice::{self, Notice};
 use palisade_spool::quarantine::{CONFIRMATION, DigestLink, Released};
-use palisade_spool::{Batch, MessageKind, NewQuarantine, QuarantineEntry, Spool};
+use palisade_spool::{Batch, HeldRecipient, MessageKind, NewQuarantine, QuarantineEntry, Spool};
 use palisade_store::digest::{Claims, DigestKey, Purpose};
 
-use crate::outbound::queued_from_new;
 use crate::state::Shared;
 
 /// A message held for its sender's confirmation, as its notice needs it.
@@ -29,31 +28,48 @@ pub(crate) struct Held {
     expires_at: i64,
 }
 
-fn reasons(explanations: Option<&serde_json::Value>) -> Vec<String> {
-    palisade_store::mail::explanation_sentences(explanations, "rules")
-}
-
 impl Held {
     /// The entry when it is held for confirmation and has a sender to ask.
     pub(crate) fn of_new(q: &NewQuarantine) -> Option<Held> {
-        (q.reason.starts_with(CONFIRMATION) && !q.sender.is_empty()).then(|| Held {
-            id: q.id.clone(),
-            sender: q.sender.clone(),
-            recipients: q.recipients.iter().map(|r| r.address.clone()).collect(),
-            subject: q.subject.clone(),
-            reasons: reasons(q.explanations.as_ref()),
-            expires_at: q.expires_at,
-        })
+        Held::of(
+            &q.id,
+            &q.sender,
+            &q.reason,
+            &q.recipients,
+            &q.subject,
+            q.explanations.as_ref(),
+            q.expires_at,
+        )
     }
 
     pub(crate) fn of_entry(e: &QuarantineEntry) -> Option<Held> {
-        (e.reason.starts_with(CONFIRMATION) && !e.sender.is_empty()).then(|| Held {
-            id: e.id.clone(),
-            sender: e.sender.clone(),
-            recipients: e.recipients.iter().map(|r| r.address.clone()).collect(),
-            subject: e.subject.clone(),
-            reasons: reasons(e.explanations.as_ref()),
-            expires_at: e.expires_at,
+        Held::of(
+            &e.id,
+            &e.sender,
+            &e.reason,
+            &e.recipients,
+            &e.subject,
+            e.explanations.as_ref(),
+            e.expires_at,
+        )
+    }
+
+    fn of(
+        id: &str,
+        sender: &str,
+        reason: &str,
+        recipients: &[HeldRecipient],
+        subject: &Option<String>,
+        explanations: Option<&serde_json::Value>,
+        expires_at: i64,
+    ) -> Option<Held> {
+        (reason.starts_with(CONFIRMATION) && !sender.is_empty()).then(|| Held {
+            id: id.to_string(),
+            sender: sender.to_string(),
+            recipients: recipients.iter().map(|r| r.address.clone()).collect(),
+            subject: subject.clone(),
+            reasons: palisade_store::mail::explanation_sentences(explanations, "rules"),
+            expires_at,
         })
     }
 }
@@ -124,20 +140,16 @@ async fn send_notice(shared: &Arc<Shared>, h: &Held, discarded: bool) -> Result<
         },
     )
     .await?;
-    if let Err(e) = shared
-        .spool
-        .commit(Batch {
-            accepted: vec![msg.clone()],
+    crate::generated::commit(
+        shared,
+        Batch {
+            accepted: vec![msg],
             ..Default::default()
-        })
-        .await
-    {
-        shared.spool.remove_content(&id);
-        return Err(e.to_string());
-    }
+        },
+    )
+    .await?;
     tracing::info!(event = if discarded { "confirm.discarded_notice" } else { "confirm.notice" },
         quarantine_id = %h.id, queue_id = %id, rcpt = %h.sender);
-    shared.runner().submit(queued_from_new(&msg));
     Ok(())
 }
 

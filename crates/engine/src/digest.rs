@@ -23,7 +23,6 @@ use palisade_store::digest::{Claims, DigestKey};
 use palisade_store::mail::DigestSent;
 use serde::Serialize;
 
-use crate::outbound::queued_from_new;
 use crate::state::Shared;
 
 /// How often the scheduler looks at the clock.
@@ -200,13 +199,11 @@ pub(crate) async fn send(shared: &Arc<Shared>, only: Option<String>) -> Result<S
                 .collect(),
             ..Default::default()
         };
-        if let Err(e) = shared.spool.commit(batch).await {
-            shared.spool.remove_content(&id);
-            return Err(format!("digest to {}: {e}", p.recipient));
-        }
+        crate::generated::commit(shared, batch)
+            .await
+            .map_err(|e| format!("digest to {}: {e}", p.recipient))?;
         tracing::info!(event = "digest.queued", queue_id = %id, rcpt = %p.recipient,
             entries = listed.len(), not_listed = p.entries.len() - listed.len());
-        shared.runner().submit(queued_from_new(&msg));
         summary.digests += 1;
         summary.entries += listed.len();
         summary.queued.push((p.recipient.clone(), id));

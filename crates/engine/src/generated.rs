@@ -2,7 +2,7 @@
 //! mail — the content file fsync'd before the caller commits the [`NewMessage`] this returns —
 //! from the null sender, to one recipient, never bounced.
 
-use palisade_spool::{Body, MessageKind, NewMessage, NewRecipient, Notify, Origin};
+use palisade_spool::{Batch, Body, MessageKind, NewMessage, NewRecipient, Notify, Origin};
 
 use crate::state::Shared;
 
@@ -69,4 +69,20 @@ pub(crate) async fn spool(
         verdict: None,
         status: None,
     })
+}
+
+/// Commits `batch`, whose `accepted` are messages written by [`spool`], and hands them to the
+/// queue runner; when the commit fails their content files go.
+pub(crate) async fn commit(shared: &Shared, batch: Batch) -> Result<(), String> {
+    let messages = batch.accepted.clone();
+    if let Err(e) = shared.spool.commit(batch).await {
+        for m in &messages {
+            shared.spool.remove_content(&m.id);
+        }
+        return Err(e.to_string());
+    }
+    for m in &messages {
+        shared.runner().submit(crate::outbound::queued_from_new(m));
+    }
+    Ok(())
 }

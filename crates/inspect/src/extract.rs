@@ -186,6 +186,9 @@ pub fn extract(view: &MessageView, max_bytes: usize) -> Extracted {
     if let Some(reason) = view.uninspectable() {
         out.unscannable("message", reason);
     }
+    // What each archive is (a document or an archive), worked out once per archive.
+    let mut office: std::collections::HashMap<usize, Option<&'static str>> =
+        std::collections::HashMap::new();
     let parts = view.parts();
     for (i, part) in parts.iter().enumerate() {
         if matches!(part.kind, PartKind::Multipart | PartKind::Message) {
@@ -205,7 +208,9 @@ pub fn extract(view: &MessageView, max_bytes: usize) -> Extracted {
         }
         // The members of an Office document are read as the document.
         if let PartKind::ArchiveMember { archive, .. } = part.kind
-            && let Some(kind) = office_kind(view, archive)
+            && let Some(kind) = *office
+                .entry(archive)
+                .or_insert_with(|| office_kind(view, archive))
         {
             let name = part.filename.as_deref().unwrap_or("");
             let location = parts[archive].path.clone();

@@ -198,25 +198,13 @@ pub fn confirm_from_link(
         )
         .map(Some);
     }
-    remove_held(
+    delete_held(
         data,
         &mut db,
         &entry,
-        "deleted",
         format!("quarantined copy {id} cancelled by its sender"),
-    )?;
-    let recipients: Vec<&str> = entry
-        .recipients
-        .iter()
-        .map(|r| r.address.as_str())
-        .collect();
-    audit(
-        data,
+        Some("confirmation"),
         by,
-        "quarantine.delete",
-        id,
-        json!({ "queue_id": entry.queue_id, "sender": entry.sender, "recipients": recipients,
-                "reason": entry.reason, "via": "confirmation" }),
     )?;
     Ok(None)
 }
@@ -366,8 +354,7 @@ fn enqueue_held(
         // The sender confirmed these recipients: their domains are known from now on.
         let domains: std::collections::BTreeSet<String> = recipients
             .iter()
-            .filter_map(|r| r.address.rsplit_once('@'))
-            .map(|(_, d)| d.to_ascii_lowercase())
+            .filter_map(|r| palisade_store::mail::domain_of(&r.address))
             .collect();
         batch.recipient_domains = domains.into_iter().collect();
     }
@@ -417,13 +404,28 @@ fn enqueue_held(
 pub fn delete(data: &DataDir, id: &str, by: Requester<'_>) -> Result<(), SpoolError> {
     let mut db = MailDb::open(&data.mail_db())?;
     let entry = held(&db, id)?;
-    remove_held(
+    delete_held(
         data,
         &mut db,
         &entry,
-        "deleted",
         format!("quarantined copy {id} deleted by {}", by.actor),
-    )?;
+        None,
+        by,
+    )
+}
+
+/// Deletes a held entry (tracking event `detail`), logs and audits it (`quarantine.delete`,
+/// with `"via"` when a link asked for it).
+fn delete_held(
+    data: &DataDir,
+    db: &mut MailDb,
+    entry: &QuarantineEntry,
+    detail: String,
+    via: Option<&str>,
+    by: Requester<'_>,
+) -> Result<(), SpoolError> {
+    let id = entry.id.as_str();
+    remove_held(data, db, entry, "deleted", detail)?;
     tracing::info!(
         event = "quarantine.deleted",
         quarantine_id = id,
@@ -434,14 +436,12 @@ pub fn delete(data: &DataDir, id: &str, by: Requester<'_>) -> Result<(), SpoolEr
         .iter()
         .map(|r| r.address.as_str())
         .collect();
-    audit(
-        data,
-        by,
-        "quarantine.delete",
-        id,
-        json!({ "queue_id": entry.queue_id, "sender": entry.sender, "recipients": recipients,
-                "reason": entry.reason }),
-    )
+    let mut detail = json!({ "queue_id": entry.queue_id, "sender": entry.sender,
+        "recipients": recipients, "reason": entry.reason });
+    if let Some(via) = via {
+        detail["via"] = json!(via);
+    }
+    audit(data, by, "quarantine.delete", id, detail)
 }
 
 /// Deletes every held entry whose `expires_at` is before `now` (retention), tracked as

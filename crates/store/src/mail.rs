@@ -46,6 +46,7 @@ mod protection;
 mod quarantine;
 
 pub use digest::{DigestRelease, DigestSent, QuarantineNarrow};
+pub use domains::domain_of;
 pub use incident::{Incident, IncidentQuery, IncidentReport, NewIncident, RuleSummary};
 pub use model::{MessageKind, QuarantineState, RcptState};
 use model::{opt_param, parse, parse_opt, stored};

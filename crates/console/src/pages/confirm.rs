@@ -19,7 +19,7 @@ use palisade_store::digest::{DigestKey, MAX_TOKEN_LEN, Purpose, TokenError, toke
 use palisade_store::mail::QuarantineState;
 use serde::Deserialize;
 
-use super::digest::{line, throttled};
+use super::digest::{line, nonce_checked, throttled};
 use crate::auth::source_of;
 use crate::error::AppError;
 use crate::security::same_origin;
@@ -220,21 +220,7 @@ pub async fn answer(
         Ok(Checked::Throttled(wait)) => return throttled(wait),
         Err(e) => return e.into_response(),
     }
-    let key_path = state.data().digest_key();
-    let (t, n, src) = (token.clone(), form.nonce, source.clone());
-    let nonce_ok = state
-        .db(move |s| {
-            let now = palisade_store::now_unix();
-            let ok = DigestKey::load(&key_path)
-                .map_err(AppError::internal)?
-                .nonce_ok(&t, &n, now);
-            if !ok {
-                s.accounts.release_link_failure(&src, now)?;
-            }
-            Ok(ok)
-        })
-        .await;
-    match nonce_ok {
+    match nonce_checked(&state, &token, form.nonce, &source).await {
         Ok(true) => {}
         Ok(false) => {
             return page(

@@ -187,6 +187,30 @@ async fn check(state: &AppState, token: String, source: String) -> Result<Checke
         .await
 }
 
+/// Whether `nonce` is the page's nonce for `token` (made by this gateway, recent); a wrong one
+/// counts against `source` in the throttle of refused links.
+pub(crate) async fn nonce_checked(
+    state: &AppState,
+    token: &str,
+    nonce: String,
+    source: &str,
+) -> Result<bool, AppError> {
+    let key_path = state.data().digest_key();
+    let (t, src) = (token.to_string(), source.to_string());
+    state
+        .db(move |s| {
+            let now = palisade_store::now_unix();
+            let ok = DigestKey::load(&key_path)
+                .map_err(AppError::internal)?
+                .nonce_ok(&t, &nonce, now);
+            if !ok {
+                s.accounts.release_link_failure(&src, now)?;
+            }
+            Ok(ok)
+        })
+        .await
+}
+
 pub(crate) fn throttled(wait: i64) -> Response {
     let mut r = page(
         StatusCode::TOO_MANY_REQUESTS,
@@ -253,21 +277,7 @@ pub async fn release(
         Ok(Checked::Throttled(wait)) => return throttled(wait),
         Err(e) => return e.into_response(),
     };
-    let key_path = state.data().digest_key();
-    let (t, n, src) = (token.clone(), form.nonce, source.clone());
-    let nonce_ok = state
-        .db(move |s| {
-            let now = palisade_store::now_unix();
-            let ok = DigestKey::load(&key_path)
-                .map_err(AppError::internal)?
-                .nonce_ok(&t, &n, now);
-            if !ok {
-                s.accounts.release_link_failure(&src, now)?;
-            }
-            Ok(ok)
-        })
-        .await;
-    match nonce_ok {
+    match nonce_checked(&state, &token, form.nonce, &source).await {
         Ok(true) => {}
         Ok(false) => {
             return page(

@@ -470,9 +470,7 @@ fn delivered_domains(eval: &Evaluation) -> Vec<String> {
             )
         })
         .filter_map(|r| eval.envelope.recipients.get(r.index))
-        .filter_map(|r| r.address.rsplit_once('@'))
-        .map(|(_, d)| d.trim_end_matches('.').to_ascii_lowercase())
-        .filter(|d| !d.is_empty())
+        .filter_map(|r| palisade_store::mail::domain_of(&r.address))
         .collect();
     set.into_iter().collect()
 }

@@ -12,6 +12,7 @@ use palisade_policy::{
 use palisade_store::config::{
     Rule, RuleAction, RuleDirection, UninspectableAction, address_matches,
 };
+use palisade_store::mail::domain_of;
 use serde_json::json;
 
 use super::domains::{DomainFact, DomainHistory};
@@ -133,6 +134,11 @@ pub struct RulesCheck {
     domains: Arc<Vec<String>>,
     /// Where outbound mail went before (first mail to a domain, look-alikes).
     history: Arc<DomainHistory>,
+    /// What the rules read besides the message, worked out once per configuration: the
+    /// checks they wait for, whether they need the recipient domains and the message's size.
+    reads: Arc<Vec<&'static str>>,
+    reads_domains: bool,
+    reads_size: bool,
 }
 
 /// What the rules see besides the message: the outcomes of the checks they read and the
@@ -167,7 +173,13 @@ impl RulesCheck {
             .into_iter()
             .map(|d| d.to_ascii_lowercase())
             .collect();
+        let mut reads: Vec<&'static str> = rules.iter().flat_map(|r| r.reads()).collect();
+        reads.sort_unstable();
+        reads.dedup();
         RulesCheck {
+            reads: Arc::new(reads),
+            reads_domains: rules.iter().any(Rule::reads_domains),
+            reads_size: rules.iter().any(|r| r.min_size.is_some()),
             rules: Arc::new(rules),
             history: Arc::new(DomainHistory::new(data, domains.clone())),
             domains: Arc::new(domains),
@@ -260,27 +272,28 @@ impl Check for RulesCheck {
             rules: self.rules.clone(),
             domains: self.domains.clone(),
             history: self.history.clone(),
+            reads: self.reads.clone(),
+            reads_domains: self.reads_domains,
+            reads_size: self.reads_size,
         };
-        let reads_domains = self.rules.iter().any(Rule::reads_domains);
-        let mut reads: Vec<&'static str> = self.rules.iter().flat_map(|r| r.reads()).collect();
-        reads.sort_unstable();
-        reads.dedup();
         Box::pin(async move {
             // The checks these rules read (dlp, spam, antivirus) never wait for rules: no
             // cycle. One that is missing, failed or skipped matches no condition on it (its own
             // failure mode already applies).
             let mut inputs = RuleInputs::default();
-            for name in reads {
+            for &name in check.reads.iter() {
                 if let Some(o) = subject.others.outcome(name).await {
                     inputs.outcomes.insert(name, o);
                 }
             }
-            inputs.size = subject
-                .content
-                .as_deref()
-                .and_then(|p| std::fs::metadata(p).ok())
-                .map(|m| m.len());
-            if reads_domains {
+            if check.reads_size {
+                inputs.size = subject
+                    .content
+                    .as_deref()
+                    .and_then(|p| std::fs::metadata(p).ok())
+                    .map(|m| m.len());
+            }
+            if check.reads_domains {
                 let external: Vec<String> = subject
                     .envelope
                     .recipients
@@ -308,10 +321,13 @@ struct Match {
     dlp: std::collections::BTreeMap<String, usize>,
 }
 
-fn domain_of(address: &str) -> Option<String> {
-    address
-        .rsplit_once('@')
-        .map(|(_, d)| d.trim_end_matches('.').to_ascii_lowercase())
+/// The recipients a rule applies to: `hits` where nothing chose before, else those of the
+/// chosen that are also in `hits`.
+fn narrow(chosen: &mut Option<Vec<usize>>, hits: Vec<usize>) {
+    *chosen = Some(match chosen.take() {
+        Some(c) => c.into_iter().filter(|i| hits.contains(i)).collect(),
+        None => hits,
+    });
 }
 
 fn is_external(address: &str, domains: &[String]) -> bool {
@@ -500,10 +516,7 @@ fn rule_matches(
         }
         notes.dedup();
         why.push(notes.join(", "));
-        chosen = Some(match chosen {
-            Some(c) => c.into_iter().filter(|i| hits.contains(i)).collect(),
-            None => hits,
-        });
+        narrow(&mut chosen, hits);
     }
     if rule.external {
         let ext: Vec<usize> = env
@@ -513,10 +526,7 @@ fn rule_matches(
             .filter(|(_, r)| is_external(&r.address, domains))
             .map(|(i, _)| i)
             .collect();
-        chosen = Some(match chosen {
-            Some(c) => c.into_iter().filter(|i| ext.contains(i)).collect(),
-            None => ext,
-        });
+        narrow(&mut chosen, ext);
     }
     let scope = match chosen {
         None => Scope::Message,

@@ -18,6 +18,15 @@ pub(super) const MIGRATION: &str = "
     CREATE INDEX recipient_domain_messages ON recipient_domain(messages);
 ";
 
+/// The domain of `address` as the history keys it: lower case, without a trailing dot;
+/// `None` without an `@` or with an empty domain. Recording and reading both use it.
+pub fn domain_of(address: &str) -> Option<String> {
+    address
+        .rsplit_once('@')
+        .map(|(_, d)| d.trim_end_matches('.').to_ascii_lowercase())
+        .filter(|d| !d.is_empty())
+}
+
 /// One message more to each of `domains` (lower case, each once).
 pub(super) fn record(tx: &Transaction<'_>, domains: &[String], now: i64) -> Result<()> {
     let mut st = tx

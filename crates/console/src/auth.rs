@@ -32,6 +32,9 @@ pub const BODY_LIMIT: usize = 1024 * 1024;
 /// The one route that takes more: ClamAV signature files (main.cvd is some 170 MiB).
 pub const SIGNATURE_UPLOAD_PATH: &str = "/protection/antivirus/signatures";
 pub const SIGNATURE_UPLOAD_LIMIT: usize = 320 * 1024 * 1024;
+/// The rule editor's form: it carries the message file of a dry run.
+pub const DRY_RUN_PATH: &str = "/dlp/rules/save";
+pub const DRY_RUN_LIMIT: usize = 64 * 1024 * 1024;
 /// One signature upload is read at a time: each is held in memory while it is checked.
 static UPLOADING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
 
@@ -209,14 +212,14 @@ pub async fn session_layer(State(state): State<AppState>, req: Request, next: Ne
             tracing::warn!(event = "console.csrf_refused", reason = "origin", path = %path, user = %session.user.name);
             return forbidden("This request did not come from a page of this console.");
         }
-        let big = path == SIGNATURE_UPLOAD_PATH;
+        let big = path == SIGNATURE_UPLOAD_PATH || path == DRY_RUN_PATH;
         let _uploading = if big {
             match UPLOADING.try_acquire() {
                 Ok(p) => Some(p),
                 Err(_) => {
                     return (
                         StatusCode::TOO_MANY_REQUESTS,
-                        "Another signature upload is in progress; try again when it is done.",
+                        "Another upload is in progress; try again when it is done.",
                     )
                         .into_response();
                 }
@@ -224,10 +227,10 @@ pub async fn session_layer(State(state): State<AppState>, req: Request, next: Ne
         } else {
             None
         };
-        let limit = if big {
-            SIGNATURE_UPLOAD_LIMIT
-        } else {
-            BODY_LIMIT
+        let limit = match path.as_str() {
+            SIGNATURE_UPLOAD_PATH => SIGNATURE_UPLOAD_LIMIT,
+            DRY_RUN_PATH => DRY_RUN_LIMIT,
+            _ => BODY_LIMIT,
         };
         let (r, token) = match csrf_from_body(req, limit).await {
             Ok(x) => x,

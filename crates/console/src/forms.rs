@@ -11,6 +11,7 @@ use palisade_store::{Config, Problem, StoreError};
 use crate::auth::Principal;
 use crate::error::AppError;
 use crate::state::AppState;
+use crate::view::Field;
 
 pub type Raw = HashMap<String, String>;
 
@@ -164,4 +165,57 @@ pub async fn flash(state: &AppState, p: &Principal, msg: String) -> Result<(), A
 
 pub fn committed_message(revision: i64, engine: &str) -> String {
     format!("Saved as configuration revision {revision}; {engine}.")
+}
+
+/// A select's choices: form value, label, configuration value.
+pub type Choices<T> = &'static [(&'static str, &'static str, T)];
+
+pub fn options<T>(choices: Choices<T>) -> Vec<(&'static str, &'static str)> {
+    choices.iter().map(|(v, l, _)| (*v, *l)).collect()
+}
+
+pub fn value_of<T: PartialEq>(choices: Choices<T>, current: &T) -> &'static str {
+    choices
+        .iter()
+        .find(|(_, _, t)| t == current)
+        .map(|(v, _, _)| *v)
+        .unwrap_or("")
+}
+
+/// The configuration value of a select; a value not offered is a problem at `path`.
+pub fn choose<T: Copy>(
+    choices: Choices<T>,
+    raw: &Raw,
+    name: &str,
+    path: &str,
+    current: T,
+    problems: &mut Vec<Problem>,
+) -> T {
+    let v = get(raw, name);
+    match choices.iter().find(|(value, _, _)| *value == v) {
+        Some((_, _, t)) => *t,
+        None => {
+            problems.push(Problem::new(
+                path,
+                format!("'{v}' is not one of the choices"),
+            ));
+            current
+        }
+    }
+}
+
+pub fn select<T: PartialEq>(
+    name: &str,
+    label: &str,
+    choices: Choices<T>,
+    current: &T,
+    path: &str,
+) -> Field {
+    Field::new(name, label, "select", value_of(choices, current))
+        .options(&options(choices))
+        .path(path)
+}
+
+pub fn checked(raw: &Raw, name: &str) -> bool {
+    get(raw, name) == "yes"
 }

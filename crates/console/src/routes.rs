@@ -8,8 +8,8 @@ use axum::routing::{delete, get, post};
 
 use crate::auth::{self, BODY_LIMIT, Perm, with_perm};
 use crate::pages::{
-    account, audit, dashboard, dkim, mailflow, protection, quarantine, queue, system, tracking,
-    users,
+    account, audit, dashboard, dkim, dlp, incidents, mailflow, protection, quarantine, queue,
+    system, tracking, users,
 };
 use crate::state::AppState;
 use crate::{api, pages, security};
@@ -26,7 +26,10 @@ fn pages(state: &AppState) -> Router<AppState> {
             Router::new()
                 .route("/mailflow", get(mailflow::page))
                 .route("/protection", get(protection::page))
-                .route("/protection/dkim", get(dkim::page)),
+                .route("/protection/dkim", get(dkim::page))
+                .route("/dlp", get(dlp::page))
+                .route("/dlp/rules/new", get(dlp::new))
+                .route("/dlp/rules/{index}", get(dlp::edit)),
         ))
         .merge(with_perm(
             EditConfig,
@@ -53,7 +56,13 @@ fn pages(state: &AppState) -> Router<AppState> {
                 )
                 .route("/protection/digest", post(protection::digest))
                 .route("/protection/dkim/generate", post(dkim::generate))
-                .route("/protection/dkim/sign", post(dkim::sign)),
+                .route("/protection/dkim/sign", post(dkim::sign))
+                .route("/dlp/detectors", post(dlp::detectors))
+                .route("/dlp/rules/order", post(dlp::order))
+                .route(
+                    auth::DRY_RUN_PATH,
+                    post(dlp::save).layer(DefaultBodyLimit::max(auth::DRY_RUN_LIMIT)),
+                ),
         ))
         .merge(with_perm(
             ViewQueue,
@@ -91,7 +100,11 @@ fn pages(state: &AppState) -> Router<AppState> {
             Router::new()
                 .route("/audit", get(audit::list))
                 .route("/audit/verify", get(audit::verify))
-                .route("/audit.csv", get(audit::csv)),
+                .route("/audit.csv", get(audit::csv))
+                .route("/dlp/incidents", get(incidents::list))
+                .route("/dlp/report", get(incidents::report))
+                .route("/dlp/report.csv", get(incidents::report_csv))
+                .route("/dlp/report.html", get(incidents::report_html)),
         ))
         .merge(with_perm(
             ViewUsers,

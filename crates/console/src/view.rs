@@ -35,6 +35,7 @@ const NAV: &[(&str, &str, &str, Perm)] = &[
     ("dashboard", "/", "Dashboard", Perm::Dashboard),
     ("mailflow", "/mailflow", "Mail flow", Perm::ViewConfig),
     ("protection", "/protection", "Protection", Perm::ViewConfig),
+    ("dlp", "/dlp", "Data protection", Perm::ViewConfig),
     ("queue", "/queue", "Queue", Perm::ViewQueue),
     (
         "quarantine",

@@ -50,6 +50,10 @@ pub struct CheckArgs {
     /// the network.
     #[arg(long)]
     no_dns: bool,
+    /// Check with this configuration (TOML, as `palisade config export` writes it) instead of
+    /// the data directory's: a draft rule tried before it is saved (the console's dry run).
+    #[arg(long)]
+    config: Option<PathBuf>,
 }
 
 fn load_config(data: &DataDir) -> Result<(Config, String)> {
@@ -69,7 +73,22 @@ fn load_config(data: &DataDir) -> Result<(Config, String)> {
 }
 
 pub fn run(data: &DataDir, args: CheckArgs) -> Result<ExitCode> {
-    let (mut cfg, source) = load_config(data)?;
+    let (mut cfg, source) = match &args.config {
+        Some(path) => {
+            let text =
+                std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
+            match Config::from_toml(&text) {
+                Ok(cfg) => (cfg, path.display().to_string()),
+                Err(problems) => {
+                    for p in problems {
+                        eprintln!("palisade check: {}: {p}", path.display());
+                    }
+                    return Ok(ExitCode::from(EX_USAGE));
+                }
+            }
+        }
+        None => load_config(data)?,
+    };
     if args.no_dns {
         cfg.authentication.enabled = false;
         cfg.spam.dnsbl.clear();

@@ -8,6 +8,8 @@ pub mod confirm;
 pub mod dashboard;
 pub mod digest;
 pub mod dkim;
+pub mod dlp;
+pub mod incidents;
 pub mod mailflow;
 pub mod protection;
 pub mod quarantine;

@@ -26,7 +26,8 @@ use palisade_store::{Config, Problem, clamav};
 use crate::auth::{Perm, Principal, allows};
 use crate::error::{AppError, render_status};
 use crate::forms::{
-    EditOutcome, Raw, committed_message, edit_config, flash, get, parse_strings, revision, set_num,
+    Choices, EditOutcome, Raw, checked, choose, committed_message, edit_config, flash, get,
+    parse_strings, revision, select, set_num,
 };
 use crate::state::AppState;
 use crate::view::{Field, FormView, Page, Submitted, fmt_duration, fmt_size, lines};
@@ -75,9 +76,6 @@ struct ProtectionPage {
     upload_error: Option<String>,
     upload_limit: String,
 }
-
-/// A select's choices: form value, label, configuration value.
-type Choices<T> = &'static [(&'static str, &'static str, T)];
 
 const INFECTED: Choices<InfectedAction> = &[
     (
@@ -167,56 +165,6 @@ const CATEGORIES: &[(&str, &str)] = &[
         "Disguised names (invoice.pdf.exe, right-to-left overrides)",
     ),
 ];
-
-fn options<T>(choices: Choices<T>) -> Vec<(&'static str, &'static str)> {
-    choices.iter().map(|(v, l, _)| (*v, *l)).collect()
-}
-
-fn value_of<T: PartialEq>(choices: Choices<T>, current: &T) -> &'static str {
-    choices
-        .iter()
-        .find(|(_, _, t)| t == current)
-        .map(|(v, _, _)| *v)
-        .unwrap_or("")
-}
-
-/// The configuration value of a select; a value not offered is a problem at `path`.
-fn choose<T: Copy>(
-    choices: Choices<T>,
-    raw: &Raw,
-    name: &str,
-    path: &str,
-    current: T,
-    problems: &mut Vec<Problem>,
-) -> T {
-    let v = get(raw, name);
-    match choices.iter().find(|(value, _, _)| *value == v) {
-        Some((_, _, t)) => *t,
-        None => {
-            problems.push(Problem::new(
-                path,
-                format!("'{v}' is not one of the choices"),
-            ));
-            current
-        }
-    }
-}
-
-fn select<T: PartialEq>(
-    name: &str,
-    label: &str,
-    choices: Choices<T>,
-    current: &T,
-    path: &str,
-) -> Field {
-    Field::new(name, label, "select", value_of(choices, current))
-        .options(&options(choices))
-        .path(path)
-}
-
-fn checked(raw: &Raw, name: &str) -> bool {
-    get(raw, name) == "yes"
-}
 
 fn category<'a>(
     a: &'a mut palisade_store::config::Attachments,

@@ -173,6 +173,7 @@ impl RulesCheck {
             .into_iter()
             .map(|d| d.to_ascii_lowercase())
             .collect();
+        let rules: Vec<Rule> = rules.into_iter().filter(|r| r.enabled).collect();
         let mut reads: Vec<&'static str> = rules.iter().flat_map(|r| r.reads()).collect();
         reads.sort_unstable();
         reads.dedup();

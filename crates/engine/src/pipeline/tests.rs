@@ -218,6 +218,11 @@ name = "would drop"
 senders = ["@example.org"]
 action = "discard"
 monitor = true
+
+[[filter.rule]]
+name = "switched off"
+action = "reject"
+enabled = false
 "#,
     );
     let p = Pipeline::from_config(&cfg, None);
@@ -261,6 +266,17 @@ monitor = true
             .explanations
             .iter()
             .any(|x| x.rule == "tag invoices" && x.sentence.contains("invoice"))
+    );
+    // A disabled rule is kept in the configuration and never evaluated.
+    assert!(
+        e.verdict
+            .per_recipient
+            .iter()
+            .flat_map(|r| r
+                .explanations
+                .iter()
+                .chain(r.monitored.iter().map(|m| &m.explanation)))
+            .all(|x| x.rule != "switched off")
     );
 }
 

@@ -189,6 +189,9 @@ pub struct Rule {
     /// Record what the rule would do without doing it.
     #[serde(default)]
     pub monitor: bool,
+    /// `false`: kept in the list but not evaluated (the console's "disabled").
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub enabled: bool,
     /// DLP: detector name → the least count (summed over the message's parts) that matches;
     /// any one detector reaching its count matches (`dlp = { nhs_number = 5 }`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -226,7 +229,48 @@ pub struct Rule {
     pub lookalike_domain: bool,
 }
 
+fn yes() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
+}
+
 impl Rule {
+    /// A rule with no condition (it matches every message) doing `action`, enforced.
+    pub fn new(name: impl Into<String>, action: RuleAction) -> Rule {
+        Rule {
+            name: name.into(),
+            direction: RuleDirection::Any,
+            senders: Vec::new(),
+            recipients: Vec::new(),
+            header: None,
+            contains: None,
+            part_types: Vec::new(),
+            file_extensions: Vec::new(),
+            action,
+            reason: None,
+            reply_code: None,
+            reply_text: None,
+            header_name: None,
+            value: None,
+            address: None,
+            monitor: false,
+            enabled: true,
+            dlp: BTreeMap::new(),
+            dlp_min_confidence: None,
+            unscannable: None,
+            external: false,
+            min_external_recipients: None,
+            min_size: None,
+            spam: Vec::new(),
+            antivirus: Vec::new(),
+            first_mail_to_domain: false,
+            lookalike_domain: false,
+        }
+    }
+
     /// The checks whose outcomes this rule's conditions read (the rules check waits for them).
     pub fn reads(&self) -> Vec<&'static str> {
         let mut out = Vec::new();

@@ -8,6 +8,8 @@
 //! A candidate whose checksum fails is never a detection: 10-digit phone numbers and order
 //! numbers that fail NHS modulus 11, card-like numbers that fail Luhn.
 
+use std::collections::HashMap;
+
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use regex::Regex;
 use serde::Serialize;
@@ -186,7 +188,9 @@ pub struct Scanner {
     settings: Settings,
     /// Context words (kind 0..4) then dictionary words (kind 5 + dictionary index).
     literals: AhoCorasick,
-    literal_kind: Vec<usize>,
+    /// Per word of `literals`: the kinds it is (a word may be a context word and a
+    /// dictionary's).
+    literal_kind: Vec<Vec<usize>>,
     postcode: Regex,
     ni: Regex,
     iban: Regex,
@@ -206,6 +210,7 @@ impl Scanner {
     pub fn new(settings: Settings) -> Result<Scanner, String> {
         let mut words: Vec<String> = Vec::new();
         let mut kind = Vec::new();
+        let mut index = HashMap::new();
         for (k, list) in [
             HEALTH_CONTEXT,
             CHI_CONTEXT,
@@ -217,21 +222,27 @@ impl Scanner {
         .enumerate()
         {
             for w in *list {
-                words.push(w.to_string());
-                kind.push(k);
+                add_word(&mut index, &mut words, &mut kind, w.to_lowercase(), k);
             }
         }
         for (i, d) in settings.dictionaries.iter().enumerate() {
             for w in &d.words {
                 let w = w.trim();
                 if !w.is_empty() {
-                    words.push(w.to_lowercase());
-                    kind.push(KIND_DICTIONARY + i);
+                    add_word(
+                        &mut index,
+                        &mut words,
+                        &mut kind,
+                        w.to_lowercase(),
+                        KIND_DICTIONARY + i,
+                    );
                 }
             }
         }
         let literals = AhoCorasickBuilder::new()
             .ascii_case_insensitive(true)
+            // Every match, overlapping ones too: a dictionary's "trial" inside its "trial 42",
+            // a context word inside a longer one that is not a whole word.
             .match_kind(MatchKind::Standard)
             .build(&words)
             .map_err(|e| format!("word lists: {e}"))?;
@@ -250,10 +261,10 @@ impl Scanner {
             literals,
             literal_kind: kind,
             postcode: re(
-                r"\b(?:GIR ?0AA|[A-PR-UWYZ][A-HK-Y]?[0-9][0-9A-HJKPSTUW]? ?[0-9][ABD-HJLNP-UW-Z]{2})\b",
+                r"^(?:GIR ?0AA|[A-PR-UWYZ][A-HK-Y]?[0-9][0-9A-HJKPSTUW]? ?[0-9][ABD-HJLNP-UW-Z]{2})(?-u:\b)",
             ),
-            ni: re(r"\b([A-Z]{2}) ?([0-9]{2}) ?([0-9]{2}) ?([0-9]{2}) ?([A-D])\b"),
-            iban: re(r"\b([A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?)\b"),
+            ni: re(r"^[A-Z]{2} ?[0-9]{2} ?[0-9]{2} ?[0-9]{2} ?[A-D](?-u:\b)"),
+            iban: re(r"^[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?(?-u:\b)"),
             patterns,
         })
     }
@@ -333,23 +344,30 @@ impl Scanner {
                 if !whole_word(text, m.start(), m.end()) {
                     continue;
                 }
-                let k = self.literal_kind[m.pattern().as_usize()];
-                if k < KIND_DICTIONARY {
-                    context[k].push(m.start());
-                } else {
-                    let d = &self.settings.dictionaries[k - KIND_DICTIONARY];
-                    hits.add(
-                        format!("dictionary:{}", d.name),
-                        0.6,
-                        &text[m.start()..m.end()],
-                    );
+                for &k in &self.literal_kind[m.pattern().as_usize()] {
+                    if k < KIND_DICTIONARY {
+                        context[k].push(m.start());
+                    } else {
+                        let d = &self.settings.dictionaries[k - KIND_DICTIONARY];
+                        hits.add(
+                            format!("dictionary:{}", d.name),
+                            0.6,
+                            &text[m.start()..m.end()],
+                        );
+                    }
                 }
             }
         }
+        // Sorted, so that each candidate looks up its context in O(log n): a long text
+        // full of context words would otherwise cost (candidates × words).
+        for c in &mut context {
+            c.sort_unstable();
+        }
         let near = |k: usize, start: usize, end: usize| {
-            context[k]
-                .iter()
-                .any(|&p| p + CONTEXT_WINDOW >= start && p <= end + CONTEXT_WINDOW)
+            let from = start.saturating_sub(CONTEXT_WINDOW);
+            let c = &context[k];
+            let i = c.partition_point(|&p| p < from);
+            c.get(i).is_some_and(|&p| p <= end + CONTEXT_WINDOW)
         };
         for chain in chains(text) {
             // Numbers written one after another ("943 476 5919 401 023 2137") make one chain
@@ -365,25 +383,40 @@ impl Scanner {
                 s += hit.unwrap_or(1);
             }
         }
-        if self.settings.ni_number {
-            for m in self.ni.captures_iter(text) {
-                let prefix = &m[1];
-                if ni_prefix_valid(prefix) {
-                    let whole = m.get(0).expect("match");
-                    let c = if near(KIND_NI, whole.start(), whole.end()) {
-                        0.95
-                    } else {
-                        0.8
-                    };
-                    hits.add("ni_number".into(), c, whole.as_str());
-                }
+        // NI numbers, IBANs and postcodes all begin a word with an upper-case letter followed
+        // by another or a digit: one pass finds those starts (rare in prose), and the three
+        // patterns, anchored, are tried there only. Matches of one detector do not overlap.
+        let mut next = [0usize; 3];
+        for start in upper_starts(text.as_bytes()) {
+            let mut end = (start + 64).min(text.len());
+            while end < text.len() && text.as_bytes()[end].is_ascii_alphanumeric() {
+                end += 1;
             }
-        }
-        if self.settings.iban {
-            for m in self.iban.find_iter(text) {
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            let at = &text[start..end];
+            if self.settings.ni_number
+                && start >= next[0]
+                && let Some(m) = self.ni.find(at)
+                && ni_prefix_valid(&m.as_str()[..2])
+            {
+                next[0] = start + m.end();
+                let c = if near(KIND_NI, start, start + m.end()) {
+                    0.95
+                } else {
+                    0.8
+                };
+                hits.add("ni_number".into(), c, m.as_str());
+            }
+            if self.settings.iban
+                && start >= next[1]
+                && let Some(m) = self.iban.find(at)
+            {
                 let compact: String = m.as_str().chars().filter(|c| *c != ' ').collect();
                 if iban_valid(&compact) {
-                    let c = if near(KIND_BANK, m.start(), m.end()) {
+                    next[1] = start + m.end();
+                    let c = if near(KIND_BANK, start, start + m.end()) {
                         0.95
                     } else {
                         0.85
@@ -391,9 +424,11 @@ impl Scanner {
                     hits.add("iban".into(), c, m.as_str());
                 }
             }
-        }
-        if self.settings.uk_postcode {
-            for m in self.postcode.find_iter(text) {
+            if self.settings.uk_postcode
+                && start >= next[2]
+                && let Some(m) = self.postcode.find(at)
+            {
+                next[2] = start + m.end();
                 hits.add("uk_postcode".into(), 0.3, m.as_str());
             }
         }
@@ -455,6 +490,35 @@ pub fn mask(raw: &str) -> String {
             }
         })
         .collect()
+}
+
+/// Adds `w` as a word of kind `k` (once per kind, however often it is listed).
+fn add_word(
+    index: &mut HashMap<String, usize>,
+    words: &mut Vec<String>,
+    kinds: &mut Vec<Vec<usize>>,
+    w: String,
+    k: usize,
+) {
+    match index.get(&w) {
+        Some(&i) if kinds[i].contains(&k) => {}
+        Some(&i) => kinds[i].push(k),
+        None => {
+            index.insert(w.clone(), words.len());
+            words.push(w);
+            kinds.push(vec![k]);
+        }
+    }
+}
+
+/// Word starts with an upper-case ASCII letter followed by another or a digit (`SW1A`,
+/// `AB123456C`, `GB82…`), not preceded by a letter, digit or underscore.
+fn upper_starts(b: &[u8]) -> impl Iterator<Item = usize> + '_ {
+    (0..b.len().saturating_sub(1)).filter(move |&i| {
+        b[i].is_ascii_uppercase()
+            && (b[i + 1].is_ascii_uppercase() || b[i + 1].is_ascii_digit())
+            && (i == 0 || !(b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'_'))
+    })
 }
 
 fn whole_word(text: &str, start: usize, end: usize) -> bool {

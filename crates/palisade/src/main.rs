@@ -450,7 +450,10 @@ fn queue_change(
 }
 
 fn operate(data: &DataDir, cmd: Command) -> Result<ExitCode> {
-    require_data(data)?;
+    // Scanning files needs no appliance: without one it uses the embedded default [dlp].
+    if !matches!(cmd, Command::Dlp(dlp::DlpCmd::Scan { .. })) {
+        require_data(data)?;
+    }
     match cmd {
         Command::Config(c) => config(data, c),
         Command::Admin(AdminCmd::AddUser { name, role }) => {

@@ -9,6 +9,7 @@ import io
 import json
 import re
 import smtplib
+import time
 import zipfile
 from pathlib import Path
 
@@ -67,6 +68,8 @@ def rules(monitor: bool):
         "action": "quarantine",
         "reason": "5 or more NHS numbers to an outside address",
         "monitor": monitor,
+        "notify_sender": True,
+        "notify": ["dpo@hospital.example"],
     }]
 
 
@@ -84,7 +87,7 @@ def test_xlsx_with_five_nhs_numbers(palisade_factory, raw_sink_factory, monitor)
     code, text = send(p, data, rcpts=("partner@clinic.example", "ward7@hospital.example"))
     assert code == 250, (code, text)
     p.wait_queue_empty()
-    delivered = sorted(r for m in raw.messages for r in m["rcpts"])
+    delivered = sorted(r for m in raw.messages for r in m["rcpts"] if email.message_from_bytes(m["data"])["Subject"] == "ward list")
     held = p.cli("quarantine", "list", "--json", json_out=True)
     if monitor:
         # Flows as if the rule were absent.
@@ -96,6 +99,26 @@ def test_xlsx_with_five_nhs_numbers(palisade_factory, raw_sink_factory, monitor)
         assert held[0]["reason"] == "5 or more NHS numbers to an outside address", held
         assert "partner@clinic.example" in json.dumps(held[0]["recipients"]), held
         assert "ward7" not in json.dumps(held[0]["recipients"]), held
+    # Notices: the enforcing rule tells the sender and the address it names (masked findings,
+    # no content); the monitoring one tells nobody.
+    def notices():
+        return {r: email.message_from_bytes(m["data"]) for m in raw.messages for r in m["rcpts"]
+                if r in ("ada@hospital.example", "dpo@hospital.example")}
+    if monitor:
+        time.sleep(2)
+        assert notices() == {}, notices()
+    else:
+        got = wait_for(lambda: len(notices()) == 2 and notices(), 30, what="two policy notices")
+        told = got["ada@hospital.example"]
+        assert told["Subject"] == "Mail policy applied: ward list", told["Subject"]
+        text = told.get_payload(decode=True).decode()
+        assert "is held for review" in text and "partner@clinic.example" in text, text
+        assert "5 or more NHS numbers to an outside address" in text, text
+        dpo = got["dpo@hospital.example"]
+        assert dpo["Subject"].startswith("DLP rule matched: patient identifiers leave only encrypted"), dpo["Subject"]
+        text = dpo.get_payload(decode=True).decode()
+        assert "From: ada@hospital.example" in text and "nhs_number x5" in text and "*******" in text, text
+        assert "The list is attached" not in text, "no content in the notice"
     [incident] = p.cli("dlp", "incidents", "--json", json_out=True)
     assert incident["monitor"] is monitor and incident["action"] == "quarantine", incident
     assert incident["recipients"] == ["partner@clinic.example"], incident
@@ -112,6 +135,8 @@ def test_xlsx_with_five_nhs_numbers(palisade_factory, raw_sink_factory, monitor)
     assert len(numbers) == 5
     for n in numbers:
         assert n.encode() not in stored, n
+        assert not any(n.encode() in m["data"] for m in raw.messages
+                       if "dpo@hospital.example" in m["rcpts"] or "ada@hospital.example" in m["rcpts"]), n
 
     report = p.cli("dlp", "report", "--since", "1h", "--format", "json", json_out=True)
     assert report["messages"] == 1, report
@@ -166,3 +191,41 @@ def test_first_mail_to_a_domain_unconfirmed_is_discarded_and_the_sender_told(pal
     assert "partner@clinic.example" in body and "was not sent" in body, body
     assert p.cli("quarantine", "list", "--json", json_out=True) == []
     assert not any("partner@clinic.example" in m["rcpts"] for m in raw.messages)
+
+
+def test_strip_rule_removes_the_spreadsheet_for_outside_recipients(palisade_factory, raw_sink_factory):
+    """A `strip` rule (DLP hit, external recipients): the outside recipient gets the message
+    without the XLSX, replaced by a note naming it; the colleague inside gets it whole; the
+    original is kept in quarantine for the outside recipient, so an operator can release it."""
+    raw = raw_sink_factory()
+    p = palisade_factory({
+        "domain": [{"name": "hospital.example", "route": "smarthosts",
+                    "smarthosts": [f"127.0.0.1:{raw.port}"]}],
+        "route": [{"domain": "clinic.example", "smarthosts": [f"127.0.0.1:{raw.port}"]}],
+        "filter": {"rule": [{
+            "name": "spreadsheets of patients stay inside",
+            "direction": "outbound",
+            "dlp": {"nhs_number": 5},
+            "external": True,
+            "file_extensions": ["xlsx"],
+            "action": "strip",
+            "reason": "patient list",
+        }]},
+    })
+    data = (CORPUS / "xlsx_five_nhs_numbers.eml").read_bytes()
+    code, text = send(p, data, rcpts=("partner@clinic.example", "ward7@hospital.example"))
+    assert code == 250, (code, text)
+    p.wait_queue_empty()
+    by_rcpt = {r: m["data"] for m in raw.messages for r in m["rcpts"]}
+    assert sorted(by_rcpt) == ["partner@clinic.example", "ward7@hospital.example"], sorted(by_rcpt)
+    outside = email.message_from_bytes(by_rcpt["partner@clinic.example"])
+    inside = email.message_from_bytes(by_rcpt["ward7@hospital.example"])
+    assert [x.get_filename() for x in inside.walk() if x.get_filename()] == ["ward list.xlsx"]
+    assert not [x for x in outside.walk() if x.get_filename()], "the spreadsheet went out"
+    notes = [x.get_payload(decode=True).decode() for x in outside.walk()
+             if x.get_content_type() == "text/plain"]
+    assert any('removed the attachment "ward list.xlsx"' in n and "patient list" in n for n in notes), notes
+    assert any("The list is attached." in n for n in notes), "the body stays"
+    held = p.cli("quarantine", "list", "--json", json_out=True)
+    assert len(held) == 1 and "partner@clinic.example" in json.dumps(held[0]["recipients"]), held
+    assert "ward7" not in json.dumps(held[0]["recipients"]), held

@@ -21,6 +21,7 @@ mod generated;
 mod health;
 mod inbound;
 mod listeners;
+mod notify;
 mod outbound;
 pub mod pipeline;
 mod state;

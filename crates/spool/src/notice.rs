@@ -91,6 +91,75 @@ pub fn discarded(n: &Notice<'_>) -> Vec<u8> {
     build(n, format!("Not sent: {subject}"), text)
 }
 
+/// What a rule did, in words for its sender (`action`: the rule's action name).
+fn done(action: &str) -> &'static str {
+    match action {
+        "quarantine" => "is held for review by the mail administrators; it has not been sent",
+        "encrypt" => "is held until it can be sent encrypted; it has not been sent",
+        "reject" | "tempfail" => "was refused",
+        "discard" => "was not sent",
+        "strip" => "was sent without some of its attachments",
+        "confirm" => "waits for your confirmation",
+        _ => "was delivered as usual",
+    }
+}
+
+/// "A policy applied to your message" (a rule with `notify_sender`): what happened and why.
+pub fn policy_sender(n: &Notice<'_>, action: &str) -> Vec<u8> {
+    let (recipients, reasons) = listed(n);
+    let subject = subject_of(n);
+    let text = format!(
+        "Your message \"{subject}\" {}, by the organisation's data protection policy.\r\n\r\n\
+         It was addressed to:\r\n{recipients}\r\n\
+         Why:\r\n{reasons}\r\n\
+         If you think this is wrong, or the message must go, contact the mail administrators\r\n\
+         and quote this notice.\r\n",
+        done(action)
+    );
+    build(n, format!("Mail policy applied: {subject}"), text)
+}
+
+/// "A rule matched" for the people a rule names in `notify`: the rule, what it did, who sent
+/// what to whom, and what was found (masked snippets only, as the dlp check gives them).
+pub fn policy_admin(
+    n: &Notice<'_>,
+    sender: &str,
+    rule: &str,
+    action: &str,
+    queue_id: &str,
+    found: &[String],
+) -> Vec<u8> {
+    let (recipients, reasons) = listed(n);
+    let subject = subject_of(n);
+    let found: String = if found.is_empty() {
+        "   (no DLP detections)\r\n".into()
+    } else {
+        found
+            .iter()
+            .map(|f| format!("   {}\r\n", sanitise(f)))
+            .collect()
+    };
+    let text = format!(
+        "Rule \"{}\" ({}) matched a message.\r\n\r\n\
+         From: {}\r\nSubject: {subject}\r\nQueue id: {}\r\nTo:\r\n{recipients}\r\n\
+         Why:\r\n{reasons}\r\nFound:\r\n{found}\r\n\
+         Look the message up in the console's message tracking and DLP incidents.\r\n",
+        sanitise(rule),
+        sanitise(action),
+        if sender.is_empty() {
+            "<>".to_string()
+        } else {
+            sanitise(sender)
+        },
+        sanitise(queue_id),
+    );
+    build(
+        n,
+        format!("DLP rule matched: {} ({subject})", sanitise(rule)),
+        text,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,6 +193,33 @@ mod tests {
             "{body}"
         );
         assert!(body.contains("https://gw.example/confirm/TOKEN"), "{body}");
+        let told = policy_sender(&n, "quarantine");
+        let m = MessageParser::new().parse(&told).unwrap();
+        assert!(
+            m.subject()
+                .unwrap()
+                .starts_with("Mail policy applied: Ward list")
+        );
+        let body = m.body_text(0).unwrap();
+        assert!(
+            body.contains("is held for review") && body.contains("partner@nhs.nte"),
+            "{body}"
+        );
+        let admin = policy_admin(
+            &n,
+            "ada@hospital.example",
+            "r\r\nBcc: x@y",
+            "encrypt",
+            "Q1",
+            &["nhs_number ×5 (*******919)".into()],
+        );
+        let m = MessageParser::new().parse(&admin).unwrap();
+        assert!(m.header("Bcc").is_none());
+        let body = m.body_text(0).unwrap();
+        assert!(
+            body.contains("From: ada@hospital.example") && body.contains("*******919"),
+            "{body}"
+        );
         let gone = discarded(&n);
         let m = MessageParser::new().parse(&gone).unwrap();
         assert!(m.subject().unwrap().starts_with("Not sent: "));

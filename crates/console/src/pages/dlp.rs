@@ -125,6 +125,11 @@ const ACTIONS: Choices<RuleAction> = &[
         "Reject (5xx during the SMTP session)",
         RuleAction::Reject,
     ),
+    (
+        "strip",
+        "Strip the attachments it matched (every attachment without type conditions; original kept in quarantine)",
+        RuleAction::Strip,
+    ),
     ("tempfail", "Defer (4xx)", RuleAction::Tempfail),
     ("discard", "Discard silently", RuleAction::Discard),
     ("deliver", "Deliver (stop here)", RuleAction::Deliver),
@@ -588,6 +593,12 @@ fn rule_form(r: &Rule, i: usize, action: &str) -> FormView {
         .field(Field::new("header_name", "Header name (add header)", "text", opt(r.header_name.clone())).path(at("header_name")))
         .field(Field::new("value", "Header value or subject tag", "text", opt(r.value.clone())).path(at("value")))
         .field(Field::new("address", "Copy to (bcc)", "text", opt(r.address.clone())).path(at("address")))
+        .field(Field::checkbox("notify_sender", "Tell the sender what the rule did (never the content)", r.notify_sender).path(at("notify_sender")))
+        .field(
+            Field::new("notify", "Tell these addresses of each match", "text", r.notify.join(", "))
+                .path(at("notify"))
+                .help("A compliance officer, the mail team: rule, sender, recipients, subject and what was found, masked. Enforced rules only."),
+        )
 }
 
 /// The rule the editor's fields describe; what cannot be read is a problem at its field.
@@ -662,6 +673,8 @@ fn rule_from(raw: &Raw, i: usize, problems: &mut Vec<Problem>) -> Rule {
         value: text("value"),
         address: text("address"),
         monitor: false,
+        notify_sender: checked(raw, "notify_sender"),
+        notify: parse_strings(get(raw, "notify")),
         enabled: true,
         dlp,
         dlp_min_confidence: num(
@@ -1152,6 +1165,11 @@ mod tests {
         r.spam = vec!["ham".into()];
         r.address = Some("archive@hospital.example".into());
         r.reason = Some("why".into());
+        r.notify_sender = true;
+        r.notify = vec![
+            "dpo@hospital.example".into(),
+            "mail@hospital.example".into(),
+        ];
         for mode in ["enforce", "monitor", "disabled"] {
             assert!(set_mode(&mut r, mode));
             let mut problems = Vec::new();

@@ -250,6 +250,13 @@ impl Session {
                 let incidents = crate::pipeline::dlp::incidents(&eval, headers.subject.as_deref());
                 self.record_rejection_explained(tx, Some(&r), events, Some(verdict), incidents)
                     .await;
+                // The sender has the refusal already (from their own server); the people a
+                // rule names are told.
+                let admins = crate::notify::notices(&eval, headers.subject.as_deref())
+                    .into_iter()
+                    .filter(|n| n.admin_of_rule.is_some())
+                    .collect();
+                crate::notify::spawn(self.shared.clone(), admins);
                 return Flow::Continue;
             }
         }
@@ -284,9 +291,11 @@ impl Session {
             .iter()
             .filter_map(crate::confirm::Held::of_new)
             .collect();
+        let notices = crate::notify::notices(&eval, headers.subject.as_deref());
         match self.shared.spool.commit(batch).await {
             Ok(()) => {
                 crate::confirm::spawn_notices(self.shared.clone(), to_confirm, false);
+                crate::notify::spawn(self.shared.clone(), notices);
                 Counters::inc(&self.shared.counters.accepted);
                 tracing::info!(
                     event = "smtp.queued",

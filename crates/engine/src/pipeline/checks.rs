@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use palisade_inspect::{MessageView, PartKind};
 use palisade_policy::{
-    Action, CheckOutcome, CheckStatus, Decision, Direction, Explanation, Reply, Scope,
+    Action, CheckOutcome, CheckStatus, Decision, Direction, Explanation, Reply, Scope, StrippedPart,
 };
 use palisade_store::config::{
     Rule, RuleAction, RuleDirection, UninspectableAction, address_matches,
@@ -225,6 +225,12 @@ impl RulesCheck {
                     Action::tag_subject(one_line(rule.value.as_deref().unwrap_or(""), 100))
                 }
                 RuleAction::Bcc => Action::bcc(rule.address.clone().unwrap_or_default()),
+                RuleAction::Strip => match strip_parts(rule, view, &reason) {
+                    Some(parts) => Action::strip_parts(parts),
+                    None => Action::quarantine(format!(
+                        "{reason} (the attachment cannot be removed on its own)"
+                    )),
+                },
             };
             let mut d = Decision::new(
                 scope.clone(),
@@ -240,6 +246,13 @@ impl RulesCheck {
                 // An incident is recorded for it (`dlp::incidents`).
                 entry["dlp"] = json!(m.dlp);
             }
+            if rule.notify_sender {
+                entry["notify_sender"] = json!(true);
+            }
+            if !rule.notify.is_empty() {
+                entry["notify"] = json!(rule.notify);
+            }
+            entry["reason"] = json!(reason);
             matched.push(entry);
             f.decisions.push(d);
         }
@@ -261,7 +274,79 @@ pub fn rule_action_name(a: RuleAction) -> &'static str {
         RuleAction::Bcc => "bcc",
         RuleAction::Encrypt => "encrypt",
         RuleAction::Confirm => "confirm",
+        RuleAction::Strip => "strip",
     }
+}
+
+/// The parts a `strip` rule removes: those its part conditions matched (every attachment
+/// without them), each cut at the part that can go on its own (an attachment, not a member
+/// of an archive); `None` when there is nothing that can be cut out.
+fn strip_parts(rule: &Rule, view: &MessageView, reason: &str) -> Option<Vec<StrippedPart>> {
+    let parts = view.parts();
+    let wanted = |p: &palisade_inspect::Part| {
+        if rule.part_types.is_empty() && rule.file_extensions.is_empty() {
+            return p.filename.is_some();
+        }
+        let by_type = p.real_type.as_ref().is_some_and(|t| {
+            rule.part_types
+                .iter()
+                .any(|w| w.eq_ignore_ascii_case(&t.extension) || w.eq_ignore_ascii_case(&t.mime))
+        });
+        let by_name = p.filename.as_deref().is_some_and(|n| {
+            n.rsplit_once('.').is_some_and(|(_, ext)| {
+                rule.file_extensions
+                    .iter()
+                    .any(|w| w.eq_ignore_ascii_case(ext.trim()))
+            })
+        });
+        by_type || by_name
+    };
+    let mut cuts: Vec<usize> = Vec::new();
+    for (i, p) in parts.iter().enumerate() {
+        if !wanted(p) {
+            continue;
+        }
+        let cut = super::attachments::strippable(parts, i)?;
+        if !cuts.contains(&cut) {
+            cuts.push(cut);
+        }
+    }
+    // A part inside another that is cut already goes with it.
+    let inside = |i: usize, j: usize| {
+        let mut k = parts[i].parent;
+        while let Some(x) = k {
+            if x == j {
+                return true;
+            }
+            k = parts[x].parent;
+        }
+        false
+    };
+    let outer: Vec<usize> = cuts
+        .iter()
+        .copied()
+        .filter(|&i| !cuts.iter().any(|&j| j != i && inside(i, j)))
+        .collect();
+    let out: Vec<StrippedPart> = outer
+        .into_iter()
+        .filter_map(|i| {
+            let p = &parts[i];
+            let span = p.span?;
+            let name = super::printable_line(&p.path, 150);
+            Some(StrippedPart {
+                section: p.section.clone(),
+                name: name.clone(),
+                reason: one_line(reason, 200),
+                start: span.start,
+                end: span.end,
+                note: format!(
+                    "Palisade removed the attachment \"{name}\" from this message ({}).\r\nThe original message is kept in quarantine; ask your mail administrator if you need it released.",
+                    one_line(reason, 200)
+                ),
+            })
+        })
+        .collect();
+    (!out.is_empty()).then_some(out)
 }
 
 impl Check for RulesCheck {

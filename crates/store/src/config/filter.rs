@@ -137,6 +137,11 @@ pub enum RuleAction {
     Encrypt,
     /// Hold for the sender to confirm (reason `confirmation: …`); an operator can release it.
     Confirm,
+    /// Remove the attachments the rule's `part_types` / `file_extensions` matched (every
+    /// attachment when it has neither) from the delivered copy, each replaced by a note; the
+    /// original is kept in quarantine. A message whose attachment cannot be cut out alone is
+    /// held instead.
+    Strip,
 }
 
 /// One operator rule: every condition given must hold (AND); each list matches if any of its
@@ -189,6 +194,15 @@ pub struct Rule {
     /// Record what the rule would do without doing it.
     #[serde(default)]
     pub monitor: bool,
+    /// Tell the sender what the rule did (a short notice from the gateway: subject,
+    /// recipients, the reason; never the content). Enforced rules only, once the message was
+    /// accepted.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub notify_sender: bool,
+    /// Addresses told of each match (a compliance officer, the mail team): rule, action,
+    /// sender, recipients, subject and what the dlp check found, masked.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notify: Vec<String>,
     /// `false`: kept in the list but not evaluated (the console's "disabled").
     #[serde(default = "yes", skip_serializing_if = "is_true")]
     pub enabled: bool,
@@ -257,6 +271,8 @@ impl Rule {
             value: None,
             address: None,
             monitor: false,
+            notify_sender: false,
+            notify: Vec::new(),
             enabled: true,
             dlp: BTreeMap::new(),
             dlp_min_confidence: None,
@@ -424,6 +440,18 @@ impl Filter {
                     if let Some(why) = address_pattern_problem(p) {
                         bad_field(&format!("{field}[{j}]"), why);
                     }
+                }
+            }
+            for (j, a) in r.notify.iter().enumerate() {
+                let ok = a.rsplit_once('@').is_some_and(|(l, d)| {
+                    !l.is_empty()
+                        && !l.contains(['*', '@'])
+                        && printable(l)
+                        && !l.contains(char::is_whitespace)
+                        && super::is_valid_domain(d)
+                });
+                if !ok {
+                    bad_field(&format!("notify[{j}]"), format!("'{a}' is not an address"));
                 }
             }
             match (&r.header, &r.contains) {

@@ -56,6 +56,8 @@ pub struct Settings {
     pub iban: bool,
     pub sort_code_account: bool,
     pub uk_postcode: bool,
+    /// Dates written after a date-of-birth label ("DOB", "date of birth", "born").
+    pub date_of_birth: bool,
     pub dictionaries: Vec<Dictionary>,
     pub patterns: Vec<Pattern>,
 }
@@ -70,6 +72,7 @@ impl Default for Settings {
             iban: true,
             sort_code_account: true,
             uk_postcode: true,
+            date_of_birth: true,
             dictionaries: Vec::new(),
             patterns: Vec::new(),
         }
@@ -181,6 +184,19 @@ const CARD_CONTEXT: &[&str] = &[
 ];
 const BANK_CONTEXT: &[&str] = &["sort code", "account", "bank", "iban", "acc no", "a/c"];
 const NI_CONTEXT: &[&str] = &["national insurance", "ni number", "nino", "ni no"];
+/// Labels a date of birth follows.
+const DOB_CONTEXT: &[&str] = &[
+    "dob",
+    "d.o.b",
+    "d.o.b.",
+    "date of birth",
+    "birth date",
+    "birthdate",
+    "born",
+    "born on",
+];
+/// How far after its label (bytes) a date of birth may start.
+const DOB_WINDOW: usize = 40;
 
 /// Compiled detectors for one configuration.
 #[derive(Debug)]
@@ -194,6 +210,7 @@ pub struct Scanner {
     postcode: Regex,
     ni: Regex,
     iban: Regex,
+    date: Regex,
     patterns: Vec<(String, Regex)>,
 }
 
@@ -202,7 +219,8 @@ const KIND_CHI: usize = 1;
 const KIND_CARD: usize = 2;
 const KIND_BANK: usize = 3;
 const KIND_NI: usize = 4;
-const KIND_DICTIONARY: usize = 5;
+const KIND_DOB: usize = 5;
+const KIND_DICTIONARY: usize = 6;
 
 impl Scanner {
     /// Compiles the detectors; a custom pattern that does not compile (or is too large) is
@@ -217,6 +235,7 @@ impl Scanner {
             CARD_CONTEXT,
             BANK_CONTEXT,
             NI_CONTEXT,
+            DOB_CONTEXT,
         ]
         .iter()
         .enumerate()
@@ -265,6 +284,13 @@ impl Scanner {
             ),
             ni: re(r"^[A-Z]{2} ?[0-9]{2} ?[0-9]{2} ?[0-9]{2} ?[A-D](?-u:\b)"),
             iban: re(r"^[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?(?-u:\b)"),
+            // 12/03/1984, 12.3.84, 1984-03-12, 12 March 1984, 12 Mar 84: a real day and
+            // month (checked after the match: the month's length).
+            date: re(concat!(
+                r"(?i)(?-u:\b)(?:(?P<d1>[0-9]{1,2})[/.-](?P<m1>[0-9]{1,2})[/.-](?P<y1>[0-9]{4}|[0-9]{2})",
+                r"|(?P<y2>[0-9]{4})-(?P<m2>[0-9]{2})-(?P<d2>[0-9]{2})",
+                r"|(?P<d3>[0-9]{1,2})(?:st|nd|rd|th)? (?P<m3>jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*,? (?P<y3>[0-9]{4}|[0-9]{2}))(?-u:\b)"
+            )),
             patterns,
         })
     }
@@ -369,6 +395,28 @@ impl Scanner {
             let i = c.partition_point(|&p| p < from);
             c.get(i).is_some_and(|&p| p <= end + CONTEXT_WINDOW)
         };
+        if self.settings.date_of_birth {
+            // Only where a label is: one short, anchored look after each.
+            let mut next = 0;
+            for &p in &context[KIND_DOB] {
+                let from = p.max(next);
+                let mut end = (p + DOB_WINDOW + 30).min(text.len());
+                while !text.is_char_boundary(end) {
+                    end -= 1;
+                }
+                if from >= end {
+                    continue;
+                }
+                if let Some(c) = self.date.captures(&text[from..end])
+                    && let Some(m) = c.get(0)
+                    && from + m.start() <= p + DOB_WINDOW
+                    && date_valid(&c)
+                {
+                    next = from + m.end();
+                    hits.add("date_of_birth".into(), 0.85, m.as_str());
+                }
+            }
+        }
         for chain in chains(text) {
             // Numbers written one after another ("943 476 5919 401 023 2137") make one chain
             // of groups: every window of up to MAX_WINDOW consecutive groups is a candidate,
@@ -490,6 +538,44 @@ pub fn mask(raw: &str) -> String {
             }
         })
         .collect()
+}
+
+/// Whether a date the `date` pattern matched is a real day of a real month, in a plausible
+/// year of birth (1900 up to this century; two-digit years are any).
+fn date_valid(c: &regex::Captures<'_>) -> bool {
+    let num = |k: &str| c.name(k).and_then(|m| m.as_str().parse::<u32>().ok());
+    const MONTHS: [&str; 12] = [
+        "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
+    ];
+    let (d, m, y) = if let (Some(d), Some(m)) = (num("d1"), num("m1")) {
+        (d, m, c.name("y1").map(|y| y.as_str()))
+    } else if let (Some(d), Some(m)) = (num("d2"), num("m2")) {
+        (d, m, c.name("y2").map(|y| y.as_str()))
+    } else if let (Some(d), Some(m)) = (
+        num("d3"),
+        c.name("m3").and_then(|m| {
+            let m = m.as_str().to_ascii_lowercase();
+            MONTHS.iter().position(|x| *x == m).map(|i| i as u32 + 1)
+        }),
+    ) {
+        (d, m, c.name("y3").map(|y| y.as_str()))
+    } else {
+        return false;
+    };
+    let Some(y) = y else { return false };
+    let year: u32 = y.parse().unwrap_or(0);
+    if y.len() == 4 && !(1900..=2099).contains(&year) {
+        return false;
+    }
+    let leap = y.len() == 2 || (year % 4 == 0 && (year % 100 != 0 || year % 400 == 0));
+    let days = match m {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => return false,
+    };
+    (1..=days).contains(&d)
 }
 
 /// Adds `w` as a word of kind `k` (once per kind, however often it is listed).
@@ -912,6 +998,30 @@ mod tests {
         assert_eq!(found(&d, "payment_card").map(|x| x.count), Some(2), "{d:?}");
         // A 30-digit reference is not three numbers.
         assert!(found(&scan("ref 943476591940102321379434765919"), "nhs_number").is_none());
+    }
+
+    #[test]
+    fn dates_of_birth_after_their_label() {
+        for (text, n) in [
+            ("Patient John Smith, DOB 12/03/1984, seen today", 1),
+            ("date of birth: 1984-03-12", 1),
+            ("D.O.B. 3rd March 1984", 1),
+            ("born on 29 Feb 1984 in Leeds", 1),
+            ("Date of birth 31/04/1984", 0), // no 31st of April
+            ("born on 29/02/1983", 0),       // not a leap year
+            ("Appointment 12/03/1984", 0),   // no label
+            (
+                "DOB: not known to us at the time of writing; the clinic on 12/03/2026",
+                0,
+            ), // too far
+            ("dobbin 12/03/1984", 0),        // not the word
+        ] {
+            let d = scan(text);
+            let got = found(&d, "date_of_birth").map_or(0, |d| d.count);
+            assert_eq!(got, n, "{text}");
+        }
+        let d = scan("DOB 12/03/1984");
+        assert_eq!(found(&d, "date_of_birth").unwrap().snippets, ["**/**/*984"]);
     }
 
     #[test]

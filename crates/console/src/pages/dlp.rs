@@ -286,7 +286,7 @@ fn detectors_form(d: &Dlp) -> FormView {
 }
 
 /// The built-in detectors: form name (= configuration key), label, on.
-fn builtins(d: &Dlp) -> [(&'static str, &'static str, bool); 9] {
+fn builtins(d: &Dlp) -> [(&'static str, &'static str, bool); 10] {
     [
         ("nhs_number", "NHS numbers (modulus 11)", d.nhs_number),
         ("chi_number", "CHI numbers", d.chi_number),
@@ -303,6 +303,11 @@ fn builtins(d: &Dlp) -> [(&'static str, &'static str, bool); 9] {
             d.sort_code_account,
         ),
         ("uk_postcode", "UK postcodes", d.uk_postcode),
+        (
+            "date_of_birth",
+            "Dates of birth (after DOB, date of birth, born)",
+            d.date_of_birth,
+        ),
         (
             "clinical_terms",
             "Clinical terms (built-in dictionary)",
@@ -321,6 +326,7 @@ fn builtin_slot<'a>(d: &'a mut Dlp, name: &str) -> &'a mut bool {
         "iban" => &mut d.iban,
         "sort_code_account" => &mut d.sort_code_account,
         "uk_postcode" => &mut d.uk_postcode,
+        "date_of_birth" => &mut d.date_of_birth,
         "clinical_terms" => &mut d.clinical_terms,
         _ => &mut d.icd10_codes,
     }

@@ -15,6 +15,7 @@
 //! iban = true
 //! sort_code_account = true
 //! uk_postcode = true
+//! date_of_birth = true  # a date after DOB / date of birth / born
 //! clinical_terms = false   # the built-in dictionary of clinical terms
 //! icd10_codes = false      # ICD-10 codes written with their dot (E11.9, J45.909)
 //!
@@ -42,6 +43,8 @@ pub struct Dlp {
     pub iban: bool,
     pub sort_code_account: bool,
     pub uk_postcode: bool,
+    /// Dates written just after a date-of-birth label (DOB, date of birth, born).
+    pub date_of_birth: bool,
     pub clinical_terms: bool,
     pub icd10_codes: bool,
     #[serde(rename = "dictionary", skip_serializing_if = "Vec::is_empty")]
@@ -63,6 +66,7 @@ impl Default for Dlp {
             iban: true,
             sort_code_account: true,
             uk_postcode: true,
+            date_of_birth: true,
             clinical_terms: false,
             icd10_codes: false,
             dictionaries: Vec::new(),
@@ -94,6 +98,7 @@ pub const BUILT_IN_DETECTORS: &[&str] = &[
     "iban",
     "sort_code_account",
     "uk_postcode",
+    "date_of_birth",
     "dictionary:clinical_terms",
     "pattern:icd10_codes",
 ];
@@ -140,6 +145,7 @@ impl Dlp {
             iban: self.iban,
             sort_code_account: self.sort_code_account,
             uk_postcode: self.uk_postcode,
+            date_of_birth: self.date_of_birth,
             dictionaries,
             patterns,
         }

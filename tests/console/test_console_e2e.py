@@ -1505,6 +1505,21 @@ def test_dlp_rule_editor_dry_run_modes_incidents_and_report_in_chromium(
     assert names == ["Cards", "NHS numbers leaving"], names
     b.shot("two-rules")
 
+    # Detectors: a pattern that does not compile is refused by its field; then saved with a
+    # dictionary and a registered file.
+    b.go("/dlp")
+    b.fill("#detectors-patterns", "mrn: \\bMRN[0-9{7}")
+    b.submit("#detectors")
+    assert "mrn" in b.by("#detectors-patterns-err").text, b.text
+    b.fill("#detectors-patterns", "mrn: \\bMRN[0-9]{7}\\b")
+    b.fill("#detectors-dictionaries", "project-x: Bluebell, trial 42")
+    b.fill("#detectors-fingerprints", "board-minutes: " + "ab" * 32)
+    b.submit("#detectors")
+    assert "Saved as configuration revision" in b.by("p.flash").text, b.text
+    exported = pal.cli("config", "export").stdout
+    assert 'name = "board-minutes"' in exported and 'name = "project-x"' in exported, exported
+    assert "MRN[0-9]{7}" in exported, exported
+
     # Incidents, filtered by mode.
     b.go("/dlp/incidents", "incidents")
     rows = b.all("#incidents tbody tr")

@@ -229,3 +229,53 @@ def test_strip_rule_removes_the_spreadsheet_for_outside_recipients(palisade_fact
     held = p.cli("quarantine", "list", "--json", json_out=True)
     assert len(held) == 1 and "partner@clinic.example" in json.dumps(held[0]["recipients"]), held
     assert "ward7" not in json.dumps(held[0]["recipients"]), held
+
+
+def test_registered_file_found_attached_and_inside_a_zip(palisade_factory, tmp_path):
+    """`[[dlp.fingerprint]]`: the exact bytes of a registered file are found attached and as a
+    member of a zip (detector fingerprint:NAME, its location), and a rule on it matches; the
+    same spreadsheet saved again (other bytes) is not that file."""
+    import hashlib
+    from email.message import EmailMessage
+
+    msg = email.message_from_bytes((CORPUS / "xlsx_five_nhs_numbers.eml").read_bytes())
+    xlsx = next(part for part in msg.walk() if part.get_filename() == "ward list.xlsx").get_payload(decode=True)
+    p = palisade_factory({
+        "dlp": {"fingerprint": [{"name": "ward-list", "sha256": hashlib.sha256(xlsx).hexdigest()}]},
+        "filter": {"rule": [{"name": "registered files", "direction": "outbound",
+                             "dlp": {"fingerprint:ward-list": 1}, "action": "quarantine"}]},
+    })
+
+    def check(attachments):
+        m = EmailMessage()
+        m["From"], m["To"], m["Subject"] = "ada@hospital.example", "partner@clinic.example", "files"
+        m.set_content("Attached.\n")
+        for name, data, maintype, subtype in attachments:
+            m.add_attachment(data, maintype=maintype, subtype=subtype, filename=name)
+        f = tmp_path / f"m{len(list(tmp_path.iterdir()))}.eml"
+        f.write_bytes(bytes(m))
+        return p.cli("check", str(f), "--direction", "out", "--no-dns", "--json", json_out=True)
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("inner/copy.xlsx", xlsx)
+    for attachments, where in [
+        ([("ward list.xlsx", xlsx, "application", "octet-stream")], "ward list.xlsx"),
+        ([("export.zip", buf.getvalue(), "application", "zip")], "export.zip/inner/copy.xlsx"),
+    ]:
+        r = check(attachments)
+        found = {d["detector"]: d for d in r["checks"]["dlp"]["facts"]["detections"]}
+        assert "fingerprint:ward-list" in found, found
+        assert found["fingerprint:ward-list"]["locations"] == [{"location": where, "count": 1}], found
+        assert r["decisions"][0]["action"] == "quarantine", r["decisions"]
+    # The same spreadsheet saved again (a zip comment added): other bytes, not that file.
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(xlsx)) as src, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dst:
+        for item in src.infolist():
+            dst.writestr(item, src.read(item.filename))
+        dst.comment = b"saved again"
+    changed = out.getvalue()
+    assert changed != xlsx
+    r = check([("ward list.xlsx", changed, "application", "octet-stream")])
+    assert not any(d["detector"].startswith("fingerprint:") for d in r["checks"]["dlp"]["facts"]["detections"])
+    assert r["decisions"][0]["action"] == "deliver", r["decisions"]

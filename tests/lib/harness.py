@@ -70,6 +70,11 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return False
 
 
+def toml_key(k: str) -> str:
+    """A bare key when TOML allows one, else quoted (`"pattern:mrn"`)."""
+    return k if re.fullmatch(r"[A-Za-z0-9_-]+", k) else json.dumps(k)
+
+
 def toml_value(v) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
@@ -80,7 +85,7 @@ def toml_value(v) -> str:
     if isinstance(v, list):
         return "[" + ", ".join(toml_value(x) for x in v) + "]"
     if isinstance(v, dict):
-        return "{ " + ", ".join(f"{k} = {toml_value(x)}" for k, x in v.items()) + " }"
+        return "{ " + ", ".join(f"{toml_key(k)} = {toml_value(x)}" for k, x in v.items()) + " }"
     raise TypeError(v)
 
 
@@ -91,11 +96,11 @@ def to_toml(cfg: dict) -> str:
         if isinstance(body, list):
             for item in body:
                 out.append(f"[[{section}]]")
-                out += [f"{k} = {toml_value(v)}" for k, v in item.items()]
+                out += [f"{toml_key(k)} = {toml_value(v)}" for k, v in item.items()]
                 out.append("")
         else:
             out.append(f"[{section}]")
-            out += [f"{k} = {toml_value(v)}" for k, v in body.items()]
+            out += [f"{toml_key(k)} = {toml_value(v)}" for k, v in body.items()]
             out.append("")
     return "\n".join(out)
 

@@ -201,6 +201,7 @@ fn scan(data: &DataDir, files: &[std::path::PathBuf], json: bool, stats: bool) -
         .map(|r| r.config)
         .unwrap_or_default();
     let scanner = palisade_dlp::Scanner::new(cfg.dlp.settings()).map_err(anyhow::Error::msg)?;
+    let fingerprints = palisade_engine::pipeline::dlp::Fingerprints::from_config(&cfg);
     let max_text = cfg.dlp.max_text_mib as usize * 1024 * 1024;
     let (mut bytes, mut seconds) = (0usize, 0f64);
     for f in files {
@@ -212,7 +213,7 @@ fn scan(data: &DataDir, files: &[std::path::PathBuf], json: bool, stats: bool) -
         let started = std::time::Instant::now();
         let facts = if message {
             let view = palisade_inspect::MessageView::from_bytes(&raw, &cfg.inspect);
-            palisade_engine::pipeline::dlp::scan(&scanner, &view, max_text).facts
+            palisade_engine::pipeline::dlp::scan(&scanner, &fingerprints, &view, max_text).facts
         } else {
             let text = String::from_utf8_lossy(&raw);
             serde_json::json!({ "detections": scanner.scan(&text) })

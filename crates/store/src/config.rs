@@ -29,7 +29,7 @@ pub use attachments::{AttachmentAction, Attachments, DEFAULT_SCRIPT_EXTENSIONS};
 pub use authentication::{ArcSeal, Authentication, DmarcQuarantineAction, DmarcRejectAction};
 pub use digest::Digest;
 pub use dkim::{Dkim, DkimSign};
-pub use dlp::{BUILT_IN_DETECTORS, Dlp, DlpDictionary, DlpPattern};
+pub use dlp::{BUILT_IN_DETECTORS, Dlp, DlpDictionary, DlpFingerprint, DlpPattern};
 pub use filter::{
     CHECK_NAMES, CheckSettings, Filter, Rule, RuleAction, RuleDirection, UninspectableAction,
     address_matches,
@@ -700,7 +700,7 @@ impl Config {
                     bad(
                         &format!("filter.rule[{i}].dlp.{name}"),
                         format!(
-                            "no detector '{name}' (built in: {}; or dictionary:NAME / pattern:NAME of [dlp])",
+                            "no detector '{name}' (built in: {}; or dictionary:NAME / pattern:NAME / fingerprint:NAME of [dlp])",
                             BUILT_IN_DETECTORS.join(", ")
                         ),
                     );

@@ -21,7 +21,9 @@ use axum::Form;
 use axum::extract::{Multipart, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
-use palisade_store::config::{Dlp, DlpDictionary, DlpPattern, Rule, RuleAction, RuleDirection};
+use palisade_store::config::{
+    Dlp, DlpDictionary, DlpFingerprint, DlpPattern, Rule, RuleAction, RuleDirection,
+};
 use palisade_store::{Config, Problem};
 use serde_json::Value;
 
@@ -254,6 +256,11 @@ fn detectors_form(d: &Dlp) -> FormView {
         .iter()
         .map(|x| format!("{}: {}", x.name, x.regex))
         .collect();
+    let fingerprints: Vec<String> = d
+        .fingerprints
+        .iter()
+        .map(|x| format!("{}: {}", x.name, x.sha256))
+        .collect();
     let mut f = FormView::new("detectors", "/dlp/detectors", "", "Save detectors")
         .intro("What the dlp check looks for in every part of a message (bodies, PDFs, Office and OpenDocument files, archives, winmail.dat). It decides nothing itself: the rules above do.")
         .field(
@@ -282,6 +289,12 @@ fn detectors_form(d: &Dlp) -> FormView {
             .path("dlp.pattern")
             .rows(5)
             .help(r"One per line: name: regular expression (e.g. mrn: \bMRN[0-9]{7}\b). A rule counts them as pattern:name."),
+    )
+    .field(
+        Field::new("fingerprints", "Registered files", "textarea", fingerprints.join("\n"))
+            .path("dlp.fingerprint")
+            .rows(3)
+            .help("One per line: name: SHA-256 of the file (sha256sum FILE). Attached, or inside an archive, with exactly those bytes, it counts as fingerprint:name."),
     )
 }
 
@@ -466,6 +479,13 @@ pub async fn detectors(
         d.patterns = named_lines(get(raw, "patterns"), "dlp.pattern", &mut pr)
             .into_iter()
             .map(|(name, regex)| DlpPattern { name, regex })
+            .collect();
+        d.fingerprints = named_lines(get(raw, "fingerprints"), "dlp.fingerprint", &mut pr)
+            .into_iter()
+            .map(|(name, sha256)| DlpFingerprint {
+                name,
+                sha256: sha256.to_ascii_lowercase(),
+            })
             .collect();
         ("DLP detectors changed".into(), pr)
     })

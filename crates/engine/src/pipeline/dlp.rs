@@ -25,8 +25,61 @@ use super::{Check, CheckFuture, Evaluation, Findings, Subject};
 
 pub struct DlpCheck {
     scanner: Arc<Result<Scanner, String>>,
+    fingerprints: Arc<Fingerprints>,
     inbound: bool,
     max_text: usize,
+}
+
+/// The registered files (`[[dlp.fingerprint]]`): SHA-256 of the bytes → name.
+#[derive(Debug, Default)]
+pub struct Fingerprints(std::collections::HashMap<[u8; 32], String>);
+
+impl Fingerprints {
+    pub fn from_config(cfg: &Config) -> Fingerprints {
+        Fingerprints(
+            cfg.dlp
+                .fingerprints
+                .iter()
+                .filter_map(|f| {
+                    let mut h = [0u8; 32];
+                    hex::decode_to_slice(&f.sha256, &mut h).ok()?;
+                    Some((h, f.name.clone()))
+                })
+                .collect(),
+        )
+    }
+
+    /// The detections of registered files among the message's attachments and archive
+    /// members: `fingerprint:NAME`, one per part, confidence 1, the snippet the hash's end.
+    fn find(&self, view: &palisade_inspect::MessageView) -> Vec<(Detection, String)> {
+        if self.0.is_empty() {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        for (i, p) in view.parts().iter().enumerate() {
+            if !p.is_attachment || p.encrypted {
+                continue;
+            }
+            let Some(bytes) = view.decoded(i) else {
+                continue;
+            };
+            let digest = ring::digest::digest(&ring::digest::SHA256, &bytes);
+            let mut h = [0u8; 32];
+            h.copy_from_slice(digest.as_ref());
+            if let Some(name) = self.0.get(&h) {
+                out.push((
+                    Detection {
+                        detector: format!("fingerprint:{name}"),
+                        count: 1,
+                        confidence: 1.0,
+                        snippets: vec![format!("sha256 …{}", &hex::encode(h)[58..])],
+                    },
+                    p.path.clone(),
+                ));
+            }
+        }
+        out
+    }
 }
 
 /// One detector's findings over the whole message.
@@ -55,6 +108,7 @@ impl DlpCheck {
         }
         DlpCheck {
             scanner: Arc::new(scanner),
+            fingerprints: Arc::new(Fingerprints::from_config(cfg)),
             inbound: cfg.dlp.inbound,
             max_text: cfg.dlp.max_text_mib as usize * 1024 * 1024,
         }
@@ -62,9 +116,17 @@ impl DlpCheck {
 }
 
 /// Runs the scanner over every text of `view` and merges the detections per detector.
-pub fn scan(scanner: &Scanner, view: &palisade_inspect::MessageView, max_text: usize) -> Findings {
+pub fn scan(
+    scanner: &Scanner,
+    fingerprints: &Fingerprints,
+    view: &palisade_inspect::MessageView,
+    max_text: usize,
+) -> Findings {
     let found = extract(view, max_text);
     let mut merged: Vec<MessageDetection> = Vec::new();
+    for (d, location) in fingerprints.find(view) {
+        merge(&mut merged, d, &location);
+    }
     let mut scanned = Vec::new();
     for t in &found.texts {
         scanned.push(json!({"location": t.location, "bytes": t.text.len()}));
@@ -124,6 +186,7 @@ impl Check for DlpCheck {
     }
     fn run(&self, subject: Subject) -> CheckFuture {
         let scanner = self.scanner.clone();
+        let fingerprints = self.fingerprints.clone();
         let max_text = self.max_text;
         let skip = subject.envelope.direction == Direction::Inbound && !self.inbound;
         Box::pin(async move {
@@ -135,7 +198,7 @@ impl Check for DlpCheck {
             }
             // Extraction (inflating documents) and scanning are CPU work.
             tokio::task::spawn_blocking(move || match scanner.as_ref() {
-                Ok(s) => Ok(scan(s, &subject.view, max_text)),
+                Ok(s) => Ok(scan(s, &fingerprints, &subject.view, max_text)),
                 Err(e) => Err(format!("the DLP detectors could not be built: {e}")),
             })
             .await

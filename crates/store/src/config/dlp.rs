@@ -26,6 +26,10 @@
 //! [[dlp.pattern]]        # detector "pattern:mrn" (the regex crate's syntax, linear time)
 //! name = "mrn"
 //! regex = '\bMRN[0-9]{7}\b'
+//!
+//! [[dlp.fingerprint]]    # detector "fingerprint:board-minutes": exactly this file attached
+//! name = "board-minutes"
+//! sha256 = "…"           # sha256sum FILE
 //! ```
 
 use serde::{Deserialize, Serialize};
@@ -51,6 +55,10 @@ pub struct Dlp {
     pub dictionaries: Vec<DlpDictionary>,
     #[serde(rename = "pattern", skip_serializing_if = "Vec::is_empty")]
     pub patterns: Vec<DlpPattern>,
+    /// Registered confidential files, by the SHA-256 of their bytes: an attachment (or an
+    /// archive member, at any depth) with exactly those bytes is detector `fingerprint:NAME`.
+    #[serde(rename = "fingerprint", skip_serializing_if = "Vec::is_empty")]
+    pub fingerprints: Vec<DlpFingerprint>,
 }
 
 impl Default for Dlp {
@@ -71,8 +79,18 @@ impl Default for Dlp {
             icd10_codes: false,
             dictionaries: Vec::new(),
             patterns: Vec::new(),
+            fingerprints: Vec::new(),
         }
     }
+}
+
+/// One registered file (`sha256sum FILE` gives the hash).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DlpFingerprint {
+    pub name: String,
+    /// 64 hexadecimal digits.
+    pub sha256: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -161,6 +179,9 @@ impl Dlp {
             || detector
                 .strip_prefix("pattern:")
                 .is_some_and(|n| self.patterns.iter().any(|p| p.name == n))
+            || detector
+                .strip_prefix("fingerprint:")
+                .is_some_and(|n| self.fingerprints.iter().any(|f| f.name == n))
     }
 
     pub(super) fn problems(&self, bad: &mut dyn FnMut(&str, String)) {
@@ -209,6 +230,27 @@ impl Dlp {
                     ),
                 );
             }
+        }
+        for (i, f) in self.fingerprints.iter().enumerate() {
+            let path = format!("dlp.fingerprint[{i}]");
+            if !name_ok(&f.name) || !names.insert(format!("f:{}", f.name)) {
+                bad(
+                    &format!("{path}.name"),
+                    format!(
+                        "'{}' must be unique, 1-64 letters, digits, '-' or '_'",
+                        f.name
+                    ),
+                );
+            }
+            if f.sha256.len() != 64 || !f.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+                bad(
+                    &format!("{path}.sha256"),
+                    format!("'{}' is not a SHA-256 (64 hexadecimal digits)", f.sha256),
+                );
+            }
+        }
+        if self.fingerprints.len() > 100_000 {
+            bad("dlp.fingerprint", "at most 100000 files".into());
         }
         // The whole scanner must compile (patterns within the size limit).
         if let Err(e) = palisade_dlp::Scanner::new(self.settings()) {

@@ -567,7 +567,8 @@ fn date_valid(c: &regex::Captures<'_>) -> bool {
     if y.len() == 4 && !(1900..=2099).contains(&year) {
         return false;
     }
-    let leap = y.len() == 2 || (year % 4 == 0 && (year % 100 != 0 || year % 400 == 0));
+    let leap = y.len() == 2
+        || (year.is_multiple_of(4) && (!year.is_multiple_of(100) || year.is_multiple_of(400)));
     let days = match m {
         1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
         4 | 6 | 9 | 11 => 30,

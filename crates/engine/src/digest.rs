@@ -57,6 +57,7 @@ pub fn pending(
 ) -> Result<Vec<Pending>, palisade_store::StoreError> {
     let held = db.quarantine_list(Some(QuarantineState::Held), None, u32::MAX)?;
     let listed = db.digest_listed()?;
+    let protected = protected_rules(cfg);
     let mut by_rcpt: BTreeMap<String, Pending> = BTreeMap::new();
     for entry in held {
         for r in &entry.recipients {
@@ -64,7 +65,7 @@ pub fn pending(
             if !cfg.digest_covers(&r.address)
                 || only.is_some_and(|o| !o.eq_ignore_ascii_case(&r.address))
                 || listed.contains(&(entry.id.clone(), lower.clone()))
-                || excluded(&entry, &r.address, &cfg.digest.exclude_checks)
+                || excluded(&entry, &r.address, &cfg.digest.exclude_checks, &protected)
             {
                 continue;
             }
@@ -81,18 +82,50 @@ pub fn pending(
     Ok(by_rcpt.into_values().collect())
 }
 
-/// Whether a check in `exclude` explained this recipient's hold (or, with no per-recipient
-/// explanation recorded, anyone's).
-fn excluded(entry: &QuarantineEntry, recipient: &str, exclude: &[String]) -> bool {
+/// The rules whose holds only an operator releases, whatever `exclude_checks` says: data-loss
+/// prevention (a rule reading the dlp check), the encryption hold and sender confirmation.
+/// A recipient must never be able to release what the organisation's policy kept in.
+fn protected_rules(cfg: &Config) -> Vec<String> {
+    use palisade_store::config::RuleAction;
+    cfg.filter
+        .rules
+        .iter()
+        .filter(|r| {
+            r.reads().contains(&"dlp")
+                || matches!(r.action, RuleAction::Encrypt | RuleAction::Confirm)
+        })
+        .map(|r| r.name.clone())
+        .collect()
+}
+
+/// Whether a check in `exclude`, or a rule in `protected`, explained this recipient's hold
+/// (or, with no per-recipient explanation recorded, anyone's); holds for encryption or
+/// confirmation are never offered, even if their rule is gone since.
+fn excluded(
+    entry: &QuarantineEntry,
+    recipient: &str,
+    exclude: &[String],
+    protected: &[String],
+) -> bool {
+    if entry.reason.starts_with("encryption pending:") || entry.reason.starts_with("confirmation:")
+    {
+        return true;
+    }
     let Some(serde_json::Value::Array(per)) = &entry.explanations else {
         return false;
     };
-    let stages = |v: &serde_json::Value| -> Vec<String> {
+    let said = |v: &serde_json::Value| -> Vec<(String, String)> {
+        let text = |x: &serde_json::Value, k: &str| {
+            x.get(k)
+                .and_then(|s| s.as_str())
+                .unwrap_or_default()
+                .to_string()
+        };
         v.get("explanations")
             .and_then(|e| e.as_array())
             .map(|a| {
                 a.iter()
-                    .filter_map(|x| x.get("stage").and_then(|s| s.as_str()).map(str::to_string))
+                    .map(|x| (text(x, "stage"), text(x, "rule")))
                     .collect()
             })
             .unwrap_or_default()
@@ -112,8 +145,10 @@ fn excluded(entry: &QuarantineEntry, recipient: &str, exclude: &[String]) -> boo
     };
     considered
         .iter()
-        .flat_map(|p| stages(p))
-        .any(|s| exclude.contains(&s))
+        .flat_map(|p| said(p))
+        .any(|(stage, rule)| {
+            exclude.contains(&stage) || (stage == "rules" && protected.contains(&rule))
+        })
 }
 
 /// Sends the digests due now (`only`: to that recipient alone). Each is committed with the
@@ -312,10 +347,15 @@ mod tests {
             {"recipient": "a@h.test", "explanations": [{"stage": "rules", "rule": "x"}]},
             {"recipient": "b@h.test", "explanations": [{"stage": "antivirus", "rule": "eicar"}]},
         ]));
-        assert!(!excluded(&e, "A@h.test", &exclude));
-        assert!(excluded(&e, "b@h.test", &exclude));
+        assert!(!excluded(&e, "A@h.test", &exclude, &[]));
+        assert!(excluded(&e, "b@h.test", &exclude, &[]));
         // Nothing recorded for this recipient: anyone's explanation counts.
-        assert!(excluded(&e, "c@h.test", &exclude));
-        assert!(!excluded(&entry(json!([])), "a@h.test", &exclude));
+        assert!(excluded(&e, "c@h.test", &exclude, &[]));
+        assert!(!excluded(&entry(json!([])), "a@h.test", &exclude, &[]));
+        // A DLP rule's hold is the operator's, whatever exclude_checks says.
+        assert!(excluded(&e, "a@h.test", &[], &["x".to_string()]));
+        let mut held = entry(json!([]));
+        held.reason = "encryption pending: patient identifiers".into();
+        assert!(excluded(&held, "a@h.test", &[], &[]));
     }
 }

@@ -130,13 +130,7 @@ pub async fn protection(State(state): State<AppState>, Query(q): Query<FlowParam
 }
 
 pub async fn config_get(State(state): State<AppState>) -> ApiResult {
-    let rev = state
-        .db(|s| {
-            s.config
-                .current()?
-                .ok_or_else(|| AppError::internal("no configuration"))
-        })
-        .await?;
+    let rev = state.current_revision().await?;
     ok(json!({
         "revision": rev.id, "created_at": rev.created_at, "author": rev.author,
         "comment": rev.comment, "config": rev.config,
@@ -144,13 +138,7 @@ pub async fn config_get(State(state): State<AppState>) -> ApiResult {
 }
 
 pub async fn config_toml(State(state): State<AppState>) -> ApiResult {
-    let rev = state
-        .db(|s| {
-            s.config
-                .current()?
-                .ok_or_else(|| AppError::internal("no configuration"))
-        })
-        .await?;
+    let rev = state.current_revision().await?;
     Ok((
         [
             (header::CONTENT_TYPE, "application/toml; charset=utf-8"),
@@ -192,13 +180,7 @@ pub async fn config_put(
         Ok(c) => c,
         Err(problems) => return Ok(problems_response(problems)),
     };
-    let current = state
-        .db(|s| {
-            s.config
-                .current()?
-                .ok_or_else(|| AppError::internal("no configuration"))
-        })
-        .await?;
+    let current = state.current_revision().await?;
     let diff = palisade_store::config_store::diff(&current.config, &new);
     if body.dry_run {
         return ok(json!({ "dry_run": true, "revision": current.id, "diff": diff }));

@@ -110,6 +110,17 @@ impl AppState {
     }
 
     /// Runs `f` on the databases on a blocking thread.
+    /// The configuration revision in force (an internal error when there is none: the
+    /// supervisor writes the first one before the console starts).
+    pub async fn current_revision(&self) -> Result<palisade_store::Revision, AppError> {
+        self.db(|s| {
+            s.config
+                .current()?
+                .ok_or_else(|| AppError::internal("no configuration"))
+        })
+        .await
+    }
+
     pub async fn db<T, F>(&self, f: F) -> Result<T, AppError>
     where
         F: FnOnce(&mut Stores) -> Result<T, AppError> + Send + 'static,

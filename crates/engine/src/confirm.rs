@@ -12,7 +12,7 @@ use std::sync::Arc;
 use palisade_spool::admin::Requester;
 use palisade_spool::notice::{self, Notice};
 use palisade_spool::quarantine::{CONFIRMATION, DigestLink, Released};
-use palisade_spool::{Batch, HeldRecipient, MessageKind, NewQuarantine, QuarantineEntry, Spool};
+use palisade_spool::{HeldRecipient, NewQuarantine, QuarantineEntry, Spool};
 use palisade_store::digest::{Claims, DigestKey, Purpose};
 
 use crate::state::Shared;
@@ -125,29 +125,7 @@ async fn send_notice(shared: &Arc<Shared>, h: &Held, discarded: bool) -> Result<
         let link = format!("{}/confirm/{token}", cfg.digest_link_base());
         (notice::confirmation(&n, &link), "Confirm before it is sent")
     };
-    let msg = crate::generated::spool(
-        shared,
-        id.clone(),
-        &content,
-        crate::generated::Generated {
-            kind: MessageKind::Mail,
-            smtputf8: !h.sender.is_ascii(),
-            recipient: h.sender.clone(),
-            route: crate::route_for(&cfg, &h.sender),
-            message_id: format!("<{id}.notice@{}>", cfg.system.hostname),
-            subject: subject.to_string(),
-            from_header: from.clone(),
-        },
-    )
-    .await?;
-    crate::generated::commit(
-        shared,
-        Batch {
-            accepted: vec![msg],
-            ..Default::default()
-        },
-    )
-    .await?;
+    crate::generated::notice(shared, &id, &content, &h.sender, subject).await?;
     tracing::info!(event = if discarded { "confirm.discarded_notice" } else { "confirm.notice" },
         quarantine_id = %h.id, queue_id = %id, rcpt = %h.sender);
     Ok(())

@@ -86,3 +86,38 @@ pub(crate) async fn commit(shared: &Shared, batch: Batch) -> Result<(), String> 
     }
     Ok(())
 }
+
+/// Spools and commits one notice from the gateway (`id` is its queue id, `content` the whole
+/// message) to `to`: the confirmation and policy notices.
+pub(crate) async fn notice(
+    shared: &Shared,
+    id: &str,
+    content: &[u8],
+    to: &str,
+    subject: &str,
+) -> Result<(), String> {
+    let cfg = shared.config();
+    let msg = spool(
+        shared,
+        id.to_string(),
+        content,
+        Generated {
+            kind: MessageKind::Mail,
+            smtputf8: !to.is_ascii(),
+            recipient: to.to_string(),
+            route: crate::route_for(&cfg, to),
+            message_id: format!("<{id}.notice@{}>", cfg.system.hostname),
+            subject: subject.to_string(),
+            from_header: cfg.digest_from(),
+        },
+    )
+    .await?;
+    commit(
+        shared,
+        Batch {
+            accepted: vec![msg],
+            ..Default::default()
+        },
+    )
+    .await
+}

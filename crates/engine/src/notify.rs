@@ -10,8 +10,8 @@
 
 use std::sync::Arc;
 
+use palisade_spool::Spool;
 use palisade_spool::notice::{self, Notice};
-use palisade_spool::{Batch, MessageKind, Spool};
 use serde_json::Value;
 
 use crate::pipeline::Evaluation;
@@ -177,29 +177,7 @@ async fn send(shared: &Arc<Shared>, p: &PolicyNotice) -> Result<(), String> {
         ),
         None => (notice::policy_sender(&n, &p.action), "Mail policy applied"),
     };
-    let msg = crate::generated::spool(
-        shared,
-        id.clone(),
-        &content,
-        crate::generated::Generated {
-            kind: MessageKind::Mail,
-            smtputf8: !p.to.is_ascii(),
-            recipient: p.to.clone(),
-            route: crate::route_for(&cfg, &p.to),
-            message_id: format!("<{id}.notice@{}>", cfg.system.hostname),
-            subject: subject.to_string(),
-            from_header: from.clone(),
-        },
-    )
-    .await?;
-    crate::generated::commit(
-        shared,
-        Batch {
-            accepted: vec![msg],
-            ..Default::default()
-        },
-    )
-    .await?;
+    crate::generated::notice(shared, &id, &content, &p.to, subject).await?;
     tracing::info!(event = "policy.notice", queue_id = %p.queue_id, notice = %id, rcpt = %p.to);
     Ok(())
 }

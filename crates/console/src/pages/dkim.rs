@@ -63,13 +63,7 @@ async fn show(
     sub: Option<Submitted>,
 ) -> Result<Response, AppError> {
     let page = Page::load(state, p, "protection", "DKIM signing").await?;
-    let rev = state
-        .db(|s| {
-            s.config
-                .current()?
-                .ok_or_else(|| AppError::internal("no configuration"))
-        })
-        .await?;
+    let rev = state.current_revision().await?;
     let keys = match state.engine(ControlRequest::DkimKeys { dns: true }).await {
         Ok(r) if r.ok => Ok(r
             .dkim

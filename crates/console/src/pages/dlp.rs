@@ -373,13 +373,7 @@ async fn show(
     sub: Option<Submitted>,
 ) -> Result<Response, AppError> {
     let page = Page::load(state, p, "dlp", "Data protection").await?;
-    let rev = state
-        .db(|s| {
-            s.config
-                .current()?
-                .ok_or_else(|| AppError::internal("no configuration"))
-        })
-        .await?;
+    let rev = state.current_revision().await?;
     let editable = allows(p.user.role, Perm::EditConfig);
     let rules = rev
         .config
@@ -740,13 +734,7 @@ async fn editor_page(
     dry_run: Option<DryRun>,
 ) -> Result<Response, AppError> {
     let page = Page::load(state, p, "dlp", "Data protection rule").await?;
-    let rev = state
-        .db(|s| {
-            s.config
-                .current()?
-                .ok_or_else(|| AppError::internal("no configuration"))
-        })
-        .await?;
+    let rev = state.current_revision().await?;
     let rules = &rev.config.filter.rules;
     let (rule, i) = match index {
         Some(i) => (
@@ -898,13 +886,7 @@ async fn dry_run(
     raw: Raw,
     message: Vec<u8>,
 ) -> Result<Response, AppError> {
-    let current = state
-        .db(|s| {
-            s.config
-                .current()?
-                .ok_or_else(|| AppError::internal("no configuration"))
-        })
-        .await?;
+    let current = state.current_revision().await?;
     let mut cfg = current.config.clone();
     let i = index.unwrap_or(cfg.filter.rules.len());
     let mut problems = Vec::new();
@@ -993,7 +975,8 @@ async fn run_check(
         .arg(dir.join("config.toml"))
         .args(["--json", "--no-dns", "--direction", direction]);
     for t in to {
-        cmd.arg("--to").arg(t);
+        // `--to=VALUE`: a value beginning with '-' stays a value, never an option.
+        cmd.arg(format!("--to={t}"));
     }
     cmd.arg(dir.join("message.eml"))
         .stdin(std::process::Stdio::null())

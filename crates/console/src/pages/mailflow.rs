@@ -374,13 +374,7 @@ async fn show(
     sub: Option<Submitted>,
 ) -> Result<Response, AppError> {
     let page = Page::load(state, p, "mailflow", "Mail flow").await?;
-    let rev = state
-        .db(|s| {
-            s.config
-                .current()?
-                .ok_or_else(|| AppError::internal("no configuration"))
-        })
-        .await?;
+    let rev = state.current_revision().await?;
     let status = if sub.is_some() {
         StatusCode::UNPROCESSABLE_ENTITY
     } else {

@@ -628,13 +628,7 @@ async fn show_with(
     upload_error: Option<String>,
 ) -> Result<Response, AppError> {
     let page = Page::load(state, p, "protection", "Protection").await?;
-    let rev = state
-        .db(|s| {
-            s.config
-                .current()?
-                .ok_or_else(|| AppError::internal("no configuration"))
-        })
-        .await?;
+    let rev = state.current_revision().await?;
     let editable = allows(p.user.role, Perm::EditConfig);
     let fin = |f: FormView| {
         f.hidden("revision", rev.id)

@@ -173,13 +173,7 @@ pub async fn identity(
 
 /// The configuration in force as TOML (a read: no state changes).
 pub async fn backup(State(state): State<AppState>, _p: Principal) -> Result<Response, AppError> {
-    let rev = state
-        .db(|s| {
-            s.config
-                .current()?
-                .ok_or_else(|| AppError::internal("no configuration"))
-        })
-        .await?;
+    let rev = state.current_revision().await?;
     let body = format!(
         "# Palisade configuration, revision {} ({} by {}: {})\n{}",
         rev.id,
@@ -255,13 +249,7 @@ pub async fn restore_preview(
 }
 
 async fn preview(state: &AppState, p: &Principal, text: String) -> Result<Response, AppError> {
-    let current = state
-        .db(|s| {
-            s.config
-                .current()?
-                .ok_or_else(|| AppError::internal("no configuration"))
-        })
-        .await?;
+    let current = state.current_revision().await?;
     let (diff, problems) = match Config::from_toml(&text) {
         Ok(cfg) => (
             palisade_store::config_store::diff(&current.config, &cfg),

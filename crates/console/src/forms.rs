@@ -152,6 +152,28 @@ where
     })
 }
 
+/// [`edit_config`], then back to `back` with the outcome as the flash message; `Err` with the
+/// problems when nothing was committed (the page shows the form again with them).
+pub async fn commit_edit<F>(
+    state: &AppState,
+    p: &Principal,
+    revision: i64,
+    back: &str,
+    edit: F,
+) -> Result<Result<axum::response::Response, Vec<Problem>>, AppError>
+where
+    F: FnOnce(&mut Config) -> (String, Vec<Problem>) + Send + 'static,
+{
+    use axum::response::{IntoResponse, Redirect};
+    let msg = match edit_config(state, p, revision, edit).await? {
+        EditOutcome::Committed { revision, engine } => committed_message(revision, &engine),
+        EditOutcome::Unchanged => "Nothing changed.".into(),
+        EditOutcome::Invalid(problems) => return Ok(Err(problems)),
+    };
+    flash(state, p, msg).await?;
+    Ok(Ok(Redirect::to(back).into_response()))
+}
+
 /// Sets the flash message of a browser session (nothing for API callers).
 pub async fn flash(state: &AppState, p: &Principal, msg: String) -> Result<(), AppError> {
     if let Some(s) = &p.session {

@@ -20,7 +20,7 @@ use askama::Template;
 use axum::Form;
 use axum::extract::{Multipart, Path, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::Response;
 use palisade_store::config::{
     Dlp, DlpDictionary, DlpFingerprint, DlpPattern, Rule, RuleAction, RuleDirection,
 };
@@ -30,8 +30,7 @@ use serde_json::Value;
 use crate::auth::{Perm, Principal, allows};
 use crate::error::{AppError, render_status};
 use crate::forms::{
-    Choices, EditOutcome, Raw, checked, choose, committed_message, edit_config, flash, get,
-    parse_strings, revision, select,
+    Choices, Raw, checked, choose, commit_edit, get, parse_strings, revision, select,
 };
 use crate::state::AppState;
 use crate::view::{Field, FormView, Page, Submitted};
@@ -415,31 +414,6 @@ pub async fn page(State(state): State<AppState>, p: Principal) -> Result<Respons
     show(&state, &p, None).await
 }
 
-/// Saves a configuration change made from this page and goes back to `back`; problems are
-/// shown by `again`.
-async fn commit<F>(
-    state: &AppState,
-    p: &Principal,
-    rev: i64,
-    back: &str,
-    edit: F,
-) -> Result<Result<Response, Vec<Problem>>, AppError>
-where
-    F: FnOnce(&mut Config) -> (String, Vec<Problem>) + Send + 'static,
-{
-    Ok(match edit_config(state, p, rev, edit).await? {
-        EditOutcome::Committed { revision, engine } => {
-            flash(state, p, committed_message(revision, &engine)).await?;
-            Ok(Redirect::to(back).into_response())
-        }
-        EditOutcome::Unchanged => {
-            flash(state, p, "Nothing changed.".into()).await?;
-            Ok(Redirect::to(back).into_response())
-        }
-        EditOutcome::Invalid(problems) => Err(problems),
-    })
-}
-
 pub async fn detectors(
     State(state): State<AppState>,
     p: Principal,
@@ -447,7 +421,7 @@ pub async fn detectors(
 ) -> Result<Response, AppError> {
     let rev = revision(&raw)?;
     let raw2 = raw.clone();
-    let done = commit(&state, &p, rev, "/dlp#detectors", move |cfg| {
+    let done = commit_edit(&state, &p, rev, "/dlp#detectors", move |cfg| {
         let mut pr = Vec::new();
         let raw = &raw2;
         let d = &mut cfg.dlp;
@@ -508,7 +482,7 @@ pub async fn order(
         .parse()
         .map_err(|_| AppError::BadRequest("The form did not say which rule.".into()))?;
     let op = get(&raw, "op").to_string();
-    let done = commit(&state, &p, rev, "/dlp#rules", move |cfg| {
+    let done = commit_edit(&state, &p, rev, "/dlp#rules", move |cfg| {
         let rules = &mut cfg.filter.rules;
         let mut pr = Vec::new();
         let Some(name) = rules.get(index).map(|r| r.name.clone()) else {
@@ -839,7 +813,7 @@ pub async fn save(
         return dry_run(&state, &p, index, raw, message).await;
     }
     let raw2 = raw.clone();
-    let done = commit(&state, &p, rev, "/dlp#rules", move |cfg| {
+    let done = commit_edit(&state, &p, rev, "/dlp#rules", move |cfg| {
         let i = index.unwrap_or(cfg.filter.rules.len());
         let mut pr = Vec::new();
         let rule = rule_from(&raw2, i, &mut pr);

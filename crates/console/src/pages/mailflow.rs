@@ -15,9 +15,7 @@ use palisade_store::{Config, Problem};
 use super::{CertInfo, cert_info_file};
 use crate::auth::{Perm, Principal, allows};
 use crate::error::{AppError, render_status};
-use crate::forms::{
-    EditOutcome, Raw, committed_message, edit_config, flash, get, parse_list, revision, set_num,
-};
+use crate::forms::{Raw, commit_edit, flash, get, parse_list, revision, set_num};
 use crate::state::AppState;
 use crate::view::{Field, FormView, Page, Submitted, lines};
 
@@ -411,16 +409,10 @@ where
 {
     let rev = revision(&raw)?;
     let raw2 = raw.clone();
-    match edit_config(state, p, rev, move |cfg| edit(cfg, &raw2)).await? {
-        EditOutcome::Committed { revision, engine } => {
-            flash(state, p, committed_message(revision, &engine)).await?;
-            Ok(Redirect::to(&format!("/mailflow#{anchor}")).into_response())
-        }
-        EditOutcome::Unchanged => {
-            flash(state, p, "Nothing changed.".into()).await?;
-            Ok(Redirect::to(&format!("/mailflow#{anchor}")).into_response())
-        }
-        EditOutcome::Invalid(problems) => {
+    let back = format!("/mailflow#{anchor}");
+    match commit_edit(state, p, rev, &back, move |cfg| edit(cfg, &raw2)).await? {
+        Ok(done) => Ok(done),
+        Err(problems) => {
             show(
                 state,
                 p,

@@ -26,8 +26,8 @@ use palisade_store::{Config, Problem, clamav};
 use crate::auth::{Perm, Principal, allows};
 use crate::error::{AppError, render_status};
 use crate::forms::{
-    Choices, EditOutcome, Raw, checked, choose, committed_message, edit_config, flash, get,
-    parse_strings, revision, select, set_num,
+    Choices, Raw, checked, choose, commit_edit, flash, get, parse_strings, revision, select,
+    set_num,
 };
 use crate::state::AppState;
 use crate::view::{Field, FormView, Page, Submitted, fmt_duration, fmt_size, lines};
@@ -678,16 +678,9 @@ where
     let rev = revision(&raw)?;
     let raw2 = raw.clone();
     let back = format!("/protection#{form}");
-    match edit_config(state, p, rev, move |cfg| edit(cfg, &raw2)).await? {
-        EditOutcome::Committed { revision, engine } => {
-            flash(state, p, committed_message(revision, &engine)).await?;
-            Ok(Redirect::to(&back).into_response())
-        }
-        EditOutcome::Unchanged => {
-            flash(state, p, "Nothing changed.".into()).await?;
-            Ok(Redirect::to(&back).into_response())
-        }
-        EditOutcome::Invalid(problems) => {
+    match commit_edit(state, p, rev, &back, move |cfg| edit(cfg, &raw2)).await? {
+        Ok(done) => Ok(done),
+        Err(problems) => {
             let sub = Submitted {
                 form: form.into(),
                 raw,

@@ -55,7 +55,7 @@ apt_install() {
 if want e2e || want abuse || want console; then
   tier "dependencies"
   apt_install build-essential swaks postfix libnet-ssleay-perl libio-socket-ssl-perl \
-    python3 python3-venv dnsmasq-base nsd sqlite3 ca-certificates clamav-daemon openssl
+    python3 python3-venv dnsmasq-base nsd sqlite3 ca-certificates clamav-daemon openssl iproute2
   if [ ! -x tests/.venv/bin/pytest ]; then
     /usr/bin/python3 -m venv tests/.venv
   fi

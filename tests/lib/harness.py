@@ -116,8 +116,11 @@ def scratch_dir(name: str) -> Path:
 class Palisade:
     """One running appliance."""
 
-    def __init__(self, name: str, config: dict | None = None, extra_env: dict | None = None):
+    def __init__(self, name: str, config: dict | None = None, extra_env: dict | None = None,
+                 netns: str | None = None):
         self.name = re.sub(r"[^A-Za-z0-9_.-]", "_", name)[:60]
+        # Run inside this network namespace (`ip netns exec`): the HA tests' units.
+        self.netns = netns
         # Short: unix socket paths under the data dir must fit in 108 bytes.
         self.dir = scratch_dir(self.name[:20])
         self.data = self.dir / "data"
@@ -164,6 +167,8 @@ class Palisade:
         log = open(self.log_path, "ab")
         cmd = [palisade_bin(), "--data", str(self.data), "run", "--initial-config", str(self.config_file)]
         cmd += args or []
+        if self.netns:
+            cmd = ["ip", "netns", "exec", self.netns, *cmd]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, env=self.env, text=True)
         self._stdout_thread = threading.Thread(target=self._read_stdout, daemon=True)
         self._stdout_thread.start()

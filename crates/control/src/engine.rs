@@ -216,3 +216,11 @@ pub fn control_request(
 ) -> Result<ControlResponse, ClientError> {
     crate::client::request(socket, req, TIMEOUT)
 }
+
+/// Whether the engine answers a ping within `timeout` (the HA process's health check).
+pub fn ping(socket: &Path, timeout: Duration) -> bool {
+    matches!(
+        crate::client::request::<_, ControlResponse>(socket, &ControlRequest::Ping, timeout),
+        Ok(r) if r.ok
+    )
+}

@@ -10,6 +10,7 @@
 //!   bounded in request size, time and connections).
 
 pub mod engine;
+pub mod ha;
 pub mod handoff;
 pub mod server;
 pub mod supervisor;

@@ -179,11 +179,13 @@ pub enum Refused {
     Bad(FrameError),
     /// Our own frame coming back (a reflection, or a loop on the link).
     OwnFrame,
-    /// Not newer than the newest frame already taken: a replay, or reordered on the way.
+    /// Older than the newest frame already taken: a replay, or reordered on the way.
     Stale {
         seq: u64,
         newest: u64,
     },
+    /// The newest frame again: the same heartbeat over the second path (LAN and HA link).
+    Duplicate,
 }
 
 /// The receiving side: decodes, authenticates, and lets through only frames newer than every
@@ -208,10 +210,13 @@ impl Receiver {
         if f.node_id == self.own_node {
             return Err(Refused::OwnFrame);
         }
-        if let Some(newest) = self.newest
-            && f.seq <= newest
-        {
-            return Err(Refused::Stale { seq: f.seq, newest });
+        if let Some(newest) = self.newest {
+            if f.seq == newest {
+                return Err(Refused::Duplicate);
+            }
+            if f.seq < newest {
+                return Err(Refused::Stale { seq: f.seq, newest });
+            }
         }
         self.newest = Some(f.seq);
         Ok(f)
@@ -304,13 +309,7 @@ mod tests {
         f.seq += 1;
         let second = f.encode(&k);
         assert!(rx.accept(&first, &k).is_ok());
-        assert_eq!(
-            rx.accept(&first, &k),
-            Err(Refused::Stale {
-                seq: frame().seq,
-                newest: frame().seq
-            })
-        );
+        assert_eq!(rx.accept(&first, &k), Err(Refused::Duplicate));
         assert!(rx.accept(&second, &k).is_ok());
         assert!(matches!(rx.accept(&first, &k), Err(Refused::Stale { .. })));
         // Our own node id: dropped even with a good tag and a new sequence number.

@@ -8,6 +8,7 @@
 pub mod code;
 pub mod frame;
 pub mod machine;
+pub mod pair;
 
 pub use frame::{FRAME_LEN, Flags, Frame, FrameError, PairKey, Receiver, Refused, Sequence};
 pub use machine::{Action, Event, Machine, Settings};

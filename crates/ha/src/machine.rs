@@ -351,6 +351,22 @@ impl Machine {
                     );
                 } else if self.isolated() {
                     self.step_down(State::Fault, "cut off from both peer and witness", out);
+                } else if self.settings.witness_configured
+                    && !self.witness_reachable
+                    && alive
+                    && fresh
+                    && peer.is_some_and(|f| {
+                        f.flags.witness && f.flags.engine && f.state != State::Fault
+                    })
+                {
+                    // Our LAN side is cut (the witness is gone) while the peer still reaches
+                    // it: hand over, and do not take the address back while the hold lasts.
+                    self.hold_until_ms = self.now_ms + 2 * self.settings.dead_time_ms;
+                    self.step_down(
+                        State::Passive,
+                        "this unit lost the witness, the peer has it",
+                        out,
+                    );
                 } else if alive {
                     self.go(State::Active, "the peer is back", out);
                 } else {

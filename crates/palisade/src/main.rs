@@ -8,6 +8,7 @@ mod av;
 mod check;
 mod dkim;
 mod dlp;
+mod ha;
 mod learn;
 mod print;
 
@@ -65,6 +66,12 @@ enum Command {
         #[arg(long, default_value_t = 5)]
         drain_grace: u64,
     },
+    /// The high-availability process (started by `run` while the unit is in a pair).
+    #[command(hide = true, name = "ha-node")]
+    HaNode,
+    /// High availability: pair two units (create, join), status, failover, unpair.
+    #[command(subcommand)]
+    Ha(ha::HaCmd),
     /// Console accounts.
     #[command(subcommand)]
     Admin(AdminCmd),
@@ -332,6 +339,18 @@ fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("palisade engine: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::HaNode => {
+            init_logs("info");
+            let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+            let opts = palisade_ha_node::HaOptions { data: cli.data };
+            match rt.block_on(palisade_ha_node::run(opts)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("palisade ha: {e}");
                     ExitCode::FAILURE
                 }
             }
@@ -622,6 +641,7 @@ fn operate(data: &DataDir, cmd: Command) -> Result<ExitCode> {
         Command::Av(a) => av::run(data, a, &actor()),
         Command::Learn(l) => learn::run(data, l, &actor()),
         Command::Dkim(d) => dkim::run(data, d, &actor()),
+        Command::Ha(h) => ha::run(data, h, &actor()),
         Command::Dlp(d) => dlp::run(data, d, parse_time),
         Command::Track(t) => {
             let q = TrackQuery {
@@ -669,6 +689,7 @@ fn operate(data: &DataDir, cmd: Command) -> Result<ExitCode> {
         | Command::Check(_)
         | Command::Engine { .. }
         | Command::Console { .. }
+        | Command::HaNode
         | Command::System(_) => {
             unreachable!("handled in main")
         }

@@ -86,6 +86,11 @@ impl DataDir {
         self.root.join("run")
     }
 
+    /// The HA pair's settings, key, epoch and published state (`palisade ha`).
+    pub fn ha(&self) -> PathBuf {
+        self.root.join("ha")
+    }
+
     pub fn control_socket(&self) -> PathBuf {
         self.run().join("engine.sock")
     }

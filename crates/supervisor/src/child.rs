@@ -1,5 +1,6 @@
 //! Starting one child: `palisade <role>` with its sockets at fixed descriptors, a readiness
-//! pipe, and (as root) its own user, no supplementary groups, no capabilities, no way to gain
+//! pipe, and (as root) its own user, no supplementary groups, no capabilities (but the ambient
+//! ones its spec names: `palisade ha` keeps CAP_NET_ADMIN and CAP_NET_RAW), no way to gain
 //! privileges, and death when the supervisor dies.
 
 #![allow(unsafe_code)]
@@ -23,7 +24,35 @@ pub(crate) struct ChildSpec {
     pub group: Option<nix::unistd::Gid>,
     /// Listening sockets to hand over, with the role each serves.
     pub sockets: Vec<(ListenerRole, OwnedFd)>,
+    /// Capabilities the child keeps as ambient ones after leaving root (`CAP_*` numbers;
+    /// `palisade ha`: CAP_NET_ADMIN and CAP_NET_RAW). Empty for every other child.
+    pub ambient_caps: &'static [u32],
+    /// The child runs only while this file exists (`palisade ha`: `DIR/ha/pair.toml`).
+    pub only_if: Option<PathBuf>,
 }
+
+impl ChildSpec {
+    pub fn wanted(&self) -> bool {
+        self.only_if.as_ref().is_none_or(|p| p.exists())
+    }
+}
+
+/// `struct __user_cap_header_struct` / `__user_cap_data_struct` of capset(2), version 3.
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: i32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
 
 pub(crate) struct Started {
     pub child: tokio::process::Child,
@@ -90,11 +119,15 @@ pub(crate) fn spawn(exe: &Program, data: &PathBuf, spec: &ChildSpec) -> std::io:
         )
     });
     let parent = nix::unistd::getpid().as_raw();
+    // The capability sets the child keeps, computed before the fork (all below 32).
+    let caps_mask: u32 = spec.ambient_caps.iter().fold(0, |m, &c| m | (1u32 << c));
+    let ambient = spec.ambient_caps;
+    let keep_caps = drop_to.is_some() && caps_mask != 0;
 
     // SAFETY: the closure runs in the child between fork and exec, where only
     // async-signal-safe functions may be called. It calls raw syscalls only (dup2, setgroups,
-    // setgid, setuid, prctl, umask, getppid) on values computed before the fork, and allocates
-    // nothing.
+    // setgid, setuid, capset, prctl, umask, getppid) on values computed before the fork (the
+    // capset structures live on the child's stack), and allocates nothing.
     unsafe {
         cmd.pre_exec(move || {
             use nix::libc;
@@ -112,11 +145,57 @@ pub(crate) fn spawn(exe: &Program, data: &PathBuf, spec: &ChildSpec) -> std::io:
             }
             if let Some((uid, gid)) = drop_to {
                 let groups = [gid];
-                if libc::setgroups(1, groups.as_ptr()) == -1
-                    || libc::setgid(gid) == -1
-                    || libc::setuid(uid) == -1
-                {
+                if libc::setgroups(1, groups.as_ptr()) == -1 || libc::setgid(gid) == -1 {
                     return Err(std::io::Error::last_os_error());
+                }
+                // Keep the permitted set across setuid only when some capabilities are to
+                // stay; capset then cuts it down to exactly those.
+                if keep_caps && libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if libc::setuid(uid) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if keep_caps {
+                    let mut header = CapHeader {
+                        version: LINUX_CAPABILITY_VERSION_3,
+                        pid: 0,
+                    };
+                    let mut data = [
+                        CapData {
+                            effective: caps_mask,
+                            permitted: caps_mask,
+                            inheritable: caps_mask,
+                        },
+                        CapData {
+                            effective: 0,
+                            permitted: 0,
+                            inheritable: 0,
+                        },
+                    ];
+                    if libc::syscall(
+                        libc::SYS_capset,
+                        &mut header as *mut CapHeader,
+                        data.as_mut_ptr(),
+                    ) == -1
+                    {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    for &cap in ambient {
+                        if libc::prctl(
+                            libc::PR_CAP_AMBIENT,
+                            libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong,
+                            cap as libc::c_ulong,
+                            0 as libc::c_ulong,
+                            0 as libc::c_ulong,
+                        ) == -1
+                        {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                    }
+                    if libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0) == -1 {
+                        return Err(std::io::Error::last_os_error());
+                    }
                 }
                 // Leaving uid 0 this way clears every capability; make sure of it.
                 if libc::setuid(0) != -1 {

@@ -33,6 +33,10 @@ use tokio::io::AsyncReadExt;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
+/// capability(7) numbers of the two capabilities `palisade ha` keeps.
+const CAP_NET_ADMIN: u32 = 12;
+const CAP_NET_RAW: u32 = 13;
+
 #[derive(Debug, thiserror::Error)]
 pub enum SupervisorError {
     #[error("the configuration has {} problem(s)", .0.len())]
@@ -223,7 +227,7 @@ fn status_line(slots: &[Slot], now: Instant) -> String {
     if !looping.is_empty() {
         return format!("degraded: {}", looping.join("; "));
     }
-    if slots.iter().all(|s| s.ready) {
+    if slots.iter().all(|s| s.ready || !s.spec.wanted()) {
         return "serving".into();
     }
     let restarting: Vec<&str> = slots
@@ -386,6 +390,8 @@ async fn supervise(opts: RunOptions) -> Result<(), SupervisorError> {
             account: accounts.as_ref().map(|a| a.mail),
             group: accounts.as_ref().map(|a| a.group),
             sockets: engine_sockets,
+            ambient_caps: &[],
+            only_if: None,
         },
         tracker.clone(),
     )];
@@ -398,10 +404,26 @@ async fn supervise(opts: RunOptions) -> Result<(), SupervisorError> {
                 account: accounts.as_ref().map(|a| a.web),
                 group: accounts.as_ref().map(|a| a.group),
                 sockets: console_sockets,
+                ambient_caps: &[],
+                only_if: None,
             },
-            tracker,
+            tracker.clone(),
         ));
     }
+    // The HA process runs while this unit is in a pair (`DIR/ha/pair.toml`); pairing and
+    // unpairing ask for a restart of `ha`, which starts or ends it.
+    slots.push(Slot::new(
+        child::ChildSpec {
+            name: "ha",
+            command: "ha-node",
+            account: accounts.as_ref().map(|a| a.ha),
+            group: accounts.as_ref().map(|a| a.group),
+            sockets: Vec::new(),
+            ambient_caps: &[CAP_NET_ADMIN, CAP_NET_RAW],
+            only_if: Some(data.ha().join("pair.toml")),
+        },
+        tracker,
+    ));
 
     let exe = child::Program::open(&std::env::current_exe()?)?;
     let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
@@ -507,7 +529,7 @@ async fn supervise(opts: RunOptions) -> Result<(), SupervisorError> {
                     slots[i].ready = true;
                     slots[i].ready_at = Some(Instant::now());
                     tracing::info!(event = "supervisor.child_ready", child = slots[i].spec.name);
-                    if !announced && slots.iter().all(|s| s.ready) {
+                    if !announced && slots.iter().all(|s| s.ready || !s.spec.wanted()) {
                         announced = true;
                         last_status = status_line(&slots, Instant::now());
                         notify(&[NotifyState::Ready, NotifyState::Status(&last_status)]);
@@ -628,6 +650,13 @@ fn start(
     tx: &mpsc::UnboundedSender<Event>,
 ) {
     slot.started = Instant::now();
+    if !slot.spec.wanted() {
+        tracing::info!(
+            event = "supervisor.child_not_wanted",
+            child = slot.spec.name
+        );
+        return;
+    }
     let started = match child::spawn(exe, data, &slot.spec) {
         Ok(s) => s,
         Err(e) => {

@@ -29,6 +29,8 @@ pub(crate) struct Accounts {
     pub group: Gid,
     pub mail: Account,
     pub web: Account,
+    /// `palisade ha` (CAP_NET_ADMIN and CAP_NET_RAW as ambient capabilities, nothing else).
+    pub ha: Account,
 }
 
 pub(crate) fn is_root() -> bool {
@@ -94,6 +96,7 @@ pub(crate) fn accounts() -> Result<Accounts, SupervisorError> {
         group,
         mail: ensure_user("palisade-mail", GROUP)?,
         web: ensure_user("palisade-web", GROUP)?,
+        ha: ensure_user("palisade-ha", GROUP)?,
     })
 }
 
@@ -153,6 +156,7 @@ pub(crate) fn prepare_dirs(
             data.tls(),
             data.mailbox(),
             data.run(),
+            data.ha(),
         ] {
             mkdir(&d, 0o700)?;
         }
@@ -176,6 +180,11 @@ pub(crate) fn prepare_dirs(
     }
     mkdir(&data.console(), 0o700)?;
     own(&data.console(), Some(a.web.uid), a.group)?;
+    // The pair's settings and key, written by the command line as root: handed to palisade-ha
+    // (the group may read the settings and the published state, never the key).
+    mkdir(&data.ha(), 0o2750)?;
+    palisade_ha_node::files::hand_over(&data.ha(), a.ha.uid, a.group)
+        .map_err(|e| SupervisorError::Setup(e.to_string()))?;
     // A key the console created while running as someone else (or restored from a backup)
     // must stay readable by it.
     if data.totp_key().exists() {

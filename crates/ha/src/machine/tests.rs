@@ -182,8 +182,8 @@ fn every_event_in_every_state() {
         (Active, EngineBadOnce, Active, "", 6),
         (Active, EngineBadLong, Fault, "-", 6),
         (Active, EngineGood, Active, "", 6),
-        (Active, WitnessLost, Active, "", 6),
-        (Active, WitnessLostPeerGone, Fault, "-", 6),
+        (Active, WitnessLost, Passive, "-", 6),
+        (Active, WitnessLostPeerGone, Passive, "-", 6),
         (Active, Failover, Passive, "-", 6),
         //
         (Degraded, Tick, Degraded, "", 6),

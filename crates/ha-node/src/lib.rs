@@ -1,0 +1,518 @@
+//! `palisade ha`: one unit's side of an active/passive pair (ARCHITECTURE.md, "High
+//! availability"). Started by the supervisor as `palisade-ha` with `CAP_NET_ADMIN` and
+//! `CAP_NET_RAW` only, when `DIR/ha/pair.toml` exists.
+//!
+//! One loop owns the state machine (crate `palisade-ha`). Every interval it reports the
+//! engine's health (a ping on its control socket) and the witness (an ICMP echo), ticks the
+//! machine, sends our heartbeat to the peer and publishes `DIR/ha/state.json`. Heartbeats from
+//! the peer go through the receiver (authentication, replay window) before the machine sees
+//! them. The machine's actions are carried out here: the epoch is persisted before the
+//! address is added; the address goes on and off through netlink; every change is logged and
+//! audited. Every interval the interface is also made to agree with the state (the address is
+//! re-added if someone removed it, and removed if we do not hold it), so a failed netlink call
+//! is retried rather than believed.
+
+pub mod address;
+pub mod announce;
+pub mod files;
+pub mod witness;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use palisade_control::ha::{Request, Response};
+use palisade_ha::pair::{Change, HaStatus, PeerStatus, Refusals};
+use palisade_ha::{Action, Event, FRAME_LEN, Machine, Receiver, Refused, Sequence};
+use palisade_store::DataDir;
+use tokio::net::UdpSocket;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+
+pub use files::{HaDir, PairError};
+
+#[derive(Debug)]
+pub struct HaOptions {
+    pub data: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HaError {
+    #[error(transparent)]
+    Pair(#[from] PairError),
+    #[error("{0}: {1}")]
+    Io(String, std::io::Error),
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+enum Input {
+    Health { engine: bool, witness: Option<bool> },
+    Control(Request, tokio::sync::oneshot::Sender<Response>),
+}
+
+pub async fn run(opts: HaOptions) -> Result<(), HaError> {
+    let data = DataDir::new(&opts.data);
+    let dir = HaDir::new(data.ha());
+    let settings = dir.settings()?;
+    let key = dir.key()?;
+    let addresses = address::Addresses::new(&settings.interface, settings.vip, settings.prefix_len)
+        .map_err(|e| HaError::Io("netlink".into(), e))?;
+    let bind = SocketAddr::new(settings.ha_address, settings.port);
+    let udp =
+        udp_socket(bind, None).map_err(|e| HaError::Io(format!("heartbeat socket {bind}"), e))?;
+    // The second heartbeat path: IPv4 broadcast on the LAN interface, so that a cut HA link
+    // alone never makes the passive take over (the witness covers a cut LAN).
+    let lan = if settings.vip.is_ipv4() {
+        match udp_socket(
+            SocketAddr::from(([0, 0, 0, 0], settings.port)),
+            Some(&settings.interface),
+        ) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(event = "ha.lan_path_unavailable", interface = %settings.interface, error = %e,
+                    "heartbeats go over the HA link only");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let interval = Duration::from_millis(settings.interval_ms);
+
+    let (tx, mut rx) = mpsc::channel::<Input>(64);
+    let run_dir = data.run();
+    let control = palisade_control::server::bind(&palisade_control::ha::socket_in(&run_dir), 0o660)
+        .map_err(|e| HaError::Io("ha.sock".into(), e))?;
+    let ctl_tx = tx.clone();
+    let _server =
+        palisade_control::server::serve(control, Default::default(), move |req: Request| {
+            let tx = ctl_tx.clone();
+            async move {
+                let (rtx, rrx) = tokio::sync::oneshot::channel();
+                if tx.send(Input::Control(req, rtx)).await.is_err() {
+                    return Response::Error {
+                        message: "palisade ha is stopping".into(),
+                    };
+                }
+                rrx.await.unwrap_or(Response::Error {
+                    message: "palisade ha is stopping".into(),
+                })
+            }
+        });
+
+    // Health reports: engine ping and witness probe, once per interval, off the main loop.
+    let engine_sock = data.control_socket();
+    let witness = settings.witness;
+    let health_tx = tx.clone();
+    tokio::spawn(async move {
+        let mut seq: u16 = 0;
+        let id = (std::process::id() & 0xffff) as u16;
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            seq = seq.wrapping_add(1);
+            let sock = engine_sock.clone();
+            let timeout = interval.max(Duration::from_millis(500));
+            let engine =
+                tokio::task::spawn_blocking(move || palisade_control::engine::ping(&sock, timeout));
+            let w = match witness {
+                Some(w) => Some(witness::probe(w, id, seq, timeout).await),
+                None => None,
+            };
+            let engine = engine.await.unwrap_or(false);
+            if health_tx
+                .send(Input::Health { engine, witness: w })
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+
+    let (mut machine, first) = Machine::new(settings.machine_settings(), dir.epoch(), now_ms());
+    let mut node = Node {
+        dir,
+        data,
+        settings,
+        addresses,
+        peer_address: None,
+        refusals: Refusals::default(),
+        last_change: None,
+        address_error: None,
+        link: None,
+    };
+    node.peer_address = node.settings.peer_address;
+    node.carry_out(&machine, first).await;
+
+    let mut seq = Sequence::starting_at(now_ms() * 1000);
+    let mut receiver = Receiver::new(node.settings.node_id);
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The machine is also asked four times per interval whether time ran out (a dead peer is
+    // noticed within a quarter interval of its dead time, not a whole one).
+    let mut check = tokio::time::interval(interval / 4);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut term = signal(SignalKind::terminate()).map_err(|e| HaError::Io("signal".into(), e))?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| HaError::Io("signal".into(), e))?;
+    let mut buf = [0u8; 512];
+    palisade_control::handoff::notify_ready();
+    tracing::info!(event = "ha.started", node = node.settings.node_id, priority = node.settings.priority,
+        vip = %node.settings.vip, interface = %node.settings.interface, listen = %bind, epoch = machine.epoch());
+
+    loop {
+        let mut announce_now = false;
+        tokio::select! {
+            _ = tick.tick() => {
+                let actions = machine.handle(Event::Tick, now_ms());
+                announce_now |= node.carry_out(&machine, actions).await;
+                node.reconcile(&machine).await;
+                node.send(&udp, lan.as_ref(), &machine, &mut seq, &key).await;
+                node.publish(&machine);
+            }
+            _ = check.tick() => {
+                let before = machine.state();
+                let actions = machine.handle(Event::Tick, now_ms());
+                announce_now |= node.carry_out(&machine, actions).await;
+                if machine.state() != before {
+                    node.send(&udp, lan.as_ref(), &machine, &mut seq, &key).await;
+                    node.publish(&machine);
+                }
+            }
+            got = recv_either(&udp, lan.as_ref(), &mut buf) => {
+                let Ok((n, from, on_ha_link)) = got else { continue };
+                match receiver.accept(&buf[..n], &key) {
+                    Ok(frame) => {
+                        let learn = node.peer_address.is_none()
+                            || (node.settings.peer_address.is_none() && node.peer_address != Some(from.ip()));
+                        if on_ha_link && learn {
+                            tracing::info!(event = "ha.peer_address", peer = %from.ip());
+                            node.peer_address = Some(from.ip());
+                        }
+                        let before = machine.state();
+                        let actions = machine.handle(Event::Peer(frame), now_ms());
+                        announce_now |= node.carry_out(&machine, actions).await;
+                        if machine.state() != before {
+                            node.send(&udp, lan.as_ref(), &machine, &mut seq, &key).await;
+                            node.publish(&machine);
+                        }
+                    }
+                    Err(r) => node.refused(r, from, n),
+                }
+            }
+            input = rx.recv() => {
+                let Some(input) = input else { break };
+                match input {
+                    Input::Health { engine, witness } => {
+                        let mut actions = machine.handle(Event::Engine { healthy: engine }, now_ms());
+                        if let Some(w) = witness {
+                            actions.extend(machine.handle(Event::Witness { reachable: w }, now_ms()));
+                        }
+                        announce_now |= node.carry_out(&machine, actions).await;
+                    }
+                    Input::Control(Request::Ping, reply) => {
+                        let _ = reply.send(Response::Ok { message: machine.state().to_string() });
+                    }
+                    Input::Control(Request::Failover { actor, source }, reply) => {
+                        let before = machine.state();
+                        let actions = machine.handle(Event::Failover, now_ms());
+                        announce_now |= node.carry_out(&machine, actions).await;
+                        let after = machine.state();
+                        node.audit(&actor, &source, "ha.failover", &format!("{before} -> {after}"),
+                            serde_json::json!({"from": before, "to": after, "epoch": machine.epoch()}));
+                        node.send(&udp, lan.as_ref(), &machine, &mut seq, &key).await;
+                        node.publish(&machine);
+                        let _ = reply.send(if before == after {
+                            Response::Error { message: format!("nothing to fail over: this unit is {after}") }
+                        } else {
+                            Response::Ok { message: format!("this unit went from {before} to {after}") }
+                        });
+                    }
+                }
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+        if announce_now {
+            node.publish(&machine);
+        }
+    }
+    // Stopping: a unit that goes away gives the address up so the peer can take it cleanly.
+    if machine.state().holds_address()
+        && let Err(e) = node.addresses.remove().await
+    {
+        tracing::error!(event = "ha.address_error", op = "remove", error = %e);
+    }
+    tracing::info!(event = "ha.stopped", state = %machine.state());
+    Ok(())
+}
+
+/// A UDP socket with SO_REUSEADDR (the HA-link socket and the LAN socket share the port),
+/// bound to `device` when given (SO_BINDTODEVICE, with broadcast allowed).
+fn udp_socket(addr: SocketAddr, device: Option<&str>) -> std::io::Result<UdpSocket> {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, None)?;
+    s.set_reuse_address(true)?;
+    if let Some(dev) = device {
+        s.bind_device(Some(dev.as_bytes()))?;
+        s.set_broadcast(true)?;
+    }
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    UdpSocket::from_std(std::net::UdpSocket::from(s))
+}
+
+/// The next datagram from either socket: (length, sender, came over the HA link).
+async fn recv_either(
+    ha: &UdpSocket,
+    lan: Option<&UdpSocket>,
+    buf: &mut [u8],
+) -> std::io::Result<(usize, SocketAddr, bool)> {
+    match lan {
+        None => ha.recv_from(buf).await.map(|(n, a)| (n, a, true)),
+        Some(lan) => {
+            let mut other = [0u8; 512];
+            tokio::select! {
+                r = ha.recv_from(buf) => r.map(|(n, a)| (n, a, true)),
+                r = lan.recv_from(&mut other) => r.map(|(n, a)| {
+                    let n = n.min(buf.len());
+                    buf[..n].copy_from_slice(&other[..n]);
+                    (n, a, false)
+                }),
+            }
+        }
+    }
+}
+
+struct Node {
+    dir: HaDir,
+    data: DataDir,
+    settings: palisade_ha::pair::PairSettings,
+    addresses: address::Addresses,
+    peer_address: Option<IpAddr>,
+    refusals: Refusals,
+    last_change: Option<Change>,
+    address_error: Option<String>,
+    link: Option<address::Link>,
+}
+
+impl Node {
+    /// Carries out the machine's actions in order; true if the state changed.
+    async fn carry_out(&mut self, m: &Machine, actions: Vec<Action>) -> bool {
+        let mut changed = false;
+        for a in actions {
+            match a {
+                Action::PersistEpoch(e) => {
+                    if let Err(err) = self.dir.persist_epoch(e) {
+                        tracing::error!(event = "ha.epoch_error", epoch = e, error = %err);
+                    }
+                }
+                Action::AddAddress => match self.addresses.add().await {
+                    Ok(link) => {
+                        self.link = Some(link);
+                        self.address_error = None;
+                        tracing::info!(event = "ha.address_added", vip = %self.settings.vip, interface = %self.settings.interface);
+                    }
+                    Err(e) => {
+                        tracing::error!(event = "ha.address_error", op = "add", error = %e);
+                        self.address_error = Some(format!("adding {}: {e}", self.settings.vip));
+                    }
+                },
+                Action::RemoveAddress => match self.addresses.remove().await {
+                    Ok(()) => {
+                        tracing::info!(event = "ha.address_removed", vip = %self.settings.vip)
+                    }
+                    Err(e) => {
+                        tracing::error!(event = "ha.address_error", op = "remove", error = %e);
+                        self.address_error = Some(format!("removing {}: {e}", self.settings.vip));
+                    }
+                },
+                Action::Announce => self.announce(),
+                Action::Changed { from, to, why } => {
+                    changed = true;
+                    tracing::info!(event = "ha.state", from = %from, to = %to, why, epoch = m.epoch());
+                    self.last_change = Some(Change {
+                        from,
+                        to,
+                        why: why.to_string(),
+                        at_ms: now_ms(),
+                    });
+                    self.audit(
+                        "system",
+                        "ha",
+                        "ha.state",
+                        &format!("{from} -> {to}"),
+                        serde_json::json!({"from": from, "to": to, "why": why, "epoch": m.epoch(),
+                            "peer": self.peer_address.map(|a| a.to_string())}),
+                    );
+                }
+            }
+        }
+        changed
+    }
+
+    /// Gratuitous ARP / unsolicited NA now and twice more, a second apart.
+    fn announce(&self) {
+        let Some(link) = self.link.clone() else {
+            return;
+        };
+        let vip = self.settings.vip;
+        tokio::spawn(async move {
+            for i in 0..3 {
+                if i > 0 {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                let l = link.clone();
+                let r =
+                    tokio::task::spawn_blocking(move || announce::announce(l.index, l.mac, vip))
+                        .await;
+                match r {
+                    Ok(Ok(())) => tracing::debug!(event = "ha.announced", vip = %vip),
+                    Ok(Err(e)) => {
+                        tracing::warn!(event = "ha.announce_error", vip = %vip, error = %e)
+                    }
+                    Err(_) => {}
+                }
+            }
+        });
+    }
+
+    /// Makes the interface agree with the state.
+    async fn reconcile(&mut self, m: &Machine) {
+        let want = m.state().holds_address();
+        match self.addresses.present().await {
+            Ok(have) if have == want => {}
+            Ok(_) if want => {
+                tracing::warn!(event = "ha.address_missing", vip = %self.settings.vip);
+                if self.addresses.add().await.is_ok() {
+                    self.address_error = None;
+                    self.announce();
+                }
+            }
+            Ok(_) => {
+                tracing::warn!(event = "ha.address_unexpected", vip = %self.settings.vip);
+                let _ = self.addresses.remove().await;
+            }
+            Err(e) => self.address_error = Some(e.to_string()),
+        }
+    }
+
+    /// One heartbeat, over the HA link to the peer (once its address is known) and as a
+    /// broadcast on the LAN: the same frame (one sequence number) on both paths.
+    async fn send(
+        &self,
+        udp: &UdpSocket,
+        lan: Option<&UdpSocket>,
+        m: &Machine,
+        seq: &mut Sequence,
+        key: &palisade_ha::PairKey,
+    ) {
+        let frame = m.frame(seq.advance(), self.config_revision(), 0, now_ms());
+        let bytes = frame.encode(key);
+        debug_assert_eq!(bytes.len(), FRAME_LEN);
+        if let Some(peer) = self.peer_address
+            && let Err(e) = udp
+                .send_to(&bytes, SocketAddr::new(peer, self.settings.port))
+                .await
+        {
+            tracing::debug!(event = "ha.send_error", peer = %peer, error = %e);
+        }
+        if let Some(lan) = lan
+            && let Err(e) = lan
+                .send_to(
+                    &bytes,
+                    SocketAddr::from(([255, 255, 255, 255], self.settings.port)),
+                )
+                .await
+        {
+            tracing::debug!(event = "ha.send_error", path = "lan", error = %e);
+        }
+    }
+
+    fn config_revision(&self) -> i64 {
+        palisade_store::ConfigStore::open(&self.data.config_db())
+            .ok()
+            .and_then(|s| s.current().ok().flatten())
+            .map(|r| r.id)
+            .unwrap_or(0)
+    }
+
+    fn refused(&mut self, r: Refused, from: SocketAddr, len: usize) {
+        match r {
+            Refused::Bad(palisade_ha::FrameError::Forged) => self.refusals.forged += 1,
+            Refused::Bad(_) => self.refusals.malformed += 1,
+            Refused::Stale { .. } => self.refusals.stale += 1,
+            Refused::OwnFrame => self.refusals.own += 1,
+            // The same heartbeat over the second path: expected, not a refusal.
+            Refused::Duplicate => return,
+        }
+        // Our own LAN broadcast comes back to us: counted, not worth a warning.
+        if r != Refused::OwnFrame {
+            tracing::warn!(event = "ha.frame_refused", from = %from, bytes = len, reason = ?r);
+        }
+    }
+
+    fn publish(&self, m: &Machine) {
+        let now = now_ms();
+        let peer = m.peer().map(|p| PeerStatus {
+            address: self.peer_address,
+            node_id: p.frame.node_id,
+            state: p.frame.state,
+            priority: p.frame.priority,
+            epoch: p.frame.epoch,
+            engine_healthy: p.frame.flags.engine,
+            witness_reachable: p.frame.flags.witness,
+            config_revision: p.frame.config_revision,
+            spool_position: p.frame.spool_position,
+            last_heartbeat_ms: p.last_seen_ms,
+            alive: m.peer_alive(),
+        });
+        let s = HaStatus {
+            state: m.state(),
+            holds_address: m.state().holds_address(),
+            epoch: m.epoch(),
+            node_id: self.settings.node_id,
+            priority: self.settings.priority,
+            vip: format!("{}/{}", self.settings.vip, self.settings.prefix_len),
+            interface: self.settings.interface.clone(),
+            ha_address: self.settings.ha_address,
+            engine_healthy: m.frame(0, 0, 0, 0).flags.engine,
+            witness: self.settings.witness,
+            witness_reachable: m.witness_reachable(),
+            peer,
+            last_change: self.last_change.clone(),
+            refused: self.refusals.clone(),
+            address_error: self.address_error.clone(),
+            updated_ms: now,
+            pid: std::process::id(),
+        };
+        if let Err(e) = self.dir.write_status(&s) {
+            tracing::warn!(event = "ha.status_error", error = %e);
+        }
+    }
+
+    fn audit(
+        &self,
+        actor: &str,
+        source: &str,
+        action: &str,
+        target: &str,
+        detail: serde_json::Value,
+    ) {
+        match palisade_store::AuditLog::open(&self.data.audit_db()) {
+            Ok(mut log) => {
+                if let Err(e) = log.append(actor, source, action, target, &detail) {
+                    tracing::error!(event = "ha.audit_error", error = %e);
+                }
+            }
+            Err(e) => tracing::error!(event = "ha.audit_error", error = %e),
+        }
+    }
+}

@@ -1,0 +1,294 @@
+//! `palisade ha create|join|status|failover|unpair`: the pair from the command line. The
+//! files are `DIR/ha/` (see `palisade_ha_node::files`); the running `palisade ha` is started
+//! or stopped by asking the supervisor to restart it, and asked to fail over on its socket.
+
+use std::net::IpAddr;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::Subcommand;
+use palisade_control::ha::{Request, Response};
+use palisade_ha_node::HaDir;
+use palisade_store::{AuditLog, DataDir};
+use serde_json::json;
+
+#[derive(Subcommand)]
+pub enum HaCmd {
+    /// Make this unit the first of a pair: prints the pairing code (shown once; it holds the
+    /// pair key) to give to `palisade ha join` on the second unit.
+    Create {
+        /// The floating address the active unit holds, ADDR/PREFIX (e.g. 192.0.2.25/24).
+        #[arg(long)]
+        vip: String,
+        /// The interface it goes on (the LAN side).
+        #[arg(long)]
+        interface: String,
+        /// This unit's address on the HA link.
+        #[arg(long)]
+        ha_address: IpAddr,
+        /// An address both units should reach (the gateway): a unit that lost its peer takes
+        /// over only while the witness answers.
+        #[arg(long)]
+        witness: Option<IpAddr>,
+    },
+    /// Make this unit the second of the pair whose code is given.
+    Join {
+        code: String,
+        /// The first unit's address on the HA link.
+        #[arg(long)]
+        peer: IpAddr,
+        /// This unit's address on the HA link.
+        #[arg(long)]
+        ha_address: IpAddr,
+        /// The LAN interface, when it is named differently here.
+        #[arg(long)]
+        interface: Option<String>,
+        #[arg(long)]
+        witness: Option<IpAddr>,
+    },
+    /// Role, state, peer, last heartbeat.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// On the active unit: hand the address to the peer. On the passive: take it.
+    Failover,
+    /// Leave the pair (the address is given up; this unit runs standalone).
+    Unpair,
+}
+
+pub fn run(data: &DataDir, cmd: HaCmd, actor: &str) -> Result<ExitCode> {
+    let dir = HaDir::new(data.ha());
+    match cmd {
+        HaCmd::Create {
+            vip,
+            interface,
+            ha_address,
+            witness,
+        } => {
+            let (addr, prefix) = parse_vip(&vip)?;
+            let code = dir.create(addr, prefix, &interface, ha_address, witness)?;
+            hand_over(data)?;
+            audit(
+                data,
+                actor,
+                "ha.create",
+                &vip,
+                json!({"interface": interface,
+                "ha_address": ha_address, "witness": witness}),
+            )?;
+            restart_ha(data);
+            println!("paired as the first unit: floating address {vip} on {interface}");
+            println!("pairing code (shown once; it holds the pair key):");
+            println!("{code}");
+            println!(
+                "on the second unit: palisade ha join CODE --peer {ha_address} --ha-address ADDR"
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        HaCmd::Join {
+            code,
+            peer,
+            ha_address,
+            interface,
+            witness,
+        } => {
+            let s = dir.join(&code, peer, ha_address, interface.as_deref(), witness)?;
+            hand_over(data)?;
+            let vip = format!("{}/{}", s.vip, s.prefix_len);
+            audit(
+                data,
+                actor,
+                "ha.join",
+                &vip,
+                json!({"peer": peer, "interface": s.interface,
+                "ha_address": ha_address, "witness": witness}),
+            )?;
+            restart_ha(data);
+            println!(
+                "joined the pair of {peer}: floating address {vip} on {}",
+                s.interface
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        HaCmd::Status { json } => status(&dir, json),
+        HaCmd::Failover => {
+            if !dir.paired() {
+                bail!("this unit is not in a pair");
+            }
+            let req = Request::Failover {
+                actor: actor.to_string(),
+                source: "local".into(),
+            };
+            match palisade_control::ha::request(&data.run(), &req) {
+                Ok(Response::Ok { message }) => {
+                    println!("{message}");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Ok(Response::Error { message }) => bail!("{message}"),
+                Err(e) if e.is_not_running() => bail!("palisade ha is not running on this unit"),
+                Err(e) => bail!("palisade ha: {e}"),
+            }
+        }
+        HaCmd::Unpair => {
+            dir.unpair()?;
+            audit(data, actor, "ha.unpair", "", json!({}))?;
+            restart_ha(data);
+            println!("unpaired: this unit runs standalone");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn parse_vip(s: &str) -> Result<(IpAddr, u8)> {
+    let (a, p) = s
+        .split_once('/')
+        .ok_or_else(|| anyhow!("--vip {s}: give ADDR/PREFIX, e.g. 192.0.2.25/24"))?;
+    let addr: IpAddr = a.parse().with_context(|| format!("--vip {s}: address"))?;
+    let prefix: u8 = p
+        .parse()
+        .with_context(|| format!("--vip {s}: prefix length"))?;
+    Ok((addr, prefix))
+}
+
+/// As root, the files go to palisade-ha (when that user exists: the supervisor creates it).
+fn hand_over(data: &DataDir) -> Result<()> {
+    if !nix::unistd::Uid::effective().is_root() {
+        return Ok(());
+    }
+    let (Ok(Some(user)), Ok(Some(group))) = (
+        nix::unistd::User::from_name("palisade-ha"),
+        nix::unistd::Group::from_name("palisade"),
+    ) else {
+        return Ok(());
+    };
+    palisade_ha_node::files::hand_over(&data.ha(), user.uid, group.gid)?;
+    Ok(())
+}
+
+/// Starts, restarts or stops the running `palisade ha` (the supervisor starts it only while
+/// the unit is paired). Without a running supervisor this is done at its next start.
+fn restart_ha(data: &DataDir) {
+    let req = palisade_control::supervisor::Request::Restart { child: "ha".into() };
+    match palisade_control::supervisor::request(&data.run(), &req) {
+        Ok(_) => {}
+        Err(e) if e.is_not_running() => {
+            println!("(palisade is not running: this takes effect when it starts)")
+        }
+        Err(e) => eprintln!("palisade ha: could not reach the supervisor: {e}"),
+    }
+}
+
+fn audit(
+    data: &DataDir,
+    actor: &str,
+    action: &str,
+    target: &str,
+    detail: serde_json::Value,
+) -> Result<()> {
+    AuditLog::open(&data.audit_db())?.append(actor, "local", action, target, &detail)?;
+    Ok(())
+}
+
+fn status(dir: &HaDir, json_out: bool) -> Result<ExitCode> {
+    if !dir.paired() {
+        if json_out {
+            println!("{}", json!({"paired": false, "state": "standalone"}));
+        } else {
+            println!("standalone (not in a pair)");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let settings = dir.settings()?;
+    let st = dir.status();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    // A state file not refreshed for three intervals means palisade ha is not running.
+    let running = st
+        .as_ref()
+        .is_some_and(|s| now.saturating_sub(s.updated_ms) <= 3 * settings.interval_ms.max(1000));
+    if json_out {
+        let out = json!({
+            "paired": true,
+            "running": running,
+            "role": if settings.priority >= palisade_ha::pair::CREATE_PRIORITY { "first" } else { "second" },
+            "settings": settings,
+            "status": st,
+            "last_heartbeat_age_ms": st.as_ref().and_then(|s| s.peer.as_ref()).map(|p| now.saturating_sub(p.last_heartbeat_ms)),
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "pair:        floating {}/{} on {}, HA link {} port {}",
+        settings.vip, settings.prefix_len, settings.interface, settings.ha_address, settings.port
+    );
+    println!(
+        "node:        {:016x}, priority {}",
+        settings.node_id, settings.priority
+    );
+    match &st {
+        Some(s) if running => {
+            println!(
+                "state:       {} (epoch {}){}",
+                s.state,
+                s.epoch,
+                if s.holds_address {
+                    ", holds the floating address"
+                } else {
+                    ""
+                }
+            );
+            println!(
+                "engine:      {}",
+                if s.engine_healthy {
+                    "healthy"
+                } else {
+                    "NOT healthy"
+                }
+            );
+            if let Some(w) = s.witness {
+                println!(
+                    "witness:     {w} {}",
+                    if s.witness_reachable {
+                        "answers"
+                    } else {
+                        "does NOT answer"
+                    }
+                );
+            }
+            match &s.peer {
+                Some(p) => println!(
+                    "peer:        {} {} (epoch {}, priority {}), last heartbeat {:.1} s ago{}",
+                    p.address
+                        .map(|a| a.to_string())
+                        .unwrap_or_else(|| "?".into()),
+                    p.state,
+                    p.epoch,
+                    p.priority,
+                    now.saturating_sub(p.last_heartbeat_ms) as f64 / 1000.0,
+                    if p.alive { "" } else { " — GONE" }
+                ),
+                None => println!("peer:        never heard"),
+            }
+            println!("replication: not built yet (the spool is not replicated; see the README)");
+            if let Some(c) = &s.last_change {
+                println!("last change: {} -> {}: {}", c.from, c.to, c.why);
+            }
+            if let Some(e) = &s.address_error {
+                println!("address:     ERROR {e}");
+            }
+            let r = &s.refused;
+            if r.forged + r.malformed + r.stale + r.own > 0 {
+                println!(
+                    "refused:     {} forged, {} malformed, {} stale/replayed, {} own",
+                    r.forged, r.malformed, r.stale, r.own
+                );
+            }
+        }
+        _ => println!("state:       palisade ha is not running"),
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -282,3 +282,83 @@ def test_forged_replayed_and_truncated_heartbeats_change_nothing(pair):
         assert r["forged"] >= 5 and r["malformed"] >= 5 and r["stale"] >= 1, (u, r)
     assert net.holders() == ["a"]
     record("forged_frames", refused_a=after["a"]["refused"], refused_b=after["b"]["refused"])
+
+
+SENDER = r"""
+import smtplib, sys, time, json
+vip, secs = sys.argv[1], float(sys.argv[2])
+acked, failed, i = [], 0, 0
+end = time.monotonic() + secs
+while time.monotonic() < end:
+    i += 1
+    mid = f"<flap-{i}@client.test>"
+    msg = f"From: a@client.test\r\nTo: x@example.test\r\nSubject: flap {i}\r\nMessage-ID: {mid}\r\n\r\nbody {i}\r\n"
+    s = None
+    try:
+        s = smtplib.SMTP(vip, 2525, timeout=3)
+        # sendmail returns (after the 250 to DATA) the refused recipients; it raises otherwise.
+        if not s.sendmail("a@client.test", ["x@example.test"], msg):
+            acked.append(mid)
+    except Exception:
+        failed += 1
+        time.sleep(0.05)
+    finally:
+        try:
+            s and s.quit()
+        except Exception:
+            pass
+print(json.dumps({"acked": acked, "failed": failed, "tried": i}))
+"""
+
+
+def test_flapping_links_never_make_two_holders_and_lose_no_acknowledged_message(pair):
+    net, units = pair
+    secs = float(os.environ.get("PALISADE_HA_FLAP_SECS", "60"))
+    sender = subprocess.Popen(["ip", "netns", "exec", net.ns["c"], "python3", "-c", SENDER, VIP, str(secs)],
+                              stdout=subprocess.PIPE, text=True)
+    rng = __import__("random").Random(12)
+    samples = both = flaps = 0
+    end = time.monotonic() + secs
+    try:
+        while time.monotonic() < end:
+            # Cut the LAN uplink of whichever unit holds the address (sometimes the HA link
+            # too), for 0.5 to 5 s, then heal for 1 to 4 s; sample the holders all along.
+            active = (net.holders() or ["a"])[0]
+            cut_ha = rng.random() < 0.3
+            net.link(active, "lan0", False)
+            if cut_ha:
+                net.link(active, "ha0", False)
+            flaps += 1
+            for phase_end in (time.monotonic() + rng.uniform(0.5, 5), None):
+                if phase_end is None:
+                    net.link(active, "lan0", True)
+                    net.link(active, "ha0", True)
+                    phase_end = time.monotonic() + rng.uniform(1, 4)
+                while time.monotonic() < min(phase_end, end + 5):
+                    samples += 1
+                    if len(net.holders()) > 1:
+                        both += 1
+                    time.sleep(0.1)
+    finally:
+        for u in "ab":
+            net.link(u, "lan0", True)
+            net.link(u, "ha0", True)
+    out, _ = sender.communicate(timeout=120)
+    sent = json.loads(out)
+    wait_for(lambda: len(net.holders()) == 1, 30, what="one holder after the flapping")
+    for u in "ab":
+        units[u].wait_queue_empty(120)
+    delivered = {}
+    for u in "ab":
+        for m in units[u].mailbox():
+            mid = re.search(rb"^Message-ID: (<flap-\d+@client.test>)", m, re.M | re.I)
+            if mid:
+                delivered[mid.group(1).decode()] = delivered.get(mid.group(1).decode(), 0) + 1
+    lost = [m for m in sent["acked"] if m not in delivered]
+    duplicates = sum(n - 1 for n in delivered.values() if n > 1)
+    record("flapping", secs=secs, flaps=flaps, samples=samples, both_held_samples=both,
+           tried=sent["tried"], acknowledged=len(sent["acked"]), refused_or_cut=sent["failed"],
+           delivered=len(delivered), lost=len(lost), duplicates=duplicates)
+    assert sent["acked"], "nothing was accepted at all"
+    assert both == 0, f"both units held the address in {both} of {samples} samples"
+    assert not lost, f"{len(lost)} acknowledged messages were not delivered: {lost[:5]}"

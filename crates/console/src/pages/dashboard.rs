@@ -1,6 +1,6 @@
 //! The dashboard: mail flow over 24 hours and 7 days, the protection panel (what the filters
 //! refused, quarantined and found, over either window), the queue, each service's health (and
-//! a plain note that high availability is not built yet).
+//! this unit's high-availability state: standalone, or its state in the pair).
 
 use askama::Template;
 use axum::extract::{Query, State};
@@ -300,6 +300,72 @@ struct DashboardPage {
     services: Vec<ServiceView>,
     services_error: String,
     revision: String,
+    ha: HaTile,
+}
+
+/// The high-availability tile: standalone, or this unit's state in its pair.
+pub struct HaTile {
+    pub big: String,
+    pub detail: String,
+    pub warn: bool,
+}
+
+/// Reads `DIR/ha/` (the pair settings exist while paired; `palisade ha` refreshes
+/// `state.json` every interval).
+pub fn ha_tile(data: &palisade_store::DataDir) -> HaTile {
+    let dir = data.ha();
+    if !dir.join("pair.toml").exists() {
+        return HaTile {
+            big: "Standalone".into(),
+            detail:
+                "Not in a pair. Pair a second unit with palisade ha create and palisade ha join."
+                    .into(),
+            warn: false,
+        };
+    }
+    let now_ms = (now_unix().max(0) as u64) * 1000;
+    let st: Option<palisade_ha::pair::HaStatus> = std::fs::read_to_string(dir.join("state.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok());
+    let Some(st) = st.filter(|s| now_ms.saturating_sub(s.updated_ms) < 10_000) else {
+        return HaTile {
+            big: "HA down".into(),
+            detail: "This unit is paired, but its HA process is not running: it cannot take over or hand over the floating address.".into(),
+            warn: true,
+        };
+    };
+    use palisade_ha::State;
+    let peer = match &st.peer {
+        Some(p) if p.alive => format!(
+            "peer {} {}, last heartbeat {} s ago",
+            p.address.map(|a| a.to_string()).unwrap_or_default(),
+            p.state,
+            now_ms.saturating_sub(p.last_heartbeat_ms) / 1000
+        ),
+        Some(p) => format!(
+            "peer {} GONE (last heartbeat {} ago)",
+            p.address.map(|a| a.to_string()).unwrap_or_default(),
+            fmt_duration(now_ms.saturating_sub(p.last_heartbeat_ms) / 1000)
+        ),
+        None => "no heartbeat from the peer yet".into(),
+    };
+    let holds = if st.holds_address {
+        format!("holds {}", st.vip)
+    } else {
+        format!("{} is on the peer", st.vip)
+    };
+    let mut name = st.state.to_string();
+    name[..1].make_ascii_uppercase();
+    HaTile {
+        big: name,
+        detail: format!(
+            "{holds} · {peer} · epoch {} · the spool is not replicated yet",
+            st.epoch
+        ),
+        warn: matches!(st.state, State::Degraded | State::Fault | State::Init)
+            || !st.peer.as_ref().is_some_and(|p| p.alive)
+            || st.address_error.is_some(),
+    }
 }
 
 fn hour_label(ts: i64) -> String {
@@ -374,5 +440,81 @@ pub async fn page(
                 format!("revision {id}, {} by {author}: {comment}", fmt_time(ts))
             })
             .unwrap_or_default(),
+        ha: ha_tile(state.data()),
     })
+}
+
+#[cfg(test)]
+mod ha_tests {
+    use super::*;
+
+    #[test]
+    fn ha_tile_standalone_down_and_in_a_pair() {
+        let root = std::env::temp_dir().join(format!("console-ha-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let data = palisade_store::DataDir::new(&root);
+        std::fs::create_dir_all(data.ha()).unwrap();
+        let t = ha_tile(&data);
+        assert_eq!((t.big.as_str(), t.warn), ("Standalone", false));
+        std::fs::write(data.ha().join("pair.toml"), "").unwrap();
+        let t = ha_tile(&data);
+        assert_eq!((t.big.as_str(), t.warn), ("HA down", true));
+        let now_ms = (now_unix() as u64) * 1000;
+        let st = palisade_ha::pair::HaStatus {
+            state: palisade_ha::State::Active,
+            holds_address: true,
+            epoch: 3,
+            node_id: 1,
+            priority: 200,
+            vip: "192.0.2.10/24".into(),
+            interface: "lan0".into(),
+            ha_address: "10.0.0.1".parse().unwrap(),
+            engine_healthy: true,
+            witness: None,
+            witness_reachable: true,
+            peer: Some(palisade_ha::pair::PeerStatus {
+                address: Some("10.0.0.2".parse().unwrap()),
+                node_id: 2,
+                state: palisade_ha::State::Passive,
+                priority: 100,
+                epoch: 2,
+                engine_healthy: true,
+                witness_reachable: true,
+                config_revision: 1,
+                spool_position: 0,
+                last_heartbeat_ms: now_ms,
+                alive: true,
+            }),
+            last_change: None,
+            refused: Default::default(),
+            address_error: None,
+            updated_ms: now_ms,
+            pid: 1,
+        };
+        std::fs::write(
+            data.ha().join("state.json"),
+            serde_json::to_string(&st).unwrap(),
+        )
+        .unwrap();
+        let t = ha_tile(&data);
+        assert_eq!((t.big.as_str(), t.warn), ("Active", false), "{}", t.detail);
+        assert!(
+            t.detail.contains("holds 192.0.2.10/24") && t.detail.contains("passive"),
+            "{}",
+            t.detail
+        );
+        let degraded = palisade_ha::pair::HaStatus {
+            state: palisade_ha::State::Degraded,
+            peer: None,
+            ..st
+        };
+        std::fs::write(
+            data.ha().join("state.json"),
+            serde_json::to_string(&degraded).unwrap(),
+        )
+        .unwrap();
+        let t = ha_tile(&data);
+        assert_eq!((t.big.as_str(), t.warn), ("Degraded", true));
+        let _ = std::fs::remove_dir_all(&root);
+    }
 }

@@ -183,8 +183,17 @@ pub(crate) fn prepare_dirs(
     // The pair's settings and key, written by the command line as root: handed to palisade-ha
     // (the group may read the settings and the published state, never the key).
     mkdir(&data.ha(), 0o2750)?;
-    palisade_ha_node::files::hand_over(&data.ha(), a.ha.uid, a.group)
-        .map_err(|e| SupervisorError::Setup(e.to_string()))?;
+    own(&data.ha(), Some(a.ha.uid), a.group)?;
+    for entry in fs::read_dir(data.ha())
+        .map_err(|e| SupervisorError::Setup(format!("{}: {e}", data.ha().display())))?
+    {
+        let p = entry
+            .map_err(|e| SupervisorError::Setup(e.to_string()))?
+            .path();
+        if p.is_file() {
+            own(&p, Some(a.ha.uid), a.group)?;
+        }
+    }
     // A key the console created while running as someone else (or restored from a backup)
     // must stay readable by it.
     if data.totp_key().exists() {

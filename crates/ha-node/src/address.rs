@@ -4,7 +4,7 @@ use std::net::IpAddr;
 
 use futures_util::TryStreamExt;
 use rtnetlink::Handle;
-use rtnetlink::packet_route::address::{AddressAttribute, AddressHeaderFlags};
+use rtnetlink::packet_route::address::{AddressAttribute, AddressHeaderFlags, AddressMessage};
 use rtnetlink::packet_route::link::LinkAttribute;
 
 #[derive(Debug, thiserror::Error)]
@@ -75,24 +75,30 @@ impl Addresses {
         })
     }
 
-    /// Whether the address is on the interface now.
-    pub async fn present(&self) -> Result<bool, AddressError> {
-        let link = self.link().await?;
+    /// The interface's address messages that carry the floating address.
+    async fn ours(&self, index: u32) -> Result<Vec<AddressMessage>, AddressError> {
         let mut found = self
             .handle
             .address()
             .get()
-            .set_link_index_filter(link.index)
+            .set_link_index_filter(index)
             .execute();
+        let mut ours = Vec::new();
         while let Some(msg) = found.try_next().await.map_err(nl)? {
             let here = msg.attributes.iter().any(|a| {
                 matches!(a, AddressAttribute::Address(ip) | AddressAttribute::Local(ip) if *ip == self.vip)
             });
             if here {
-                return Ok(true);
+                ours.push(msg);
             }
         }
-        Ok(false)
+        Ok(ours)
+    }
+
+    /// Whether the address is on the interface now.
+    pub async fn present(&self) -> Result<bool, AddressError> {
+        let link = self.link().await?;
+        Ok(!self.ours(link.index).await?.is_empty())
     }
 
     /// Adds the address (a no-op when it is already there). An IPv6 address skips duplicate
@@ -119,21 +125,7 @@ impl Addresses {
             Err(AddressError::NoInterface(_)) => return Ok(()),
             Err(e) => return Err(e),
         };
-        let mut found = self
-            .handle
-            .address()
-            .get()
-            .set_link_index_filter(link.index)
-            .execute();
-        let mut ours = Vec::new();
-        while let Some(msg) = found.try_next().await.map_err(nl)? {
-            let here = msg.attributes.iter().any(|a| {
-                matches!(a, AddressAttribute::Address(ip) | AddressAttribute::Local(ip) if *ip == self.vip)
-            });
-            if here {
-                ours.push(msg);
-            }
-        }
+        let ours = self.ours(link.index).await?;
         for msg in ours {
             self.handle.address().del(msg).execute().await.map_err(nl)?;
         }

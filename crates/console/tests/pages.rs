@@ -611,8 +611,10 @@ async fn dashboard_draws_charts_as_svg_without_inline_style() {
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.body.matches("<svg class=\"chart\"").count(), 2);
     assert!(r.body.contains("class=\"line s-received\""));
-    assert!(r.body.contains("High availability is not available yet"));
-    assert!(!r.body.contains("Standalone"));
+    // Not in a pair: the high-availability tile says so (and how to pair).
+    assert!(r.body.contains("id=\"ha-tile\""));
+    assert!(r.body.contains("Standalone"));
+    assert!(r.body.contains("palisade ha create"));
     assert!(r.body.contains("supervisor is not reachable"));
     assert!(!r.body.contains("style="));
 }

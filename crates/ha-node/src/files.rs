@@ -224,18 +224,24 @@ impl HaDir {
     }
 }
 
-/// Gives `dir` and everything in it to `uid`:`gid` (the key and the epoch stay 0600, the rest
-/// 0640): the command line runs as root, `palisade ha` as palisade-ha.
+/// The files of `DIR/ha/` that are handed to palisade-ha (nothing else in it is touched).
+pub const FILES: [&str; 4] = ["pair.toml", "pair.key", "epoch", "state.json"];
+
+/// Gives `dir` and its known files to `uid`:`gid` (the key and the epoch stay 0600, the rest
+/// 0640): the command line runs as root, `palisade ha-node` as palisade-ha. `lchown`: a
+/// symbolic link planted there by palisade-ha changes owner itself, never its target.
 pub fn hand_over(
     dir: &Path,
     uid: nix::unistd::Uid,
     gid: nix::unistd::Gid,
 ) -> Result<(), PairError> {
-    let chown = |p: &Path| nix::unistd::chown(p, Some(uid), Some(gid)).map_err(|e| io(p)(e.into()));
+    let chown = |p: &Path| {
+        std::os::unix::fs::lchown(p, Some(uid.as_raw()), Some(gid.as_raw())).map_err(io(p))
+    };
     chown(dir)?;
-    for entry in std::fs::read_dir(dir).map_err(io(dir))? {
-        let p = entry.map_err(io(dir))?.path();
-        if p.is_file() {
+    for name in FILES {
+        let p = dir.join(name);
+        if std::fs::symlink_metadata(&p).is_ok() {
             chown(&p)?;
         }
     }

@@ -52,7 +52,11 @@ fn now_ms() -> u64 {
 }
 
 enum Input {
-    Health { engine: bool, witness: Option<bool> },
+    Health {
+        engine: bool,
+        witness: Option<bool>,
+        revision: i64,
+    },
     Control(Request, tokio::sync::oneshot::Sender<Response>),
 }
 
@@ -108,6 +112,7 @@ pub async fn run(opts: HaOptions) -> Result<(), HaError> {
 
     // Health reports: engine ping and witness probe, once per interval, off the main loop.
     let engine_sock = data.control_socket();
+    let config_db = data.config_db();
     let witness = settings.witness;
     let health_tx = tx.clone();
     tokio::spawn(async move {
@@ -122,13 +127,29 @@ pub async fn run(opts: HaOptions) -> Result<(), HaError> {
             let timeout = interval.max(Duration::from_millis(500));
             let engine =
                 tokio::task::spawn_blocking(move || palisade_control::engine::ping(&sock, timeout));
+            // The configuration revision the heartbeats carry: read here, never on the
+            // heartbeat loop (opening config.db can wait on its lock).
+            let db = config_db.clone();
+            let revision = tokio::task::spawn_blocking(move || {
+                palisade_store::ConfigStore::open(&db)
+                    .ok()
+                    .and_then(|s| s.current().ok().flatten())
+                    .map(|r| r.id)
+                    .unwrap_or(0)
+            });
+            // A probe fails within half an interval (the isolation margin counts on it).
             let w = match witness {
-                Some(w) => Some(witness::probe(w, id, seq, timeout).await),
+                Some(w) => Some(witness::probe(w, id, seq, interval / 2).await),
                 None => None,
             };
             let engine = engine.await.unwrap_or(false);
+            let revision = revision.await.unwrap_or(0);
             if health_tx
-                .send(Input::Health { engine, witness: w })
+                .send(Input::Health {
+                    engine,
+                    witness: w,
+                    revision,
+                })
                 .await
                 .is_err()
             {
@@ -138,9 +159,12 @@ pub async fn run(opts: HaOptions) -> Result<(), HaError> {
     });
 
     let (mut machine, first) = Machine::new(settings.machine_settings(), dir.epoch(), now_ms());
+    let writer = writer(HaDir::new(data.ha()), data);
     let mut node = Node {
         dir,
-        data,
+        revision: 0,
+        writer,
+        last_refusal_log: None,
         settings,
         addresses,
         peer_address: None,
@@ -210,12 +234,19 @@ pub async fn run(opts: HaOptions) -> Result<(), HaError> {
             input = rx.recv() => {
                 let Some(input) = input else { break };
                 match input {
-                    Input::Health { engine, witness } => {
+                    Input::Health { engine, witness, revision } => {
+                        node.revision = revision;
+                        let before = machine.state();
                         let mut actions = machine.handle(Event::Engine { healthy: engine }, now_ms());
                         if let Some(w) = witness {
                             actions.extend(machine.handle(Event::Witness { reachable: w }, now_ms()));
                         }
                         announce_now |= node.carry_out(&machine, actions).await;
+                        // A change the health caused (a fault, a hand-over) reaches the peer now.
+                        if machine.state() != before {
+                            node.send(&udp, lan.as_ref(), &machine, &mut seq, &key).await;
+                            node.publish(&machine);
+                        }
                     }
                     Input::Control(Request::Ping, reply) => {
                         let _ = reply.send(Response::Ok { message: machine.state().to_string() });
@@ -293,7 +324,6 @@ async fn recv_either(
 
 struct Node {
     dir: HaDir,
-    data: DataDir,
     settings: palisade_ha::pair::PairSettings,
     addresses: address::Addresses,
     peer_address: Option<IpAddr>,
@@ -301,6 +331,65 @@ struct Node {
     last_change: Option<Change>,
     address_error: Option<String>,
     link: Option<address::Link>,
+    /// The configuration revision in force (read by the health task).
+    revision: i64,
+    /// Status and audit writes, done in order on a thread of their own: a slow disk or a
+    /// locked audit.db must never hold up the heartbeats.
+    writer: std::sync::mpsc::Sender<Write>,
+    /// When a refused frame was last logged (at most one warning a minute).
+    last_refusal_log: Option<std::time::Instant>,
+}
+
+enum Write {
+    Status(Box<HaStatus>),
+    Audit {
+        actor: String,
+        source: String,
+        action: String,
+        target: String,
+        detail: serde_json::Value,
+    },
+}
+
+/// The writer thread: statuses coalesced (only the newest queued one is written), audit
+/// entries each appended.
+fn writer(dir: HaDir, data: DataDir) -> std::sync::mpsc::Sender<Write> {
+    let (tx, rx) = std::sync::mpsc::channel::<Write>();
+    std::thread::Builder::new()
+        .name("ha-writer".into())
+        .spawn(move || {
+            while let Ok(first) = rx.recv() {
+                let mut status = None;
+                for w in std::iter::once(first).chain(rx.try_iter()) {
+                    match w {
+                        Write::Status(s) => status = Some(s),
+                        Write::Audit {
+                            actor,
+                            source,
+                            action,
+                            target,
+                            detail,
+                        } => match palisade_store::AuditLog::open(&data.audit_db()) {
+                            Ok(mut log) => {
+                                if let Err(e) =
+                                    log.append(&actor, &source, &action, &target, &detail)
+                                {
+                                    tracing::error!(event = "ha.audit_error", error = %e);
+                                }
+                            }
+                            Err(e) => tracing::error!(event = "ha.audit_error", error = %e),
+                        },
+                    }
+                }
+                if let Some(s) = status
+                    && let Err(e) = dir.write_status(&s)
+                {
+                    tracing::warn!(event = "ha.status_error", error = %e);
+                }
+            }
+        })
+        .expect("spawn the ha writer thread");
+    tx
 }
 
 impl Node {
@@ -414,7 +503,7 @@ impl Node {
         seq: &mut Sequence,
         key: &palisade_ha::PairKey,
     ) {
-        let frame = m.frame(seq.advance(), self.config_revision(), 0, now_ms());
+        let frame = m.frame(seq.advance(), self.revision, 0, now_ms());
         let bytes = frame.encode(key);
         debug_assert_eq!(bytes.len(), FRAME_LEN);
         if let Some(peer) = self.peer_address
@@ -436,14 +525,6 @@ impl Node {
         }
     }
 
-    fn config_revision(&self) -> i64 {
-        palisade_store::ConfigStore::open(&self.data.config_db())
-            .ok()
-            .and_then(|s| s.current().ok().flatten())
-            .map(|r| r.id)
-            .unwrap_or(0)
-    }
-
     fn refused(&mut self, r: Refused, from: SocketAddr, len: usize) {
         match r {
             Refused::Bad(palisade_ha::FrameError::Forged) => self.refusals.forged += 1,
@@ -453,9 +534,17 @@ impl Node {
             // The same heartbeat over the second path: expected, not a refusal.
             Refused::Duplicate => return,
         }
-        // Our own LAN broadcast comes back to us: counted, not worth a warning.
-        if r != Refused::OwnFrame {
-            tracing::warn!(event = "ha.frame_refused", from = %from, bytes = len, reason = ?r);
+        // Our own LAN broadcast comes back to us: counted, not worth a warning. Others are
+        // logged at most once a minute (the counters in state.json have them all): junk sent
+        // to the port at line rate must not fill the log.
+        let due = self
+            .last_refusal_log
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(60));
+        if r != Refused::OwnFrame && due {
+            self.last_refusal_log = Some(std::time::Instant::now());
+            tracing::warn!(event = "ha.frame_refused", from = %from, bytes = len, reason = ?r,
+                forged = self.refusals.forged, malformed = self.refusals.malformed, stale = self.refusals.stale,
+                "heartbeat refused (further refusals this minute are counted, not logged)");
         }
     }
 
@@ -493,9 +582,7 @@ impl Node {
             updated_ms: now,
             pid: std::process::id(),
         };
-        if let Err(e) = self.dir.write_status(&s) {
-            tracing::warn!(event = "ha.status_error", error = %e);
-        }
+        let _ = self.writer.send(Write::Status(Box::new(s)));
     }
 
     fn audit(
@@ -506,13 +593,12 @@ impl Node {
         target: &str,
         detail: serde_json::Value,
     ) {
-        match palisade_store::AuditLog::open(&self.data.audit_db()) {
-            Ok(mut log) => {
-                if let Err(e) = log.append(actor, source, action, target, &detail) {
-                    tracing::error!(event = "ha.audit_error", error = %e);
-                }
-            }
-            Err(e) => tracing::error!(event = "ha.audit_error", error = %e),
-        }
+        let _ = self.writer.send(Write::Audit {
+            actor: actor.into(),
+            source: source.into(),
+            action: action.into(),
+            target: target.into(),
+            detail,
+        });
     }
 }

@@ -22,11 +22,13 @@ fn checksum(b: &[u8]) -> u16 {
     !(sum as u16)
 }
 
-fn echo_request(v6: bool, id: u16, seq: u16) -> Vec<u8> {
+fn echo_request(v6: bool, id: u16, seq: u16, nonce: &[u8; 16]) -> Vec<u8> {
     let mut p = vec![if v6 { 128 } else { 8 }, 0, 0, 0];
     p.extend_from_slice(&id.to_be_bytes());
     p.extend_from_slice(&seq.to_be_bytes());
-    p.extend_from_slice(b"palisade-ha witness");
+    // A random nonce the reply must echo: identifier and sequence alone are guessable, and a
+    // forged answer would keep a cut-off unit holding the address.
+    p.extend_from_slice(nonce);
     if !v6 {
         // The kernel computes ICMPv6 checksums itself; ICMPv4 is ours to fill in.
         let c = checksum(&p);
@@ -58,11 +60,17 @@ async fn probe_inner(
     } else {
         (Domain::IPV4, Protocol::ICMPV4)
     };
+    let mut nonce = [0u8; 16];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce)
+        .map_err(|_| std::io::Error::other("no randomness"))?;
     let s = Socket::new(domain, Type::RAW, Some(proto))?;
     s.set_nonblocking(true)?;
     let sock = tokio::net::UdpSocket::from_std(std::net::UdpSocket::from(s))?;
-    sock.send_to(&echo_request(v6, id, seq), SocketAddr::new(witness, 0))
-        .await?;
+    sock.send_to(
+        &echo_request(v6, id, seq, &nonce),
+        SocketAddr::new(witness, 0),
+    )
+    .await?;
     let deadline = tokio::time::Instant::now() + timeout;
     let mut buf = [0u8; 1500];
     loop {
@@ -83,10 +91,11 @@ async fn probe_inner(
             &buf[ihl..n]
         };
         let reply_type = if v6 { 129 } else { 0 };
-        if icmp.len() >= 8
+        if icmp.len() >= 24
             && icmp[0] == reply_type
             && icmp[4..6] == id.to_be_bytes()
             && icmp[6..8] == seq.to_be_bytes()
+            && icmp[8..24] == nonce
         {
             return Ok(true);
         }
@@ -99,8 +108,8 @@ mod tests {
 
     #[test]
     fn echo_checksum_verifies() {
-        let p = echo_request(false, 0x1234, 7);
+        let p = echo_request(false, 0x1234, 7, &[9; 16]);
         assert_eq!(checksum(&p), 0);
-        assert_eq!(echo_request(true, 1, 2)[0], 128);
+        assert_eq!(echo_request(true, 1, 2, &[9; 16])[0], 128);
     }
 }

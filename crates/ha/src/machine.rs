@@ -19,8 +19,8 @@ pub struct Settings {
     /// Without a valid frame for this long the peer is dead; an unhealthy engine for this long
     /// is a fault; init lasts this long.
     pub dead_time_ms: u64,
-    /// The heartbeat interval: a holder cut off from peer and witness gives the address up one
-    /// interval before the peer may take it, so the two never hold it at once.
+    /// The heartbeat interval: a holder cut off from peer and witness gives the address up two
+    /// intervals before the peer may take it, so the two never hold it at once.
     pub interval_ms: u64,
 }
 
@@ -114,12 +114,14 @@ impl Machine {
     }
 
     /// Cut off: a witness is configured and does not answer, and the peer has been silent for
-    /// a dead time less one interval.
+    /// a dead time less two intervals.
     fn isolated(&self) -> bool {
+        // Two intervals early: the two sides time silence from frames sent up to an interval
+        // apart, and the witness probe takes up to half an interval to fail.
         let early = self
             .settings
             .dead_time_ms
-            .saturating_sub(self.settings.interval_ms);
+            .saturating_sub(2 * self.settings.interval_ms);
         let silent = self
             .peer
             .is_none_or(|p| self.now_ms.saturating_sub(p.last_seen_ms) > early);

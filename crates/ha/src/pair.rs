@@ -95,9 +95,9 @@ impl PairSettings {
         if !(100..=10_000).contains(&self.interval_ms) {
             p.push(format!("interval_ms: {} (100 to 10000)", self.interval_ms));
         }
-        if self.dead_time_ms < 2 * self.interval_ms || self.dead_time_ms > 60_000 {
+        if self.dead_time_ms < 3 * self.interval_ms || self.dead_time_ms > 60_000 {
             p.push(format!(
-                "dead_time_ms: {} (at least two intervals, at most 60000)",
+                "dead_time_ms: {} (at least three intervals, at most 60000)",
                 self.dead_time_ms
             ));
         }

@@ -31,7 +31,9 @@ pub enum HaCmd {
         #[arg(long)]
         witness: Option<IpAddr>,
     },
-    /// Make this unit the second of the pair whose code is given.
+    /// Make this unit the second of the pair whose code is given. `-` reads the code from
+    /// standard input (a code on the command line is visible to other local users in the
+    /// process list while the command runs).
     Join {
         code: String,
         /// The first unit's address on the HA link.
@@ -93,6 +95,13 @@ pub fn run(data: &DataDir, cmd: HaCmd, actor: &str) -> Result<ExitCode> {
             interface,
             witness,
         } => {
+            let code = if code == "-" {
+                let mut line = String::new();
+                std::io::stdin().read_line(&mut line)?;
+                line.trim().to_string()
+            } else {
+                code
+            };
             let s = dir.join(&code, peer, ha_address, interface.as_deref(), witness)?;
             hand_over(data)?;
             let vip = format!("{}/{}", s.vip, s.prefix_len);

@@ -199,7 +199,8 @@ pub(crate) fn spawn(exe: &Program, data: &PathBuf, spec: &ChildSpec) -> std::io:
                 }
                 // Leaving uid 0 this way clears every capability; make sure of it.
                 if libc::setuid(0) != -1 {
-                    return Err(std::io::Error::other("privileges could be regained"));
+                    // No allocation between fork and exec: a bare errno.
+                    return Err(std::io::Error::from_raw_os_error(libc::EPERM));
                 }
             }
             if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == -1 {
@@ -211,7 +212,7 @@ pub(crate) fn spawn(exe: &Program, data: &PathBuf, spec: &ChildSpec) -> std::io:
                 return Err(std::io::Error::last_os_error());
             }
             if libc::getppid() != parent {
-                return Err(std::io::Error::other("supervisor is gone"));
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
             }
             libc::umask(0o007);
             Ok(())

@@ -183,15 +183,14 @@ pub(crate) fn prepare_dirs(
     // The pair's settings and key, written by the command line as root: handed to palisade-ha
     // (the group may read the settings and the published state, never the key).
     mkdir(&data.ha(), 0o2750)?;
-    own(&data.ha(), Some(a.ha.uid), a.group)?;
-    for entry in fs::read_dir(data.ha())
-        .map_err(|e| SupervisorError::Setup(format!("{}: {e}", data.ha().display())))?
+    // lchown, and only the known names: palisade-ha can write in DIR/ha, and a symbolic link
+    // it planted there must never make root hand over its target.
+    for p in std::iter::once(data.ha())
+        .chain(["pair.toml", "pair.key", "epoch", "state.json"].map(|n| data.ha().join(n)))
     {
-        let p = entry
-            .map_err(|e| SupervisorError::Setup(e.to_string()))?
-            .path();
-        if p.is_file() {
-            own(&p, Some(a.ha.uid), a.group)?;
+        if fs::symlink_metadata(&p).is_ok() {
+            std::os::unix::fs::lchown(&p, Some(a.ha.uid.as_raw()), Some(a.group.as_raw()))
+                .map_err(|e| SupervisorError::Setup(format!("chown {}: {e}", p.display())))?;
         }
     }
     // A key the console created while running as someone else (or restored from a backup)

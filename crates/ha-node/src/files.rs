@@ -224,9 +224,6 @@ impl HaDir {
     }
 }
 
-/// The files of `DIR/ha/` that are handed to palisade-ha (nothing else in it is touched).
-pub const FILES: [&str; 4] = ["pair.toml", "pair.key", "epoch", "state.json"];
-
 /// Gives `dir` and its known files to `uid`:`gid` (the key and the epoch stay 0600, the rest
 /// 0640): the command line runs as root, `palisade ha-node` as palisade-ha. `lchown`: a
 /// symbolic link planted there by palisade-ha changes owner itself, never its target.
@@ -239,7 +236,7 @@ pub fn hand_over(
         std::os::unix::fs::lchown(p, Some(uid.as_raw()), Some(gid.as_raw())).map_err(io(p))
     };
     chown(dir)?;
-    for name in FILES {
+    for name in palisade_ha::pair::FILES {
         let p = dir.join(name);
         if std::fs::symlink_metadata(&p).is_ok() {
             chown(&p)?;

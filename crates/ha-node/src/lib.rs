@@ -19,7 +19,7 @@ pub mod witness;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use palisade_control::ha::{Request, Response};
 use palisade_ha::pair::{Change, HaStatus, PeerStatus, Refusals};
@@ -44,12 +44,7 @@ pub enum HaError {
     Io(String, std::io::Error),
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+use palisade_store::now_unix_ms as now_ms;
 
 enum Input {
     Health {
@@ -572,7 +567,7 @@ impl Node {
             vip: format!("{}/{}", self.settings.vip, self.settings.prefix_len),
             interface: self.settings.interface.clone(),
             ha_address: self.settings.ha_address,
-            engine_healthy: m.frame(0, 0, 0, 0).flags.engine,
+            engine_healthy: m.engine_healthy(),
             witness: self.settings.witness,
             witness_reachable: m.witness_reachable(),
             peer,
@@ -581,6 +576,7 @@ impl Node {
             address_error: self.address_error.clone(),
             updated_ms: now,
             pid: std::process::id(),
+            interval_ms: self.settings.interval_ms,
         };
         let _ = self.writer.send(Write::Status(Box::new(s)));
     }

@@ -109,6 +109,10 @@ impl Machine {
         self.peer.as_ref()
     }
 
+    pub fn engine_healthy(&self) -> bool {
+        self.engine_healthy
+    }
+
     pub fn witness_reachable(&self) -> bool {
         self.witness_reachable
     }

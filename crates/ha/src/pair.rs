@@ -150,6 +150,10 @@ pub struct Refusals {
     pub own: u64,
 }
 
+/// The files of `DIR/ha/`: settings, key, persisted epoch, published state (handed to
+/// palisade-ha by root; nothing else in that directory is touched).
+pub const FILES: [&str; 4] = ["pair.toml", "pair.key", "epoch", "state.json"];
+
 /// `DIR/ha/state.json`, written by `palisade ha` at every change and every interval.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HaStatus {
@@ -171,4 +175,14 @@ pub struct HaStatus {
     pub address_error: Option<String>,
     pub updated_ms: u64,
     pub pid: u32,
+    /// The heartbeat interval, so readers can tell a stale file (see [`HaStatus::is_fresh`]).
+    #[serde(default = "default_interval")]
+    pub interval_ms: u64,
+}
+
+impl HaStatus {
+    /// Refreshed within three intervals (at least three seconds): `palisade ha` is running.
+    pub fn is_fresh(&self, now_ms: u64) -> bool {
+        now_ms.saturating_sub(self.updated_ms) <= 3 * self.interval_ms.max(1000)
+    }
 }

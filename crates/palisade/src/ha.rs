@@ -210,14 +210,8 @@ fn status(dir: &HaDir, json_out: bool) -> Result<ExitCode> {
     }
     let settings = dir.settings()?;
     let st = dir.status();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
-    // A state file not refreshed for three intervals means palisade ha is not running.
-    let running = st
-        .as_ref()
-        .is_some_and(|s| now.saturating_sub(s.updated_ms) <= 3 * settings.interval_ms.max(1000));
+    let now = palisade_store::now_unix_ms();
+    let running = st.as_ref().is_some_and(|s| s.is_fresh(now));
     if json_out {
         let out = json!({
             "paired": true,

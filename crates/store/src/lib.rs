@@ -131,6 +131,14 @@ pub fn now_unix() -> i64 {
         .unwrap_or(0)
 }
 
+/// Milliseconds since the Unix epoch (the HA heartbeats and their published state).
+pub fn now_unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
 /// RFC 3339 rendering of a stored timestamp, for CLI and export output.
 pub fn format_unix(ts: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(ts)

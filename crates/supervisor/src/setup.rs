@@ -185,9 +185,7 @@ pub(crate) fn prepare_dirs(
     mkdir(&data.ha(), 0o2750)?;
     // lchown, and only the known names: palisade-ha can write in DIR/ha, and a symbolic link
     // it planted there must never make root hand over its target.
-    for p in std::iter::once(data.ha())
-        .chain(["pair.toml", "pair.key", "epoch", "state.json"].map(|n| data.ha().join(n)))
-    {
+    for p in std::iter::once(data.ha()).chain(palisade_ha::pair::FILES.map(|n| data.ha().join(n))) {
         if fs::symlink_metadata(&p).is_ok() {
             std::os::unix::fs::lchown(&p, Some(a.ha.uid.as_raw()), Some(a.group.as_raw()))
                 .map_err(|e| SupervisorError::Setup(format!("chown {}: {e}", p.display())))?;

@@ -323,11 +323,11 @@ pub fn ha_tile(data: &palisade_store::DataDir) -> HaTile {
             warn: false,
         };
     }
-    let now_ms = (now_unix().max(0) as u64) * 1000;
+    let now_ms = palisade_store::now_unix_ms();
     let st: Option<palisade_ha::pair::HaStatus> = std::fs::read_to_string(dir.join("state.json"))
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok());
-    let Some(st) = st.filter(|s| now_ms.saturating_sub(s.updated_ms) < 10_000) else {
+    let Some(st) = st.filter(|s| s.is_fresh(now_ms)) else {
         return HaTile {
             big: "HA down".into(),
             detail: "This unit is paired, but its HA process is not running: it cannot take over or hand over the floating address.".into(),
@@ -459,7 +459,7 @@ mod ha_tests {
         std::fs::write(data.ha().join("pair.toml"), "").unwrap();
         let t = ha_tile(&data);
         assert_eq!((t.big.as_str(), t.warn), ("HA down", true));
-        let now_ms = (now_unix() as u64) * 1000;
+        let now_ms = palisade_store::now_unix_ms();
         let st = palisade_ha::pair::HaStatus {
             state: palisade_ha::State::Active,
             holds_address: true,
@@ -490,6 +490,7 @@ mod ha_tests {
             address_error: None,
             updated_ms: now_ms,
             pid: 1,
+            interval_ms: 1000,
         };
         std::fs::write(
             data.ha().join("state.json"),

@@ -15,6 +15,23 @@ pub use crate::client::ClientError;
 #[serde(tag = "cmd", rename_all = "snake_case")]
 pub enum ControlRequest {
     Ping,
+    /// The HA process, every interval: the unit's state in its pair and where the peer's
+    /// engine listens for spool replication. Answered like `Ping`, with the replication
+    /// status. `degraded` (we hold the address, the peer is gone) makes the engine queue the
+    /// peer's replicated messages.
+    HaReport {
+        state: String,
+        peer_alive: bool,
+        own_address: std::net::IpAddr,
+        #[serde(default)]
+        peer_address: Option<std::net::IpAddr>,
+        /// The replication port (heartbeat port + 1).
+        port: u16,
+        dead_time_ms: u64,
+    },
+    /// Queue every replica of the peer's queue now (`palisade ha unpair`: there is no peer
+    /// any more). The answer's `count` is how many were queued.
+    HaAdopt,
     /// Apply the newest configuration revision.
     Reload,
     /// Scan the queue now.
@@ -164,6 +181,9 @@ pub struct ControlResponse {
     /// DKIM keys (`DkimKeys`, `DkimGenerate`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dkim: Option<Vec<DkimKey>>,
+    /// Spool replication (`HaReport`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication: Option<palisade_ha::pair::ReplicationStatus>,
 }
 
 impl ControlResponse {
@@ -175,6 +195,7 @@ impl ControlResponse {
             count: None,
             queue_id: None,
             dkim: None,
+            replication: None,
         }
     }
 
@@ -194,6 +215,7 @@ impl ControlResponse {
             count: None,
             queue_id: None,
             dkim: None,
+            replication: None,
         }
     }
 }
@@ -223,4 +245,10 @@ pub fn ping(socket: &Path, timeout: Duration) -> bool {
         crate::client::request::<_, ControlResponse>(socket, &ControlRequest::Ping, timeout),
         Ok(r) if r.ok
     )
+}
+
+/// The HA process's report (a [`ControlRequest::HaReport`]), answered within `timeout`:
+/// `None` when the engine did not answer (unhealthy).
+pub fn report(socket: &Path, req: &ControlRequest, timeout: Duration) -> Option<ControlResponse> {
+    crate::client::request::<_, ControlResponse>(socket, req, timeout).ok()
 }

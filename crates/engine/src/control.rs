@@ -50,6 +50,33 @@ async fn blocking<T: Send + 'static>(
 async fn handle(shared: &Arc<Shared>, req: ControlRequest) -> ControlResponse {
     match req {
         ControlRequest::Ping => ControlResponse::ok("pong"),
+        ControlRequest::HaReport {
+            state,
+            peer_alive: _,
+            own_address,
+            peer_address,
+            port,
+            dead_time_ms,
+        } => match shared.replication() {
+            Some(r) => ControlResponse {
+                replication: Some(r.report(
+                    &state,
+                    own_address,
+                    peer_address,
+                    port,
+                    std::time::Duration::from_millis(dead_time_ms.clamp(300, 60_000)),
+                )),
+                ..ControlResponse::ok("pong")
+            },
+            None => ControlResponse::ok("pong"),
+        },
+        ControlRequest::HaAdopt => match shared.replication() {
+            Some(r) => match r.adopt("the pair was dissolved").await {
+                Ok(n) => ControlResponse::counted(format!("{n} replicated message(s) queued"), n),
+                Err(e) => ControlResponse::err(e),
+            },
+            None => ControlResponse::err("replication is not running"),
+        },
         ControlRequest::Wake => {
             shared.runner().wake();
             ControlResponse::ok("queue scan started")

@@ -24,6 +24,7 @@ mod listeners;
 mod notify;
 mod outbound;
 pub mod pipeline;
+mod replication;
 mod state;
 pub mod tls;
 
@@ -74,7 +75,13 @@ pub async fn run(opts: EngineOptions) -> Result<(), EngineError> {
     };
     tracing::info!(event = "engine.start", revision = config.id, data = %opts.data.display());
 
-    let (spool, report) = Spool::open(&data)?;
+    // Spool replication (an HA pair): a no-op until the HA process names a peer.
+    let replication = replication::Replication::open(&data)?;
+    let (spool, report) = Spool::open_replicated(
+        &data,
+        Some(replication.clone() as Arc<dyn palisade_spool::replica::Replicate>),
+    )?;
+    replication.set_spool(spool.clone());
     for id in &report.removed_partial {
         tracing::info!(event = "spool.partial_removed", queue_id = %id);
     }
@@ -93,9 +100,11 @@ pub async fn run(opts: EngineOptions) -> Result<(), EngineError> {
     let tls = tls::load_server(&data, &config.config)?;
     let listeners = listeners::take(&config.config)?;
     let shared = Arc::new(Shared::new(data.clone(), config, spool, tls));
+    shared.set_replication(replication.clone());
 
     let runner = outbound::Runner::start(shared.clone());
     shared.set_runner(runner.clone());
+    replication.set_runner(runner.clone());
     let control = control::serve(shared.clone()).await?;
     let probe = health::spawn_probe(shared.clone());
     let updater = health::spawn_updater(shared.clone());

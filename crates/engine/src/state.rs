@@ -46,6 +46,7 @@ pub(crate) struct Shared {
     pub started: Instant,
     shutdown: watch::Sender<bool>,
     runner: OnceLock<Runner>,
+    replication: OnceLock<Arc<crate::replication::Replication>>,
     /// SMTP AUTH attempts being checked at once (database work and the hash): beyond this a
     /// client gets `454 4.7.0` at once, before any thread or memory is spent on it. The hash
     /// itself has its own, smaller budget (`store::password`).
@@ -78,6 +79,7 @@ impl Shared {
             started: Instant::now(),
             shutdown: watch::channel(false).0,
             runner: OnceLock::new(),
+            replication: OnceLock::new(),
             auth_checks: tokio::sync::Semaphore::new(MAX_AUTH_CHECKS),
             inspecting: Arc::new(tokio::sync::Semaphore::new(INSPECT_BUDGET_MIB as usize)),
             health: Default::default(),
@@ -117,6 +119,15 @@ impl Shared {
 
     pub fn set_runner(&self, r: Runner) {
         let _ = self.runner.set(r);
+    }
+
+    pub fn set_replication(&self, r: Arc<crate::replication::Replication>) {
+        let _ = self.replication.set(r);
+    }
+
+    /// Spool replication; `None` only in tests that build a `Shared` without `run`.
+    pub fn replication(&self) -> Option<&Arc<crate::replication::Replication>> {
+        self.replication.get()
     }
 
     pub fn runner(&self) -> &Runner {

@@ -122,3 +122,32 @@ pub(crate) fn describe(conn: &rustls::CommonState) -> String {
         None => version,
     }
 }
+
+/// Spool replication's client side (ARCHITECTURE.md, "Spool replication"): TLS 1.3 only; the
+/// listener's certificate is not checked, because the peer is authenticated by the pair key
+/// bound to this session's exporter, not by a certificate.
+pub(crate) fn replication_client() -> Arc<rustls::ClientConfig> {
+    let provider = provider();
+    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("ring supports TLS 1.3")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(Opportunistic(provider)))
+        .with_no_client_auth();
+    Arc::new(config)
+}
+
+/// Spool replication's listening side: TLS 1.3 only, a throw-away self-signed certificate
+/// made at start (see [`replication_client`] for why nothing checks it).
+pub(crate) fn replication_server() -> Result<Arc<rustls::ServerConfig>, EngineError> {
+    let cert = rcgen::generate_simple_self_signed(vec!["palisade-replication".to_string()])
+        .map_err(|e| EngineError::Tls(e.to_string()))?;
+    let key = PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
+    let config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| EngineError::Tls(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.cert.der().clone()], key)
+        .map_err(|e| EngineError::Tls(e.to_string()))?;
+    Ok(Arc::new(config))
+}

@@ -204,6 +204,28 @@ impl HaDir {
 
     /// Leaves the pair: settings, key, epoch and state go (the running `palisade ha` stops
     /// at its next start; the caller restarts the supervisor's children).
+    /// Writes the engine's spool replication key (`DIR/keys/replication.key`, derived from
+    /// the pair key: the engine never reads `pair.key`) while paired, removes it otherwise.
+    /// The file is 0600 and belongs to whoever owns its directory (the engine's user).
+    pub fn sync_replication_key(&self, path: &Path) -> Result<(), PairError> {
+        if !self.key_path().exists() {
+            return match std::fs::remove_file(path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(path)(e)),
+                _ => Ok(()),
+            };
+        }
+        let key = self.key()?.derive("replication");
+        write_atomic(path, &key, 0o600)?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let meta = std::fs::metadata(dir).map_err(io(dir))?;
+        use std::os::unix::fs::MetadataExt;
+        if nix::unistd::Uid::effective().is_root() {
+            std::os::unix::fs::lchown(path, Some(meta.uid()), Some(meta.gid()))
+                .map_err(io(path))?;
+        }
+        Ok(())
+    }
+
     pub fn unpair(&self) -> Result<(), PairError> {
         if !self.paired() {
             return Err(PairError::NotPaired);

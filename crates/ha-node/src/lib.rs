@@ -46,11 +46,20 @@ pub enum HaError {
 
 use palisade_store::now_unix_ms as now_ms;
 
+/// The unit's standing as the engine hears it every interval (`HaReport`).
+#[derive(Debug, Clone, Default)]
+struct Reported {
+    state: String,
+    peer_alive: bool,
+    peer_address: Option<IpAddr>,
+}
+
 enum Input {
     Health {
         engine: bool,
         witness: Option<bool>,
         revision: i64,
+        replication: Option<palisade_ha::pair::ReplicationStatus>,
     },
     Control(Request, tokio::sync::oneshot::Sender<Response>),
 }
@@ -110,6 +119,14 @@ pub async fn run(opts: HaOptions) -> Result<(), HaError> {
     let config_db = data.config_db();
     let witness = settings.witness;
     let health_tx = tx.clone();
+    // What the engine is told each interval (kept current by `publish`).
+    let report = std::sync::Arc::new(std::sync::Mutex::new(Reported::default()));
+    let reported = report.clone();
+    let (own_address, port, dead_time_ms) = (
+        settings.ha_address,
+        settings.port.wrapping_add(1).max(1),
+        settings.dead_time_ms,
+    );
     tokio::spawn(async move {
         let mut seq: u16 = 0;
         let id = (std::process::id() & 0xffff) as u16;
@@ -120,8 +137,20 @@ pub async fn run(opts: HaOptions) -> Result<(), HaError> {
             seq = seq.wrapping_add(1);
             let sock = engine_sock.clone();
             let timeout = interval.max(Duration::from_millis(500));
-            let engine =
-                tokio::task::spawn_blocking(move || palisade_control::engine::ping(&sock, timeout));
+            let req = {
+                let r = reported.lock().unwrap_or_else(|e| e.into_inner());
+                palisade_control::engine::ControlRequest::HaReport {
+                    state: r.state.clone(),
+                    peer_alive: r.peer_alive,
+                    own_address,
+                    peer_address: r.peer_address,
+                    port,
+                    dead_time_ms,
+                }
+            };
+            let engine = tokio::task::spawn_blocking(move || {
+                palisade_control::engine::report(&sock, &req, timeout)
+            });
             // The configuration revision the heartbeats carry: read here, never on the
             // heartbeat loop (opening config.db can wait on its lock).
             let db = config_db.clone();
@@ -137,13 +166,16 @@ pub async fn run(opts: HaOptions) -> Result<(), HaError> {
                 Some(w) => Some(witness::probe(w, id, seq, interval / 2).await),
                 None => None,
             };
-            let engine = engine.await.unwrap_or(false);
+            let answer = engine.await.ok().flatten();
+            let engine = answer.as_ref().is_some_and(|a| a.ok);
+            let replication = answer.and_then(|a| a.replication);
             let revision = revision.await.unwrap_or(0);
             if health_tx
                 .send(Input::Health {
                     engine,
                     witness: w,
                     revision,
+                    replication,
                 })
                 .await
                 .is_err()
@@ -167,6 +199,8 @@ pub async fn run(opts: HaOptions) -> Result<(), HaError> {
         last_change: None,
         address_error: None,
         link: None,
+        report,
+        replication: None,
     };
     node.peer_address = node.settings.peer_address;
     node.carry_out(&machine, first).await;
@@ -229,8 +263,9 @@ pub async fn run(opts: HaOptions) -> Result<(), HaError> {
             input = rx.recv() => {
                 let Some(input) = input else { break };
                 match input {
-                    Input::Health { engine, witness, revision } => {
+                    Input::Health { engine, witness, revision, replication } => {
                         node.revision = revision;
+                        node.replication = replication;
                         let before = machine.state();
                         let mut actions = machine.handle(Event::Engine { healthy: engine }, now_ms());
                         if let Some(w) = witness {
@@ -322,6 +357,10 @@ struct Node {
     settings: palisade_ha::pair::PairSettings,
     addresses: address::Addresses,
     peer_address: Option<IpAddr>,
+    /// What the health task tells the engine (state, peer, its address).
+    report: std::sync::Arc<std::sync::Mutex<Reported>>,
+    /// The engine's last word on spool replication.
+    replication: Option<palisade_ha::pair::ReplicationStatus>,
     refusals: Refusals,
     last_change: Option<Change>,
     address_error: Option<String>,
@@ -577,7 +616,14 @@ impl Node {
             updated_ms: now,
             pid: std::process::id(),
             interval_ms: self.settings.interval_ms,
+            replication: self.replication.clone(),
         };
+        {
+            let mut r = self.report.lock().unwrap_or_else(|e| e.into_inner());
+            r.state = m.state().to_string();
+            r.peer_alive = m.peer_alive();
+            r.peer_address = self.peer_address;
+        }
         let _ = self.writer.send(Write::Status(Box::new(s)));
     }
 

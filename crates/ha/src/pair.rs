@@ -178,6 +178,29 @@ pub struct HaStatus {
     /// The heartbeat interval, so readers can tell a stale file (see [`HaStatus::is_fresh`]).
     #[serde(default = "default_interval")]
     pub interval_ms: u64,
+    /// Spool replication as the engine reports it (`None`: the engine did not answer).
+    #[serde(default)]
+    pub replication: Option<ReplicationStatus>,
+}
+
+/// Spool replication, as the engine reports it to the HA process every interval.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicationStatus {
+    /// Where our groups go (`ADDR:PORT`), once the HA process named the peer.
+    pub peer: Option<String>,
+    /// An authenticated connection to the peer's engine is up.
+    pub connected: bool,
+    /// Messages queued here that the peer lacks (accepted while not connected); the next
+    /// connection's resync sends them.
+    pub unreplicated: u64,
+    /// The peer's messages kept here as replicas.
+    pub replicas: u64,
+    /// When the peer last acknowledged a group (Unix ms).
+    pub last_ack_ms: Option<u64>,
+    /// Replicas queued for delivery here since the engine started (the peer was gone).
+    pub adopted: u64,
+    /// Why the last connection attempt or group failed.
+    pub error: Option<String>,
 }
 
 impl HaStatus {

@@ -141,9 +141,29 @@ pub fn run(data: &DataDir, cmd: HaCmd, actor: &str) -> Result<ExitCode> {
         }
         HaCmd::Unpair => {
             dir.unpair()?;
+            hand_over(data)?;
             audit(data, actor, "ha.unpair", "", json!({}))?;
             restart_ha(data);
             println!("unpaired: this unit runs standalone");
+            // No peer any more: its replicated messages are ours to deliver.
+            let req = palisade_control::engine::ControlRequest::HaAdopt;
+            match palisade_control::engine::control_request(&data.control_socket(), &req) {
+                Ok(r) if r.ok => {
+                    if r.count.unwrap_or(0) > 0 {
+                        println!("{}", r.message);
+                    }
+                }
+                Ok(r) => eprintln!(
+                    "the peer's replicated messages were not queued: {}",
+                    r.message
+                ),
+                Err(e) if e.is_not_running() => {
+                    println!(
+                        "(the engine is not running: the peer's replicated messages are queued when it is paired again and taking over, or with `palisade ha unpair` once it runs)"
+                    )
+                }
+                Err(e) => eprintln!("the peer's replicated messages were not queued: {e}"),
+            }
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -161,7 +181,10 @@ fn parse_vip(s: &str) -> Result<(IpAddr, u8)> {
 }
 
 /// As root, the files go to palisade-ha (when that user exists: the supervisor creates it).
+/// The engine's replication key is written (paired) or removed (unpaired) here too.
 fn hand_over(data: &DataDir) -> Result<()> {
+    std::fs::create_dir_all(data.keys())?;
+    HaDir::new(data.ha()).sync_replication_key(&data.replication_key())?;
     if !nix::unistd::Uid::effective().is_root() {
         return Ok(());
     }
@@ -276,7 +299,30 @@ fn status(dir: &HaDir, json_out: bool) -> Result<ExitCode> {
                 ),
                 None => println!("peer:        never heard"),
             }
-            println!("replication: not built yet (the spool is not replicated; see the README)");
+            match &s.replication {
+                Some(r) => println!(
+                    "replication: {}{}, {} of the peer's messages kept here{}{}",
+                    if r.connected {
+                        "connected to "
+                    } else {
+                        "NOT connected to "
+                    },
+                    r.peer
+                        .as_deref()
+                        .unwrap_or("the peer (address not known yet)"),
+                    r.replicas,
+                    if r.unreplicated > 0 {
+                        format!(", {} of ours not yet on the peer", r.unreplicated)
+                    } else {
+                        String::new()
+                    },
+                    match (&r.error, r.connected) {
+                        (Some(e), false) => format!(" ({e})"),
+                        _ => String::new(),
+                    }
+                ),
+                None => println!("replication: the engine did not answer"),
+            }
             if let Some(c) = &s.last_change {
                 println!("last change: {} -> {}: {}", c.from, c.to, c.why);
             }

@@ -2,15 +2,17 @@
 //! that is waiting, fsyncs the spool directory once (making all new content files' names
 //! durable; the quarantine directory too when the group holds quarantined messages), applies all batches in one transaction, and answers each waiter. Under load, N
 //! sessions finishing DATA together cost two fsyncs instead of 3N; alone, a session pays the
-//! same as without batching.
+//! same as without batching. In an HA pair the group is handed to the replicator after its
+//! transaction and before any waiter is answered (ARCHITECTURE.md, "Spool replication").
 
 use std::path::PathBuf;
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 
 use palisade_store::mail::{Batch, MailDb};
 use tokio::sync::oneshot;
 
 use crate::SpoolError;
+use crate::replica::Replicate;
 
 type Reply = oneshot::Sender<Result<(), SpoolError>>;
 
@@ -23,11 +25,16 @@ pub(crate) struct Committer {
 }
 
 impl Committer {
-    pub(crate) fn start(spool_dir: PathBuf, quarantine_dir: PathBuf, db: MailDb) -> Self {
+    pub(crate) fn start(
+        spool_dir: PathBuf,
+        quarantine_dir: PathBuf,
+        db: MailDb,
+        replicator: Option<Arc<dyn Replicate>>,
+    ) -> Self {
         let (tx, rx) = mpsc::channel::<(Batch, Reply)>();
         std::thread::Builder::new()
             .name("spool-commit".into())
-            .spawn(move || run(spool_dir, quarantine_dir, db, rx))
+            .spawn(move || run(spool_dir, quarantine_dir, db, replicator, rx))
             .expect("spawn committer thread");
         Committer { tx }
     }
@@ -46,6 +53,7 @@ fn run(
     spool_dir: PathBuf,
     quarantine_dir: PathBuf,
     mut db: MailDb,
+    replicator: Option<Arc<dyn Replicate>>,
     rx: mpsc::Receiver<(Batch, Reply)>,
 ) {
     while let Ok(first) = rx.recv() {
@@ -79,6 +87,10 @@ fn run(
         let batches: Vec<&Batch> = group.iter().map(|(b, _)| b).collect();
         match db.apply_all(&batches) {
             Ok(()) => {
+                // The pair's promise: the peer has the group too before anyone hears 250.
+                if let Some(r) = &replicator {
+                    r.replicate(&batches);
+                }
                 for (_, reply) in group {
                     let _ = reply.send(Ok(()));
                 }
@@ -86,7 +98,11 @@ fn run(
             // One bad batch must not fail its neighbours: retry each on its own.
             Err(_) => {
                 for (b, reply) in group {
-                    let _ = reply.send(db.apply(&b).map_err(SpoolError::from));
+                    let res = db.apply(&b).map_err(SpoolError::from);
+                    if let (Ok(()), Some(r)) = (&res, &replicator) {
+                        r.replicate(&[&b]);
+                    }
+                    let _ = reply.send(res);
                 }
             }
         }

@@ -22,6 +22,7 @@ mod file;
 pub mod notice;
 pub mod quarantine;
 mod recovery;
+pub mod replica;
 pub mod schedule;
 
 use std::io;
@@ -109,6 +110,15 @@ pub struct Spool {
 impl Spool {
     /// Opens the spool, runs recovery, and starts the group committer.
     pub fn open(data: &DataDir) -> Result<(Spool, RecoveryReport), SpoolError> {
+        Spool::open_replicated(data, None)
+    }
+
+    /// [`Spool::open`], with every committed group handed to `replicator` before its
+    /// sessions are answered.
+    pub fn open_replicated(
+        data: &DataDir,
+        replicator: Option<std::sync::Arc<dyn replica::Replicate>>,
+    ) -> Result<(Spool, RecoveryReport), SpoolError> {
         let dir = data.spool();
         let corrupt_dir = data.spool_corrupt();
         let quarantine_dir = data.quarantine();
@@ -122,6 +132,7 @@ impl Spool {
             dir.clone(),
             quarantine_dir.clone(),
             MailDb::open(&data.mail_db())?,
+            replicator,
         );
         Ok((
             Spool {

@@ -50,7 +50,7 @@ pub(crate) fn set_aside(spool: &Path, corrupt: &Path, id: &str, artifacts: &[u32
     corrupt.join(id)
 }
 
-fn is_queue_id(name: &str) -> bool {
+pub(crate) fn is_queue_id(name: &str) -> bool {
     name.len() == 20 && name.bytes().all(|b| b.is_ascii_hexdigit())
 }
 

@@ -533,3 +533,147 @@ async fn quarantine_files_without_held_rows_are_removed_at_start() {
     assert_eq!(report.quarantine_damaged.len(), 1);
     assert_eq!(report.quarantine_damaged[0].0, lost);
 }
+
+/// A peer in the same process: every committed group is copied into another unit's
+/// replica store, as the engine's replicator does over the wire.
+struct CopyTo {
+    from: std::path::PathBuf,
+    store: replica::ReplicaStore,
+    groups: Mutex<usize>,
+}
+
+impl replica::Replicate for CopyTo {
+    fn replicate(&self, batches: &[&Batch]) {
+        let g = replica::GroupChanges::of(batches);
+        if g.is_empty() {
+            return;
+        }
+        let mut kept = Vec::new();
+        for r in &g.records {
+            for a in &r.artifacts {
+                let mut f = self.store.create_file(&r.id, a.n).unwrap();
+                f.write(&std::fs::read(artifact_path(&self.from, &r.id, a.n)).unwrap())
+                    .unwrap();
+                f.finish(a.size, &a.sha256).unwrap();
+            }
+            kept.push(r);
+        }
+        self.store
+            .commit(&palisade_store::mail::ReplicaChanges {
+                records: kept,
+                done: g.done.clone(),
+                remove: g.remove.clone(),
+            })
+            .unwrap();
+        *self.groups.lock().unwrap() += 1;
+    }
+}
+
+#[tokio::test]
+async fn replicas_follow_the_queue_and_are_adopted_with_their_finished_recipients_left_out() {
+    let da = tempfile::tempdir().unwrap();
+    let db = tempfile::tempdir().unwrap();
+    let (a, b) = (DataDir::new(da.path()), DataDir::new(db.path()));
+    let copy = Arc::new(CopyTo {
+        from: a.spool(),
+        store: replica::ReplicaStore::open(&b).unwrap(),
+        groups: Mutex::new(0),
+    });
+    let (spool_a, _) = Spool::open_replicated(&a, Some(copy.clone())).unwrap();
+
+    // Two recipients; one is delivered on A before A dies.
+    let id = Spool::new_id();
+    let mut f = spool_a.create(&id).unwrap();
+    f.write(b"Subject: replicated\r\n\r\nbody\r\n")
+        .await
+        .unwrap();
+    let c = f.finish().await.unwrap();
+    let mut m = message(&id, &c);
+    m.recipients.push(NewRecipient {
+        address: "c@example.test".into(),
+        route: "maildir".into(),
+        ..Default::default()
+    });
+    m.subject = Some("replicated".into());
+    spool_a
+        .commit(Batch {
+            accepted: vec![m],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    // A second message, finished and removed on A: its replica goes too.
+    let gone = accept(&spool_a, b"Subject: gone\r\n\r\nx\r\n").await;
+    spool_a
+        .commit(Batch {
+            outcomes: vec![Outcome {
+                message_id: id.clone(),
+                idx: 0,
+                rcpt: "b@example.test".into(),
+                kind: OutcomeKind::Delivered,
+                remote: None,
+                tls: None,
+                reply: "250 ok".into(),
+            }],
+            remove: vec![gone.clone()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(*copy.groups.lock().unwrap(), 3);
+    assert_eq!(
+        copy.store.count(),
+        1,
+        "the removed message left the replicas"
+    );
+    assert!(!b.replica().join(&gone).exists());
+    assert!(b.replica().join(&id).exists());
+
+    // A stray file in the replica directory (a group never acknowledged) goes at open.
+    let stray = Spool::new_id();
+    std::fs::write(b.replica().join(&stray), b"half").unwrap();
+    let store_b = replica::ReplicaStore::open(&b).unwrap();
+    assert!(!b.replica().join(&stray).exists());
+
+    // B takes over: the replica is queued with the recipient A had not finished.
+    let (spool_b, _) = Spool::open(&b).unwrap();
+    assert_eq!(spool_b.adopt_replicas(&store_b).await.unwrap(), 1);
+    let q = spool_b.db().lock().unwrap().message(&id).unwrap().unwrap();
+    let rcpts: Vec<&str> = q.recipients.iter().map(|r| r.address.as_str()).collect();
+    assert_eq!(rcpts, ["c@example.test"]);
+    assert!(
+        spool_b.verify(&q, 0).is_ok(),
+        "the content came across intact"
+    );
+    assert_eq!(store_b.count(), 0);
+    assert!(
+        !b.replica().join(&id).exists(),
+        "the replica's files went after the commit"
+    );
+    let track = spool_b.db().lock().unwrap().track_events(&id).unwrap();
+    assert!(track.iter().any(|e| e.event == "adopted"), "{track:?}");
+    // Adopting again does nothing.
+    assert_eq!(spool_b.adopt_replicas(&store_b).await.unwrap(), 0);
+
+    // A comes back with its inventory: B names what it adopted (A drops it) and what it lacks.
+    let other = Spool::new_id();
+    let (missing, adopted) = store_b.inventory(&[id.clone(), other.clone()]).unwrap();
+    assert_eq!(missing, vec![other]);
+    assert_eq!(adopted, vec![id]);
+}
+
+#[test]
+fn a_damaged_replica_file_is_refused_on_arrival() {
+    let d = tempfile::tempdir().unwrap();
+    let store = replica::ReplicaStore::open(&DataDir::new(d.path())).unwrap();
+    let id = Spool::new_id();
+    let mut f = store.create_file(&id, 0).unwrap();
+    f.write(b"not what was recorded").unwrap();
+    let err = f.finish(3, &"00".repeat(32)).unwrap_err();
+    assert!(err.contains("the record says"), "{err}");
+    assert!(!d.path().join("replica").join(&id).exists());
+    assert!(
+        store.create_file("../etc/passwd", 0).is_err(),
+        "only queue ids name files"
+    );
+}

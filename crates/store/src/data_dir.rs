@@ -49,6 +49,18 @@ impl DataDir {
         self.root.join("quarantine")
     }
 
+    /// Content files of the HA peer's replicated queue (`<id>`, `<id>.<n>`): the engine's,
+    /// never delivered until adopted.
+    pub fn replica(&self) -> PathBuf {
+        self.root.join("replica")
+    }
+
+    /// The key that authenticates spool replication between the units of a pair (0600, the
+    /// engine's; derived from the pair key).
+    pub fn replication_key(&self) -> PathBuf {
+        self.keys().join("replication.key")
+    }
+
     /// Key material: owned by the engine's user, group `palisade` may enter (2750); each key
     /// file says who may read it.
     pub fn keys(&self) -> PathBuf {

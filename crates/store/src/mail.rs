@@ -44,6 +44,7 @@ mod incident;
 mod model;
 mod protection;
 mod quarantine;
+mod replica;
 
 pub use digest::{DigestRelease, DigestSent, QuarantineNarrow};
 pub use domains::domain_of;
@@ -57,6 +58,10 @@ pub use protection::{
 pub use quarantine::{
     HeldRecipient, NewQuarantine, QuarantineChange, QuarantineEntry, QuarantineQuery,
     explanation_sentences,
+};
+pub use replica::{
+    ADOPTED_KEPT_SECS, ReplicaArtifact, ReplicaChanges, ReplicaOrigin, ReplicaRecipient,
+    ReplicaRecord,
 };
 
 pub const MIGRATIONS: &[&str] = &[
@@ -193,6 +198,8 @@ pub const MIGRATIONS: &[&str] = &[
     incident::MIGRATION,
     // 8: where outbound mail goes (see `mail::domains`).
     domains::MIGRATION,
+    // 9: replicas of the HA peer's queue (see `mail::replica`).
+    replica::MIGRATION,
 ];
 
 /// How the message reached us: for tracking and for the trace page.
@@ -352,6 +359,9 @@ pub struct Batch {
     pub incidents: Vec<NewIncident>,
     /// Recipient domains outbound mail of this batch goes to (one message more each).
     pub recipient_domains: Vec<String>,
+    /// Replicas of the peer's queue taken over (queued as `accepted` in the same batch):
+    /// their replica rows become tombstones.
+    pub adopted: Vec<String>,
 }
 
 impl Batch {
@@ -368,6 +378,7 @@ impl Batch {
             && self.digest_releases.is_empty()
             && self.incidents.is_empty()
             && self.recipient_domains.is_empty()
+            && self.adopted.is_empty()
     }
 
     /// Whether committing this batch makes new spool files part of the queue (the spool
@@ -735,6 +746,7 @@ impl MailDb {
             }
             for b in batches {
                 domains::record(&tx, &b.recipient_domains, now)?;
+                replica::adopted(&tx, &b.adopted, now)?;
             }
 
             for e in batches.iter().flat_map(|b| &b.events) {

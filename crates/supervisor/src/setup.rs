@@ -151,6 +151,7 @@ pub(crate) fn prepare_dirs(
             data.spool(),
             data.spool_corrupt(),
             data.quarantine(),
+            data.replica(),
             data.keys(),
             data.console(),
             data.tls(),
@@ -169,6 +170,7 @@ pub(crate) fn prepare_dirs(
         (data.spool(), 0o2750),
         (data.spool_corrupt(), 0o2750),
         (data.quarantine(), 0o2750),
+        (data.replica(), 0o2750),
         (data.mailbox(), 0o2750),
         // The group may enter: the digest key is 0640 root:palisade (the console checks
         // release links with it); other keys are the engine's alone (0600).

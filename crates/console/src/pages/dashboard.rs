@@ -356,15 +356,35 @@ pub fn ha_tile(data: &palisade_store::DataDir) -> HaTile {
     };
     let mut name = st.state.to_string();
     name[..1].make_ascii_uppercase();
+    let peer_alive = st.peer.as_ref().is_some_and(|p| p.alive);
+    let (replication, replication_warn) = match &st.replication {
+        Some(r) if r.connected => (
+            format!(
+                "spool replicated ({} of the peer's messages kept here)",
+                r.replicas
+            ),
+            false,
+        ),
+        Some(r) => (
+            format!(
+                "spool NOT replicated: {} of this unit's messages are not on the peer{}",
+                r.unreplicated,
+                r.error
+                    .as_deref()
+                    .map(|e| format!(" ({e})"))
+                    .unwrap_or_default()
+            ),
+            peer_alive,
+        ),
+        None => ("replication not reported by the engine".into(), false),
+    };
     HaTile {
         big: name,
-        detail: format!(
-            "{holds} · {peer} · epoch {} · the spool is not replicated yet",
-            st.epoch
-        ),
+        detail: format!("{holds} · {peer} · epoch {} · {replication}", st.epoch),
         warn: matches!(st.state, State::Degraded | State::Fault | State::Init)
-            || !st.peer.as_ref().is_some_and(|p| p.alive)
-            || st.address_error.is_some(),
+            || !peer_alive
+            || st.address_error.is_some()
+            || replication_warn,
     }
 }
 
@@ -491,6 +511,11 @@ mod ha_tests {
             updated_ms: now_ms,
             pid: 1,
             interval_ms: 1000,
+            replication: Some(palisade_ha::pair::ReplicationStatus {
+                connected: true,
+                replicas: 4,
+                ..Default::default()
+            }),
         };
         std::fs::write(
             data.ha().join("state.json"),
@@ -500,7 +525,31 @@ mod ha_tests {
         let t = ha_tile(&data);
         assert_eq!((t.big.as_str(), t.warn), ("Active", false), "{}", t.detail);
         assert!(
-            t.detail.contains("holds 192.0.2.10/24") && t.detail.contains("passive"),
+            t.detail.contains("holds 192.0.2.10/24")
+                && t.detail.contains("passive")
+                && t.detail.contains("spool replicated (4 of the peer"),
+            "{}",
+            t.detail
+        );
+        // The peer is there but replication is not: a warning that says how much is exposed.
+        let lagging = palisade_ha::pair::HaStatus {
+            replication: Some(palisade_ha::pair::ReplicationStatus {
+                connected: false,
+                unreplicated: 7,
+                ..Default::default()
+            }),
+            ..st.clone()
+        };
+        std::fs::write(
+            data.ha().join("state.json"),
+            serde_json::to_string(&lagging).unwrap(),
+        )
+        .unwrap();
+        let t = ha_tile(&data);
+        assert!(
+            t.warn
+                && t.detail
+                    .contains("7 of this unit's messages are not on the peer"),
             "{}",
             t.detail
         );

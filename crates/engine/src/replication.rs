@@ -1,0 +1,730 @@
+//! Spool replication between the two units of an HA pair (ARCHITECTURE.md, "Spool
+//! replication"): the committer's hook ([`Replication`] implements `spool::Replicate`), the
+//! client connection to the peer's engine with its inventory resync, the listener that keeps
+//! the peer's queue as replicas, and adoption when the HA process says the peer is gone.
+//!
+//! Blocking I/O on threads of its own: the committer is a thread, and a group must not be
+//! answered before the peer acknowledged it, so the client side is plain blocking rustls over
+//! a `TcpStream` with time limits; the listener serves at most [`MAX_PEER_CONNECTIONS`]
+//! connections, each on its own thread.
+
+use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+use palisade_ha::pair::ReplicationStatus;
+use palisade_spool::replica::{GroupChanges, ReplicaStore, Replicate, read_chunks};
+use palisade_spool::{Batch, Event, Spool};
+use palisade_store::DataDir;
+use palisade_store::mail::{ReplicaChanges, ReplicaRecord};
+use ring::hmac;
+use serde::{Deserialize, Serialize};
+
+/// Largest JSON header of a frame.
+const MAX_HEADER: usize = 16 << 20;
+/// Largest content file.
+const MAX_BLOB: u64 = 1 << 30;
+/// Messages per group of a resync.
+const RESYNC_CHUNK: usize = 32;
+/// Connections the listener serves at once (the peer needs one; a reconnect may overlap).
+const MAX_PEER_CONNECTIONS: usize = 4;
+const EXPORTER_LABEL: &[u8] = b"EXPORTER-palisade-replication";
+/// The client checks a connection this often when no group used it.
+const PING_EVERY: Duration = Duration::from_secs(2);
+/// How long the listener waits for the next frame (the client pings every 2 s).
+const IDLE_LIMIT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "t", rename_all = "snake_case")]
+enum Frame {
+    Group {
+        seq: u64,
+        messages: Vec<ReplicaRecord>,
+        #[serde(default)]
+        done: Vec<(String, i64)>,
+        #[serde(default)]
+        remove: Vec<String>,
+    },
+    Ack {
+        seq: u64,
+    },
+    Inventory {
+        ids: Vec<String>,
+    },
+    Missing {
+        ids: Vec<String>,
+        adopted: Vec<String>,
+    },
+    Ping,
+    Pong,
+    Error {
+        message: String,
+    },
+}
+
+fn write_frame(w: &mut impl Write, f: &Frame) -> io::Result<()> {
+    let json = serde_json::to_vec(f).map_err(io::Error::other)?;
+    if json.len() > MAX_HEADER {
+        return Err(io::Error::other("frame header too large"));
+    }
+    w.write_all(&(json.len() as u32).to_be_bytes())?;
+    w.write_all(&json)
+}
+
+fn read_frame(r: &mut impl Read) -> io::Result<Frame> {
+    let mut len = [0u8; 4];
+    r.read_exact(&mut len)?;
+    let len = u32::from_be_bytes(len) as usize;
+    if len > MAX_HEADER {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("frame header of {len} bytes"),
+        ));
+    }
+    let mut buf = vec![0u8; len];
+    r.read_exact(&mut buf)?;
+    serde_json::from_slice(&buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+fn read_blob_len(r: &mut impl Read) -> io::Result<u64> {
+    let mut b = [0u8; 8];
+    r.read_exact(&mut b)?;
+    Ok(u64::from_be_bytes(b))
+}
+
+/// Where the peer is, as the HA process reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Target {
+    own: IpAddr,
+    peer: Option<IpAddr>,
+    port: u16,
+    dead_time: Duration,
+}
+
+type Tls<C> = rustls::StreamOwned<C, TcpStream>;
+
+struct Conn {
+    tls: Tls<rustls::ClientConnection>,
+    peer: SocketAddr,
+    seq: u64,
+    last_used: Instant,
+}
+
+pub(crate) struct Replication {
+    data: DataDir,
+    spool_dir: PathBuf,
+    store: ReplicaStore,
+    spool: OnceLock<Spool>,
+    runner: OnceLock<crate::outbound::Runner>,
+    runtime: tokio::runtime::Handle,
+    target: Mutex<Option<Target>>,
+    conn: Mutex<Option<Conn>>,
+    status: Mutex<ReplicationStatus>,
+    listening: Mutex<Option<SocketAddr>>,
+    serving: AtomicUsize,
+    adopting: AtomicBool,
+    adopted: AtomicU64,
+    unreplicated: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn proof(key: &hmac::Key, side: &[u8], exporter: &[u8]) -> hmac::Tag {
+    let mut ctx = hmac::Context::with_key(key);
+    ctx.update(side);
+    ctx.update(exporter);
+    ctx.sign()
+}
+
+fn exporter<D>(conn: &rustls::ConnectionCommon<D>) -> io::Result<[u8; 32]> {
+    conn.export_keying_material([0u8; 32], EXPORTER_LABEL, None)
+        .map_err(io::Error::other)
+}
+
+impl Replication {
+    /// Opens the replica store (its recovery runs here) and starts the client thread. The
+    /// listener starts when the HA process first says where we are.
+    pub(crate) fn open(data: &DataDir) -> Result<Arc<Replication>, crate::EngineError> {
+        let store = ReplicaStore::open(data)?;
+        let r = Arc::new(Replication {
+            data: data.clone(),
+            spool_dir: data.spool(),
+            store,
+            spool: OnceLock::new(),
+            runner: OnceLock::new(),
+            runtime: tokio::runtime::Handle::current(),
+            target: Mutex::new(None),
+            conn: Mutex::new(None),
+            status: Mutex::new(ReplicationStatus::default()),
+            listening: Mutex::new(None),
+            serving: AtomicUsize::new(0),
+            adopting: AtomicBool::new(false),
+            adopted: AtomicU64::new(0),
+            unreplicated: AtomicU64::new(0),
+        });
+        let weak = Arc::downgrade(&r);
+        std::thread::Builder::new()
+            .name("replica-client".into())
+            .spawn(move || client_loop(weak))
+            .map_err(|e| crate::EngineError::Io {
+                context: "replication thread".into(),
+                source: e,
+            })?;
+        Ok(r)
+    }
+
+    pub(crate) fn set_spool(&self, spool: Spool) {
+        let _ = self.spool.set(spool);
+    }
+
+    pub(crate) fn set_runner(&self, runner: crate::outbound::Runner) {
+        let _ = self.runner.set(runner);
+    }
+
+    fn key(&self) -> io::Result<hmac::Key> {
+        let b = std::fs::read(self.data.replication_key())?;
+        if b.len() != 32 {
+            return Err(io::Error::other(format!(
+                "{}: {} bytes, the replication key is 32",
+                self.data.replication_key().display(),
+                b.len()
+            )));
+        }
+        Ok(hmac::Key::new(hmac::HMAC_SHA256, &b))
+    }
+
+    /// What the HA process reported. Starts the listener on our HA address; with `degraded`
+    /// queues the peer's replicas (once at a time).
+    pub(crate) fn report(
+        self: &Arc<Self>,
+        state: &str,
+        own: IpAddr,
+        peer: Option<IpAddr>,
+        port: u16,
+        dead_time: Duration,
+    ) -> ReplicationStatus {
+        let target = Target {
+            own,
+            peer,
+            port,
+            dead_time,
+        };
+        {
+            let mut t = lock(&self.target);
+            if t.as_ref() != Some(&target) {
+                tracing::info!(event = "replication.target", own = %own, peer = ?peer, port);
+                *t = Some(target.clone());
+            }
+        }
+        self.listen(SocketAddr::new(own, port));
+        if state == "degraded" {
+            self.adopt_in_background("the peer is gone");
+        }
+        self.status()
+    }
+
+    pub(crate) fn status(&self) -> ReplicationStatus {
+        let mut s = lock(&self.status).clone();
+        s.peer = lock(&self.target)
+            .as_ref()
+            .and_then(|t| t.peer.map(|p| SocketAddr::new(p, t.port).to_string()));
+        s.connected = lock(&self.conn).is_some();
+        s.unreplicated = self.unreplicated.load(Ordering::Relaxed);
+        s.replicas = self.store.count() as u64;
+        s.adopted = self.adopted.load(Ordering::Relaxed);
+        s
+    }
+
+    fn set_error(&self, e: impl std::fmt::Display) {
+        lock(&self.status).error = Some(e.to_string());
+    }
+
+    /// Queues every replica now (`palisade ha unpair`); returns how many.
+    pub(crate) async fn adopt(self: &Arc<Self>, why: &str) -> Result<usize, String> {
+        let Some(spool) = self.spool.get() else {
+            return Err("the spool is not open yet".into());
+        };
+        let n = spool
+            .adopt_replicas(&self.store)
+            .await
+            .map_err(|e| e.to_string())?;
+        if n > 0 {
+            self.adopted.fetch_add(n as u64, Ordering::Relaxed);
+            if let Some(r) = self.runner.get() {
+                r.wake();
+            }
+            tracing::warn!(
+                event = "replication.adopted",
+                messages = n,
+                reason = why,
+                "the peer's replicated messages are queued for delivery here"
+            );
+        }
+        Ok(n)
+    }
+
+    fn adopt_in_background(self: &Arc<Self>, why: &'static str) -> bool {
+        if self.adopting.swap(true, Ordering::AcqRel) {
+            return false;
+        }
+        let me = self.clone();
+        self.runtime.spawn(async move {
+            if let Err(e) = me.adopt(why).await {
+                tracing::error!(event = "replication.adopt_failed", error = %e);
+            }
+            me.adopting.store(false, Ordering::Release);
+        });
+        true
+    }
+
+    // ---- client side ----
+
+    fn connect(&self, target: &Target, peer: IpAddr) -> io::Result<Conn> {
+        let key = self.key()?;
+        let addr = SocketAddr::new(peer, target.port);
+        let tcp = TcpStream::connect_timeout(&addr, target.dead_time)?;
+        tcp.set_nodelay(true)?;
+        tcp.set_read_timeout(Some(target.dead_time))?;
+        tcp.set_write_timeout(Some(target.dead_time))?;
+        let name = rustls::pki_types::ServerName::try_from("palisade-replication")
+            .map_err(io::Error::other)?;
+        let conn = rustls::ClientConnection::new(crate::tls::replication_client(), name)
+            .map_err(io::Error::other)?;
+        let mut tls = rustls::StreamOwned::new(conn, tcp);
+        while tls.conn.is_handshaking() {
+            tls.conn.complete_io(&mut tls.sock)?;
+        }
+        let exp = exporter(&*tls.conn)?;
+        tls.write_all(proof(&key, b"client", &exp).as_ref())?;
+        tls.flush()?;
+        let mut theirs = [0u8; 32];
+        tls.read_exact(&mut theirs)?;
+        let mut msg = b"server".to_vec();
+        msg.extend_from_slice(&exp);
+        hmac::verify(&key, &msg, &theirs).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!("{addr} did not prove the pair key"),
+            )
+        })?;
+        Ok(Conn {
+            tls,
+            peer: addr,
+            seq: 0,
+            last_used: Instant::now(),
+        })
+    }
+
+    /// Sends one group and waits for its ack.
+    fn send_group(&self, c: &mut Conn, g: &GroupChanges) -> io::Result<()> {
+        c.seq += 1;
+        let seq = c.seq;
+        let frame = Frame::Group {
+            seq,
+            messages: g.records.clone(),
+            done: g.done.clone(),
+            remove: g.remove.clone(),
+        };
+        {
+            let mut w = BufWriter::with_capacity(64 * 1024, &mut c.tls);
+            write_frame(&mut w, &frame)?;
+            for r in &g.records {
+                for a in &r.artifacts {
+                    let path = palisade_spool_artifact(&self.spool_dir, &r.id, a.n);
+                    w.write_all(&a.size.to_be_bytes())?;
+                    let sent = read_chunks(&path, |chunk| w.write_all(chunk))?;
+                    if sent != a.size {
+                        return Err(io::Error::other(format!(
+                            "{}: {sent} bytes, {} recorded",
+                            path.display(),
+                            a.size
+                        )));
+                    }
+                }
+            }
+            w.flush()?;
+        }
+        c.last_used = Instant::now();
+        match read_frame(&mut c.tls)? {
+            Frame::Ack { seq: s } if s == seq => {
+                lock(&self.status).last_ack_ms = Some(palisade_store::now_unix_ms());
+                Ok(())
+            }
+            Frame::Error { message } => {
+                Err(io::Error::other(format!("the peer refused: {message}")))
+            }
+            other => Err(io::Error::other(format!("unexpected answer {other:?}"))),
+        }
+    }
+
+    /// After connecting: our inventory, then what the peer lacks, in groups. Messages the
+    /// peer adopted while we were gone leave our queue.
+    fn resync(&self) -> io::Result<()> {
+        let Some(spool) = self.spool.get() else {
+            return Ok(());
+        };
+        let (missing, adopted) = {
+            let mut guard = lock(&self.conn);
+            let Some(c) = guard.as_mut() else {
+                return Ok(());
+            };
+            let ids = lock(spool.db()).queue_ids().map_err(io::Error::other)?;
+            // Counted from here: anything accepted after this is sent as a group.
+            self.unreplicated.store(0, Ordering::Relaxed);
+            write_frame(&mut c.tls, &Frame::Inventory { ids })?;
+            c.tls.flush()?;
+            match read_frame(&mut c.tls)? {
+                Frame::Missing { ids, adopted } => (ids, adopted),
+                other => return Err(io::Error::other(format!("unexpected answer {other:?}"))),
+            }
+        };
+        if !adopted.is_empty() {
+            self.runtime.block_on(self.drop_adopted(spool, &adopted));
+        }
+        let mut sent = 0;
+        for chunk in missing.chunks(RESYNC_CHUNK) {
+            let records: Vec<ReplicaRecord> = {
+                let db = lock(spool.db());
+                chunk
+                    .iter()
+                    .filter_map(|id| db.replica_record_of(id).ok().flatten())
+                    .filter(|r| !r.recipients.is_empty())
+                    .collect()
+            };
+            if records.is_empty() {
+                continue;
+            }
+            let n = records.len();
+            let g = GroupChanges {
+                records,
+                ..Default::default()
+            };
+            let mut guard = lock(&self.conn);
+            let Some(c) = guard.as_mut() else {
+                return Err(io::Error::other("connection lost during the resync"));
+            };
+            if let Err(e) = self.send_group(c, &g) {
+                *guard = None;
+                return Err(e);
+            }
+            sent += n;
+        }
+        tracing::info!(
+            event = "replication.resynced",
+            sent,
+            peer_adopted = adopted.len()
+        );
+        Ok(())
+    }
+
+    /// The peer took these over while we were gone: they leave our queue (it delivers them).
+    async fn drop_adopted(&self, spool: &Spool, ids: &[String]) {
+        let messages: Vec<_> = {
+            let db = lock(spool.db());
+            ids.iter()
+                .filter_map(|id| db.message(id).ok().flatten())
+                .collect()
+        };
+        if messages.is_empty() {
+            return;
+        }
+        let batch = Batch {
+            remove: messages.iter().map(|m| m.id.clone()).collect(),
+            events: messages
+                .iter()
+                .map(|m| Event {
+                    queue_id: m.id.clone(),
+                    event: "adopted_by_peer".into(),
+                    rcpt: None,
+                    detail: "the peer unit delivers it: it took the message over while this unit was gone".into(),
+                    status: Some("taken over by the peer".into()),
+                })
+                .collect(),
+            ..Default::default()
+        };
+        match spool.commit(batch).await {
+            Ok(()) => {
+                for m in &messages {
+                    spool.remove_message(m);
+                }
+                tracing::warn!(
+                    event = "replication.peer_adopted",
+                    messages = messages.len()
+                );
+            }
+            Err(e) => tracing::error!(event = "replication.peer_adopted_failed", error = %e),
+        }
+    }
+
+    fn ping(&self) {
+        let mut guard = lock(&self.conn);
+        let Some(c) = guard.as_mut() else { return };
+        if c.last_used.elapsed() < PING_EVERY {
+            return;
+        }
+        let ok = write_frame(&mut c.tls, &Frame::Ping)
+            .and_then(|_| c.tls.flush())
+            .and_then(|_| read_frame(&mut c.tls))
+            .map(|f| matches!(f, Frame::Pong));
+        match ok {
+            Ok(true) => c.last_used = Instant::now(),
+            Ok(false) | Err(_) => {
+                tracing::warn!(event = "replication.disconnected", peer = %c.peer);
+                *guard = None;
+            }
+        }
+    }
+
+    // ---- listening side ----
+
+    fn listen(self: &Arc<Self>, addr: SocketAddr) {
+        let mut l = lock(&self.listening);
+        if *l == Some(addr) {
+            return;
+        }
+        let listener = match TcpListener::bind(addr) {
+            Ok(l) => l,
+            Err(e) => {
+                self.set_error(format!("listen on {addr}: {e}"));
+                return;
+            }
+        };
+        tracing::info!(event = "replication.listening", addr = %addr);
+        *l = Some(addr);
+        let weak = Arc::downgrade(self);
+        let _ = std::thread::Builder::new()
+            .name("replica-listen".into())
+            .spawn(move || {
+                for stream in listener.incoming() {
+                    let Some(me) = weak.upgrade() else { return };
+                    if *lock(&me.listening) != Some(addr) {
+                        return;
+                    }
+                    let Ok(stream) = stream else { continue };
+                    if me.serving.fetch_add(1, Ordering::AcqRel) >= MAX_PEER_CONNECTIONS {
+                        me.serving.fetch_sub(1, Ordering::AcqRel);
+                        continue;
+                    }
+                    let _ = std::thread::Builder::new()
+                        .name("replica-serve".into())
+                        .spawn(move || {
+                            let from = stream.peer_addr().ok();
+                            if let Err(e) = me.serve(stream)
+                                && e.kind() != io::ErrorKind::UnexpectedEof
+                            {
+                                tracing::warn!(event = "replication.peer_connection", from = ?from, error = %e);
+                            }
+                            me.serving.fetch_sub(1, Ordering::AcqRel);
+                        });
+                }
+            });
+    }
+
+    fn serve(&self, tcp: TcpStream) -> io::Result<()> {
+        let key = self.key()?;
+        tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
+        tcp.set_write_timeout(Some(Duration::from_secs(10)))?;
+        tcp.set_nodelay(true)?;
+        let config = crate::tls::replication_server().map_err(io::Error::other)?;
+        let conn = rustls::ServerConnection::new(config).map_err(io::Error::other)?;
+        let mut tls = rustls::StreamOwned::new(conn, tcp);
+        while tls.conn.is_handshaking() {
+            tls.conn.complete_io(&mut tls.sock)?;
+        }
+        let exp = exporter(&*tls.conn)?;
+        let mut theirs = [0u8; 32];
+        tls.read_exact(&mut theirs)?;
+        let mut msg = b"client".to_vec();
+        msg.extend_from_slice(&exp);
+        hmac::verify(&key, &msg, &theirs).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                "the client did not prove the pair key",
+            )
+        })?;
+        tls.write_all(proof(&key, b"server", &exp).as_ref())?;
+        tls.flush()?;
+        tls.sock.set_read_timeout(Some(IDLE_LIMIT))?;
+        tracing::info!(event = "replication.peer_connected", from = ?tls.sock.peer_addr().ok());
+        let mut r = BufReader::with_capacity(64 * 1024, tls);
+        loop {
+            let frame = read_frame(&mut r)?;
+            let answer = match frame {
+                Frame::Ping => Frame::Pong,
+                Frame::Group {
+                    seq,
+                    messages,
+                    done,
+                    remove,
+                } => match self.receive_group(&mut r, &messages, done, remove) {
+                    Ok(()) => Frame::Ack { seq },
+                    Err(e) => {
+                        let message = e.to_string();
+                        let _ = write_frame(
+                            r.get_mut(),
+                            &Frame::Error {
+                                message: message.clone(),
+                            },
+                        );
+                        let _ = r.get_mut().flush();
+                        return Err(io::Error::other(message));
+                    }
+                },
+                Frame::Inventory { ids } => {
+                    let (ids, adopted) = self.store.inventory(&ids).map_err(io::Error::other)?;
+                    Frame::Missing { ids, adopted }
+                }
+                other => {
+                    return Err(io::Error::other(format!("unexpected frame {other:?}")));
+                }
+            };
+            write_frame(r.get_mut(), &answer)?;
+            r.get_mut().flush()?;
+        }
+    }
+
+    fn receive_group(
+        &self,
+        r: &mut impl Read,
+        messages: &[ReplicaRecord],
+        done: Vec<(String, i64)>,
+        remove: Vec<String>,
+    ) -> io::Result<()> {
+        let mut kept: Vec<&ReplicaRecord> = Vec::new();
+        let mut files = Vec::new();
+        for m in messages {
+            let problems = m.problems();
+            if !problems.is_empty() {
+                return Err(io::Error::other(format!(
+                    "record {}: {}",
+                    m.id,
+                    problems.join("; ")
+                )));
+            }
+            let have = self.store.has(&m.id).map_err(io::Error::other)?;
+            for a in &m.artifacts {
+                let len = read_blob_len(r)?;
+                if len != a.size || len > MAX_BLOB {
+                    return Err(io::Error::other(format!(
+                        "{} content file {}: {len} bytes announced, {} recorded",
+                        m.id, a.n, a.size
+                    )));
+                }
+                let mut limited = r.take(len);
+                if have {
+                    io::copy(&mut limited, &mut io::sink())?;
+                    continue;
+                }
+                let mut f = self
+                    .store
+                    .create_file(&m.id, a.n)
+                    .map_err(io::Error::other)?;
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    let n = limited.read(&mut buf)?;
+                    if n == 0 {
+                        break;
+                    }
+                    f.write(&buf[..n])?;
+                }
+                files.push((f, a.size, a.sha256.clone()));
+            }
+            if !have {
+                kept.push(m);
+            }
+        }
+        for (f, size, sha) in files {
+            f.finish(size, &sha).map_err(io::Error::other)?;
+        }
+        self.store
+            .commit(&ReplicaChanges {
+                records: kept,
+                done,
+                remove,
+            })
+            .map_err(io::Error::other)
+    }
+}
+
+fn palisade_spool_artifact(dir: &std::path::Path, id: &str, n: u32) -> PathBuf {
+    if n == 0 {
+        dir.join(id)
+    } else {
+        dir.join(format!("{id}.{n}"))
+    }
+}
+
+impl Replicate for Replication {
+    fn replicate(&self, batches: &[&Batch]) {
+        let paired = lock(&self.target)
+            .as_ref()
+            .is_some_and(|t| t.peer.is_some());
+        if !paired {
+            return;
+        }
+        let g = GroupChanges::of(batches);
+        if g.is_empty() {
+            return;
+        }
+        let mut guard = lock(&self.conn);
+        let Some(c) = guard.as_mut() else {
+            self.unreplicated
+                .fetch_add(g.records.len() as u64, Ordering::Relaxed);
+            return;
+        };
+        if let Err(e) = self.send_group(c, &g) {
+            tracing::warn!(event = "replication.group_failed", peer = %c.peer, error = %e,
+                "answering alone: the peer did not acknowledge the group");
+            *guard = None;
+            self.unreplicated
+                .fetch_add(g.records.len() as u64, Ordering::Relaxed);
+            drop(guard);
+            self.set_error(e);
+        }
+    }
+}
+
+/// Every second: connect when there is a peer and no connection (then resync), ping an idle
+/// connection, drop it when the peer is gone from the report.
+fn client_loop(me: std::sync::Weak<Replication>) {
+    let mut last_error: Option<String> = None;
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+        let Some(me) = me.upgrade() else { return };
+        let target = lock(&me.target).clone();
+        let Some((target, peer)) = target.and_then(|t| t.peer.map(|p| (t, p))) else {
+            *lock(&me.conn) = None;
+            continue;
+        };
+        if lock(&me.conn).is_some() {
+            me.ping();
+            continue;
+        }
+        match me.connect(&target, peer) {
+            Ok(c) => {
+                tracing::info!(event = "replication.connected", peer = %c.peer);
+                *lock(&me.conn) = Some(c);
+                lock(&me.status).error = None;
+                last_error = None;
+                if let Err(e) = me.resync() {
+                    tracing::warn!(event = "replication.resync_failed", error = %e);
+                    *lock(&me.conn) = None;
+                    me.set_error(format!("resync: {e}"));
+                }
+            }
+            Err(e) => {
+                let text = e.to_string();
+                if last_error.as_deref() != Some(&text) {
+                    tracing::warn!(event = "replication.connect_failed", peer = %peer, error = %text);
+                }
+                me.set_error(&text);
+                last_error = Some(text);
+            }
+        }
+    }
+}

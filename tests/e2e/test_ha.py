@@ -14,6 +14,7 @@ each namespace's interface, SMTP from the client namespace, and the client's ARP
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -28,6 +29,7 @@ WITNESS = "10.77.0.100"
 LAN = {"a": "10.77.0.1", "b": "10.77.0.2"}
 HA = {"a": "10.78.0.1", "b": "10.78.0.2"}
 PORT = 7246
+SINK_PORT = 2526
 RUNS = int(os.environ.get("PALISADE_HA_RUNS", "3"))
 
 
@@ -136,6 +138,9 @@ def pair(request):
             units[u] = Palisade(f"{request.node.name}-{u}", {
                 "system": {"hostname": f"unit-{u}.test"},
                 "smtp": {"listen": ["0.0.0.0:2525"]},
+                # sink.test: a relay in the client namespace that the kill test starts late.
+                "domain": [{"name": "example.test", "route": "maildir"},
+                           {"name": "sink.test", "route": "smarthosts", "smarthosts": [f"{WITNESS}:{SINK_PORT}"]}],
             }, netns=net.ns[u])
         # Two standalone units, running; paired while they run (the supervisor starts `ha`).
         for u in ("a", "b"):
@@ -295,17 +300,18 @@ def test_forged_replayed_and_truncated_heartbeats_change_nothing(pair):
 SENDER = r"""
 import smtplib, sys, time, json
 vip, secs = sys.argv[1], float(sys.argv[2])
+rcpt = sys.argv[3] if len(sys.argv) > 3 else "x@example.test"
 acked, failed, i = [], 0, 0
 end = time.monotonic() + secs
 while time.monotonic() < end:
     i += 1
     mid = f"<flap-{i}@client.test>"
-    msg = f"From: a@client.test\r\nTo: x@example.test\r\nSubject: flap {i}\r\nMessage-ID: {mid}\r\n\r\nbody {i}\r\n"
+    msg = f"From: a@client.test\r\nTo: {rcpt}\r\nSubject: flap {i}\r\nMessage-ID: {mid}\r\n\r\nbody {i}\r\n"
     s = None
     try:
         s = smtplib.SMTP(vip, 2525, timeout=3)
         # sendmail returns (after the 250 to DATA) the refused recipients; it raises otherwise.
-        if not s.sendmail("a@client.test", ["x@example.test"], msg):
+        if not s.sendmail("a@client.test", [rcpt], msg):
             acked.append(mid)
     except Exception:
         failed += 1
@@ -370,3 +376,75 @@ def test_flapping_links_never_make_two_holders_and_lose_no_acknowledged_message(
     assert sent["acked"], "nothing was accepted at all"
     assert both == 0, f"both units held the address in {both} of {samples} samples"
     assert not lost, f"{len(lost)} acknowledged messages were not delivered: {lost[:5]}"
+
+
+def replication(p: Palisade) -> dict:
+    try:
+        return (status(p).get("status") or {}).get("replication") or {}
+    except (AssertionError, json.JSONDecodeError):
+        return {}
+
+
+def sink_message_ids(dump) -> dict:
+    seen = {}
+    for f in dump.iterdir():
+        data = f.read_bytes()
+        if not data.endswith(b"\n\n"):
+            continue  # still being written
+        m = re.search(rb"^Message-ID: (<flap-\d+@client.test>)", data, re.M | re.I)
+        if m:
+            seen[m.group(1).decode()] = seen.get(m.group(1).decode(), 0) + 1
+    return seen
+
+
+def test_the_active_dies_under_load_and_the_passive_delivers_every_acknowledged_message(pair, tmp_path):
+    """Spool replication: mail to a relay that is down stays queued on the active; the active
+    is SIGKILLed while clients keep sending; the passive takes over, queues the replicas and
+    delivers every message either unit acknowledged once the relay is up. Then the dead unit
+    comes back: it hears what the other took over and does not deliver it again."""
+    net, units = pair
+    wait_for(lambda: all(replication(units[u]).get("connected") for u in "ab"), 30,
+             what="replication connected both ways")
+    secs = float(os.environ.get("PALISADE_HA_KILL_SECS", "20"))
+    sender = subprocess.Popen(["ip", "netns", "exec", net.ns["c"], "python3", "-c", SENDER, VIP, str(secs),
+                               "x@sink.test"], stdout=subprocess.PIPE, text=True)
+    time.sleep(secs / 2)
+    before = replication(units["b"]).get("replicas", 0)
+    t0 = time.monotonic()
+    net.kill_all("a")
+    wait_for(lambda: net.holds("b"), 15, interval=0.05, what="b takes the address")
+    out, _ = sender.communicate(timeout=120)
+    sent = json.loads(out)
+    assert sent["acked"], "nothing was accepted"
+    wait_for(lambda: replication(units["b"]).get("adopted", 0) > 0, 30, what="b queues a's replicated messages")
+    adopted = replication(units["b"])["adopted"]
+    # The relay comes up only now: nothing reached it before a died.
+    dump = tmp_path / "dump"
+    dump.mkdir()
+    sink = subprocess.Popen(["ip", "netns", "exec", net.ns["c"], shutil.which("smtp-sink") or "/usr/sbin/smtp-sink",
+                             "-u", "root", "-d", f"{dump}/%H%M%S.", f"{WITNESS}:{SINK_PORT}", "1000"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: set(sent["acked"]) <= set(sink_message_ids(dump)), 180,
+                 what="every acknowledged message delivered by b")
+        t_all = time.monotonic() - t0
+        delivered = sink_message_ids(dump)
+        # a comes back: it must learn what b took over and not deliver it again.
+        restart(net, units["a"], "a")
+        wait_for(lambda: state(units["a"]) == "passive", 30, what="a back as passive")
+        wait_for(lambda: replication(units["a"]).get("connected"), 30, what="a's replication reconnected")
+        units["a"].wait_queue_empty(60)
+        time.sleep(3)
+        after = sink_message_ids(dump)
+    finally:
+        sink.terminate()
+        sink.wait(10)
+    lost = [m for m in sent["acked"] if m not in delivered]
+    dup_takeover = sum(n - 1 for n in delivered.values() if n > 1)
+    dup_return = sum(after.values()) - sum(delivered.values())
+    record("kill_under_load", secs=secs, tried=sent["tried"], acknowledged=len(sent["acked"]),
+           refused_or_cut=sent["failed"], replicas_on_b_before_kill=before, adopted=adopted,
+           delivered=len(delivered), lost=len(lost), duplicates_at_takeover=dup_takeover,
+           delivered_again_after_return=dup_return, all_delivered_s=round(t_all, 1))
+    assert not lost, f"{len(lost)} acknowledged messages were never delivered: {lost[:5]}"
+    assert dup_return == 0, f"a delivered {dup_return} messages b had already taken over"

@@ -36,6 +36,10 @@ const EXPORTER_LABEL: &[u8] = b"EXPORTER-palisade-replication";
 const PING_EVERY: Duration = Duration::from_secs(2);
 /// How long the listener waits for the next frame (the client pings every 2 s).
 const IDLE_LIMIT: Duration = Duration::from_secs(30);
+/// A paired unit starting up holds back its queue until its first resync with the peer (or
+/// this long): a unit coming back must first hear which of its messages the peer took over
+/// while it was gone, or it would deliver them a second time.
+const START_HOLD: Duration = Duration::from_secs(20);
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "t", rename_all = "snake_case")]
@@ -128,6 +132,10 @@ pub(crate) struct Replication {
     adopting: AtomicBool,
     adopted: AtomicU64,
     unreplicated: AtomicU64,
+    /// Paired when the engine started (the replication key was there).
+    paired_at_start: bool,
+    started: Instant,
+    resynced: AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -166,6 +174,9 @@ impl Replication {
             adopting: AtomicBool::new(false),
             adopted: AtomicU64::new(0),
             unreplicated: AtomicU64::new(0),
+            paired_at_start: data.replication_key().exists(),
+            started: Instant::now(),
+            resynced: AtomicBool::new(false),
         });
         let weak = Arc::downgrade(&r);
         std::thread::Builder::new()
@@ -180,6 +191,14 @@ impl Replication {
 
     pub(crate) fn set_spool(&self, spool: Spool) {
         let _ = self.spool.set(spool);
+    }
+
+    /// Whether the queue runner may deliver what was queued before the engine started (see
+    /// [`START_HOLD`]). Mail accepted since is never held.
+    pub(crate) fn may_deliver_queue(&self) -> bool {
+        !self.paired_at_start
+            || self.resynced.load(Ordering::Relaxed)
+            || self.started.elapsed() >= START_HOLD
     }
 
     pub(crate) fn set_runner(&self, runner: crate::outbound::Runner) {

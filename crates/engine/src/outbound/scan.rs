@@ -23,6 +23,13 @@ pub(super) async fn scan_loop(inner: Arc<Inner>) {
         if inner.shared.is_shutting_down() {
             return;
         }
+        if inner
+            .shared
+            .replication()
+            .is_some_and(|r| !r.may_deliver_queue())
+        {
+            continue;
+        }
         let shared = inner.shared.clone();
         let skip: Vec<String> = inner
             .state

@@ -204,6 +204,20 @@ def test_forged_replayed_and_truncated_heartbeats_change_nothing(pair):
     assert net.holders() == ["a"]
     record("forged_frames", refused_a=after["a"]["refused"], refused_b=after["b"]["refused"])
 
+    # A stranger on the HA link cannot speak spool replication: a TLS session without the
+    # pair key's proof gets no answer and is closed; the units' own connection stays up.
+    probe = ("import os,socket,ssl\n"
+             "c=ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT);c.check_hostname=False;c.verify_mode=ssl.CERT_NONE\n"
+             f"s=c.wrap_socket(socket.create_connection(('{HA['a']}',{PORT + 1}),timeout=5))\n"
+             "v=s.version()\n"
+             "s.sendall(os.urandom(32))\n"
+             "try:\n    d=s.recv(64)\nexcept (ssl.SSLError,OSError):\n    d=b''\n"
+             "print(v,len(d))")
+    out = sh("ip", "netns", "exec", net.ns["b"], "python3", "-c", probe).split()
+    assert out == ["TLSv1.3", "0"], out
+    wait_for(lambda: "did not prove the pair key" in units["a"].log_text(), 10, what="the refusal logged")
+    assert replication(units["a"]).get("connected") and replication(units["b"]).get("connected")
+
 
 SENDER = r"""
 import smtplib, sys, time, json

@@ -132,6 +132,8 @@ pub(crate) struct Replication {
     adopting: AtomicBool,
     adopted: AtomicU64,
     unreplicated: AtomicU64,
+    /// Whether `conn` holds a connection (read without its lock).
+    connected: AtomicBool,
     /// Paired when the engine started (the replication key was there).
     paired_at_start: bool,
     started: Instant,
@@ -174,6 +176,7 @@ impl Replication {
             adopting: AtomicBool::new(false),
             adopted: AtomicU64::new(0),
             unreplicated: AtomicU64::new(0),
+            connected: AtomicBool::new(false),
             paired_at_start: data.replication_key().exists(),
             started: Instant::now(),
             resynced: AtomicBool::new(false),
@@ -252,7 +255,9 @@ impl Replication {
         s.peer = lock(&self.target)
             .as_ref()
             .and_then(|t| t.peer.map(|p| SocketAddr::new(p, t.port).to_string()));
-        s.connected = lock(&self.conn).is_some();
+        // Never the connection's lock: a group may hold it for seconds, and this answers the
+        // HA process's health report, which must not wait on the peer.
+        s.connected = self.connected.load(Ordering::Relaxed);
         s.unreplicated = self.unreplicated.load(Ordering::Relaxed);
         s.replicas = self.store.count() as u64;
         s.adopted = self.adopted.load(Ordering::Relaxed);
@@ -429,6 +434,8 @@ impl Replication {
             };
             if let Err(e) = self.send_group(c, &g) {
                 *guard = None;
+                self.connected.store(false, Ordering::Relaxed);
+                self.connected.store(false, Ordering::Relaxed);
                 return Err(e);
             }
             sent += n;
@@ -495,6 +502,8 @@ impl Replication {
             Ok(false) | Err(_) => {
                 tracing::warn!(event = "replication.disconnected", peer = %c.peer);
                 *guard = None;
+                self.connected.store(false, Ordering::Relaxed);
+                self.connected.store(false, Ordering::Relaxed);
             }
         }
     }
@@ -700,6 +709,7 @@ impl Replicate for Replication {
             tracing::warn!(event = "replication.group_failed", peer = %c.peer, error = %e,
                 "answering alone: the peer did not acknowledge the group");
             *guard = None;
+            self.connected.store(false, Ordering::Relaxed);
             self.unreplicated
                 .fetch_add(g.records.len() as u64, Ordering::Relaxed);
             drop(guard);
@@ -718,6 +728,7 @@ fn client_loop(me: std::sync::Weak<Replication>) {
         let target = lock(&me.target).clone();
         let Some((target, peer)) = target.and_then(|t| t.peer.map(|p| (t, p))) else {
             *lock(&me.conn) = None;
+            me.connected.store(false, Ordering::Relaxed);
             continue;
         };
         if lock(&me.conn).is_some() {
@@ -728,11 +739,13 @@ fn client_loop(me: std::sync::Weak<Replication>) {
             Ok(c) => {
                 tracing::info!(event = "replication.connected", peer = %c.peer);
                 *lock(&me.conn) = Some(c);
+                me.connected.store(true, Ordering::Relaxed);
                 lock(&me.status).error = None;
                 last_error = None;
                 if let Err(e) = me.resync() {
                     tracing::warn!(event = "replication.resync_failed", error = %e);
                     *lock(&me.conn) = None;
+                    me.connected.store(false, Ordering::Relaxed);
                     me.set_error(format!("resync: {e}"));
                 }
             }

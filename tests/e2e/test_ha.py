@@ -161,6 +161,25 @@ def test_witness_decides_who_holds_when_the_units_are_cut_apart(pair):
     record("split_brain", overlap_samples=seen_both)
     assert seen_both == 0, f"both units held the address in {seen_both} samples"
 
+    # Configuration converges on the holder's: a change made on the passive (here while the
+    # pair is whole; apart it is the same) is replaced by the holder's configuration at its
+    # next change; each unit keeps its own host name and listeners.
+    def add_domain(p, name, tmp):
+        text = p.cli("config", "export").stdout + f'\n[[domain]]\nname = "{name}"\nroute = "maildir"\n'
+        f = p.dir / tmp
+        f.write_text(text)
+        p.cli("config", "import", str(f), "--comment", f"add {name}")
+
+    add_domain(units["a"], "stray.test", "stray.toml")
+    add_domain(units["b"], "converge.test", "converge.toml")
+    wait_for(lambda: "converge.test" in units["a"].cli("config", "export").stdout, 20,
+             what="the passive takes the holder's configuration")
+    exported = units["a"].cli("config", "export").stdout
+    assert "stray.test" not in exported, "the passive's own change survived"
+    assert 'hostname = "unit-a.test"' in exported, "the passive lost its own host name"
+    audit = units["a"].cli("audit", "list", "--json", "--action", "config.", json_out=True)
+    assert any(a["actor"] == "ha-peer" for a in audit), audit
+
 
 def test_forged_replayed_and_truncated_heartbeats_change_nothing(pair):
     net, units = pair

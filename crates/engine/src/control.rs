@@ -510,7 +510,7 @@ async fn stats(shared: &Arc<Shared>) -> ControlResponse {
     }
 }
 
-async fn reload(shared: &Arc<Shared>) -> ControlResponse {
+pub(crate) async fn reload(shared: &Arc<Shared>) -> ControlResponse {
     let data = shared.data.clone();
     let rev = tokio::task::spawn_blocking(move || {
         ConfigStore::open(&data.config_db()).and_then(|s| s.current())

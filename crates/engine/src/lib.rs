@@ -101,6 +101,18 @@ pub async fn run(opts: EngineOptions) -> Result<(), EngineError> {
     let listeners = listeners::take(&config.config)?;
     let shared = Arc::new(Shared::new(data.clone(), config, spool, tls));
     shared.set_replication(replication.clone());
+    {
+        // A configuration the active unit replicated here is applied like a reload request.
+        let weak = Arc::downgrade(&shared);
+        let handle = tokio::runtime::Handle::current();
+        replication.set_on_config(Box::new(move || {
+            if let Some(shared) = weak.upgrade() {
+                handle.spawn(async move {
+                    control::reload(&shared).await;
+                });
+            }
+        }));
+    }
 
     let runner = outbound::Runner::start(shared.clone());
     shared.set_runner(runner.clone());

@@ -36,6 +36,9 @@ const EXPORTER_LABEL: &[u8] = b"EXPORTER-palisade-replication";
 const PING_EVERY: Duration = Duration::from_secs(2);
 /// How long the listener waits for the next frame (the client pings every 2 s).
 const IDLE_LIMIT: Duration = Duration::from_secs(30);
+/// The unit holding the address sends its configuration again this often (and at once after
+/// every change), so that the passive converges on it.
+const CONFIG_RESEND: Duration = Duration::from_secs(30);
 /// A paired unit starting up holds back its queue until its first resync with the peer (or
 /// this long): a unit coming back must first hear which of its messages the peer took over
 /// while it was gone, or it would deliver them a second time.
@@ -61,6 +64,15 @@ enum Frame {
     Missing {
         ids: Vec<String>,
         adopted: Vec<String>,
+    },
+    /// The active unit's configuration (its current revision, as TOML).
+    Config {
+        revision: i64,
+        toml: String,
+    },
+    /// Whether the listener made it its own configuration (only a passive unit does).
+    ConfigAck {
+        applied: bool,
     },
     Ping,
     Pong,
@@ -134,6 +146,12 @@ pub(crate) struct Replication {
     unreplicated: AtomicU64,
     /// Whether `conn` holds a connection (read without its lock).
     connected: AtomicBool,
+    /// Our state in the pair, as the HA process last reported it.
+    ha_state: Mutex<String>,
+    /// The configuration revision last sent on the current connection, and when.
+    config_sent: Mutex<Option<(i64, Instant)>>,
+    /// Applies a configuration revision the peer made current here (the engine's reload).
+    on_config: OnceLock<Box<dyn Fn() + Send + Sync>>,
     /// Paired when the engine started (the replication key was there).
     paired_at_start: bool,
     started: Instant,
@@ -177,6 +195,9 @@ impl Replication {
             adopted: AtomicU64::new(0),
             unreplicated: AtomicU64::new(0),
             connected: AtomicBool::new(false),
+            ha_state: Mutex::new(String::new()),
+            config_sent: Mutex::new(None),
+            on_config: OnceLock::new(),
             paired_at_start: data.replication_key().exists(),
             started: Instant::now(),
             resynced: AtomicBool::new(false),
@@ -202,6 +223,10 @@ impl Replication {
         !self.paired_at_start
             || self.resynced.load(Ordering::Relaxed)
             || self.started.elapsed() >= START_HOLD
+    }
+
+    pub(crate) fn set_on_config(&self, f: Box<dyn Fn() + Send + Sync>) {
+        let _ = self.on_config.set(f);
     }
 
     pub(crate) fn set_runner(&self, runner: crate::outbound::Runner) {
@@ -243,6 +268,7 @@ impl Replication {
                 *t = Some(target.clone());
             }
         }
+        *lock(&self.ha_state) = state.to_string();
         self.listen(SocketAddr::new(own, port));
         if state == "degraded" {
             self.adopt_in_background("the peer is gone");
@@ -487,6 +513,102 @@ impl Replication {
         }
     }
 
+    /// On the unit holding the address: sends its configuration when the peer has not had
+    /// this revision yet (on every new connection, and after every change).
+    fn send_config(&self) -> io::Result<()> {
+        if !matches!(lock(&self.ha_state).as_str(), "active" | "degraded") {
+            return Ok(());
+        }
+        let rev = palisade_store::ConfigStore::open(&self.data.config_db())
+            .and_then(|s| s.current())
+            .map_err(io::Error::other)?;
+        let Some(rev) = rev else { return Ok(()) };
+        // Again every CONFIG_RESEND too: a change made on the passive meanwhile is undone.
+        if lock(&self.config_sent)
+            .is_some_and(|(id, at)| id == rev.id && at.elapsed() < CONFIG_RESEND)
+        {
+            return Ok(());
+        }
+        let mut guard = lock(&self.conn);
+        let Some(c) = guard.as_mut() else {
+            return Ok(());
+        };
+        let res = write_frame(
+            &mut c.tls,
+            &Frame::Config {
+                revision: rev.id,
+                toml: rev.config.to_toml(),
+            },
+        )
+        .and_then(|_| c.tls.flush())
+        .and_then(|_| read_frame(&mut c.tls));
+        match res {
+            Ok(Frame::ConfigAck { applied }) => {
+                c.last_used = Instant::now();
+                *lock(&self.config_sent) = Some((rev.id, Instant::now()));
+                if applied {
+                    tracing::info!(event = "replication.config_sent", revision = rev.id);
+                }
+                Ok(())
+            }
+            Ok(other) => {
+                *guard = None;
+                self.connected.store(false, Ordering::Relaxed);
+                Err(io::Error::other(format!("unexpected answer {other:?}")))
+            }
+            Err(e) => {
+                *guard = None;
+                self.connected.store(false, Ordering::Relaxed);
+                Err(e)
+            }
+        }
+    }
+
+    /// On a passive unit: the active's configuration becomes ours (with our own identity and
+    /// listeners), as a new revision, audited, and applied. Returns whether it changed
+    /// anything.
+    fn receive_config(&self, revision: i64, toml: &str, from: &str) -> Result<bool, String> {
+        if lock(&self.ha_state).as_str() != "passive" {
+            return Ok(false);
+        }
+        let theirs = palisade_store::Config::from_toml(toml).map_err(|p| {
+            p.iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join("; ")
+        })?;
+        let mut store =
+            palisade_store::ConfigStore::open(&self.data.config_db()).map_err(|e| e.to_string())?;
+        let Some(local) = store.current().map_err(|e| e.to_string())? else {
+            return Ok(false);
+        };
+        let merged = theirs.replicated_onto(&local.config);
+        if merged.to_toml() == local.config.to_toml() {
+            return Ok(false);
+        }
+        let mut audit =
+            palisade_store::AuditLog::open(&self.data.audit_db()).map_err(|e| e.to_string())?;
+        let rev = store
+            .commit_audited(
+                &mut audit,
+                &merged,
+                "ha-peer",
+                from,
+                &format!("replicated from the active unit of the pair (its revision {revision})"),
+                Some(local.id),
+            )
+            .map_err(|e| e.to_string())?;
+        tracing::info!(
+            event = "replication.config_applied",
+            revision = rev.id,
+            peer_revision = revision
+        );
+        if let Some(f) = self.on_config.get() {
+            f();
+        }
+        Ok(true)
+    }
+
     fn ping(&self) {
         let mut guard = lock(&self.conn);
         let Some(c) = guard.as_mut() else { return };
@@ -606,6 +728,21 @@ impl Replication {
                 Frame::Inventory { ids } => {
                     let (ids, adopted) = self.store.inventory(&ids).map_err(io::Error::other)?;
                     Frame::Missing { ids, adopted }
+                }
+                Frame::Config { revision, toml } => {
+                    let from = r
+                        .get_ref()
+                        .sock
+                        .peer_addr()
+                        .map(|a| a.ip().to_string())
+                        .unwrap_or_default();
+                    match self.receive_config(revision, &toml, &from) {
+                        Ok(applied) => Frame::ConfigAck { applied },
+                        Err(e) => {
+                            tracing::error!(event = "replication.config_refused", peer_revision = revision, error = %e);
+                            Frame::ConfigAck { applied: false }
+                        }
+                    }
                 }
                 other => {
                     return Err(io::Error::other(format!("unexpected frame {other:?}")));
@@ -732,6 +869,9 @@ fn client_loop(me: std::sync::Weak<Replication>) {
             continue;
         };
         if lock(&me.conn).is_some() {
+            if let Err(e) = me.send_config() {
+                tracing::warn!(event = "replication.config_send_failed", error = %e);
+            }
             me.ping();
             continue;
         }
@@ -740,6 +880,7 @@ fn client_loop(me: std::sync::Weak<Replication>) {
                 tracing::info!(event = "replication.connected", peer = %c.peer);
                 *lock(&me.conn) = Some(c);
                 me.connected.store(true, Ordering::Relaxed);
+                *lock(&me.config_sent) = None;
                 lock(&me.status).error = None;
                 last_error = None;
                 if let Err(e) = me.resync() {

@@ -514,6 +514,20 @@ pub fn is_valid_domain(name: &str) -> bool {
 }
 
 impl Config {
+    /// What a passive unit of an HA pair runs (ARCHITECTURE.md, "Configuration
+    /// replication"): the active unit's configuration, with this unit's own identity and
+    /// listeners kept — `system.hostname`, the SMTP and submission listeners, the console's
+    /// listeners and the names it is reached by.
+    pub fn replicated_onto(&self, local: &Config) -> Config {
+        let mut c = self.clone();
+        c.system.hostname = local.system.hostname.clone();
+        c.smtp.listen = local.smtp.listen.clone();
+        c.smtp.submission_listen = local.smtp.submission_listen.clone();
+        c.console.listen = local.console.listen.clone();
+        c.console.hostnames = local.console.hostnames.clone();
+        c
+    }
+
     /// Every semantic problem at once. An empty list means the configuration can be applied.
     pub fn problems(&self) -> Vec<Problem> {
         let mut p = Vec::new();

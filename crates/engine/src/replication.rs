@@ -385,7 +385,7 @@ impl Replication {
             write_frame(&mut w, &frame)?;
             for r in &g.records {
                 for a in &r.artifacts {
-                    let path = palisade_spool_artifact(&self.spool_dir, &r.id, a.n);
+                    let path = palisade_spool::artifact_path(&self.spool_dir, &r.id, a.n);
                     w.write_all(&a.size.to_be_bytes())?;
                     let sent = read_chunks(&path, |chunk| w.write_all(chunk))?;
                     if sent != a.size {
@@ -813,14 +813,6 @@ impl Replication {
                 remove,
             })
             .map_err(io::Error::other)
-    }
-}
-
-fn palisade_spool_artifact(dir: &std::path::Path, id: &str, n: u32) -> PathBuf {
-    if n == 0 {
-        dir.join(id)
-    } else {
-        dir.join(format!("{id}.{n}"))
     }
 }
 

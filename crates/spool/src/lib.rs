@@ -271,7 +271,9 @@ pub(crate) fn verify_file(path: &Path, size: u64, sha256: &[u8]) -> Result<(), S
     }
 }
 
-pub(crate) fn artifact_path(dir: &Path, id: &str, n: u32) -> PathBuf {
+/// Content file `n` of message `id` in `dir` (`<id>` for 0, `<id>.<n>` else): the spool's and the
+/// replica store's naming.
+pub fn artifact_path(dir: &Path, id: &str, n: u32) -> PathBuf {
     if n == 0 {
         dir.join(id)
     } else {

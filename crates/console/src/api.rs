@@ -235,6 +235,7 @@ pub async fn config_rollback(
     p: Principal,
     Json(b): Json<RollbackBody>,
 ) -> ApiResult {
+    crate::forms::refuse_if_passive(&state)?;
     let (actor, source) = (p.actor(), p.source.clone());
     let rev = state
         .db(move |s| {

@@ -90,6 +90,15 @@ pub enum EditOutcome {
     Invalid(Vec<Problem>),
 }
 
+/// A passive unit of an HA pair takes its configuration from the active one: changes made
+/// here (forms, the API, rollbacks) are refused with a sentence naming where to make them.
+pub fn refuse_if_passive(state: &AppState) -> Result<(), AppError> {
+    match crate::pages::dashboard::passive_refusal(state.data()) {
+        Some(why) => Err(AppError::Conflict(why)),
+        None => Ok(()),
+    }
+}
+
 /// Applies `edit` to the revision the form was rendered from (`revision`) and commits it.
 /// `edit` returns the revision comment and the problems it met while parsing; the
 /// configuration's own validation adds the rest (one report with everything).
@@ -102,6 +111,7 @@ pub async fn edit_config<F>(
 where
     F: FnOnce(&mut Config) -> (String, Vec<Problem>) + Send + 'static,
 {
+    refuse_if_passive(state)?;
     let (actor, source) = (p.actor(), p.source.clone());
     let outcome = state
         .db(move |s| {

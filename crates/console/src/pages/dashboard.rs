@@ -312,6 +312,31 @@ pub struct HaTile {
 
 /// Reads `DIR/ha/` (the pair settings exist while paired; `palisade ha` refreshes
 /// `state.json` every interval).
+/// Why this unit's configuration cannot be changed here: it is the passive unit of a pair,
+/// whose configuration follows the active one (ARCHITECTURE.md, "Configuration
+/// replication"; a change made here would be undone). `None` standalone, active, or when the
+/// HA process is not running (then nothing would undo it).
+pub fn passive_refusal(data: &palisade_store::DataDir) -> Option<String> {
+    let dir = data.ha();
+    if !dir.join("pair.toml").exists() {
+        return None;
+    }
+    let st: palisade_ha::pair::HaStatus =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("state.json")).ok()?).ok()?;
+    if !st.is_fresh(palisade_store::now_unix_ms()) || st.state != palisade_ha::State::Passive {
+        return None;
+    }
+    let active = st
+        .peer
+        .as_ref()
+        .and_then(|p| p.address)
+        .map(|a| format!(" ({a} on the HA link, or the floating address {})", st.vip))
+        .unwrap_or_default();
+    Some(format!(
+        "This unit is the passive unit of a high-availability pair: its configuration follows the active unit's. Make the change on the active unit{active}."
+    ))
+}
+
 pub fn ha_tile(data: &palisade_store::DataDir) -> HaTile {
     let dir = data.ha();
     if !dir.join("pair.toml").exists() {
@@ -556,7 +581,7 @@ mod ha_tests {
         let degraded = palisade_ha::pair::HaStatus {
             state: palisade_ha::State::Degraded,
             peer: None,
-            ..st
+            ..st.clone()
         };
         std::fs::write(
             data.ha().join("state.json"),
@@ -565,6 +590,22 @@ mod ha_tests {
         .unwrap();
         let t = ha_tile(&data);
         assert_eq!((t.big.as_str(), t.warn), ("Degraded", true));
+        assert_eq!(
+            passive_refusal(&data),
+            None,
+            "a unit holding the address changes its configuration"
+        );
+        let passive = palisade_ha::pair::HaStatus {
+            state: palisade_ha::State::Passive,
+            ..st.clone()
+        };
+        std::fs::write(
+            data.ha().join("state.json"),
+            serde_json::to_string(&passive).unwrap(),
+        )
+        .unwrap();
+        let why = passive_refusal(&data).expect("a passive unit refuses configuration changes");
+        assert!(why.contains("10.0.0.2"), "{why}");
         let _ = std::fs::remove_dir_all(&root);
     }
 }

@@ -327,6 +327,7 @@ pub async fn rollback(
     p: Principal,
     Form(f): Form<RollbackForm>,
 ) -> Result<Response, AppError> {
+    crate::forms::refuse_if_passive(&state)?;
     let (actor, source) = (p.actor(), p.source.clone());
     let rev = state
         .db(move |s| {

@@ -16,7 +16,9 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -511,3 +513,83 @@ def test_no_acknowledged_message_is_lost_through_kills_and_cut_ha_links(pair, tm
     assert len(sent["acked"]) == count, f"{count - len(sent['acked'])} messages never got a 250"
     assert kills >= 1, "the test never killed a unit"
     assert not lost, f"{len(lost)} acknowledged messages never reached the relay: {lost[:5]}"
+
+
+CONSOLE_STEP = r"""
+import re, sys
+sys.path.insert(0, sys.argv[1])
+from abuse import CSRF_RE, Console, logged_in
+port, otp, step = int(sys.argv[2]), sys.argv[3], sys.argv[4]
+form = dict(a.split("=", 1) for a in sys.argv[5:])
+c = Console(port)
+r = c.login("admin", otp)
+assert logged_in(r), (r, r.text[:300])
+if r.headers["Location"] == "/password":
+    r = c.change_password(otp, "correct horse battery staple 12")
+    assert r.status in (302, 303), (r, r.text[:300])
+    c = Console(port)
+    r = c.login("admin", "correct horse battery staple 12")
+    assert logged_in(r), r
+page = c.get("/system/ha")
+assert page.status == 200, (page, page.text[:300])
+form["csrf"] = CSRF_RE.search(page.text).group(1)
+r = c.request("POST", f"/system/ha/{step}", form)
+if step == "create":
+    assert r.status == 200, (r, r.text[:500])
+    print(re.search(r'class="secret mono">([^<]+)<', r.text).group(1).strip())
+else:
+    assert r.status in (302, 303), (r, r.text[:500])
+    print(c.get("/system/ha").text)
+"""
+
+
+def console_step(net, p: Palisade, u: str, step: str, **form) -> str:
+    """One action on a unit's console page System → High availability, as an administrator
+    (logged in from inside the unit's namespace, where the console listens)."""
+    from abuse import one_time_password
+    lib = str(Path(__file__).resolve().parent.parent / "lib")
+    args = ["ip", "netns", "exec", net.ns[u], sys.executable, "-c", CONSOLE_STEP, lib, str(p.console_port),
+            one_time_password(p), step, *[f"{k}={v}" for k, v in form.items()]]
+    r = subprocess.run(args, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return r.stdout.strip()
+
+
+def test_pairing_from_the_console(request):
+    """The issue's pairing: "create pair" on the first unit's console shows the code once,
+    "join pair" on the second takes it; both are audited with the administrator as actor;
+    "unpair" on the console leaves the pair."""
+    if os.geteuid() != 0:
+        pytest.skip("network namespaces need root")
+    net = Net().up()
+    units = {}
+    try:
+        for u in ("a", "b"):
+            units[u] = Palisade(f"{u}-{request.node.name}", {
+                "system": {"hostname": f"unit-{u}.test"},
+                "smtp": {"listen": ["0.0.0.0:2525"]},
+            }, netns=net.ns[u])
+            units[u].start(wait=False)
+        for u in ("a", "b"):
+            units[u].wait_ready()
+        code = console_step(net, units["a"], "a", "create", vip=f"{VIP}/24", interface="lan0",
+                            ha_address=HA["a"], witness=WITNESS)
+        assert code.startswith("PAL1-"), code
+        page = console_step(net, units["b"], "b", "join", code=code, peer=HA["a"], ha_address=HA["b"],
+                            interface="", witness=WITNESS)
+        assert "joined" in page or "paired" in page, page[:2000]
+        wait_for(lambda: net.holders() == ["a"] and state(units["b"]) == "passive", 30,
+                 what="a active, b passive after pairing from the console")
+        wait_for(lambda: replication(units["b"]).get("connected"), 30, what="replication connected")
+        for u, action in (("a", "ha.create"), ("b", "ha.join")):
+            audit = units[u].cli("audit", "list", "--json", "--action", action, json_out=True)
+            assert audit and audit[0]["actor"] == "admin", audit
+        # The code is not kept anywhere the console writes.
+        assert code not in units["a"].log_text()
+        page = console_step(net, units["b"], "b", "unpair")
+        assert "Standalone" in page, page[:2000]
+        wait_for(lambda: units["b"].child("ha")["state"] == "stopped", 20, what="b's ha process stopped")
+    finally:
+        for p in units.values():
+            p.cleanup()
+        net.down()

@@ -9,7 +9,7 @@ use axum::routing::{delete, get, post};
 use crate::auth::{self, BODY_LIMIT, Perm, with_perm};
 use crate::pages::{
     account, audit, dashboard, dkim, dlp, incidents, mailflow, protection, quarantine, queue,
-    system, tracking, users,
+    ha, system, tracking, users,
 };
 use crate::state::AppState;
 use crate::{api, pages, security};
@@ -120,6 +120,7 @@ fn pages(state: &AppState) -> Router<AppState> {
             ViewSystem,
             Router::new()
                 .route("/system", get(system::page))
+                .route("/system/ha", get(ha::page))
                 .route("/system/backup.toml", get(system::backup)),
         ))
         .merge(with_perm(
@@ -130,7 +131,11 @@ fn pages(state: &AppState) -> Router<AppState> {
                 .route("/system/restore/apply", post(system::restore_apply))
                 .route("/system/rollback", post(system::rollback))
                 .route("/system/restart", post(system::restart))
-                .route("/system/certificate", post(system::certificate)),
+                .route("/system/certificate", post(system::certificate))
+                .route("/system/ha/create", post(ha::create))
+                .route("/system/ha/join", post(ha::join))
+                .route("/system/ha/failover", post(ha::failover))
+                .route("/system/ha/unpair", post(ha::unpair)),
         ))
         .merge(with_perm(
             OwnAccount,

@@ -34,6 +34,38 @@ pub enum Request {
         cert_pem: String,
         key_pem: String,
     },
+    /// Make or leave a high-availability pair (the console's "create pair", "join pair",
+    /// "unpair"): the supervisor writes `DIR/ha/` as root with the command line's sequence,
+    /// audited with `actor`/`source`, then restarts its `ha` child. On create the answer is
+    /// `Paired` with the pairing code (shown once by the caller, never stored).
+    HaPair {
+        action: HaPairAction,
+        actor: String,
+        source: String,
+    },
+}
+
+/// See [`Request::HaPair`]. `vip` is `ADDR/PREFIX`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "do", rename_all = "snake_case")]
+pub enum HaPairAction {
+    Create {
+        vip: String,
+        interface: String,
+        ha_address: std::net::IpAddr,
+        #[serde(default)]
+        witness: Option<std::net::IpAddr>,
+    },
+    Join {
+        code: String,
+        peer: std::net::IpAddr,
+        ha_address: std::net::IpAddr,
+        #[serde(default)]
+        interface: Option<String>,
+        #[serde(default)]
+        witness: Option<std::net::IpAddr>,
+    },
+    Unpair,
 }
 
 /// Where a service is in its life. `crash_loop` wins over the others: it says the service
@@ -113,6 +145,12 @@ pub enum Response {
     Status(Status),
     Ok { message: String },
     Error { message: String },
+    /// `HaPair` done; `code` is the pairing code on create.
+    Paired {
+        message: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        code: Option<String>,
+    },
 }
 
 impl crate::server::Reply for Response {

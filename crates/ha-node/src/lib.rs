@@ -15,6 +15,7 @@
 pub mod address;
 pub mod announce;
 pub mod files;
+pub mod pairing;
 pub mod witness;
 
 use std::net::{IpAddr, SocketAddr};

@@ -5,11 +5,12 @@
 use std::net::IpAddr;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Result, bail};
 use clap::Subcommand;
 use palisade_control::ha::{Request, Response};
 use palisade_ha_node::HaDir;
-use palisade_store::{AuditLog, DataDir};
+use palisade_ha_node::pairing::{self, PairAction};
+use palisade_store::DataDir;
 use serde_json::json;
 
 #[derive(Subcommand)]
@@ -68,21 +69,17 @@ pub fn run(data: &DataDir, cmd: HaCmd, actor: &str) -> Result<ExitCode> {
             ha_address,
             witness,
         } => {
-            let (addr, prefix) = parse_vip(&vip)?;
-            let code = dir.create(addr, prefix, &interface, ha_address, witness)?;
-            hand_over(data)?;
-            audit(
-                data,
-                actor,
-                "ha.create",
-                &vip,
-                json!({"interface": interface,
-                "ha_address": ha_address, "witness": witness}),
-            )?;
+            let action = PairAction::Create {
+                vip: vip.clone(),
+                interface: interface.clone(),
+                ha_address,
+                witness,
+            };
+            let done = pairing::apply(data, action, actor, "local")?;
             restart_ha(data);
             println!("paired as the first unit: floating address {vip} on {interface}");
             println!("pairing code (shown once; it holds the pair key):");
-            println!("{code}");
+            println!("{}", done.code.unwrap_or_default());
             println!(
                 "on the second unit: palisade ha join CODE --peer {ha_address} --ha-address ADDR"
             );
@@ -102,22 +99,21 @@ pub fn run(data: &DataDir, cmd: HaCmd, actor: &str) -> Result<ExitCode> {
             } else {
                 code
             };
-            let s = dir.join(&code, peer, ha_address, interface.as_deref(), witness)?;
-            hand_over(data)?;
-            let vip = format!("{}/{}", s.vip, s.prefix_len);
-            audit(
-                data,
-                actor,
-                "ha.join",
-                &vip,
-                json!({"peer": peer, "interface": s.interface,
-                "ha_address": ha_address, "witness": witness}),
-            )?;
+            let action = PairAction::Join {
+                code,
+                peer,
+                ha_address,
+                interface,
+                witness,
+            };
+            let done = pairing::apply(data, action, actor, "local")?;
             restart_ha(data);
-            println!(
-                "joined the pair of {peer}: floating address {vip} on {}",
-                s.interface
-            );
+            if let Some(s) = done.settings {
+                println!(
+                    "joined the pair of {peer}: floating address {}/{} on {}",
+                    s.vip, s.prefix_len, s.interface
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         HaCmd::Status { json } => status(&dir, json),
@@ -140,9 +136,10 @@ pub fn run(data: &DataDir, cmd: HaCmd, actor: &str) -> Result<ExitCode> {
             }
         }
         HaCmd::Unpair => {
-            dir.unpair()?;
-            hand_over(data)?;
-            audit(data, actor, "ha.unpair", "", json!({}))?;
+            if !dir.paired() {
+                bail!("this unit is not in a pair");
+            }
+            pairing::apply(data, PairAction::Unpair, actor, "local")?;
             restart_ha(data);
             println!("unpaired: this unit runs standalone");
             // No peer any more: its replicated messages are ours to deliver.
@@ -169,35 +166,6 @@ pub fn run(data: &DataDir, cmd: HaCmd, actor: &str) -> Result<ExitCode> {
     }
 }
 
-fn parse_vip(s: &str) -> Result<(IpAddr, u8)> {
-    let (a, p) = s
-        .split_once('/')
-        .ok_or_else(|| anyhow!("--vip {s}: give ADDR/PREFIX, e.g. 192.0.2.25/24"))?;
-    let addr: IpAddr = a.parse().with_context(|| format!("--vip {s}: address"))?;
-    let prefix: u8 = p
-        .parse()
-        .with_context(|| format!("--vip {s}: prefix length"))?;
-    Ok((addr, prefix))
-}
-
-/// As root, the files go to palisade-ha (when that user exists: the supervisor creates it).
-/// The engine's replication key is written (paired) or removed (unpaired) here too.
-fn hand_over(data: &DataDir) -> Result<()> {
-    std::fs::create_dir_all(data.keys())?;
-    HaDir::new(data.ha()).sync_replication_key(&data.replication_key())?;
-    if !nix::unistd::Uid::effective().is_root() {
-        return Ok(());
-    }
-    let (Ok(Some(user)), Ok(Some(group))) = (
-        nix::unistd::User::from_name("palisade-ha"),
-        nix::unistd::Group::from_name("palisade"),
-    ) else {
-        return Ok(());
-    };
-    palisade_ha_node::files::hand_over(&data.ha(), user.uid, group.gid)?;
-    Ok(())
-}
-
 /// Starts, restarts or stops the running `palisade ha` (the supervisor starts it only while
 /// the unit is paired). Without a running supervisor this is done at its next start.
 fn restart_ha(data: &DataDir) {
@@ -209,17 +177,6 @@ fn restart_ha(data: &DataDir) {
         }
         Err(e) => eprintln!("palisade ha: could not reach the supervisor: {e}"),
     }
-}
-
-fn audit(
-    data: &DataDir,
-    actor: &str,
-    action: &str,
-    target: &str,
-    detail: serde_json::Value,
-) -> Result<()> {
-    AuditLog::open(&data.audit_db())?.append(actor, "local", action, target, &detail)?;
-    Ok(())
 }
 
 fn status(dir: &HaDir, json_out: bool) -> Result<ExitCode> {

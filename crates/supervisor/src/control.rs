@@ -6,7 +6,9 @@ use palisade_control::server;
 use palisade_store::DataDir;
 use tokio::sync::{mpsc, oneshot};
 
-pub use palisade_control::supervisor::{ChildState, ChildStatus, Request, Response, Status};
+pub use palisade_control::supervisor::{
+    ChildState, ChildStatus, HaPairAction, Request, Response, Status,
+};
 
 use crate::{Event, SupervisorError};
 

@@ -124,6 +124,18 @@ struct Slot {
 }
 
 impl Slot {
+    /// Stop the child and start it again at once (not counted as a crash); a child that is
+    /// not running is started at once (if its `only_if` allows).
+    fn request_restart(&mut self) {
+        match self.pid {
+            Some(pid) => {
+                self.restart_requested = true;
+                let _ = kill(pid, Signal::SIGTERM);
+            }
+            None => self.restart_at = Some(Instant::now()),
+        }
+    }
+
     fn new(spec: child::ChildSpec, tracker: RestartTracker) -> Slot {
         Slot {
             spec,
@@ -499,17 +511,35 @@ async fn supervise(opts: RunOptions) -> Result<(), SupervisorError> {
                         control::Request::Restart { child } => match slots.iter_mut().find(|s| s.spec.name == child) {
                             Some(slot) => {
                                 tracing::info!(event = "supervisor.restart_requested", child = %child);
-                                match slot.pid {
-                                    Some(pid) => {
-                                        slot.restart_requested = true;
-                                        let _ = kill(pid, Signal::SIGTERM);
-                                    }
-                                    None => slot.restart_at = Some(Instant::now()),
-                                }
+                                slot.request_restart();
                                 control::Response::Ok { message: format!("{child} is restarting") }
                             }
                             None => control::Response::Error { message: format!("no service named {child}") },
                         },
+                        control::Request::HaPair { action, actor, source } => {
+                            let action = match action {
+                                control::HaPairAction::Create { vip, interface, ha_address, witness } =>
+                                    palisade_ha_node::pairing::PairAction::Create { vip, interface, ha_address, witness },
+                                control::HaPairAction::Join { code, peer, ha_address, interface, witness } =>
+                                    palisade_ha_node::pairing::PairAction::Join { code, peer, ha_address, interface, witness },
+                                control::HaPairAction::Unpair => palisade_ha_node::pairing::PairAction::Unpair,
+                            };
+                            match palisade_ha_node::pairing::apply(&data, action, &actor, &source) {
+                                Ok(done) => {
+                                    tracing::info!(event = "supervisor.ha_pair", actor = %actor);
+                                    // Started (now paired) or stopped (unpaired) by its `only_if`.
+                                    if let Some(slot) = slots.iter_mut().find(|s| s.spec.name == "ha") {
+                                        slot.request_restart();
+                                    }
+                                    let message = match &done.settings {
+                                        Some(s) => format!("paired: floating address {}/{} on {}", s.vip, s.prefix_len, s.interface),
+                                        None => "unpaired: this unit runs standalone".into(),
+                                    };
+                                    control::Response::Paired { message, code: done.code }
+                                }
+                                Err(e) => control::Response::Error { message: e.to_string() },
+                            }
+                        }
                         control::Request::InstallCertificate { service, cert_pem, key_pem } => {
                             match setup::install_certificate(&data, &service, &cert_pem, &key_pem, accounts.as_ref()) {
                                 Ok(message) => {

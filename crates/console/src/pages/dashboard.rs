@@ -133,8 +133,9 @@ pub async fn services(state: &AppState) -> Result<Vec<ServiceView>, String> {
                 name: c.name,
             })
             .collect()),
-        sup::Response::Error { message } => Err(message),
-        sup::Response::Ok { message } => Err(message),
+        sup::Response::Error { message }
+        | sup::Response::Ok { message }
+        | sup::Response::Paired { message, .. } => Err(message),
     }
 }
 

@@ -8,6 +8,7 @@ pub mod confirm;
 pub mod dashboard;
 pub mod digest;
 pub mod dkim;
+pub mod ha;
 pub mod dlp;
 pub mod incidents;
 pub mod mailflow;
@@ -280,7 +281,9 @@ pub async fn install_certificate(
     match resp {
         sup::Response::Ok { .. } => {}
         sup::Response::Error { message } => return Err(AppError::BadRequest(message)),
-        sup::Response::Status(_) => return Err(AppError::internal("unexpected reply")),
+        sup::Response::Status(_) | sup::Response::Paired { .. } => {
+            return Err(AppError::internal("unexpected reply"));
+        }
     }
     let (actor, source, svc) = (p.actor(), p.source.clone(), service.to_string());
     let detail = serde_json::json!({

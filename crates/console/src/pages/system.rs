@@ -386,7 +386,9 @@ pub async fn restart_service(
     {
         sup::Response::Ok { message } => Ok(format!("{message}.")),
         sup::Response::Error { message } => Err(AppError::BadRequest(message)),
-        sup::Response::Status(_) => Err(AppError::internal("unexpected reply")),
+        sup::Response::Status(_) | sup::Response::Paired { .. } => {
+            Err(AppError::internal("unexpected reply"))
+        }
     }
 }
 

@@ -8,8 +8,8 @@ use axum::routing::{delete, get, post};
 
 use crate::auth::{self, BODY_LIMIT, Perm, with_perm};
 use crate::pages::{
-    account, audit, dashboard, dkim, dlp, incidents, mailflow, protection, quarantine, queue,
-    ha, system, tracking, users,
+    account, audit, dashboard, dkim, dlp, ha, incidents, mailflow, protection, quarantine, queue,
+    system, tracking, users,
 };
 use crate::state::AppState;
 use crate::{api, pages, security};

@@ -143,8 +143,12 @@ pub struct Status {
 #[serde(tag = "result", rename_all = "snake_case")]
 pub enum Response {
     Status(Status),
-    Ok { message: String },
-    Error { message: String },
+    Ok {
+        message: String,
+    },
+    Error {
+        message: String,
+    },
     /// `HaPair` done; `code` is the pairing code on create.
     Paired {
         message: String,

@@ -43,10 +43,18 @@ pub struct Done {
 pub fn parse_vip(s: &str) -> Result<(IpAddr, u8), PairError> {
     let bad = || PairError::Invalid(format!("vip {s:?}: give ADDR/PREFIX, e.g. 192.0.2.25/24"));
     let (a, p) = s.split_once('/').ok_or_else(bad)?;
-    Ok((a.trim().parse().map_err(|_| bad())?, p.trim().parse().map_err(|_| bad())?))
+    Ok((
+        a.trim().parse().map_err(|_| bad())?,
+        p.trim().parse().map_err(|_| bad())?,
+    ))
 }
 
-pub fn apply(data: &DataDir, action: PairAction, actor: &str, source: &str) -> Result<Done, PairError> {
+pub fn apply(
+    data: &DataDir,
+    action: PairAction,
+    actor: &str,
+    source: &str,
+) -> Result<Done, PairError> {
     let dir = HaDir::new(data.ha());
     let (done, audit_action, target, detail) = match action {
         PairAction::Create {
@@ -103,7 +111,10 @@ pub fn apply(data: &DataDir, action: PairAction, actor: &str, source: &str) -> R
     };
     hand_over(data)?;
     AuditLog::open(&data.audit_db())
-        .and_then(|mut a| a.append(actor, source, audit_action, &target, &detail).map(|_| ()))
+        .and_then(|mut a| {
+            a.append(actor, source, audit_action, &target, &detail)
+                .map(|_| ())
+        })
         .map_err(|e| PairError::Invalid(format!("the change was made but not audited: {e}")))?;
     Ok(done)
 }

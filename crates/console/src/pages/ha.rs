@@ -35,20 +35,62 @@ pub async fn page(State(state): State<AppState>, p: Principal) -> Result<Respons
     let data = state.data().clone();
     let (tile, paired) = (ha_tile(&data), data.ha().join("pair.toml").exists());
     let page = Page::load(&state, &p, "system", "High availability").await?;
-    let create = FormView::new("ha-create", "/system/ha/create", "Create a pair", "Create pair")
-        .intro("On the first unit. Shows a pairing code once: type it into the second unit's join form.")
-        .field(Field::new("vip", "Floating address (ADDR/PREFIX)", "text", "").help("e.g. 192.0.2.25/24: the address mail is sent to; the active unit holds it"))
-        .field(Field::new("interface", "LAN interface", "text", "").help("where the floating address goes, e.g. eth0"))
-        .field(Field::new("ha_address", "This unit's HA-link address", "text", ""))
-        .field(Field::new("witness", "Witness address (optional)", "text", "").help("the gateway: a unit that lost its peer takes over only while the witness answers"))
-        .editable(!paired);
+    let create = FormView::new(
+        "ha-create",
+        "/system/ha/create",
+        "Create a pair",
+        "Create pair",
+    )
+    .intro(
+        "On the first unit. Shows a pairing code once: type it into the second unit's join form.",
+    )
+    .field(
+        Field::new("vip", "Floating address (ADDR/PREFIX)", "text", "")
+            .help("e.g. 192.0.2.25/24: the address mail is sent to; the active unit holds it"),
+    )
+    .field(
+        Field::new("interface", "LAN interface", "text", "")
+            .help("where the floating address goes, e.g. eth0"),
+    )
+    .field(Field::new(
+        "ha_address",
+        "This unit's HA-link address",
+        "text",
+        "",
+    ))
+    .field(
+        Field::new("witness", "Witness address (optional)", "text", "").help(
+            "the gateway: a unit that lost its peer takes over only while the witness answers",
+        ),
+    )
+    .editable(!paired);
     let join = FormView::new("ha-join", "/system/ha/join", "Join a pair", "Join pair")
         .intro("On the second unit, with the code the first unit showed.")
         .field(Field::new("code", "Pairing code", "password", ""))
-        .field(Field::new("peer", "The first unit's HA-link address", "text", ""))
-        .field(Field::new("ha_address", "This unit's HA-link address", "text", ""))
-        .field(Field::new("interface", "LAN interface (if named differently here)", "text", ""))
-        .field(Field::new("witness", "Witness address (optional)", "text", ""))
+        .field(Field::new(
+            "peer",
+            "The first unit's HA-link address",
+            "text",
+            "",
+        ))
+        .field(Field::new(
+            "ha_address",
+            "This unit's HA-link address",
+            "text",
+            "",
+        ))
+        .field(Field::new(
+            "interface",
+            "LAN interface (if named differently here)",
+            "text",
+            "",
+        ))
+        .field(Field::new(
+            "witness",
+            "Witness address (optional)",
+            "text",
+            "",
+        ))
         .editable(!paired);
     render(&HaPage {
         page,
@@ -75,7 +117,11 @@ fn opt_addr(raw: &Raw, name: &str, label: &str) -> Result<Option<IpAddr>, AppErr
     }
 }
 
-async fn pair(state: &AppState, p: &Principal, action: sup::HaPairAction) -> Result<(String, Option<String>), AppError> {
+async fn pair(
+    state: &AppState,
+    p: &Principal,
+    action: sup::HaPairAction,
+) -> Result<(String, Option<String>), AppError> {
     let req = sup::Request::HaPair {
         action,
         actor: p.actor(),
@@ -136,7 +182,10 @@ pub async fn unpair(State(state): State<AppState>, p: Principal) -> Result<Respo
         .await
     {
         Ok(r) if r.ok => format!(" {}.", r.message),
-        Ok(r) => format!(" The peer's replicated messages were not queued: {}.", r.message),
+        Ok(r) => format!(
+            " The peer's replicated messages were not queued: {}.",
+            r.message
+        ),
         Err(e) => format!(" The peer's replicated messages were not queued: {e}."),
     };
     flash(&state, &p, format!("{message}.{adopted}")).await?;
@@ -154,8 +203,14 @@ pub async fn failover(State(state): State<AppState>, p: Principal) -> Result<Res
         .map_err(AppError::internal)?;
     let msg = match answer {
         Ok(palisade_control::ha::Response::Ok { message }) => format!("{message}."),
-        Ok(palisade_control::ha::Response::Error { message }) => return Err(AppError::BadRequest(message)),
-        Err(e) => return Err(AppError::Unavailable(format!("The HA process did not answer: {e}"))),
+        Ok(palisade_control::ha::Response::Error { message }) => {
+            return Err(AppError::BadRequest(message));
+        }
+        Err(e) => {
+            return Err(AppError::Unavailable(format!(
+                "The HA process did not answer: {e}"
+            )));
+        }
     };
     flash(&state, &p, msg).await?;
     Ok(Redirect::to("/system/ha").into_response())

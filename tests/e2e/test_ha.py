@@ -348,6 +348,10 @@ def test_the_active_dies_under_load_and_the_passive_delivers_every_acknowledged_
     net, units = pair
     wait_for(lambda: all(replication(units[u]).get("connected") for u in "ab"), 30,
              what="replication connected both ways")
+    # Mail a delivers at once (to its own maildir): only its tracking can tell b about it.
+    local = json.loads(subprocess.run(["ip", "netns", "exec", net.ns["c"], "python3", "-c", SENDER, VIP, "1",
+                                       "local@example.test"], capture_output=True, text=True, check=True).stdout)
+    assert local["acked"], local
     secs = float(os.environ.get("PALISADE_HA_KILL_SECS", "20"))
     sender = subprocess.Popen(["ip", "netns", "exec", net.ns["c"], "python3", "-c", SENDER, VIP, str(secs),
                                "x@sink.test"], stdout=subprocess.PIPE, text=True)
@@ -361,6 +365,15 @@ def test_the_active_dies_under_load_and_the_passive_delivers_every_acknowledged_
     assert sent["acked"], "nothing was accepted"
     wait_for(lambda: replication(units["b"]).get("adopted", 0) > 0, 30, what="b queues a's replicated messages")
     adopted = replication(units["b"])["adopted"]
+    # a is dead: b still traces what a delivered, and keeps a's audit log, verified as a chain.
+    traced = units["b"].track(rcpt="local@example.test", limit=100000)
+    assert len(traced) == len(local["acked"]), (len(traced), len(local["acked"]))
+    assert all(t["status"] == "delivered" and any(e["event"] == "delivered" for e in t["events"]) for t in traced), \
+        [(t["status"], [e["event"] for e in t["events"]]) for t in traced if t["status"] != "delivered"][:5]
+    peer_audit = units["b"].cli("audit", "list", "--peer", "--json", "--limit", "10000", json_out=True)
+    assert any(e["action"] == "ha.state" for e in peer_audit), peer_audit[:3]
+    verified = units["b"].cli("audit", "verify", "--peer").stdout
+    assert "intact" in verified and "TAMPERED" not in verified, verified
     # The relay comes up only now: nothing reached it before a died.
     dump = tmp_path / "dump"
     dump.mkdir()

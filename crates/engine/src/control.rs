@@ -71,10 +71,15 @@ async fn handle(shared: &Arc<Shared>, req: ControlRequest) -> ControlResponse {
             None => ControlResponse::ok("pong"),
         },
         ControlRequest::HaAdopt => match shared.replication() {
-            Some(r) => match r.adopt("the pair was dissolved").await {
-                Ok(n) => ControlResponse::counted(format!("{n} replicated message(s) queued"), n),
-                Err(e) => ControlResponse::err(e),
-            },
+            Some(r) => {
+                r.dissolve();
+                match r.adopt("the pair was dissolved").await {
+                    Ok(n) => {
+                        ControlResponse::counted(format!("{n} replicated message(s) queued"), n)
+                    }
+                    Err(e) => ControlResponse::err(e),
+                }
+            }
             None => ControlResponse::err("replication is not running"),
         },
         ControlRequest::Wake => {

@@ -18,8 +18,12 @@ use std::time::{Duration, Instant};
 use palisade_ha::pair::ReplicationStatus;
 use palisade_spool::replica::{GroupChanges, ReplicaStore, Replicate, read_chunks};
 use palisade_spool::{Batch, Event, Spool};
+use palisade_store::AuditLog;
 use palisade_store::DataDir;
-use palisade_store::mail::{ReplicaChanges, ReplicaRecord};
+use palisade_store::audit::{AUDIT_BATCH, ChainEntry};
+use palisade_store::mail::{
+    ReplicaChanges, ReplicaRecord, TRACK_BATCH, TrackCursor, TrackEventRow, TrackRow,
+};
 use ring::hmac;
 use serde::{Deserialize, Serialize};
 
@@ -43,6 +47,9 @@ const CONFIG_RESEND: Duration = Duration::from_secs(30);
 /// this long): a unit coming back must first hear which of its messages the peer took over
 /// while it was gone, or it would deliver them a second time.
 const START_HOLD: Duration = Duration::from_secs(20);
+/// Frames of tracking and audit entries sent per second at most (each of up to
+/// `AUDIT_BATCH` entries and `TRACK_BATCH` events), between which groups go first.
+const RECORD_ROUNDS: usize = 20;
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "t", rename_all = "snake_case")]
@@ -73,6 +80,33 @@ enum Frame {
     /// Whether the listener made it its own configuration (only a passive unit does).
     ConfigAck {
         applied: bool,
+    },
+    /// Where the peer's copies of our tracking (by our database's identity) and our audit
+    /// log stand.
+    Cursors {
+        origin: String,
+    },
+    CursorsAre {
+        audit_seq: i64,
+        audit_hash: Option<String>,
+        track: TrackCursor,
+    },
+    /// Our audit entries and tracking events after the cursors; `restart`: our log does not
+    /// continue the copy the peer has (it keeps that one and starts another).
+    Records {
+        origin: String,
+        #[serde(default)]
+        restart: bool,
+        #[serde(default)]
+        audit: Vec<ChainEntry>,
+        #[serde(default)]
+        messages: Vec<TrackRow>,
+        #[serde(default)]
+        events: Vec<TrackEventRow>,
+    },
+    RecordsAck {
+        audit_seq: i64,
+        track: TrackCursor,
     },
     Ping,
     Pong,
@@ -122,6 +156,14 @@ struct Target {
 
 type Tls<C> = rustls::StreamOwned<C, TcpStream>;
 
+/// Where the peer's copies of our audit log and tracking stand, as it last said.
+#[derive(Debug, Clone, Copy)]
+struct Cursor {
+    audit_seq: i64,
+    restart: bool,
+    track: TrackCursor,
+}
+
 struct Conn {
     tls: Tls<rustls::ClientConnection>,
     peer: SocketAddr,
@@ -156,6 +198,10 @@ pub(crate) struct Replication {
     paired_at_start: bool,
     started: Instant,
     resynced: AtomicBool,
+    /// The peer's cursors on the current connection (asked after connecting).
+    records: Mutex<Option<Cursor>>,
+    /// The audit log: ours read to send, the copy of the peer's written when received.
+    audit: Mutex<Option<AuditLog>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -167,6 +213,13 @@ fn proof(key: &hmac::Key, side: &[u8], exporter: &[u8]) -> hmac::Tag {
     ctx.update(side);
     ctx.update(exporter);
     ctx.sign()
+}
+
+/// Checks the other side's proof of the pair key over this session.
+fn verify_proof(key: &hmac::Key, side: &[u8], exporter: &[u8], theirs: &[u8]) -> bool {
+    let mut msg = side.to_vec();
+    msg.extend_from_slice(exporter);
+    hmac::verify(key, &msg, theirs).is_ok()
 }
 
 fn exporter<D>(conn: &rustls::ConnectionCommon<D>) -> io::Result<[u8; 32]> {
@@ -201,6 +254,8 @@ impl Replication {
             paired_at_start: data.replication_key().exists(),
             started: Instant::now(),
             resynced: AtomicBool::new(false),
+            records: Mutex::new(None),
+            audit: Mutex::new(None),
         });
         let weak = Arc::downgrade(&r);
         std::thread::Builder::new()
@@ -290,8 +345,22 @@ impl Replication {
         s
     }
 
+    /// Forgets the connection (the caller holds its lock) and says so to `status()`.
+    fn drop_conn(&self, guard: &mut MutexGuard<'_, Option<Conn>>) {
+        **guard = None;
+        self.connected.store(false, Ordering::Relaxed);
+    }
+
     fn set_error(&self, e: impl std::fmt::Display) {
         lock(&self.status).error = Some(e.to_string());
+    }
+
+    /// The pair is dissolved (`palisade ha unpair`): no peer to send to until the HA process
+    /// reports one again. (The listener stays; without the key it serves nobody.)
+    pub(crate) fn dissolve(&self) {
+        *lock(&self.target) = None;
+        self.drop_conn(&mut lock(&self.conn));
+        lock(&self.ha_state).clear();
     }
 
     /// Queues every replica now (`palisade ha unpair`); returns how many.
@@ -354,14 +423,12 @@ impl Replication {
         tls.flush()?;
         let mut theirs = [0u8; 32];
         tls.read_exact(&mut theirs)?;
-        let mut msg = b"server".to_vec();
-        msg.extend_from_slice(&exp);
-        hmac::verify(&key, &msg, &theirs).map_err(|_| {
-            io::Error::new(
+        if !verify_proof(&key, b"server", &exp, &theirs) {
+            return Err(io::Error::new(
                 io::ErrorKind::PermissionDenied,
                 format!("{addr} did not prove the pair key"),
-            )
-        })?;
+            ));
+        }
         Ok(Conn {
             tls,
             peer: addr,
@@ -459,9 +526,7 @@ impl Replication {
                 return Err(io::Error::other("connection lost during the resync"));
             };
             if let Err(e) = self.send_group(c, &g) {
-                *guard = None;
-                self.connected.store(false, Ordering::Relaxed);
-                self.connected.store(false, Ordering::Relaxed);
+                self.drop_conn(&mut guard);
                 return Err(e);
             }
             sent += n;
@@ -552,16 +617,176 @@ impl Replication {
                 Ok(())
             }
             Ok(other) => {
-                *guard = None;
-                self.connected.store(false, Ordering::Relaxed);
+                self.drop_conn(&mut guard);
                 Err(io::Error::other(format!("unexpected answer {other:?}")))
             }
             Err(e) => {
-                *guard = None;
-                self.connected.store(false, Ordering::Relaxed);
+                self.drop_conn(&mut guard);
                 Err(e)
             }
         }
+    }
+
+    fn with_audit<T>(
+        &self,
+        f: impl FnOnce(&mut AuditLog) -> palisade_store::Result<T>,
+    ) -> io::Result<T> {
+        let mut g = lock(&self.audit);
+        let log = match g.take() {
+            Some(log) => g.insert(log),
+            None => g.insert(AuditLog::open(&self.data.audit_db()).map_err(io::Error::other)?),
+        };
+        f(log).map_err(io::Error::other)
+    }
+
+    /// One question and its answer on the connection; a failure drops it.
+    fn ask(&self, frame: &Frame) -> io::Result<Frame> {
+        let mut guard = lock(&self.conn);
+        let Some(c) = guard.as_mut() else {
+            return Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                "no connection to the peer",
+            ));
+        };
+        let res = write_frame(&mut c.tls, frame)
+            .and_then(|_| c.tls.flush())
+            .and_then(|_| read_frame(&mut c.tls));
+        match res {
+            Ok(Frame::Error { message }) => {
+                self.drop_conn(&mut guard);
+                Err(io::Error::other(format!("the peer refused: {message}")))
+            }
+            Ok(f) => {
+                c.last_used = Instant::now();
+                Ok(f)
+            }
+            Err(e) => {
+                self.drop_conn(&mut guard);
+                Err(e)
+            }
+        }
+    }
+
+    /// Sends the peer our audit entries and tracking events it does not have yet (both units
+    /// do, whatever their state): the copies the survivor of a failover keeps of the other.
+    fn send_records(&self) -> io::Result<()> {
+        let Some(spool) = self.spool.get() else {
+            return Ok(());
+        };
+        let origin = lock(spool.db()).instance_id().map_err(io::Error::other)?;
+        for _ in 0..RECORD_ROUNDS {
+            let known = *lock(&self.records);
+            let cursor = match known {
+                Some(c) => c,
+                None => {
+                    let answer = self.ask(&Frame::Cursors {
+                        origin: origin.clone(),
+                    })?;
+                    let Frame::CursorsAre {
+                        audit_seq,
+                        audit_hash,
+                        track,
+                    } = answer
+                    else {
+                        self.drop_conn(&mut lock(&self.conn));
+                        return Err(io::Error::other(format!("unexpected answer {answer:?}")));
+                    };
+                    // The copy continues our log only if its newest entry is ours.
+                    let ours = self.with_audit(|a| a.hash_of(audit_seq))?;
+                    let continues = audit_seq == 0 || (ours.is_some() && ours == audit_hash);
+                    let own_track = lock(spool.db())
+                        .own_track_head()
+                        .map_err(io::Error::other)?;
+                    Cursor {
+                        audit_seq: if continues { audit_seq } else { 0 },
+                        restart: !continues,
+                        // Ahead of what we wrote: our database is new; all of it.
+                        track: if track.event <= own_track.event
+                            && track.changed <= own_track.changed
+                        {
+                            track
+                        } else {
+                            TrackCursor::default()
+                        },
+                    }
+                }
+            };
+            let audit = self.with_audit(|a| a.chain_after(cursor.audit_seq, AUDIT_BATCH))?;
+            let (messages, events) = lock(spool.db())
+                .own_track_after(cursor.track, TRACK_BATCH)
+                .map_err(io::Error::other)?;
+            if audit.is_empty() && events.is_empty() && messages.is_empty() {
+                *lock(&self.records) = Some(cursor);
+                return Ok(());
+            }
+            let answer = self.ask(&Frame::Records {
+                origin: origin.clone(),
+                restart: cursor.restart,
+                audit,
+                messages,
+                events,
+            })?;
+            let Frame::RecordsAck { audit_seq, track } = answer else {
+                self.drop_conn(&mut lock(&self.conn));
+                return Err(io::Error::other(format!("unexpected answer {answer:?}")));
+            };
+            *lock(&self.records) = Some(Cursor {
+                audit_seq,
+                restart: false,
+                track,
+            });
+        }
+        Ok(())
+    }
+
+    /// Keeps the peer's audit entries and tracking events; returns the new cursors.
+    fn receive_records(
+        &self,
+        origin: &str,
+        restart: bool,
+        audit: &[ChainEntry],
+        messages: &[TrackRow],
+        events: &[TrackEventRow],
+    ) -> io::Result<(i64, TrackCursor)> {
+        let Some(spool) = self.spool.get() else {
+            return Err(io::Error::other("the spool is not open yet"));
+        };
+        if audit.len() > AUDIT_BATCH as usize
+            || events.len() > TRACK_BATCH as usize
+            || messages.len() > TRACK_BATCH as usize
+        {
+            return Err(io::Error::other("too many records in one frame"));
+        }
+        let head = self.with_audit(|a| {
+            let before = a.peer_head()?;
+            if audit.is_empty() {
+                return Ok(before);
+            }
+            let head = a.peer_append(audit, restart)?;
+            if head.chain != before.chain && before.chain != 0 {
+                // Evidence kept: the old copy stays as it was received.
+                a.append(
+                    "ha-peer",
+                    "",
+                    "ha.peer_audit_restarted",
+                    &head.chain.to_string(),
+                    &serde_json::json!({
+                        "previous_chain": before.chain,
+                        "previous_entries": before.seq,
+                        "why": "the peer's audit log no longer continues the copy kept here \
+                                (a new log, or entries changed after they were sent)",
+                    }),
+                )?;
+            }
+            Ok(head)
+        })?;
+        let track = if events.is_empty() && messages.is_empty() {
+            lock(spool.db()).peer_track_cursor(origin)
+        } else {
+            lock(spool.db()).peer_track_apply(origin, messages, events)
+        }
+        .map_err(io::Error::other)?;
+        Ok((head.seq, track))
     }
 
     /// On a passive unit: the active's configuration becomes ours (with our own identity and
@@ -623,9 +848,7 @@ impl Replication {
             Ok(true) => c.last_used = Instant::now(),
             Ok(false) | Err(_) => {
                 tracing::warn!(event = "replication.disconnected", peer = %c.peer);
-                *guard = None;
-                self.connected.store(false, Ordering::Relaxed);
-                self.connected.store(false, Ordering::Relaxed);
+                self.drop_conn(&mut guard);
             }
         }
     }
@@ -689,14 +912,12 @@ impl Replication {
         let exp = exporter(&*tls.conn)?;
         let mut theirs = [0u8; 32];
         tls.read_exact(&mut theirs)?;
-        let mut msg = b"client".to_vec();
-        msg.extend_from_slice(&exp);
-        hmac::verify(&key, &msg, &theirs).map_err(|_| {
-            io::Error::new(
+        if !verify_proof(&key, b"client", &exp, &theirs) {
+            return Err(io::Error::new(
                 io::ErrorKind::PermissionDenied,
                 "the client did not prove the pair key",
-            )
-        })?;
+            ));
+        }
         tls.write_all(proof(&key, b"server", &exp).as_ref())?;
         tls.flush()?;
         tls.sock.set_read_timeout(Some(IDLE_LIMIT))?;
@@ -715,6 +936,41 @@ impl Replication {
                     Ok(()) => Frame::Ack { seq },
                     Err(e) => {
                         let message = e.to_string();
+                        let _ = write_frame(
+                            r.get_mut(),
+                            &Frame::Error {
+                                message: message.clone(),
+                            },
+                        );
+                        let _ = r.get_mut().flush();
+                        return Err(io::Error::other(message));
+                    }
+                },
+                Frame::Cursors { origin } => {
+                    let head = self.with_audit(|a| a.peer_head())?;
+                    let track = match self.spool.get() {
+                        Some(spool) => lock(spool.db())
+                            .peer_track_cursor(&origin)
+                            .map_err(io::Error::other)?,
+                        None => TrackCursor::default(),
+                    };
+                    Frame::CursorsAre {
+                        audit_seq: head.seq,
+                        audit_hash: head.hash,
+                        track,
+                    }
+                }
+                Frame::Records {
+                    origin,
+                    restart,
+                    audit,
+                    messages,
+                    events,
+                } => match self.receive_records(&origin, restart, &audit, &messages, &events) {
+                    Ok((audit_seq, track)) => Frame::RecordsAck { audit_seq, track },
+                    Err(e) => {
+                        let message = e.to_string();
+                        tracing::warn!(event = "replication.records_refused", error = %message);
                         let _ = write_frame(
                             r.get_mut(),
                             &Frame::Error {
@@ -837,8 +1093,7 @@ impl Replicate for Replication {
         if let Err(e) = self.send_group(c, &g) {
             tracing::warn!(event = "replication.group_failed", peer = %c.peer, error = %e,
                 "answering alone: the peer did not acknowledge the group");
-            *guard = None;
-            self.connected.store(false, Ordering::Relaxed);
+            self.drop_conn(&mut guard);
             self.unreplicated
                 .fetch_add(g.records.len() as u64, Ordering::Relaxed);
             drop(guard);
@@ -856,13 +1111,15 @@ fn client_loop(me: std::sync::Weak<Replication>) {
         let Some(me) = me.upgrade() else { return };
         let target = lock(&me.target).clone();
         let Some((target, peer)) = target.and_then(|t| t.peer.map(|p| (t, p))) else {
-            *lock(&me.conn) = None;
-            me.connected.store(false, Ordering::Relaxed);
+            me.drop_conn(&mut lock(&me.conn));
             continue;
         };
         if lock(&me.conn).is_some() {
             if let Err(e) = me.send_config() {
                 tracing::warn!(event = "replication.config_send_failed", error = %e);
+            }
+            if let Err(e) = me.send_records() {
+                tracing::warn!(event = "replication.records_failed", error = %e);
             }
             me.ping();
             continue;
@@ -873,12 +1130,12 @@ fn client_loop(me: std::sync::Weak<Replication>) {
                 *lock(&me.conn) = Some(c);
                 me.connected.store(true, Ordering::Relaxed);
                 *lock(&me.config_sent) = None;
+                *lock(&me.records) = None;
                 lock(&me.status).error = None;
                 last_error = None;
                 if let Err(e) = me.resync() {
                     tracing::warn!(event = "replication.resync_failed", error = %e);
-                    *lock(&me.conn) = None;
-                    me.connected.store(false, Ordering::Relaxed);
+                    me.drop_conn(&mut lock(&me.conn));
                     me.set_error(format!("resync: {e}"));
                 }
             }

@@ -170,6 +170,9 @@ enum AdminCmd {
 enum AuditCmd {
     /// Check the hash chain; names the first entry that was tampered with.
     Verify {
+        /// The copy of the HA peer's log kept here (each chain it sent), not this unit's.
+        #[arg(long)]
+        peer: bool,
         #[arg(long)]
         json: bool,
     },
@@ -180,6 +183,9 @@ enum AuditCmd {
         /// Only actions starting with this (e.g. `config.`).
         #[arg(long)]
         action: Option<String>,
+        /// The copy of the HA peer's log kept here, not this unit's.
+        #[arg(long)]
+        peer: bool,
         #[arg(long)]
         json: bool,
     },
@@ -496,7 +502,43 @@ fn operate(data: &DataDir, cmd: Command) -> Result<ExitCode> {
             println!("(it must be changed at the next login; the user's sessions have ended)");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Audit(AuditCmd::Verify { json }) => {
+        Command::Audit(AuditCmd::Verify { peer: true, json }) => {
+            let chains = AuditLog::open(&data.audit_db())?.peer_verify()?;
+            if json {
+                let v: Vec<_> = chains
+                    .iter()
+                    .map(|(chain, v)| serde_json::json!({"chain": chain, "result": v}))
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else if chains.is_empty() {
+                println!("no copy of the peer's audit log here");
+            }
+            let mut intact = true;
+            for (chain, v) in &chains {
+                match v {
+                    AuditVerdict::Intact { entries, head } if !json => {
+                        println!(
+                            "peer's audit log, chain {chain}: intact, {entries} entries, head {head}"
+                        )
+                    }
+                    AuditVerdict::Tampered { seq, reason } => {
+                        intact = false;
+                        if !json {
+                            println!(
+                                "peer's audit log, chain {chain}: TAMPERED at entry {seq}: {reason}"
+                            )
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            Ok(if intact {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(2)
+            })
+        }
+        Command::Audit(AuditCmd::Verify { peer: false, json }) => {
             let v = AuditLog::open(&data.audit_db())?.verify()?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&v)?);
@@ -518,6 +560,7 @@ fn operate(data: &DataDir, cmd: Command) -> Result<ExitCode> {
         Command::Audit(AuditCmd::List {
             limit,
             action,
+            peer,
             json,
         }) => {
             let f = palisade_store::audit::AuditFilter {
@@ -525,7 +568,12 @@ fn operate(data: &DataDir, cmd: Command) -> Result<ExitCode> {
                 action_prefix: action,
                 ..Default::default()
             };
-            let entries = AuditLog::open(&data.audit_db())?.list(&f)?;
+            let log = AuditLog::open(&data.audit_db())?;
+            let entries = if peer {
+                log.peer_list(&f)?
+            } else {
+                log.list(&f)?
+            };
             if json {
                 println!("{}", serde_json::to_string_pretty(&entries)?);
             } else {

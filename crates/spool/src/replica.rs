@@ -12,6 +12,7 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use palisade_store::DataDir;
 use palisade_store::mail::{Batch, MailDb, ReplicaChanges, ReplicaRecord};
@@ -68,6 +69,8 @@ impl GroupChanges {
 pub struct ReplicaStore {
     dir: PathBuf,
     db: Mutex<MailDb>,
+    /// The replica count last read (`count` answers it while a group holds the database).
+    counted: AtomicU64,
 }
 
 /// A replica content file being received. Dropped without `finish`, it is removed.
@@ -125,6 +128,7 @@ impl ReplicaStore {
         let store = ReplicaStore {
             dir,
             db: Mutex::new(MailDb::open(&data.mail_db())?),
+            counted: AtomicU64::new(0),
         };
         store.sweep()?;
         Ok(store)
@@ -157,8 +161,15 @@ impl ReplicaStore {
         Ok(self.db().replica_has(id)?)
     }
 
+    /// Replicas kept, for status reports: never waits for the database (a group being
+    /// received may hold it), the last count is answered then.
     pub fn count(&self) -> usize {
-        self.db().replica_ids().map(|v| v.len()).unwrap_or(0)
+        if let Ok(db) = self.db.try_lock()
+            && let Ok(n) = db.replica_count()
+        {
+            self.counted.store(n, Ordering::Relaxed);
+        }
+        self.counted.load(Ordering::Relaxed) as usize
     }
 
     /// Starts receiving content file `n` of replica `id` (a partial file of an earlier,

@@ -350,6 +350,13 @@ impl MailDb {
     }
 
     /// The ids of every stored replica.
+    pub fn replica_count(&self) -> Result<u64> {
+        self.conn
+            .query_row("SELECT count(*) FROM replica", [], |r| r.get::<_, i64>(0))
+            .map(|n| n.max(0) as u64)
+            .at(&self.conn)
+    }
+
     pub fn replica_ids(&self) -> Result<Vec<String>> {
         let mut st = self
             .conn

@@ -548,6 +548,14 @@ if r.headers["Location"] == "/password":
     c = Console(port)
     r = c.login("admin", NEW)
     assert logged_in(r), r
+if step == "token":
+    # An API token, made on the account page (shown once).
+    page = c.get("/account")
+    r = c.request("POST", "/account/tokens", {"csrf": CSRF_RE.search(page.text).group(1), "name": "pairing",
+                                              "lifetime_days": "30"})
+    assert r.status == 200, (r, r.text[:500])
+    print(re.search(r'class="secret mono">([^<]+)<', r.text).group(1).strip())
+    sys.exit(0)
 page = c.get("/system/ha")
 assert page.status == 200, (page, page.text[:300])
 form["csrf"] = CSRF_RE.search(page.text).group(1)
@@ -573,10 +581,37 @@ def console_step(net, p: Palisade, u: str, step: str, **form) -> str:
     return r.stdout.strip()
 
 
+API_STEP = r"""
+import http.client, json, ssl, sys
+port, token, method, path = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+body = sys.argv[5] if len(sys.argv) > 5 else None
+ctx = ssl.create_default_context()
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+conn = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=30)
+headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+conn.request(method, path, body=body, headers=headers)
+r = conn.getresponse()
+print(json.dumps({"status": r.status, "body": json.loads(r.read() or b"null")}))
+"""
+
+
+def api(net, p: Palisade, u: str, token: str, method: str, path: str, body: dict | None = None) -> dict:
+    """One request to a unit's JSON API with an API token, from inside its namespace."""
+    args = ["ip", "netns", "exec", net.ns[u], sys.executable, "-c", API_STEP, str(p.console_port), token, method,
+            path] + ([json.dumps(body)] if body is not None else [])
+    r = subprocess.run(args, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = json.loads(r.stdout)
+    assert out["status"] == 200, out
+    return out["body"]
+
+
 def test_pairing_from_the_console(request):
-    """The issue's pairing: "create pair" on the first unit's console shows the code once,
-    "join pair" on the second takes it; both are audited with the administrator as actor;
-    "unpair" on the console leaves the pair."""
+    """The issue's pairing, through the console's API (`POST /api/v1/ha/create` answers the
+    code once, `/join` on the second unit takes it; both audited with the administrator as
+    actor; `GET /api/v1/ha` shows the pair), the page System → High availability showing it,
+    and "unpair" on that page leaving the pair."""
     if os.geteuid() != 0:
         pytest.skip("network namespaces need root")
     net = Net().up()
@@ -590,20 +625,28 @@ def test_pairing_from_the_console(request):
             units[u].start(wait=False)
         for u in ("a", "b"):
             units[u].wait_ready()
-        code = console_step(net, units["a"], "a", "create", vip=f"{VIP}/24", interface="lan0",
-                            ha_address=HA["a"], witness=WITNESS)
-        assert code.startswith("PAL1-"), code
-        page = console_step(net, units["b"], "b", "join", code=code, peer=HA["a"], ha_address=HA["b"],
-                            interface="", witness=WITNESS)
-        assert "joined" in page or "paired" in page, page[:2000]
+        tokens = {u: console_step(net, units[u], u, "token") for u in "ab"}
+        assert not api(net, units["a"], "a", tokens["a"], "GET", "/api/v1/ha")["paired"]
+        created = api(net, units["a"], "a", tokens["a"], "POST", "/api/v1/ha/create",
+                      {"vip": f"{VIP}/24", "interface": "lan0", "ha_address": HA["a"], "witness": WITNESS})
+        code = created["code"]
+        assert code.startswith("PAL1-"), created
+        joined = api(net, units["b"], "b", tokens["b"], "POST", "/api/v1/ha/join",
+                     {"code": code, "peer": HA["a"], "ha_address": HA["b"], "witness": WITNESS})
+        assert "joined" in joined["message"] or "paired" in joined["message"], joined
         wait_for(lambda: net.holders() == ["a"] and state(units["b"]) == "passive", 30,
                  what="a active, b passive after pairing from the console")
+        seen = api(net, units["b"], "b", tokens["b"], "GET", "/api/v1/ha")
+        assert seen["paired"] and seen["status"]["state"] == "passive", seen
         wait_for(lambda: replication(units["b"]).get("connected"), 30, what="replication connected")
         for u, action in (("a", "ha.create"), ("b", "ha.join")):
             audit = units[u].cli("audit", "list", "--json", "--action", action, json_out=True)
-            assert audit and audit[0]["actor"] == "admin", audit
+            assert audit and audit[0]["actor"] == "admin (api)", audit
         # The code is not kept anywhere the console writes.
         assert code not in units["a"].log_text()
+        # "Fail over now" by the API: the address moves to b.
+        api(net, units["a"], "a", tokens["a"], "POST", "/api/v1/ha/failover")
+        wait_for(lambda: net.holders() == ["b"], 20, what="b holds the address after the failover")
         page = console_step(net, units["b"], "b", "unpair")
         assert "Standalone" in page, page[:2000]
         wait_for(lambda: units["b"].child("ha")["state"] == "stopped", 20, what="b's ha process stopped")

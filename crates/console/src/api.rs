@@ -16,7 +16,7 @@ use serde_json::json;
 use crate::auth::{Principal, source_of};
 use crate::error::AppError;
 use crate::forms::{EditOutcome, edit_config};
-use crate::pages::{audit, dashboard, quarantine, queue, system, tracking};
+use crate::pages::{audit, dashboard, ha, quarantine, queue, system, tracking};
 use crate::state::AppState;
 
 /// An `AppError` answered as JSON: `{"error": "..."}`.
@@ -430,6 +430,81 @@ pub async fn services_restart(
     Path(name): Path<String>,
 ) -> ApiResult {
     let message = system::restart_service(&state, &p, &name).await?;
+    ok(json!({ "ok": true, "message": message }))
+}
+
+/// `GET /api/v1/ha`: whether this unit is paired and its HA status.
+pub async fn ha_status(State(state): State<AppState>) -> ApiResult {
+    ok(ha::status(state.data()))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HaCreate {
+    vip: String,
+    interface: String,
+    ha_address: std::net::IpAddr,
+    #[serde(default)]
+    witness: Option<std::net::IpAddr>,
+}
+
+/// `POST /api/v1/ha/create`: answers the pairing code once (it is not stored here).
+pub async fn ha_create(
+    State(state): State<AppState>,
+    p: Principal,
+    Json(b): Json<HaCreate>,
+) -> ApiResult {
+    let action = palisade_control::supervisor::HaPairAction::Create {
+        vip: b.vip.trim().to_string(),
+        interface: b.interface.trim().to_string(),
+        ha_address: b.ha_address,
+        witness: b.witness,
+    };
+    let (message, code) = ha::create_pair(&state, &p, action).await?;
+    ok(json!({ "ok": true, "message": message, "code": code }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HaJoin {
+    code: String,
+    peer: std::net::IpAddr,
+    ha_address: std::net::IpAddr,
+    #[serde(default)]
+    interface: Option<String>,
+    #[serde(default)]
+    witness: Option<std::net::IpAddr>,
+}
+
+/// `POST /api/v1/ha/join`.
+pub async fn ha_join(
+    State(state): State<AppState>,
+    p: Principal,
+    Json(b): Json<HaJoin>,
+) -> ApiResult {
+    let action = palisade_control::supervisor::HaPairAction::Join {
+        code: b.code.trim().to_string(),
+        peer: b.peer,
+        ha_address: b.ha_address,
+        interface: b
+            .interface
+            .map(|i| i.trim().to_string())
+            .filter(|i| !i.is_empty()),
+        witness: b.witness,
+    };
+    let message = ha::join_pair(&state, &p, action).await?;
+    ok(json!({ "ok": true, "message": message }))
+}
+
+/// `POST /api/v1/ha/failover`.
+pub async fn ha_failover(State(state): State<AppState>, p: Principal) -> ApiResult {
+    let message = ha::fail_over(&state, &p).await?;
+    ok(json!({ "ok": true, "message": message }))
+}
+
+/// `POST /api/v1/ha/unpair`.
+pub async fn ha_unpair(State(state): State<AppState>, p: Principal) -> ApiResult {
+    let message = ha::unpair_and_adopt(&state, &p).await?;
     ok(json!({ "ok": true, "message": message }))
 }
 

@@ -227,11 +227,18 @@ fn api(state: &AppState) -> Router<AppState> {
         ))
         .merge(with_perm(
             ViewSystem,
-            Router::new().route("/services", get(api::services_list)),
+            Router::new()
+                .route("/services", get(api::services_list))
+                .route("/ha", get(api::ha_status)),
         ))
         .merge(with_perm(
             ManageSystem,
-            Router::new().route("/services/{name}/restart", post(api::services_restart)),
+            Router::new()
+                .route("/services/{name}/restart", post(api::services_restart))
+                .route("/ha/create", post(api::ha_create))
+                .route("/ha/join", post(api::ha_join))
+                .route("/ha/failover", post(api::ha_failover))
+                .route("/ha/unpair", post(api::ha_unpair)),
         ))
         .fallback(api::not_found)
         .layer(from_fn_with_state(state.clone(), api::token_layer))

@@ -31,8 +31,8 @@ pub use digest::Digest;
 pub use dkim::{Dkim, DkimSign};
 pub use dlp::{BUILT_IN_DETECTORS, Dlp, DlpDictionary, DlpFingerprint, DlpPattern};
 pub use filter::{
-    CHECK_NAMES, CheckSettings, Filter, Rule, RuleAction, RuleDirection, UninspectableAction,
-    address_matches,
+    AddressGroup, CHECK_NAMES, CheckSettings, Filter, Rule, RuleAction, RuleDirection,
+    UninspectableAction, address_matches,
 };
 pub use palisade_inspect::Limits as InspectLimits;
 pub use spam::{Dnsbl, DnsblKind, Spam, is_rule_name};

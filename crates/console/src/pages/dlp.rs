@@ -22,7 +22,7 @@ use axum::extract::{Multipart, Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use palisade_store::config::{
-    Dlp, DlpDictionary, DlpFingerprint, DlpPattern, Rule, RuleAction, RuleDirection,
+    AddressGroup, Dlp, DlpDictionary, DlpFingerprint, DlpPattern, Rule, RuleAction, RuleDirection,
 };
 use palisade_store::{Config, Problem};
 use serde_json::Value;
@@ -181,6 +181,12 @@ fn conditions(r: &Rule) -> String {
     if !r.recipients.is_empty() {
         c.push(format!("recipient {}", list(&r.recipients)));
     }
+    if !r.sender_groups.is_empty() {
+        c.push(format!("sender in {}", list(&r.sender_groups)));
+    }
+    if !r.recipient_groups.is_empty() {
+        c.push(format!("recipient in {}", list(&r.recipient_groups)));
+    }
     if r.external {
         c.push("external recipients".into());
     }
@@ -244,7 +250,11 @@ fn action_label(r: &Rule) -> String {
     }
 }
 
-fn detectors_form(d: &Dlp) -> FormView {
+fn detectors_form(d: &Dlp, groups: &[AddressGroup]) -> FormView {
+    let groups: Vec<String> = groups
+        .iter()
+        .map(|g| format!("{}: {}", g.name, g.members.join(", ")))
+        .collect();
     let dictionaries: Vec<String> = d
         .dictionaries
         .iter()
@@ -294,6 +304,12 @@ fn detectors_form(d: &Dlp) -> FormView {
             .path("dlp.fingerprint")
             .rows(3)
             .help("One per line: name: SHA-256 of the file (sha256sum FILE). Attached, or inside an archive, with exactly those bytes, it counts as fingerprint:name."),
+    )
+    .field(
+        Field::new("groups", "Address groups", "textarea", groups.join("\n"))
+            .path("filter.group")
+            .rows(3)
+            .help("One per line: name: addresses or patterns (clinicians: @wards.example.nhs.uk, ada@example.nhs.uk). Rules name them as sender or recipient groups."),
     )
 }
 
@@ -394,7 +410,7 @@ async fn show(
     } else {
         StatusCode::OK
     };
-    let detectors = detectors_form(&rev.config.dlp)
+    let detectors = detectors_form(&rev.config.dlp, &rev.config.filter.groups)
         .hidden("revision", rev.id)
         .editable(editable)
         .finish(sub.as_ref());
@@ -448,6 +464,14 @@ pub async fn detectors(
             .into_iter()
             .map(|(name, regex)| DlpPattern { name, regex })
             .collect();
+        cfg.filter.groups = named_lines(get(raw, "groups"), "filter.group", &mut pr)
+            .into_iter()
+            .map(|(name, members)| AddressGroup {
+                name,
+                members: parse_strings(&members),
+            })
+            .collect();
+        let d = &mut cfg.dlp;
         d.fingerprints = named_lines(get(raw, "fingerprints"), "dlp.fingerprint", &mut pr)
             .into_iter()
             .map(|(name, sha256)| DlpFingerprint {
@@ -554,6 +578,16 @@ fn rule_form(r: &Rule, i: usize, action: &str) -> FormView {
                 .rows(2)
                 .help("As senders. The rule then applies only to the recipients it matched."),
         )
+        .field(
+            Field::new("sender_groups", "Sender groups", "text", r.sender_groups.join(", "))
+                .path(at("sender_groups"))
+                .help("Address groups (below, with the detectors) whose members count as senders."),
+        )
+        .field(
+            Field::new("recipient_groups", "Recipient groups", "text", r.recipient_groups.join(", "))
+                .path(at("recipient_groups"))
+                .help("Address groups whose members count as recipients."),
+        )
         .field(Field::checkbox("external", "Only recipients outside our domains", r.external).path(at("external")))
         .field(
             Field::new("min_external_recipients", "At least this many external recipients", "number", opt(r.min_external_recipients.map(|n| n.to_string())))
@@ -648,6 +682,8 @@ fn rule_from(raw: &Raw, i: usize, problems: &mut Vec<Problem>) -> Rule {
         ),
         senders: parse_strings(get(raw, "senders")),
         recipients: parse_strings(get(raw, "recipients")),
+        sender_groups: parse_strings(get(raw, "sender_groups")),
+        recipient_groups: parse_strings(get(raw, "recipient_groups")),
         header: text("header"),
         contains: text("contains"),
         part_types: parse_strings(get(raw, "part_types")),

@@ -134,6 +134,76 @@ async fn pair(
     }
 }
 
+/// This unit's pair, for the API: whether it is paired, and the HA process's status (`None`
+/// when it is not running or its status is stale).
+pub(crate) fn status(data: &palisade_store::DataDir) -> serde_json::Value {
+    let paired = data.ha().join("pair.toml").exists();
+    let st: Option<palisade_ha::pair::HaStatus> =
+        std::fs::read_to_string(data.ha().join("state.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .filter(|s: &palisade_ha::pair::HaStatus| {
+                paired && s.is_fresh(palisade_store::now_unix_ms())
+            });
+    serde_json::json!({ "paired": paired, "status": st })
+}
+
+/// Creates the pair; returns the sentence and the pairing code (shown once).
+pub(crate) async fn create_pair(
+    state: &AppState,
+    p: &Principal,
+    action: sup::HaPairAction,
+) -> Result<(String, String), AppError> {
+    let (message, code) = pair(state, p, action).await?;
+    Ok((message, code.unwrap_or_default()))
+}
+
+/// Leaves the pair, then has the engine queue the peer's replicas (there is no peer to
+/// deliver them any more); returns the sentence for the operator.
+pub(crate) async fn unpair_and_adopt(state: &AppState, p: &Principal) -> Result<String, AppError> {
+    let (message, _) = pair(state, p, sup::HaPairAction::Unpair).await?;
+    let adopted = match state
+        .engine(palisade_control::engine::ControlRequest::HaAdopt)
+        .await
+    {
+        Ok(r) if r.ok => format!(" {}.", r.message),
+        Ok(r) => format!(
+            " The peer's replicated messages were not queued: {}.",
+            r.message
+        ),
+        Err(e) => format!(" The peer's replicated messages were not queued: {e}."),
+    };
+    Ok(format!("{message}.{adopted}"))
+}
+
+/// Asks the HA process to hand the address to the peer (it audits).
+pub(crate) async fn fail_over(state: &AppState, p: &Principal) -> Result<String, AppError> {
+    let run = state.data().run();
+    let req = palisade_control::ha::Request::Failover {
+        actor: p.actor(),
+        source: p.source.clone(),
+    };
+    let answer = tokio::task::spawn_blocking(move || palisade_control::ha::request(&run, &req))
+        .await
+        .map_err(AppError::internal)?;
+    match answer {
+        Ok(palisade_control::ha::Response::Ok { message }) => Ok(format!("{message}.")),
+        Ok(palisade_control::ha::Response::Error { message }) => Err(AppError::BadRequest(message)),
+        Err(e) => Err(AppError::Unavailable(format!(
+            "The HA process did not answer: {e}"
+        ))),
+    }
+}
+
+/// Joins the pair; returns the sentence.
+pub(crate) async fn join_pair(
+    state: &AppState,
+    p: &Principal,
+    action: sup::HaPairAction,
+) -> Result<String, AppError> {
+    pair(state, p, action).await.map(|(m, _)| format!("{m}."))
+}
+
 pub async fn create(
     State(state): State<AppState>,
     p: Principal,
@@ -145,13 +215,13 @@ pub async fn create(
         ha_address: addr(&raw, "ha_address", "This unit's HA-link address")?,
         witness: opt_addr(&raw, "witness", "Witness address")?,
     };
-    let (message, code) = pair(&state, &p, action).await?;
+    let (message, code) = create_pair(&state, &p, action).await?;
     let page = Page::load(&state, &p, "system", "Pair created").await?;
     render(&OneTimePage {
         page,
         heading: message,
         what: "Pairing code. Type it into the second unit's \"Join a pair\" form (System → High availability) or give it to `palisade ha join`. It holds the pair's key: it is not shown again and not stored by the console.".into(),
-        secret: code.unwrap_or_default(),
+        secret: code,
         back: "/system/ha".into(),
     })
 }
@@ -169,49 +239,19 @@ pub async fn join(
         interface: (!interface.is_empty()).then(|| interface.to_string()),
         witness: opt_addr(&raw, "witness", "Witness address")?,
     };
-    let (message, _) = pair(&state, &p, action).await?;
-    flash(&state, &p, format!("{message}.")).await?;
+    let message = join_pair(&state, &p, action).await?;
+    flash(&state, &p, message).await?;
     Ok(Redirect::to("/system/ha").into_response())
 }
 
 pub async fn unpair(State(state): State<AppState>, p: Principal) -> Result<Response, AppError> {
-    let (message, _) = pair(&state, &p, sup::HaPairAction::Unpair).await?;
-    // No peer any more: the replicas of its queue are this unit's to deliver.
-    let adopted = match state
-        .engine(palisade_control::engine::ControlRequest::HaAdopt)
-        .await
-    {
-        Ok(r) if r.ok => format!(" {}.", r.message),
-        Ok(r) => format!(
-            " The peer's replicated messages were not queued: {}.",
-            r.message
-        ),
-        Err(e) => format!(" The peer's replicated messages were not queued: {e}."),
-    };
-    flash(&state, &p, format!("{message}.{adopted}")).await?;
+    let message = unpair_and_adopt(&state, &p).await?;
+    flash(&state, &p, message).await?;
     Ok(Redirect::to("/system/ha").into_response())
 }
 
 pub async fn failover(State(state): State<AppState>, p: Principal) -> Result<Response, AppError> {
-    let run = state.data().run();
-    let req = palisade_control::ha::Request::Failover {
-        actor: p.actor(),
-        source: p.source.clone(),
-    };
-    let answer = tokio::task::spawn_blocking(move || palisade_control::ha::request(&run, &req))
-        .await
-        .map_err(AppError::internal)?;
-    let msg = match answer {
-        Ok(palisade_control::ha::Response::Ok { message }) => format!("{message}."),
-        Ok(palisade_control::ha::Response::Error { message }) => {
-            return Err(AppError::BadRequest(message));
-        }
-        Err(e) => {
-            return Err(AppError::Unavailable(format!(
-                "The HA process did not answer: {e}"
-            )));
-        }
-    };
-    flash(&state, &p, msg).await?;
+    let message = fail_over(&state, &p).await?;
+    flash(&state, &p, message).await?;
     Ok(Redirect::to("/system/ha").into_response())
 }

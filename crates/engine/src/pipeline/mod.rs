@@ -169,7 +169,7 @@ impl Pipeline {
         let mut all: Vec<Arc<dyn Check>> = vec![
             Arc::new(MimeCheck::new(f.uninspectable)),
             Arc::new(RulesCheck::with_domains(
-                f.rules.clone(),
+                f.rules_with_groups(),
                 cfg.domains.iter().map(|d| d.name.clone()).collect(),
                 data,
             )),

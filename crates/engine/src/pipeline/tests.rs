@@ -494,3 +494,77 @@ reason = "could not be scanned"
     );
     assert!(dlp::incidents(&e, None).is_empty());
 }
+
+#[tokio::test]
+async fn rules_name_address_groups() {
+    let cfg = config(
+        r#"
+[[filter.group]]
+name = "board"
+members = ["ceo@example.test", "cfo@example.test"]
+
+[[filter.group]]
+name = "partners"
+members = ["@example.org"]
+
+[[filter.rule]]
+name = "board mail from partners reviewed"
+sender_groups = ["partners"]
+recipient_groups = ["board"]
+action = "quarantine"
+"#,
+    );
+    let p = Pipeline::from_config(&cfg, None);
+    let raw = b"From: a@example.org\r\nSubject: hi\r\n\r\nhello\r\n";
+    let e = p
+        .evaluate(
+            envelope(&["cfo@example.test", "staff@example.test"]),
+            view(raw),
+            None,
+        )
+        .await;
+    assert!(matches!(
+        e.verdict.per_recipient[0].disposition,
+        Disposition::Quarantine { .. }
+    ));
+    assert_eq!(e.verdict.per_recipient[1].disposition, Disposition::Deliver);
+    // A sender outside the group: the rule does not apply.
+    let mut env = (*envelope(&["cfo@example.test"])).clone();
+    env.sender = "x@elsewhere.test".into();
+    let e = p.evaluate(Arc::new(env), view(raw), None).await;
+    assert_eq!(e.verdict.per_recipient[0].disposition, Disposition::Deliver);
+
+    // A group nobody defined, and a bad member, are configuration problems.
+    let bad: Config = toml::from_str(
+        r#"
+[[filter.group]]
+name = "g"
+members = ["not an address pattern"]
+
+[[filter.rule]]
+name = "r"
+recipient_groups = ["nobody"]
+action = "quarantine"
+"#,
+    )
+    .unwrap();
+    let problems: Vec<String> = bad
+        .validate()
+        .unwrap_err()
+        .iter()
+        .map(|p| p.to_string())
+        .collect();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("filter.rule[0].recipient_groups[0]")
+                && p.contains("no group 'nobody'")),
+        "{problems:?}"
+    );
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("filter.group[0].members[0]")),
+        "{problems:?}"
+    );
+}

@@ -296,7 +296,7 @@ mod tests {
     }
 
     /// The README's DLP example is a valid configuration (rules with quoted detector names,
-    /// a pattern, monitor mode).
+    /// a pattern, monitor mode, an address group).
     #[test]
     fn the_readme_example_is_valid() {
         let readme = include_str!("../../../../README.md");
@@ -307,7 +307,12 @@ mod tests {
         let cfg = crate::Config::from_toml(&readme[start..end]).unwrap_or_else(|p| {
             panic!("{p:?}");
         });
-        assert_eq!(cfg.filter.rules.len(), 2);
+        assert_eq!(cfg.filter.rules.len(), 3);
+        assert_eq!(cfg.filter.groups.len(), 1);
+        assert_eq!(
+            cfg.filter.rules_with_groups()[2].senders,
+            cfg.filter.groups[0].members
+        );
         assert_eq!(cfg.filter.rules[0].dlp.get("pattern:mrn"), Some(&1));
         assert!(cfg.dlp.clinical_terms && cfg.filter.rules[0].monitor);
     }

@@ -58,6 +58,18 @@ pub struct Filter {
     /// The operator's rules, in order.
     #[serde(rename = "rule", skip_serializing_if = "Vec::is_empty")]
     pub rules: Vec<Rule>,
+    /// Named address groups the rules refer to (`sender_groups`, `recipient_groups`).
+    #[serde(rename = "group", skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<AddressGroup>,
+}
+
+/// A named list of address patterns (as a rule's `senders`): the organisation's groups —
+/// clinicians, finance, a ward — kept here (there is no directory connection).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddressGroup {
+    pub name: String,
+    pub members: Vec<String>,
 }
 
 impl Default for Filter {
@@ -69,6 +81,7 @@ impl Default for Filter {
             confirmation_hours: 24,
             check: BTreeMap::new(),
             rules: Vec::new(),
+            groups: Vec::new(),
         }
     }
 }
@@ -165,6 +178,13 @@ pub struct Rule {
     pub senders: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub recipients: Vec<String>,
+    /// Groups (`[[filter.group]]`) whose members count as `senders` entries (any of them, or
+    /// of `senders`, matches).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sender_groups: Vec<String>,
+    /// Groups whose members count as `recipients` entries.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recipient_groups: Vec<String>,
     /// A header field (`header`) whose decoded value contains `contains` (case-insensitive).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub header: Option<String>,
@@ -259,6 +279,8 @@ impl Rule {
             direction: RuleDirection::Any,
             senders: Vec::new(),
             recipients: Vec::new(),
+            sender_groups: Vec::new(),
+            recipient_groups: Vec::new(),
             header: None,
             contains: None,
             part_types: Vec::new(),
@@ -386,7 +408,73 @@ fn field_name_ok(s: &str) -> bool {
 }
 
 impl Filter {
+    /// The rules with their groups' members added to their `senders` and `recipients` (what
+    /// the rules check evaluates).
+    pub fn rules_with_groups(&self) -> Vec<Rule> {
+        let members = |names: &[String]| -> Vec<String> {
+            names
+                .iter()
+                .filter_map(|n| self.groups.iter().find(|g| &g.name == n))
+                .flat_map(|g| g.members.iter().cloned())
+                .collect()
+        };
+        self.rules
+            .iter()
+            .map(|r| {
+                let mut r = r.clone();
+                let (s, t) = (members(&r.sender_groups), members(&r.recipient_groups));
+                r.senders.extend(s);
+                r.recipients.extend(t);
+                r
+            })
+            .collect()
+    }
+
     pub(super) fn problems(&self, bad: &mut dyn FnMut(&str, String)) {
+        let mut group_names = std::collections::BTreeSet::new();
+        for (i, g) in self.groups.iter().enumerate() {
+            let path = format!("filter.group[{i}]");
+            if g.name.trim().is_empty()
+                || g.name.len() > 100
+                || !g
+                    .name
+                    .chars()
+                    .all(|c| c.is_alphanumeric() || "-_. ".contains(c))
+            {
+                bad(
+                    &format!("{path}.name"),
+                    "needs a name (letters, digits, - _ . and spaces, at most 100)".into(),
+                );
+            } else if !group_names.insert(g.name.as_str()) {
+                bad(
+                    &format!("{path}.name"),
+                    format!("'{}' is used by two groups", g.name),
+                );
+            }
+            if g.members.is_empty() {
+                bad(&format!("{path}.members"), "a group needs members".into());
+            }
+            for (j, p) in g.members.iter().enumerate() {
+                if let Some(why) = address_pattern_problem(p) {
+                    bad(&format!("{path}.members[{j}]"), why);
+                }
+            }
+        }
+        for (i, r) in self.rules.iter().enumerate() {
+            for (field, list) in [
+                ("sender_groups", &r.sender_groups),
+                ("recipient_groups", &r.recipient_groups),
+            ] {
+                for (j, n) in list.iter().enumerate() {
+                    if !self.groups.iter().any(|g| &g.name == n) {
+                        bad(
+                            &format!("filter.rule[{i}].{field}[{j}]"),
+                            format!("no group '{n}' ([[filter.group]])"),
+                        );
+                    }
+                }
+            }
+        }
         if !(1..=300).contains(&self.timeout_secs) {
             bad(
                 "filter.timeout_secs",

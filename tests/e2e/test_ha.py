@@ -51,6 +51,9 @@ def pair(request):
                 # sink.test: a relay in the client namespace that the kill test starts late.
                 "domain": [{"name": "example.test", "route": "maildir"},
                            {"name": "sink.test", "route": "smarthosts", "smarthosts": [f"{WITNESS}:{SINK_PORT}"]}],
+                # The kill test holds one message: the survivor must have its copy.
+                "filter": {"rule": [{"name": "hold for review", "header": "Subject", "contains": "HOLD-FOR-REVIEW",
+                                     "action": "quarantine"}]},
             }, netns=net.ns[u])
         # Two standalone units, running; paired while they run (the supervisor starts `ha`).
         for u in ("a", "b"):
@@ -240,6 +243,14 @@ def test_forged_replayed_and_truncated_heartbeats_change_nothing(pair):
     assert replication(units["a"]).get("connected") and replication(units["b"]).get("connected")
 
 
+HOLD_ONE = r"""
+import smtplib, sys
+msg = ("From: a@client.test\r\nTo: held@example.test\r\nSubject: HOLD-FOR-REVIEW 1\r\n"
+       "Message-ID: <held-1@client.test>\r\n\r\nfor review\r\n")
+with smtplib.SMTP(sys.argv[1], 2525, timeout=10) as s:
+    assert not s.sendmail("a@client.test", ["held@example.test"], msg)
+"""
+
 SENDER = r"""
 import smtplib, sys, time, json
 vip, secs = sys.argv[1], float(sys.argv[2])
@@ -352,6 +363,8 @@ def test_the_active_dies_under_load_and_the_passive_delivers_every_acknowledged_
     local = json.loads(subprocess.run(["ip", "netns", "exec", net.ns["c"], "python3", "-c", SENDER, VIP, "1",
                                        "local@example.test"], capture_output=True, text=True, check=True).stdout)
     assert local["acked"], local
+    subprocess.run(["ip", "netns", "exec", net.ns["c"], "python3", "-c", HOLD_ONE, VIP], check=True, timeout=30)
+    wait_for(lambda: units["a"].cli("quarantine", "list", "--json", json_out=True), 10, what="a holds the message")
     secs = float(os.environ.get("PALISADE_HA_KILL_SECS", "20"))
     sender = subprocess.Popen(["ip", "netns", "exec", net.ns["c"], "python3", "-c", SENDER, VIP, str(secs),
                                "x@sink.test"], stdout=subprocess.PIPE, text=True)
@@ -374,6 +387,12 @@ def test_the_active_dies_under_load_and_the_passive_delivers_every_acknowledged_
     assert any(e["action"] == "ha.state" for e in peer_audit), peer_audit[:3]
     verified = units["b"].cli("audit", "verify", "--peer").stdout
     assert "intact" in verified and "TAMPERED" not in verified, verified
+    # ... and a's quarantine: the held message is b's to release now, byte for byte.
+    held = units["b"].cli("quarantine", "list", "--json", json_out=True)
+    assert [h["subject"] for h in held] == ["HOLD-FOR-REVIEW 1"], held
+    units["b"].cli("quarantine", "release", held[0]["id"])
+    wait_for(lambda: any(b"HOLD-FOR-REVIEW 1" in m for m in units["b"].mailbox()), 30,
+             what="the released message delivered by b")
     # The relay comes up only now: nothing reached it before a died.
     dump = tmp_path / "dump"
     dump.mkdir()

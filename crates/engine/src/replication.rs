@@ -10,6 +10,7 @@
 
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -22,7 +23,8 @@ use palisade_store::AuditLog;
 use palisade_store::DataDir;
 use palisade_store::audit::{AUDIT_BATCH, ChainEntry};
 use palisade_store::mail::{
-    ReplicaChanges, ReplicaRecord, TRACK_BATCH, TrackCursor, TrackEventRow, TrackRow,
+    QUARANTINE_BATCH, ReplicaChanges, ReplicaRecord, TRACK_BATCH, TrackCursor, TrackEventRow,
+    TrackRow,
 };
 use ring::hmac;
 use serde::{Deserialize, Serialize};
@@ -90,6 +92,8 @@ enum Frame {
         audit_seq: i64,
         audit_hash: Option<String>,
         track: TrackCursor,
+        #[serde(default)]
+        quarantine: i64,
     },
     /// Our audit entries and tracking events after the cursors; `restart`: our log does not
     /// continue the copy the peer has (it keeps that one and starts another).
@@ -107,6 +111,17 @@ enum Frame {
     RecordsAck {
         audit_seq: i64,
         track: TrackCursor,
+    },
+    /// Our quarantine rows changed after the cursor (by column name), followed by the held
+    /// original of each entry in `files` (id, size), in that order.
+    Quarantine {
+        origin: String,
+        rows: Vec<serde_json::Map<String, serde_json::Value>>,
+        #[serde(default)]
+        files: Vec<(String, u64)>,
+    },
+    QuarantineAck {
+        changed: i64,
     },
     Ping,
     Pong,
@@ -162,6 +177,7 @@ struct Cursor {
     audit_seq: i64,
     restart: bool,
     track: TrackCursor,
+    quarantine: i64,
 }
 
 struct Conn {
@@ -372,6 +388,15 @@ impl Replication {
             .adopt_replicas(&self.store)
             .await
             .map_err(|e| e.to_string())?;
+        let held = self.adopt_quarantine(spool)?;
+        if held > 0 {
+            tracing::warn!(
+                event = "replication.quarantine_adopted",
+                entries = held,
+                reason = why,
+                "the peer's held messages are in this unit's quarantine"
+            );
+        }
         if n > 0 {
             self.adopted.fetch_add(n as u64, Ordering::Relaxed);
             if let Some(r) = self.runner.get() {
@@ -641,6 +666,11 @@ impl Replication {
 
     /// One question and its answer on the connection; a failure drops it.
     fn ask(&self, frame: &Frame) -> io::Result<Frame> {
+        self.ask_with(frame, &[])
+    }
+
+    /// One question with files after it (each u64 length + bytes), and its answer.
+    fn ask_with(&self, frame: &Frame, files: &[(PathBuf, u64)]) -> io::Result<Frame> {
         let mut guard = lock(&self.conn);
         let Some(c) = guard.as_mut() else {
             return Err(io::Error::new(
@@ -648,9 +678,22 @@ impl Replication {
                 "no connection to the peer",
             ));
         };
-        let res = write_frame(&mut c.tls, frame)
-            .and_then(|_| c.tls.flush())
-            .and_then(|_| read_frame(&mut c.tls));
+        let send = |c: &mut Conn| -> io::Result<()> {
+            let mut w = BufWriter::with_capacity(64 * 1024, &mut c.tls);
+            write_frame(&mut w, frame)?;
+            for (path, size) in files {
+                w.write_all(&size.to_be_bytes())?;
+                let sent = read_chunks(path, |chunk| w.write_all(chunk))?;
+                if sent != *size {
+                    return Err(io::Error::other(format!(
+                        "{}: {sent} bytes, {size} announced",
+                        path.display()
+                    )));
+                }
+            }
+            w.flush()
+        };
+        let res = send(c).and_then(|_| read_frame(&mut c.tls));
         match res {
             Ok(Frame::Error { message }) => {
                 self.drop_conn(&mut guard);
@@ -686,6 +729,7 @@ impl Replication {
                         audit_seq,
                         audit_hash,
                         track,
+                        quarantine,
                     } = answer
                     else {
                         self.drop_conn(&mut lock(&self.conn));
@@ -694,9 +738,13 @@ impl Replication {
                     // The copy continues our log only if its newest entry is ours.
                     let ours = self.with_audit(|a| a.hash_of(audit_seq))?;
                     let continues = audit_seq == 0 || (ours.is_some() && ours == audit_hash);
-                    let own_track = lock(spool.db())
-                        .own_track_head()
-                        .map_err(io::Error::other)?;
+                    let (own_track, own_quarantine) = {
+                        let db = lock(spool.db());
+                        (
+                            db.own_track_head().map_err(io::Error::other)?,
+                            db.own_quarantine_head().map_err(io::Error::other)?,
+                        )
+                    };
                     Cursor {
                         audit_seq: if continues { audit_seq } else { 0 },
                         restart: !continues,
@@ -708,15 +756,66 @@ impl Replication {
                         } else {
                             TrackCursor::default()
                         },
+                        quarantine: if quarantine <= own_quarantine {
+                            quarantine
+                        } else {
+                            0
+                        },
                     }
                 }
             };
             let audit = self.with_audit(|a| a.chain_after(cursor.audit_seq, AUDIT_BATCH))?;
-            let (messages, events) = lock(spool.db())
-                .own_track_after(cursor.track, TRACK_BATCH)
-                .map_err(io::Error::other)?;
+            let (messages, events, held) = {
+                let db = lock(spool.db());
+                let (m, e) = db
+                    .own_track_after(cursor.track, TRACK_BATCH)
+                    .map_err(io::Error::other)?;
+                let q = db
+                    .own_quarantine_after(cursor.quarantine, QUARANTINE_BATCH)
+                    .map_err(io::Error::other)?;
+                (m, e, q)
+            };
+            let mut cursor = cursor;
+            if !held.is_empty() {
+                // The originals of the entries still held go along (one that is gone
+                // meanwhile goes without: its row follows with its new state).
+                let files: Vec<(String, PathBuf, u64)> = held
+                    .iter()
+                    .filter(|r| r.state == "held")
+                    .filter_map(|r| {
+                        let p = self.data.quarantine().join(&r.id);
+                        std::fs::metadata(&p)
+                            .ok()
+                            .map(|m| (r.id.clone(), p, m.len()))
+                    })
+                    .collect();
+                let answer = self.ask_with(
+                    &Frame::Quarantine {
+                        origin: origin.clone(),
+                        rows: held.into_iter().map(|r| r.columns).collect(),
+                        files: files.iter().map(|(id, _, n)| (id.clone(), *n)).collect(),
+                    },
+                    &files
+                        .into_iter()
+                        .map(|(_, p, n)| (p, n))
+                        .collect::<Vec<_>>(),
+                )?;
+                let Frame::QuarantineAck { changed } = answer else {
+                    self.drop_conn(&mut lock(&self.conn));
+                    return Err(io::Error::other(format!("unexpected answer {answer:?}")));
+                };
+                cursor.quarantine = changed;
+                *lock(&self.records) = Some(cursor);
+            }
             if audit.is_empty() && events.is_empty() && messages.is_empty() {
                 *lock(&self.records) = Some(cursor);
+                if cursor.quarantine
+                    < lock(spool.db())
+                        .own_quarantine_head()
+                        .map_err(io::Error::other)?
+                {
+                    continue;
+                }
                 return Ok(());
             }
             let answer = self.ask(&Frame::Records {
@@ -734,6 +833,7 @@ impl Replication {
                 audit_seq,
                 restart: false,
                 track,
+                quarantine: cursor.quarantine,
             });
         }
         Ok(())
@@ -787,6 +887,106 @@ impl Replication {
         }
         .map_err(io::Error::other)?;
         Ok((head.seq, track))
+    }
+
+    /// Keeps the peer's quarantine rows, and the held originals that follow the frame in
+    /// `DIR/peer-quarantine/` (fsync'd before the rows are committed); the original of an entry
+    /// no longer held there goes. Returns the new cursor.
+    fn receive_quarantine(
+        &self,
+        r: &mut impl Read,
+        origin: &str,
+        rows: &[serde_json::Map<String, serde_json::Value>],
+        files: &[(String, u64)],
+    ) -> io::Result<i64> {
+        let Some(spool) = self.spool.get() else {
+            return Err(io::Error::other("the spool is not open yet"));
+        };
+        if rows.len() > QUARANTINE_BATCH as usize || files.len() > rows.len() {
+            return Err(io::Error::other("too many quarantine rows in one frame"));
+        }
+        let dir = self.data.peer_quarantine();
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)?;
+        for (id, size) in files {
+            let safe = !id.is_empty()
+                && id.len() <= 64
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            let announced = read_blob_len(r)?;
+            if !safe || announced != *size || *size > MAX_BLOB {
+                return Err(io::Error::other(format!(
+                    "held original '{id}': {announced} bytes announced, {size} listed"
+                )));
+            }
+            let tmp = dir.join(format!("{id}.part"));
+            let mut f = std::fs::File::create(&tmp)?;
+            let copied = io::copy(&mut r.take(*size), &mut f)?;
+            if copied != *size {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "held original cut short",
+                ));
+            }
+            f.sync_all()?;
+            std::fs::rename(&tmp, dir.join(id))?;
+        }
+        std::fs::File::open(&dir)?.sync_all()?;
+        let changed = lock(spool.db())
+            .peer_quarantine_apply(origin, rows)
+            .map_err(io::Error::other)?;
+        for row in rows {
+            let (Some(id), Some(state)) = (
+                row.get("id").and_then(|v| v.as_str()),
+                row.get("state").and_then(|v| v.as_str()),
+            ) else {
+                continue;
+            };
+            if state != "held" && !id.contains('/') && !id.starts_with('.') {
+                let _ = std::fs::remove_file(dir.join(id));
+            }
+        }
+        Ok(changed)
+    }
+
+    /// The peer's held entries kept here become ours (adoption): each original hard-linked
+    /// into `DIR/quarantine/`, the directory fsync'd, then the rows in one transaction.
+    fn adopt_quarantine(&self, spool: &Spool) -> Result<usize, String> {
+        let ids = lock(spool.db())
+            .peer_quarantine_held()
+            .map_err(|e| e.to_string())?;
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let (from, to) = (self.data.peer_quarantine(), self.data.quarantine());
+        let mut linked = Vec::new();
+        for id in ids {
+            let target = to.join(&id);
+            match std::fs::hard_link(from.join(&id), &target) {
+                Ok(()) => linked.push(id),
+                Err(_) if target.exists() => linked.push(id),
+                Err(e) => {
+                    tracing::error!(event = "replication.quarantine_adopt_missing", id = %id, error = %e,
+                    "the peer's held original never arrived: the entry cannot be adopted")
+                }
+            }
+        }
+        std::fs::File::open(&to)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| e.to_string())?;
+        let n = lock(spool.db())
+            .peer_quarantine_adopt(&linked)
+            .map_err(|e| e.to_string())?;
+        if let Ok(entries) = std::fs::read_dir(&from) {
+            for e in entries.flatten() {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+        Ok(n)
     }
 
     /// On a passive unit: the active's configuration becomes ours (with our own identity and
@@ -954,10 +1154,17 @@ impl Replication {
                             .map_err(io::Error::other)?,
                         None => TrackCursor::default(),
                     };
+                    let quarantine = match self.spool.get() {
+                        Some(spool) => lock(spool.db())
+                            .peer_quarantine_cursor(&origin)
+                            .map_err(io::Error::other)?,
+                        None => 0,
+                    };
                     Frame::CursorsAre {
                         audit_seq: head.seq,
                         audit_hash: head.hash,
                         track,
+                        quarantine,
                     }
                 }
                 Frame::Records {
@@ -971,6 +1178,25 @@ impl Replication {
                     Err(e) => {
                         let message = e.to_string();
                         tracing::warn!(event = "replication.records_refused", error = %message);
+                        let _ = write_frame(
+                            r.get_mut(),
+                            &Frame::Error {
+                                message: message.clone(),
+                            },
+                        );
+                        let _ = r.get_mut().flush();
+                        return Err(io::Error::other(message));
+                    }
+                },
+                Frame::Quarantine {
+                    origin,
+                    rows,
+                    files,
+                } => match self.receive_quarantine(&mut r, &origin, &rows, &files) {
+                    Ok(changed) => Frame::QuarantineAck { changed },
+                    Err(e) => {
+                        let message = e.to_string();
+                        tracing::warn!(event = "replication.quarantine_refused", error = %message);
                         let _ = write_frame(
                             r.get_mut(),
                             &Frame::Error {

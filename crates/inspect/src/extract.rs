@@ -311,6 +311,13 @@ pub fn extract(view: &MessageView, max_bytes: usize) -> Extracted {
             out.unscannable(&location, why);
             continue;
         }
+        if let Some(kind) = unread_archive(real, &bytes) {
+            out.unscannable(
+                &location,
+                format!("{kind} archive: its members are not read"),
+            );
+            continue;
+        }
         if let Some(text) = text_of(view, i, &bytes, declared, real, &name) {
             if text.contains("-----BEGIN PGP MESSAGE-----") {
                 out.unscannable(&location, "inline OpenPGP encrypted text is not read");
@@ -321,6 +328,40 @@ pub fn extract(view: &MessageView, max_bytes: usize) -> Extracted {
         out.skipped += 1;
     }
     out
+}
+
+/// An archive or compressed file whose content is not read here (only zip is): by its real
+/// type, or its magic bytes when the type was not recognised. Never clean: unscannable.
+fn unread_archive(real: &str, bytes: &[u8]) -> Option<&'static str> {
+    let by_type = match real {
+        "application/gzip" | "application/x-gzip" => Some("gzip"),
+        "application/x-tar" => Some("tar"),
+        "application/x-7z-compressed" => Some("7-Zip"),
+        "application/vnd.rar" | "application/x-rar-compressed" => Some("RAR"),
+        "application/x-bzip2" => Some("bzip2"),
+        "application/x-xz" => Some("xz"),
+        "application/zstd" => Some("zstd"),
+        "application/vnd.ms-cab-compressed" => Some("cabinet"),
+        "application/x-lzip" | "application/x-compress" => Some("compressed"),
+        "application/x-iso9660-image" => Some("disk image"),
+        _ => None,
+    };
+    by_type.or_else(|| {
+        let magic: &[(&[u8], &str)] = &[
+            (&[0x1f, 0x8b], "gzip"),
+            (b"7z\xbc\xaf\x27\x1c", "7-Zip"),
+            (b"Rar!\x1a\x07", "RAR"),
+            (b"BZh", "bzip2"),
+            (&[0xfd, b'7', b'z', b'X', b'Z', 0], "xz"),
+            (&[0x28, 0xb5, 0x2f, 0xfd], "zstd"),
+            (b"MSCF", "cabinet"),
+        ];
+        magic
+            .iter()
+            .find(|(m, _)| bytes.starts_with(m))
+            .map(|(_, k)| *k)
+            .or_else(|| (bytes.get(257..262) == Some(b"ustar")).then_some("tar"))
+    })
 }
 
 fn office_kind_of_type(mime: &str) -> bool {
@@ -628,6 +669,48 @@ mod tests {
         assert!(
             !t.contains("\t0\t"),
             "a shared-string index is no text: {t:?}"
+        );
+    }
+
+    #[test]
+    fn archives_not_read_are_named_never_clean() {
+        let mut tar = vec![0u8; 512];
+        tar[257..262].copy_from_slice(b"ustar");
+        for (bytes, kind) in [
+            (&[0x1f, 0x8b, 8, 0][..], "gzip"),
+            (&b"7z\xbc\xaf\x27\x1c\0\x04"[..], "7-Zip"),
+            (&b"Rar!\x1a\x07\x01\0"[..], "RAR"),
+            (&b"BZh91AY&SY"[..], "bzip2"),
+            (&tar[..], "tar"),
+        ] {
+            assert_eq!(unread_archive("", bytes), Some(kind));
+        }
+        assert_eq!(unread_archive("application/gzip", b""), Some("gzip"));
+        assert_eq!(unread_archive("text/plain", b"Bzh is not bzip2"), None);
+        assert_eq!(unread_archive("", b"NHS 943 476 5919"), None);
+
+        // In a message: the part is unscannable, with its kind.
+        let gz = {
+            use std::io::Write;
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            e.write_all(b"NHS 943 476 5919").unwrap();
+            e.finish().unwrap()
+        };
+        let b64 = {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD.encode(&gz)
+        };
+        let raw = format!(
+            "From: a@example.org\r\nSubject: x\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n--b\r\nContent-Type: application/octet-stream; name=list.csv.gz\r\nContent-Disposition: attachment; filename=list.csv.gz\r\nContent-Transfer-Encoding: base64\r\n\r\n{b64}\r\n--b--\r\n"
+        );
+        let view = crate::MessageView::from_bytes(raw.as_bytes(), &crate::Limits::default());
+        let out = extract(&view, 1 << 20);
+        assert!(
+            out.unscannable
+                .iter()
+                .any(|u| u.location.contains("list.csv.gz") && u.reason.contains("gzip")),
+            "{:?}",
+            out.unscannable
         );
     }
 

@@ -55,6 +55,11 @@ impl DataDir {
         self.root.join("replica")
     }
 
+    /// The HA peer's held originals (its quarantine), kept apart until adopted.
+    pub fn peer_quarantine(&self) -> PathBuf {
+        self.root.join("peer-quarantine")
+    }
+
     /// The key that authenticates spool replication between the units of a pair (0600, the
     /// engine's; derived from the pair key).
     pub fn replication_key(&self) -> PathBuf {

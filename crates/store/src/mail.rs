@@ -42,6 +42,7 @@ macro_rules! protection_unchecked_or_outbound {
 mod domains;
 mod incident;
 mod model;
+mod peer_quarantine;
 mod peer_track;
 mod protection;
 mod quarantine;
@@ -52,6 +53,7 @@ pub use domains::domain_of;
 pub use incident::{Incident, IncidentQuery, IncidentReport, NewIncident, RuleSummary};
 pub use model::{MessageKind, QuarantineState, RcptState};
 use model::{opt_param, parse, parse_opt, stored};
+pub use peer_quarantine::{QUARANTINE_BATCH, QuarantineRow};
 pub use peer_track::{TRACK_BATCH, TrackCursor, TrackEventRow, TrackRow};
 pub use protection::{
     PROTECTION_MAX_MESSAGES, PROTECTION_TOP, ProtectionReason, ProtectionSummary, ReasonCount,
@@ -204,6 +206,8 @@ pub const MIGRATIONS: &[&str] = &[
     replica::MIGRATION,
     // 10: the HA peer's tracking, and this database's identity (see `mail::peer_track`).
     peer_track::MIGRATION,
+    // 11: the HA peer's held copies (see `mail::peer_quarantine`).
+    peer_quarantine::MIGRATION,
 ];
 
 /// How the message reached us: for tracking and for the trace page.

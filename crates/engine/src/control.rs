@@ -73,7 +73,7 @@ async fn handle(shared: &Arc<Shared>, req: ControlRequest) -> ControlResponse {
         ControlRequest::HaAdopt => match shared.replication() {
             Some(r) => {
                 r.dissolve();
-                match r.adopt("the pair was dissolved").await {
+                match r.adopt("the pair was dissolved", true).await {
                     Ok(n) => {
                         ControlResponse::counted(format!("{n} replicated message(s) queued"), n)
                     }

@@ -24,7 +24,7 @@ use palisade_store::DataDir;
 use palisade_store::audit::{AUDIT_BATCH, ChainEntry};
 use palisade_store::mail::{
     QUARANTINE_BATCH, ReplicaChanges, ReplicaRecord, TRACK_BATCH, TrackCursor, TrackEventRow,
-    TrackRow,
+    TrackRow, is_quarantine_id,
 };
 use ring::hmac;
 use serde::{Deserialize, Serialize};
@@ -52,6 +52,28 @@ const START_HOLD: Duration = Duration::from_secs(20);
 /// Frames of tracking and audit entries sent per second at most (each of up to
 /// `AUDIT_BATCH` entries and `TRACK_BATCH` events), between which groups go first.
 const RECORD_ROUNDS: usize = 20;
+/// JSON of tracking and audit entries in one frame (well under `MAX_HEADER`).
+const RECORDS_BUDGET: usize = 4 << 20;
+/// Held originals in one frame (a group waits while they travel; the first goes whatever
+/// its size).
+const FILES_BUDGET: u64 = 16 << 20;
+/// After a failure or a refusal, tracking, audit and quarantine replication waits this long.
+const RECORDS_PAUSE: Duration = Duration::from_secs(60);
+
+/// Keeps the longest prefix of `items` whose JSON fits in `budget` (at least one item while
+/// nothing was kept before), and takes it from the budget.
+fn within<T: Serialize>(items: &mut Vec<T>, budget: &mut usize) {
+    let mut keep = 0;
+    for it in items.iter() {
+        let n = serde_json::to_vec(it).map_or(usize::MAX, |v| v.len() + 1);
+        if n > *budget && !(keep == 0 && *budget == RECORDS_BUDGET) {
+            break;
+        }
+        *budget = budget.saturating_sub(n);
+        keep += 1;
+    }
+    items.truncate(keep);
+}
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "t", rename_all = "snake_case")]
@@ -123,11 +145,19 @@ enum Frame {
     QuarantineAck {
         changed: i64,
     },
+    /// A frame the listener took in full but did not apply (it says why); the connection
+    /// stays.
+    Refused {
+        message: String,
+    },
     Ping,
     Pong,
     Error {
         message: String,
     },
+    /// A frame of a newer version (no blobs follow: every frame with blobs is known).
+    #[serde(other)]
+    Unknown,
 }
 
 fn write_frame(w: &mut impl Write, f: &Frame) -> io::Result<()> {
@@ -218,6 +248,8 @@ pub(crate) struct Replication {
     records: Mutex<Option<Cursor>>,
     /// The audit log: ours read to send, the copy of the peer's written when received.
     audit: Mutex<Option<AuditLog>>,
+    /// Tracking, audit and quarantine replication waits until then (after a failure).
+    records_pause: Mutex<Option<Instant>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -272,6 +304,7 @@ impl Replication {
             resynced: AtomicBool::new(false),
             records: Mutex::new(None),
             audit: Mutex::new(None),
+            records_pause: Mutex::new(None),
         });
         let weak = Arc::downgrade(&r);
         std::thread::Builder::new()
@@ -379,8 +412,15 @@ impl Replication {
         lock(&self.ha_state).clear();
     }
 
-    /// Queues every replica now (`palisade ha unpair`); returns how many.
-    pub(crate) async fn adopt(self: &Arc<Self>, why: &str) -> Result<usize, String> {
+    /// Queues every replica now; with `quarantine` (`palisade ha unpair`: the peer is gone for
+    /// good) the peer's held messages become ours too. Not at a failover: a unit that comes
+    /// back still holds them, and a release on both would deliver twice. Returns how many
+    /// messages were queued.
+    pub(crate) async fn adopt(
+        self: &Arc<Self>,
+        why: &str,
+        quarantine: bool,
+    ) -> Result<usize, String> {
         let Some(spool) = self.spool.get() else {
             return Err("the spool is not open yet".into());
         };
@@ -388,7 +428,11 @@ impl Replication {
             .adopt_replicas(&self.store)
             .await
             .map_err(|e| e.to_string())?;
-        let held = self.adopt_quarantine(spool)?;
+        let held = if quarantine {
+            self.adopt_quarantine(spool)?
+        } else {
+            0
+        };
         if held > 0 {
             tracing::warn!(
                 event = "replication.quarantine_adopted",
@@ -418,7 +462,7 @@ impl Replication {
         }
         let me = self.clone();
         self.runtime.spawn(async move {
-            if let Err(e) = me.adopt(why).await {
+            if let Err(e) = me.adopt(why, false).await {
                 tracing::error!(event = "replication.adopt_failed", error = %e);
             }
             me.adopting.store(false, Ordering::Release);
@@ -713,59 +757,34 @@ impl Replication {
     /// Sends the peer our audit entries and tracking events it does not have yet (both units
     /// do, whatever their state): the copies the survivor of a failover keeps of the other.
     fn send_records(&self) -> io::Result<()> {
+        if lock(&self.records_pause).is_some_and(|until| Instant::now() < until) {
+            return Ok(());
+        }
+        let res = self.send_records_now();
+        if let Err(e) = &res {
+            // Not again for a while: a peer that cannot take them (an older version, a
+            // refusal) must not cost a reconnect and a resync every second.
+            *lock(&self.records_pause) = Some(Instant::now() + RECORDS_PAUSE);
+            *lock(&self.records) = None;
+            tracing::warn!(event = "replication.records_paused", error = %e,
+                pause_secs = RECORDS_PAUSE.as_secs(),
+                "tracking, audit and quarantine replication pauses; the queue's does not");
+        }
+        res
+    }
+
+    fn send_records_now(&self) -> io::Result<()> {
         let Some(spool) = self.spool.get() else {
             return Ok(());
         };
         let origin = lock(spool.db()).instance_id().map_err(io::Error::other)?;
         for _ in 0..RECORD_ROUNDS {
             let known = *lock(&self.records);
-            let cursor = match known {
+            let mut cursor = match known {
                 Some(c) => c,
-                None => {
-                    let answer = self.ask(&Frame::Cursors {
-                        origin: origin.clone(),
-                    })?;
-                    let Frame::CursorsAre {
-                        audit_seq,
-                        audit_hash,
-                        track,
-                        quarantine,
-                    } = answer
-                    else {
-                        self.drop_conn(&mut lock(&self.conn));
-                        return Err(io::Error::other(format!("unexpected answer {answer:?}")));
-                    };
-                    // The copy continues our log only if its newest entry is ours.
-                    let ours = self.with_audit(|a| a.hash_of(audit_seq))?;
-                    let continues = audit_seq == 0 || (ours.is_some() && ours == audit_hash);
-                    let (own_track, own_quarantine) = {
-                        let db = lock(spool.db());
-                        (
-                            db.own_track_head().map_err(io::Error::other)?,
-                            db.own_quarantine_head().map_err(io::Error::other)?,
-                        )
-                    };
-                    Cursor {
-                        audit_seq: if continues { audit_seq } else { 0 },
-                        restart: !continues,
-                        // Ahead of what we wrote: our database is new; all of it.
-                        track: if track.event <= own_track.event
-                            && track.changed <= own_track.changed
-                        {
-                            track
-                        } else {
-                            TrackCursor::default()
-                        },
-                        quarantine: if quarantine <= own_quarantine {
-                            quarantine
-                        } else {
-                            0
-                        },
-                    }
-                }
+                None => self.ask_cursors(spool, &origin)?,
             };
-            let audit = self.with_audit(|a| a.chain_after(cursor.audit_seq, AUDIT_BATCH))?;
-            let (messages, events, held) = {
+            let (mut messages, mut events, mut held) = {
                 let db = lock(spool.db());
                 let (m, e) = db
                     .own_track_after(cursor.track, TRACK_BATCH)
@@ -775,20 +794,33 @@ impl Replication {
                     .map_err(io::Error::other)?;
                 (m, e, q)
             };
-            let mut cursor = cursor;
+            let mut audit = self.with_audit(|a| a.chain_after(cursor.audit_seq, AUDIT_BATCH))?;
+            if audit.is_empty() && events.is_empty() && messages.is_empty() && held.is_empty() {
+                *lock(&self.records) = Some(cursor);
+                return Ok(());
+            }
             if !held.is_empty() {
-                // The originals of the entries still held go along (one that is gone
-                // meanwhile goes without: its row follows with its new state).
-                let files: Vec<(String, PathBuf, u64)> = held
-                    .iter()
-                    .filter(|r| r.state == "held")
-                    .filter_map(|r| {
-                        let p = self.data.quarantine().join(&r.id);
-                        std::fs::metadata(&p)
-                            .ok()
-                            .map(|m| (r.id.clone(), p, m.len()))
-                    })
-                    .collect();
+                // The originals of the entries still held go along, at most FILES_BUDGET
+                // bytes a frame (the first always: a group waits while it travels). One gone
+                // meanwhile goes without: its row follows with its new state.
+                let mut files: Vec<(String, PathBuf, u64)> = Vec::new();
+                let mut bytes = 0u64;
+                let mut keep = 0;
+                for r in &held {
+                    let file = (r.state == "held")
+                        .then(|| self.data.quarantine().join(&r.id))
+                        .and_then(|p| std::fs::metadata(&p).ok().map(|m| (p, m.len())));
+                    let size = file.as_ref().map_or(0, |f| f.1);
+                    if keep > 0 && bytes + size > FILES_BUDGET {
+                        break;
+                    }
+                    bytes += size;
+                    keep += 1;
+                    if let Some((p, n)) = file {
+                        files.push((r.id.clone(), p, n));
+                    }
+                }
+                held.truncate(keep);
                 let answer = self.ask_with(
                     &Frame::Quarantine {
                         origin: origin.clone(),
@@ -800,24 +832,20 @@ impl Replication {
                         .map(|(_, p, n)| (p, n))
                         .collect::<Vec<_>>(),
                 )?;
-                let Frame::QuarantineAck { changed } = answer else {
-                    self.drop_conn(&mut lock(&self.conn));
-                    return Err(io::Error::other(format!("unexpected answer {answer:?}")));
-                };
-                cursor.quarantine = changed;
+                match answer {
+                    Frame::QuarantineAck { changed } => cursor.quarantine = changed,
+                    other => return self.refused(other),
+                }
                 *lock(&self.records) = Some(cursor);
             }
             if audit.is_empty() && events.is_empty() && messages.is_empty() {
-                *lock(&self.records) = Some(cursor);
-                if cursor.quarantine
-                    < lock(spool.db())
-                        .own_quarantine_head()
-                        .map_err(io::Error::other)?
-                {
-                    continue;
-                }
-                return Ok(());
+                continue;
             }
+            // At most RECORDS_BUDGET bytes of JSON a frame (the first entry always).
+            let mut budget = RECORDS_BUDGET;
+            within(&mut audit, &mut budget);
+            within(&mut messages, &mut budget);
+            within(&mut events, &mut budget);
             let answer = self.ask(&Frame::Records {
                 origin: origin.clone(),
                 restart: cursor.restart,
@@ -826,8 +854,7 @@ impl Replication {
                 events,
             })?;
             let Frame::RecordsAck { audit_seq, track } = answer else {
-                self.drop_conn(&mut lock(&self.conn));
-                return Err(io::Error::other(format!("unexpected answer {answer:?}")));
+                return self.refused(answer);
             };
             *lock(&self.records) = Some(Cursor {
                 audit_seq,
@@ -837,6 +864,57 @@ impl Replication {
             });
         }
         Ok(())
+    }
+
+    /// Where the peer's copies stand, and from where ours continue them.
+    fn ask_cursors(&self, spool: &Spool, origin: &str) -> io::Result<Cursor> {
+        let answer = self.ask(&Frame::Cursors {
+            origin: origin.to_string(),
+        })?;
+        let Frame::CursorsAre {
+            audit_seq,
+            audit_hash,
+            track,
+            quarantine,
+        } = answer
+        else {
+            return self.refused(answer);
+        };
+        // The copy continues our log only if its newest entry is ours.
+        let ours = self.with_audit(|a| a.hash_of(audit_seq))?;
+        let continues = audit_seq == 0 || (ours.is_some() && ours == audit_hash);
+        let (own_track, own_quarantine) = {
+            let db = lock(spool.db());
+            (
+                db.own_track_head().map_err(io::Error::other)?,
+                db.own_quarantine_head().map_err(io::Error::other)?,
+            )
+        };
+        Ok(Cursor {
+            audit_seq: if continues { audit_seq } else { 0 },
+            restart: !continues,
+            // Ahead of what we wrote: our database is new; all of it.
+            track: if track.event <= own_track.event && track.changed <= own_track.changed {
+                track
+            } else {
+                TrackCursor::default()
+            },
+            quarantine: if quarantine <= own_quarantine {
+                quarantine
+            } else {
+                0
+            },
+        })
+    }
+
+    /// An answer that is not the ack: the peer refused (the connection stays) or spoke out of
+    /// turn (the connection goes).
+    fn refused<T>(&self, answer: Frame) -> io::Result<T> {
+        if let Frame::Refused { message } = answer {
+            return Err(io::Error::other(format!("the peer refused: {message}")));
+        }
+        self.drop_conn(&mut lock(&self.conn));
+        Err(io::Error::other(format!("unexpected answer {answer:?}")))
     }
 
     /// Keeps the peer's audit entries and tracking events; returns the new cursors.
@@ -889,19 +967,15 @@ impl Replication {
         Ok((head.seq, track))
     }
 
-    /// Keeps the peer's quarantine rows, and the held originals that follow the frame in
-    /// `DIR/peer-quarantine/` (fsync'd before the rows are committed); the original of an entry
-    /// no longer held there goes. Returns the new cursor.
-    fn receive_quarantine(
+    /// Reads the held originals that follow a quarantine frame into
+    /// `DIR/peer-quarantine/<id>.part`, each fsync'd. An error here ends the connection (the
+    /// stream is no longer in step).
+    fn receive_quarantine_files(
         &self,
         r: &mut impl Read,
-        origin: &str,
         rows: &[serde_json::Map<String, serde_json::Value>],
         files: &[(String, u64)],
-    ) -> io::Result<i64> {
-        let Some(spool) = self.spool.get() else {
-            return Err(io::Error::other("the spool is not open yet"));
-        };
+    ) -> io::Result<Vec<String>> {
         if rows.len() > QUARANTINE_BATCH as usize || files.len() > rows.len() {
             return Err(io::Error::other("too many quarantine rows in one frame"));
         }
@@ -910,16 +984,13 @@ impl Replication {
             .recursive(true)
             .mode(0o700)
             .create(&dir)?;
+        let mut received = Vec::new();
         for (id, size) in files {
-            let safe = !id.is_empty()
-                && id.len() <= 64
-                && id
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
             let announced = read_blob_len(r)?;
-            if !safe || announced != *size || *size > MAX_BLOB {
+            if !is_quarantine_id(id) || announced != *size || *size > MAX_BLOB {
                 return Err(io::Error::other(format!(
-                    "held original '{id}': {announced} bytes announced, {size} listed"
+                    "held original '{}': {announced} bytes announced, {size} listed",
+                    id.chars().take(80).collect::<String>()
                 )));
             }
             let tmp = dir.join(format!("{id}.part"));
@@ -933,7 +1004,26 @@ impl Replication {
                 ));
             }
             f.sync_all()?;
-            std::fs::rename(&tmp, dir.join(id))?;
+            received.push(id.clone());
+        }
+        Ok(received)
+    }
+
+    /// Puts the received originals in place (fsync'd with their directory) and commits the
+    /// peer's quarantine rows; the original of an entry no longer held goes. Returns the new
+    /// cursor.
+    fn apply_quarantine(
+        &self,
+        origin: &str,
+        rows: &[serde_json::Map<String, serde_json::Value>],
+        received: Vec<String>,
+    ) -> io::Result<i64> {
+        let Some(spool) = self.spool.get() else {
+            return Err(io::Error::other("the spool is not open yet"));
+        };
+        let dir = self.data.peer_quarantine();
+        for id in &received {
+            std::fs::rename(dir.join(format!("{id}.part")), dir.join(id))?;
         }
         std::fs::File::open(&dir)?.sync_all()?;
         let changed = lock(spool.db())
@@ -946,7 +1036,7 @@ impl Replication {
             ) else {
                 continue;
             };
-            if state != "held" && !id.contains('/') && !id.starts_with('.') {
+            if state != "held" && is_quarantine_id(id) {
                 let _ = std::fs::remove_file(dir.join(id));
             }
         }
@@ -978,15 +1068,13 @@ impl Replication {
         std::fs::File::open(&to)
             .and_then(|d| d.sync_all())
             .map_err(|e| e.to_string())?;
-        let n = lock(spool.db())
+        let taken = lock(spool.db())
             .peer_quarantine_adopt(&linked)
             .map_err(|e| e.to_string())?;
-        if let Ok(entries) = std::fs::read_dir(&from) {
-            for e in entries.flatten() {
-                let _ = std::fs::remove_file(e.path());
-            }
+        for id in &taken {
+            let _ = std::fs::remove_file(from.join(id));
         }
-        Ok(n)
+        Ok(taken.len())
     }
 
     /// On a passive unit: the active's configuration becomes ours (with our own identity and
@@ -1176,37 +1264,32 @@ impl Replication {
                 } => match self.receive_records(&origin, restart, &audit, &messages, &events) {
                     Ok((audit_seq, track)) => Frame::RecordsAck { audit_seq, track },
                     Err(e) => {
-                        let message = e.to_string();
-                        tracing::warn!(event = "replication.records_refused", error = %message);
-                        let _ = write_frame(
-                            r.get_mut(),
-                            &Frame::Error {
-                                message: message.clone(),
-                            },
-                        );
-                        let _ = r.get_mut().flush();
-                        return Err(io::Error::other(message));
+                        tracing::warn!(event = "replication.records_refused", error = %e);
+                        Frame::Refused {
+                            message: e.to_string(),
+                        }
                     }
+                },
+                Frame::Unknown => Frame::Refused {
+                    message: "unknown frame (this unit runs an older version)".into(),
                 },
                 Frame::Quarantine {
                     origin,
                     rows,
                     files,
-                } => match self.receive_quarantine(&mut r, &origin, &rows, &files) {
-                    Ok(changed) => Frame::QuarantineAck { changed },
-                    Err(e) => {
-                        let message = e.to_string();
-                        tracing::warn!(event = "replication.quarantine_refused", error = %message);
-                        let _ = write_frame(
-                            r.get_mut(),
-                            &Frame::Error {
-                                message: message.clone(),
-                            },
-                        );
-                        let _ = r.get_mut().flush();
-                        return Err(io::Error::other(message));
+                } => {
+                    // The files first, whatever happens to the rows: the stream stays in step.
+                    let received = self.receive_quarantine_files(&mut r, &rows, &files)?;
+                    match self.apply_quarantine(&origin, &rows, received) {
+                        Ok(changed) => Frame::QuarantineAck { changed },
+                        Err(e) => {
+                            tracing::warn!(event = "replication.quarantine_refused", error = %e);
+                            Frame::Refused {
+                                message: e.to_string(),
+                            }
+                        }
                     }
-                },
+                }
                 Frame::Inventory { ids } => {
                     let (ids, adopted) = self.store.inventory(&ids).map_err(io::Error::other)?;
                     Frame::Missing { ids, adopted }

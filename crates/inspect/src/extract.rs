@@ -346,7 +346,12 @@ fn unread_archive(real: &str, bytes: &[u8]) -> Option<&'static str> {
         "application/x-iso9660-image" => Some("disk image"),
         _ => None,
     };
+    // By magic only when the type was not recognised: a text starting "BZh" is text.
+    let unknown = real.is_empty() || real == "application/octet-stream";
     by_type.or_else(|| {
+        if !unknown {
+            return None;
+        }
         let magic: &[(&[u8], &str)] = &[
             (&[0x1f, 0x8b], "gzip"),
             (b"7z\xbc\xaf\x27\x1c", "7-Zip"),
@@ -686,7 +691,7 @@ mod tests {
             assert_eq!(unread_archive("", bytes), Some(kind));
         }
         assert_eq!(unread_archive("application/gzip", b""), Some("gzip"));
-        assert_eq!(unread_archive("text/plain", b"Bzh is not bzip2"), None);
+        assert_eq!(unread_archive("text/plain", b"BZh is text here"), None);
         assert_eq!(unread_archive("", b"NHS 943 476 5919"), None);
 
         // In a message: the part is unscannable, with its kind.

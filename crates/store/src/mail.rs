@@ -53,7 +53,7 @@ pub use domains::domain_of;
 pub use incident::{Incident, IncidentQuery, IncidentReport, NewIncident, RuleSummary};
 pub use model::{MessageKind, QuarantineState, RcptState};
 use model::{opt_param, parse, parse_opt, stored};
-pub use peer_quarantine::{QUARANTINE_BATCH, QuarantineRow};
+pub use peer_quarantine::{QUARANTINE_BATCH, QuarantineRow, is_quarantine_id};
 pub use peer_track::{TRACK_BATCH, TrackCursor, TrackEventRow, TrackRow};
 pub use protection::{
     PROTECTION_MAX_MESSAGES, PROTECTION_TOP, ProtectionReason, ProtectionSummary, ReasonCount,

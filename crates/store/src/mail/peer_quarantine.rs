@@ -77,6 +77,16 @@ fn from_json(v: &Value) -> std::result::Result<Sql, String> {
     })
 }
 
+/// A quarantine id as this project makes them (also a file name in two directories): letters,
+/// digits, `-` and `_`, at most 64.
+pub fn is_quarantine_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 fn columns(conn: &rusqlite::Connection, table: &str) -> Result<Vec<String>> {
     let mut st = conn
         .prepare(&format!("SELECT name FROM pragma_table_info('{table}')"))
@@ -162,6 +172,13 @@ impl MailDb {
                     "a quarantine row from the peer without its id or change number".into(),
                 ));
             }
+            let id = row.get("id").and_then(Value::as_str).unwrap_or_default();
+            if !is_quarantine_id(id) {
+                return Err(StoreError::Inconsistent(format!(
+                    "a quarantine row from the peer with the id '{}'",
+                    id.chars().take(80).collect::<String>()
+                )));
+            }
             values.push(Sql::Text(origin.to_string()));
             let marks = vec!["?"; values.len()].join(",");
             tx.execute(
@@ -202,8 +219,10 @@ impl MailDb {
     }
 
     /// The peer's held entries `ids` (their originals already linked into `DIR/quarantine/`)
-    /// become this unit's own, in one transaction; every other copy of the peer's is dropped.
-    pub fn peer_quarantine_adopt(&mut self, ids: &[String]) -> Result<usize> {
+    /// become this unit's own, in one transaction, and leave `peer_quarantine` with the copies
+    /// no longer held; a held copy that could not be taken (not in `ids`, or a row this
+    /// version's quarantine refuses) stays there. Returns the ids taken.
+    pub fn peer_quarantine_adopt(&mut self, ids: &[String]) -> Result<Vec<String>> {
         let own = columns(&self.conn, "quarantine")?;
         let theirs = columns(&self.conn, "peer_quarantine")?;
         let common: Vec<&str> = own
@@ -213,21 +232,33 @@ impl MailDb {
             .collect();
         let list = common.join(",");
         let tx = crate::begin_immediate(&mut self.conn)?;
-        let mut n = 0;
+        let mut taken = Vec::new();
         for id in ids {
-            n += tx
-                .execute(
-                    &format!(
-                        "INSERT OR IGNORE INTO quarantine ({list}) SELECT {list} FROM peer_quarantine
-                         WHERE id = ?1 AND state = 'held'"
-                    ),
+            tx.execute(
+                &format!(
+                    "INSERT OR IGNORE INTO quarantine ({list}) SELECT {list} FROM peer_quarantine
+                     WHERE id = ?1 AND state = 'held'"
+                ),
+                [id],
+            )
+            .at(&tx)?;
+            let here: bool = tx
+                .query_row(
+                    "SELECT EXISTS(SELECT 1 FROM quarantine WHERE id = ?1)",
                     [id],
+                    |r| r.get(0),
                 )
                 .at(&tx)?;
+            if here {
+                tx.execute("DELETE FROM peer_quarantine WHERE id = ?1", [id])
+                    .at(&tx)?;
+                taken.push(id.clone());
+            }
         }
-        tx.execute("DELETE FROM peer_quarantine", []).at(&tx)?;
+        tx.execute("DELETE FROM peer_quarantine WHERE state != 'held'", [])
+            .at(&tx)?;
         tx.commit().at(&self.conn)?;
-        Ok(n)
+        Ok(taken)
     }
 }
 
@@ -284,7 +315,10 @@ mod tests {
             .unwrap();
         assert_eq!(b.peer_quarantine_held().unwrap(), vec!["H1".to_string()]);
         // Adopted: H1 becomes B's own (with its sha256 intact), the copies are gone.
-        assert_eq!(b.peer_quarantine_adopt(&["H1".into()]).unwrap(), 1);
+        assert_eq!(
+            b.peer_quarantine_adopt(&["H1".into()]).unwrap(),
+            vec!["H1".to_string()]
+        );
         let sha: Vec<u8> = b
             .conn
             .query_row("SELECT sha256 FROM quarantine WHERE id = 'H1'", [], |r| {
@@ -294,9 +328,12 @@ mod tests {
         assert_eq!(sha, vec![0, 255]);
         assert!(b.peer_quarantine_held().unwrap().is_empty());
         assert_eq!(b.own_quarantine_after(0, 100).unwrap().len(), 1);
-        // A row that is not a quarantine row is refused.
+        // A row that is not a quarantine row is refused, and so is an id that is a path.
         let mut bad = Map::new();
         bad.insert("state".into(), Value::from("held"));
         assert!(b.peer_quarantine_apply("A", &[bad]).is_err());
+        let mut path = maps[0].clone();
+        path.insert("id".into(), Value::from("../spool/Q1"));
+        assert!(b.peer_quarantine_apply("A", &[path]).is_err());
     }
 }

@@ -274,7 +274,16 @@ impl MailDb {
             }
         }
         tx.commit().at(&self.conn)?;
-        self.peer_track_cursor(origin)
+        // The whole batch is applied (a row skipped because ours is newer included): the
+        // cursor moves past it, or those rows would be sent again and again.
+        let kept = self.peer_track_cursor(origin)?;
+        Ok(TrackCursor {
+            event: events.iter().map(|e| e.id).fold(kept.event, i64::max),
+            changed: messages
+                .iter()
+                .map(|m| m.changed)
+                .fold(kept.changed, i64::max),
+        })
     }
 }
 

@@ -18,6 +18,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import threading
@@ -338,10 +339,15 @@ class SmtpSink:
 class RawSink:
     """A minimal SMTP server recording exact message bytes (after dot-unstuffing), the
     envelope, and the largest number of sessions open at once. Optional per-recipient replies
-    let a test make it refuse."""
+    let a test make it refuse. With `tls` (an `ssl.SSLContext` for the server side) it offers
+    STARTTLS and records, per message, whether it arrived over TLS."""
 
-    def __init__(self, rcpt_reply: str = "250 2.1.5 Ok", data_reply: str = "250 2.0.0 Ok", session_delay: float = 0.0):
+    def __init__(self, rcpt_reply: str = "250 2.1.5 Ok", data_reply: str = "250 2.0.0 Ok", session_delay: float = 0.0,
+                 tls=None):
         self.port = free_port()
+        self.tls = tls
+        self.handshakes = 0
+        self.failed_handshakes = 0
         self.rcpt_reply = rcpt_reply
         self.data_reply = data_reply
         self.session_delay = session_delay
@@ -369,6 +375,7 @@ class RawSink:
             self.open += 1
             self.max_open = max(self.max_open, self.open)
         f = conn.makefile("rb")
+        encrypted = False
         try:
             conn.sendall(b"220 rawsink ESMTP\r\n")
             sender, rcpts = None, []
@@ -379,7 +386,21 @@ class RawSink:
                 cmd = line.rstrip(b"\r\n").decode("utf-8", "replace")
                 verb = cmd[:4].upper()
                 if verb in ("EHLO", "HELO"):
-                    conn.sendall(b"250-rawsink\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 SIZE 100000000\r\n")
+                    starttls = b"250-STARTTLS\r\n" if self.tls is not None and not encrypted else b""
+                    conn.sendall(b"250-rawsink\r\n" + starttls + b"250-PIPELINING\r\n250-8BITMIME\r\n250 SIZE 100000000\r\n")
+                elif verb == "STAR" and self.tls is not None and not encrypted:
+                    conn.sendall(b"220 2.0.0 go ahead\r\n")
+                    try:
+                        conn = self.tls.wrap_socket(conn, server_side=True)
+                    except (ssl.SSLError, OSError):
+                        with self.lock:
+                            self.failed_handshakes += 1
+                        return
+                    with self.lock:
+                        self.handshakes += 1
+                    encrypted = True
+                    f = conn.makefile("rb")
+                    sender, rcpts = None, []
                 elif verb == "MAIL":
                     sender, rcpts = cmd[10:].split(">")[0].lstrip("<"), []
                     conn.sendall(b"250 2.1.0 Ok\r\n")
@@ -402,7 +423,7 @@ class RawSink:
                     if self.session_delay:
                         time.sleep(self.session_delay)
                     with self.lock:
-                        self.messages.append({"from": sender, "rcpts": rcpts, "data": bytes(body)})
+                        self.messages.append({"from": sender, "rcpts": rcpts, "data": bytes(body), "tls": encrypted})
                     conn.sendall(self.data_reply.encode() + b"\r\n")
                 elif verb == "QUIT":
                     conn.sendall(b"221 bye\r\n")

@@ -36,6 +36,7 @@ fn pages(state: &AppState) -> Router<AppState> {
             Router::new()
                 .route("/mailflow/domains", post(mailflow::domains))
                 .route("/mailflow/routes", post(mailflow::routes))
+                .route("/mailflow/tls-policies", post(mailflow::tls_policies))
                 .route("/mailflow/outbound", post(mailflow::outbound))
                 .route("/mailflow/network", post(mailflow::network))
                 .route("/mailflow/limits", post(mailflow::limits))

@@ -9,6 +9,7 @@ mod check;
 mod dkim;
 mod dlp;
 mod ha;
+mod keys;
 mod learn;
 mod print;
 
@@ -99,6 +100,13 @@ enum Command {
     /// publish), list them with whether DNS publishes them.
     #[command(subcommand)]
     Dkim(dkim::DkimCmd),
+    /// The gateway's own S/MIME certificate and key: generate, show, export.
+    #[command(subcommand)]
+    Keys(keys::KeysCmd),
+    /// The partner directory: organisations whose S/MIME certificates outbound mail is
+    /// encrypted to (add, list, show, remove).
+    #[command(subcommand)]
+    Partner(keys::PartnerCmd),
     /// Data-loss prevention: the incidents the DLP rules recorded, and the audit report of a
     /// period (text, JSON, CSV, printable HTML).
     #[command(subcommand)]
@@ -689,6 +697,8 @@ fn operate(data: &DataDir, cmd: Command) -> Result<ExitCode> {
         Command::Av(a) => av::run(data, a, &actor()),
         Command::Learn(l) => learn::run(data, l, &actor()),
         Command::Dkim(d) => dkim::run(data, d, &actor()),
+        Command::Keys(k) => keys::keys(data, k, &actor()),
+        Command::Partner(p) => keys::partner(data, p, &actor()),
         Command::Ha(h) => ha::run(data, h, &actor()),
         Command::Dlp(d) => dlp::run(data, d, parse_time),
         Command::Track(t) => {

@@ -183,6 +183,14 @@ pub enum Edit {
         chain: String,
         results: String,
     },
+    /// Replaces the copy's content (its `Content-*` fields and body) with an S/MIME
+    /// enveloped-data entity for `partner`'s certificates (signed first with the gateway's
+    /// key when there is one). Applied after the other edits and before any `DkimSign` /
+    /// `ArcSeal`, which then cover the encrypted copy. If it cannot be made, no copy is made:
+    /// never clear text instead.
+    SmimeEncrypt {
+        partner: String,
+    },
 }
 
 /// One MIME part an [`Edit::StripParts`] removes.
@@ -349,6 +357,9 @@ enum FlatAction {
     Bcc {
         address: String,
     },
+    SmimeEncrypt {
+        partner: String,
+    },
 }
 
 impl From<FlatAction> for Action {
@@ -382,6 +393,7 @@ impl From<FlatAction> for Action {
                 results,
             }),
             FlatAction::Bcc { address } => Action::bcc(address),
+            FlatAction::SmimeEncrypt { partner } => Action::Edit(Edit::SmimeEncrypt { partner }),
         }
     }
 }
@@ -419,6 +431,7 @@ impl From<Action> for FlatAction {
                     chain,
                     results,
                 },
+                Edit::SmimeEncrypt { partner } => FlatAction::SmimeEncrypt { partner },
             },
             Action::Bcc { address } => FlatAction::Bcc { address },
         }

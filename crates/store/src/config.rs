@@ -23,7 +23,9 @@ mod digest;
 mod dkim;
 mod dlp;
 mod filter;
+mod partner;
 mod spam;
+mod tls_policy;
 pub use antivirus::{Antivirus, ClamdAddress, InfectedAction, UnscannableAction};
 pub use attachments::{AttachmentAction, Attachments, DEFAULT_SCRIPT_EXTENSIONS};
 pub use authentication::{ArcSeal, Authentication, DmarcQuarantineAction, DmarcRejectAction};
@@ -35,7 +37,9 @@ pub use filter::{
     UninspectableAction, address_matches,
 };
 pub use palisade_inspect::Limits as InspectLimits;
+pub use partner::{Partner, PartnerMethod};
 pub use spam::{Dnsbl, DnsblKind, Spam, is_rule_name};
+pub use tls_policy::{TlsPolicy, parse_pem_certificates};
 
 /// One thing wrong with a configuration, tied to the field it concerns.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -98,6 +102,12 @@ pub struct Config {
     /// Static outbound routes per destination domain (instead of MX lookup).
     #[serde(rename = "route", skip_serializing_if = "Vec::is_empty")]
     pub routes: Vec<StaticRoute>,
+    /// TLS per delivery destination, overriding `delivery.tls` (see `config::tls_policy`).
+    #[serde(rename = "tls_policy", skip_serializing_if = "Vec::is_empty")]
+    pub tls_policies: Vec<TlsPolicy>,
+    /// The partner directory: S/MIME certificates of the organisations mail is encrypted to.
+    #[serde(rename = "partner", skip_serializing_if = "Vec::is_empty")]
+    pub partners: Vec<Partner>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -161,6 +171,10 @@ pub enum OutboundTls {
     Opportunistic,
     /// STARTTLS must succeed (certificate not verified) or the delivery is deferred.
     Required,
+    /// STARTTLS must succeed with a certificate that chains to a trust anchor
+    /// (`delivery.ca_file`, the policy's `ca`) and names the host (or one of the policy's
+    /// `names`), or the delivery is deferred.
+    Verified,
     /// Never STARTTLS (for internal hops that cannot).
     None,
 }
@@ -180,7 +194,10 @@ pub struct Delivery {
     pub command_timeout_secs: u64,
     /// The port used when delivering to MX hosts.
     pub remote_port: u16,
+    /// The TLS mode of destinations without a `[[tls_policy]]`.
     pub tls: OutboundTls,
+    /// PEM trust anchors for `verified` TLS (the system's bundle by default).
+    pub ca_file: PathBuf,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -411,6 +428,8 @@ impl Default for Config {
                 smarthosts: vec![],
             }],
             routes: vec![],
+            tls_policies: vec![],
+            partners: vec![],
         }
     }
 }
@@ -471,6 +490,7 @@ impl Default for Delivery {
             command_timeout_secs: 300,
             remote_port: 25,
             tls: OutboundTls::Opportunistic,
+            ca_file: "/etc/ssl/certs/ca-certificates.crt".into(),
         }
     }
 }
@@ -708,6 +728,8 @@ impl Config {
         self.digest.problems(self, &mut bad);
         self.dkim.problems(&mut bad);
         self.dlp.problems(&mut bad);
+        self.tls_policy_problems(&mut bad);
+        self.partner_problems(&mut bad);
         for (i, r) in self.filter.rules.iter().enumerate() {
             for name in r.dlp.keys() {
                 if !self.dlp.knows(name) {
@@ -845,6 +867,8 @@ impl Config {
                 "dlp" => section(&key, value, &mut cfg.dlp, &mut problems),
                 "domain" => cfg.domains = array(&key, value, &mut problems),
                 "route" => cfg.routes = array(&key, value, &mut problems),
+                "tls_policy" => cfg.tls_policies = array(&key, value, &mut problems),
+                "partner" => cfg.partners = array(&key, value, &mut problems),
                 other => problems.push(Problem::new(other, "unknown section")),
             }
         }

@@ -9,7 +9,9 @@ use axum::Form;
 use axum::extract::{Multipart, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
-use palisade_store::config::{DomainRoute, HostPort, InboundDomain, OutboundTls, StaticRoute};
+use palisade_store::config::{
+    DomainRoute, HostPort, InboundDomain, OutboundTls, StaticRoute, TlsPolicy,
+};
 use palisade_store::{Config, Problem};
 
 use super::{CertInfo, cert_info_file};
@@ -36,6 +38,8 @@ struct MailflowPage {
     new_domain: FormView,
     routes: Vec<DomainView>,
     new_route: FormView,
+    tls_policies: Vec<DomainView>,
+    new_tls_policy: FormView,
     outbound: FormView,
     network: FormView,
     limits: FormView,
@@ -60,8 +64,63 @@ fn tls_str(t: OutboundTls) -> &'static str {
     match t {
         OutboundTls::Opportunistic => "opportunistic",
         OutboundTls::Required => "required",
+        OutboundTls::Verified => "verified",
         OutboundTls::None => "none",
     }
+}
+
+const TLS_MODES: &[(&str, &str)] = &[
+    (
+        "opportunistic",
+        "Opportunistic: encrypt when the server offers it",
+    ),
+    ("required", "Required: defer unless encrypted"),
+    (
+        "verified",
+        "Verified: defer unless encrypted to a certificate that names the server",
+    ),
+    ("none", "Never (internal hops that cannot)"),
+];
+
+fn parse_tls(v: &str, path: &str, p: &mut Vec<Problem>) -> Option<OutboundTls> {
+    match v {
+        "opportunistic" => Some(OutboundTls::Opportunistic),
+        "required" => Some(OutboundTls::Required),
+        "verified" => Some(OutboundTls::Verified),
+        "none" => Some(OutboundTls::None),
+        other => {
+            p.push(Problem::new(path, format!("unknown TLS mode '{other}'")));
+            None
+        }
+    }
+}
+
+fn tls_policy_form(id: &str, i: usize, t: &TlsPolicy, submit: &str, action: &str) -> FormView {
+    FormView::new(id, "/mailflow/tls-policies", "", submit)
+        .hidden("index", i)
+        .action_value(action)
+        .field(
+            Field::new("destination", "Destination", "text", &t.destination)
+                .path(format!("tls_policy[{i}].destination"))
+                .help("A recipient domain (delivered to its MX hosts), a static route's domain, or a smarthost's host name; .example.org covers every subdomain."),
+        )
+        .field(
+            Field::new("mode", "TLS", "select", tls_str(t.mode))
+                .options(TLS_MODES)
+                .path(format!("tls_policy[{i}].mode")),
+        )
+        .field(
+            Field::new("names", "Certificate names also accepted", "textarea", t.names.join("\n"))
+                .path(format!("tls_policy[{i}].names"))
+                .rows(2)
+                .help("Verified only: names besides the server's own host name, one per line (e.g. the provider hosting the partner's mail)."),
+        )
+        .field(
+            Field::new("ca", "Trusted certificate authorities (PEM)", "textarea", &t.ca)
+                .path(format!("tls_policy[{i}].ca"))
+                .rows(4)
+                .help("Verified only: a partner's private CA, in addition to the public ones of delivery.ca_file."),
+        )
 }
 
 fn domain_form(id: &str, i: usize, d: &InboundDomain, submit: &str, action: &str) -> FormView {
@@ -197,6 +256,47 @@ fn build(
         "Add route",
         "add",
     ));
+    let tls_policies = cfg
+        .tls_policies
+        .iter()
+        .enumerate()
+        .map(|(i, t)| DomainView {
+            name: t.destination.clone(),
+            summary: match (t.names.is_empty(), t.ca.trim().is_empty()) {
+                (true, true) => tls_str(t.mode).to_string(),
+                (false, true) => format!("{} (also {})", tls_str(t.mode), t.names.join(", ")),
+                (names, false) => format!(
+                    "{} with its own CA{}",
+                    tls_str(t.mode),
+                    if names {
+                        String::new()
+                    } else {
+                        format!(" (also {})", t.names.join(", "))
+                    }
+                ),
+            },
+            update: fin(tls_policy_form(
+                &format!("tls-policy-{i}"),
+                i,
+                t,
+                "Save TLS policy",
+                "update",
+            )),
+            remove: fin(remove_form(
+                &format!("tls-policy-{i}-remove"),
+                "/mailflow/tls-policies",
+                i,
+                "TLS policy",
+            )),
+        })
+        .collect();
+    let new_tls_policy = fin(tls_policy_form(
+        "tls-policy-new",
+        cfg.tls_policies.len(),
+        &TlsPolicy::default(),
+        "Add TLS policy",
+        "add",
+    ));
     let d = &cfg.delivery;
     let outbound = fin(FormView::new(
         "outbound",
@@ -217,15 +317,9 @@ fn build(
     )
     .field(
         Field::new("tls", "TLS when delivering", "select", tls_str(d.tls))
-            .options(&[
-                (
-                    "opportunistic",
-                    "Opportunistic: encrypt when the server offers it",
-                ),
-                ("required", "Required: defer unless encrypted"),
-                ("none", "Never (internal hops that cannot)"),
-            ])
-            .path("delivery.tls"),
+            .options(TLS_MODES)
+            .path("delivery.tls")
+            .help("For destinations without a TLS policy of their own (below)."),
     )
     .field(
         Field::new(
@@ -357,6 +451,8 @@ fn build(
         new_domain,
         routes,
         new_route,
+        tls_policies,
+        new_tls_policy,
         outbound,
         network,
         limits,
@@ -557,6 +653,63 @@ pub async fn routes(
     .await
 }
 
+pub async fn tls_policies(
+    State(state): State<AppState>,
+    p: Principal,
+    Form(raw): Form<Raw>,
+) -> Result<Response, AppError> {
+    let action = get(&raw, "action").to_string();
+    let i = index(&raw)?;
+    let form = list_form("tls-policy", &action, i);
+    save(&state, &p, raw, form, "tls-policies", move |cfg, raw| {
+        let mut problems = Vec::new();
+        match edit_list(
+            &mut cfg.tls_policies,
+            &action,
+            i,
+            "TLS policy",
+            &mut problems,
+        ) {
+            None => (String::new(), problems),
+            Some(ListEdit::Removed(t)) => (
+                format!("TLS policy for {} removed", t.destination),
+                problems,
+            ),
+            Some(ListEdit::Fill(i, new)) => {
+                let mode = parse_tls(
+                    get(raw, "mode"),
+                    &format!("tls_policy[{i}].mode"),
+                    &mut problems,
+                );
+                let t = &mut cfg.tls_policies[i];
+                t.destination = domain_name(get(raw, "destination"));
+                if let Some(m) = mode {
+                    t.mode = m;
+                }
+                t.names = get(raw, "names")
+                    .split(['\n', ','])
+                    .map(domain_name)
+                    .filter(|n| !n.is_empty())
+                    .collect();
+                t.ca = get(raw, "ca").trim().replace("\r\n", "\n");
+                if !t.ca.is_empty() {
+                    t.ca.push('\n');
+                }
+                let verb = if new { "added" } else { "changed" };
+                (
+                    format!(
+                        "TLS policy for {} {verb} ({})",
+                        t.destination,
+                        tls_str(t.mode)
+                    ),
+                    problems,
+                )
+            }
+        }
+    })
+    .await
+}
+
 pub async fn outbound(
     State(state): State<AppState>,
     p: Principal,
@@ -572,18 +725,9 @@ pub async fn outbound(
             let mut problems = Vec::new();
             cfg.outbound.smarthosts =
                 parse_list(get(raw, "smarthosts"), "outbound.smarthosts", &mut problems);
-            cfg.delivery.tls = match get(raw, "tls") {
-                "opportunistic" => OutboundTls::Opportunistic,
-                "required" => OutboundTls::Required,
-                "none" => OutboundTls::None,
-                other => {
-                    problems.push(Problem::new(
-                        "delivery.tls",
-                        format!("unknown policy '{other}'"),
-                    ));
-                    cfg.delivery.tls
-                }
-            };
+            if let Some(t) = parse_tls(get(raw, "tls"), "delivery.tls", &mut problems) {
+                cfg.delivery.tls = t;
+            }
             set_num(
                 &mut cfg.delivery.remote_port,
                 raw,

@@ -138,7 +138,7 @@ pub(super) async fn smtp_delivery(
     for attempt in 0..2 {
         if conn.as_ref().is_none_or(|c| !c.is_usable()) {
             *conn = None;
-            match connect(inner, dest, cfg).await {
+            match connect(inner, job, dest, cfg).await {
                 Ok(c) => *conn = Some(c),
                 Err(reply) => return all(reply, None),
             }
@@ -169,6 +169,7 @@ pub(super) async fn smtp_delivery(
 /// Tries the destination's hosts in order until one accepts a connection.
 pub(super) async fn connect(
     inner: &Arc<Inner>,
+    job: &Job,
     dest: &Destination,
     cfg: &palisade_store::Config,
 ) -> Result<client::ClientConn, Reply> {
@@ -177,12 +178,27 @@ pub(super) async fn connect(
         .await
         .map_err(|e| e.0)?;
     let mut errors = Vec::new();
+    let mut tls_failed: Option<String> = None;
+    let key = job
+        .rcpts
+        .first()
+        .map(|&i| route::for_address(cfg, &job.msg.recipients[i].address))
+        .unwrap_or_default();
     for t in &targets {
+        let destination = tls_destination(&key, t);
+        let tls = match inner.connectors.for_destination(cfg, &destination) {
+            Ok(tls) => tls,
+            Err(e) => {
+                tracing::warn!(event = "delivery.tls_policy", target = %t, error = %e);
+                tls_failed.get_or_insert_with(|| e.clone());
+                errors.push(format!("{t}: {e}"));
+                continue;
+            }
+        };
         let res = client::ClientConn::connect(
             t,
             &cfg.system.hostname,
-            cfg.delivery.tls,
-            &inner.connector,
+            &tls,
             Duration::from_secs(cfg.delivery.connect_timeout_secs),
             Duration::from_secs(cfg.delivery.command_timeout_secs),
         )
@@ -190,14 +206,35 @@ pub(super) async fn connect(
         match res {
             Ok(c) => return Ok(c),
             Err(e) => {
-                tracing::info!(event = "delivery.connect_failed", target = %t, error = %e);
-                errors.push(e);
+                tracing::info!(event = "delivery.connect_failed", target = %t, error = %e.message, tls_policy = e.tls);
+                if e.tls {
+                    tls_failed.get_or_insert_with(|| tls.source.clone());
+                }
+                errors.push(e.message);
             }
         }
+    }
+    if let Some(source) = tls_failed {
+        // Never plaintext when the policy demands TLS: the recipients wait for a host that
+        // meets it (and expire into a bounce if none does).
+        return Err(Reply::new(
+            451,
+            "4.7.5",
+            format!("TLS policy ({source}) not met: {}", errors.join("; ")),
+        ));
     }
     Err(Reply::new(
         451,
         "4.4.1",
         format!("no host accepted the connection: {}", errors.join("; ")),
     ))
+}
+
+/// The name a connection's TLS policy is looked up under: the recipient domain for MX
+/// delivery, the route's domain for a static route, the host name otherwise.
+fn tls_destination(key: &str, target: &route::Target) -> String {
+    key.strip_prefix("mx:")
+        .or_else(|| key.strip_prefix("route:"))
+        .unwrap_or(&target.name)
+        .to_string()
 }

@@ -16,11 +16,19 @@ use palisade_store::config::OutboundTls;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use tokio_util::either::Either;
 
 use super::route::Target;
+use crate::tls::ClientTls;
+
+/// Why a connection could not be used; `tls` when the destination's TLS policy failed (no
+/// STARTTLS, a refused or failed handshake, a certificate that does not verify).
+#[derive(Debug)]
+pub(crate) struct ConnectFailure {
+    pub message: String,
+    pub tls: bool,
+}
 
 /// Plain until STARTTLS, then TLS.
 type ClientStream = Either<TcpStream, Box<TlsStream<TcpStream>>>;
@@ -56,19 +64,24 @@ pub(crate) struct ClientConn {
 const MAX_REPLY_BUF: usize = 64 * 1024;
 
 impl ClientConn {
-    /// Connects, reads the greeting, says EHLO and negotiates TLS per `tls`.
+    /// Connects, reads the greeting, says EHLO and negotiates TLS per `tls`. A failure
+    /// says whether the destination's TLS policy was what failed.
     pub async fn connect(
         target: &Target,
         helo: &str,
-        tls: OutboundTls,
-        connector: &TlsConnector,
+        tls: &ClientTls,
         connect_timeout: Duration,
         timeout: Duration,
-    ) -> Result<ClientConn, String> {
+    ) -> Result<ClientConn, ConnectFailure> {
+        let plain = |message: String| ConnectFailure {
+            message,
+            tls: false,
+        };
+        let policy = |message: String| ConnectFailure { message, tls: true };
         let tcp = tokio::time::timeout(connect_timeout, TcpStream::connect(target.addr))
             .await
-            .map_err(|_| format!("{target}: connection timed out"))?
-            .map_err(|e| format!("{target}: {e}"))?;
+            .map_err(|_| plain(format!("{target}: connection timed out")))?
+            .map_err(|e| plain(format!("{target}: {e}")))?;
         let _ = tcp.set_nodelay(true);
         let mut c = ClientConn {
             stream: Either::Left(tcp),
@@ -79,37 +92,49 @@ impl ClientConn {
             timeout,
             broken: false,
         };
-        let greeting = c.read_reply().await?;
+        let greeting = c.read_reply().await.map_err(plain)?;
         if greeting.code != 220 {
-            return Err(format!("{target} greeted with: {greeting}"));
+            return Err(plain(format!("{target} greeted with: {greeting}")));
         }
-        c.hello(helo).await?;
-        let want_tls = !matches!(tls, OutboundTls::None);
-        if want_tls && c.caps.starttls {
-            c.send(b"STARTTLS\r\n").await?;
-            let r = c.read_reply().await?;
+        c.hello(helo).await.map_err(plain)?;
+        let enforced = matches!(tls.mode, OutboundTls::Required | OutboundTls::Verified);
+        if tls.mode != OutboundTls::None && c.caps.starttls {
+            c.send(b"STARTTLS\r\n").await.map_err(plain)?;
+            let r = c.read_reply().await.map_err(plain)?;
             if r.code != 220 {
-                if tls == OutboundTls::Required {
-                    return Err(format!("{target}: STARTTLS refused: {r}"));
+                if enforced {
+                    return Err(policy(format!("{target}: STARTTLS refused: {r}")));
                 }
                 // Opportunistic: carry on in plaintext on this connection.
                 return Ok(c);
             }
             let Either::Left(tcp) = c.stream else {
-                return Err("TLS already active".into());
+                return Err(plain("TLS already active".into()));
             };
             let name = ServerName::try_from(target.name.clone())
                 .unwrap_or_else(|_| ServerName::IpAddress(target.addr.ip().into()));
-            let tls_stream = tokio::time::timeout(timeout, connector.connect(name, tcp))
+            let tls_stream = tokio::time::timeout(timeout, tls.connector.connect(name, tcp))
                 .await
-                .map_err(|_| format!("{target}: TLS handshake timed out"))?
-                .map_err(|e| format!("{target}: TLS handshake failed: {e}"))?;
-            c.tls = Some(crate::tls::describe(tls_stream.get_ref().1));
+                .map_err(|_| policy(format!("{target}: TLS handshake timed out")))?
+                .map_err(|e| policy(format!("{target}: TLS handshake failed: {e}")))?;
+            let session = tls_stream.get_ref().1;
+            let how = if tls.mode == OutboundTls::Verified {
+                format!(
+                    "certificate verified for {}",
+                    crate::tls::verified_name(session, &target.name, &tls.names)
+                )
+            } else {
+                "certificate not verified".to_string()
+            };
+            c.tls = Some(format!("{}, {how}", crate::tls::describe(session)));
             c.stream = Either::Right(Box::new(tls_stream));
             c.rbuf.clear();
-            c.hello(helo).await?;
-        } else if tls == OutboundTls::Required {
-            return Err(format!("{target}: STARTTLS is required but not offered"));
+            c.hello(helo).await.map_err(plain)?;
+        } else if enforced {
+            return Err(policy(format!(
+                "{target}: STARTTLS is required ({}) but not offered",
+                tls.source
+            )));
         }
         Ok(c)
     }

@@ -92,7 +92,7 @@ struct Inner {
     wake: Notify,
     workers: Mutex<JoinSet<()>>,
     resolver: arc_swap::ArcSwapOption<hickory_resolver::TokioResolver>,
-    connector: tokio_rustls::TlsConnector,
+    connectors: crate::tls::ClientConnectors,
 }
 
 #[derive(Clone)]
@@ -107,7 +107,7 @@ impl Runner {
         let inner = Arc::new(Inner {
             permits: Arc::new(Semaphore::new(cfg.delivery.max_concurrent as usize)),
             resolver: arc_swap::ArcSwapOption::from(route::resolver(&cfg).map(Arc::new)),
-            connector: crate::tls::opportunistic_connector(),
+            connectors: crate::tls::ClientConnectors::new(),
             shared,
             state: Mutex::new(RunState::default()),
             wake: Notify::new(),
@@ -192,3 +192,8 @@ impl Runner {
 
 #[cfg(test)]
 mod tests;
+
+/// The destination key of mail for `domain` (`mx:DOMAIN`, `route:DOMAIN`, `smarthost`, …).
+pub(crate) fn route_key(cfg: &palisade_store::Config, domain: &str) -> String {
+    route::key(cfg, domain)
+}

@@ -2,12 +2,13 @@
 //! `rules` (the operator's `[[filter.rule]]`s). Later checks (authentication, antivirus,
 //! antispam, DLP) live beside these and are listed in `Pipeline::from_config`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use palisade_inspect::{MessageView, PartKind};
 use palisade_policy::{
-    Action, CheckOutcome, CheckStatus, Decision, Direction, Explanation, Reply, Scope, StrippedPart,
+    Action, CheckOutcome, CheckStatus, Decision, Direction, Edit, Explanation, Reply, Scope,
+    StrippedPart,
 };
 use palisade_store::config::{
     Rule, RuleAction, RuleDirection, UninspectableAction, address_matches,
@@ -139,6 +140,8 @@ pub struct RulesCheck {
     reads: Arc<Vec<&'static str>>,
     reads_domains: bool,
     reads_size: bool,
+    /// Where the `encrypt` action sends each recipient.
+    encryption: Arc<super::encryption::Encryption>,
 }
 
 /// What the rules see besides the message: the outcomes of the checks they read and the
@@ -184,7 +187,87 @@ impl RulesCheck {
             rules: Arc::new(rules),
             history: Arc::new(DomainHistory::new(data, domains.clone())),
             domains: Arc::new(domains),
+            encryption: Arc::default(),
         }
+    }
+
+    /// The routes the `encrypt` action uses (without: every encrypt holds).
+    pub fn with_encryption(mut self, e: Arc<super::encryption::Encryption>) -> RulesCheck {
+        self.encryption = e;
+        self
+    }
+
+    /// The decisions of an `encrypt` rule: per recipient in `scope`, S/MIME to its partner
+    /// (an encrypted copy), enforced TLS, or — with neither — held (`encryption pending`).
+    fn encrypt_decisions(
+        &self,
+        env: &Envelope,
+        scope: &Scope,
+        reason: &str,
+        explanation: &Explanation,
+    ) -> Vec<(Scope, Action, Explanation)> {
+        use super::encryption::Route;
+        let indexes: Vec<usize> = match scope {
+            Scope::Message => (0..env.recipients.len()).collect(),
+            Scope::Recipients(set) => set.iter().copied().collect(),
+        };
+        let mut smime: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        let mut tls: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        let mut none: Vec<usize> = Vec::new();
+        for i in indexes {
+            let Some(r) = env.recipients.get(i) else {
+                continue;
+            };
+            match self.encryption.route(&r.address) {
+                Route::Smime { partner } => smime.entry(partner).or_default().push(i),
+                Route::Tls { policy } => tls.entry(policy).or_default().push(i),
+                Route::None => none.push(i),
+            }
+        }
+        let with = |sentence: String| {
+            Explanation::new(
+                &explanation.stage,
+                &explanation.rule,
+                format!("{} {sentence}", explanation.sentence),
+            )
+        };
+        let mut out = Vec::new();
+        for (partner, idx) in smime {
+            let sentence = with(format!("Encrypted with S/MIME for {partner}."));
+            out.push((
+                Scope::recipients(idx.clone()),
+                Action::encrypt(Some("smime".into())),
+                sentence.clone(),
+            ));
+            out.push((
+                Scope::recipients(idx),
+                Action::Edit(Edit::SmimeEncrypt { partner }),
+                sentence,
+            ));
+        }
+        for (policy, idx) in tls {
+            out.push((
+                Scope::recipients(idx),
+                Action::encrypt(Some("tls".into())),
+                with(format!("Sent only over TLS enforced by {policy}.")),
+            ));
+        }
+        if !none.is_empty() {
+            let domains: std::collections::BTreeSet<&str> = none
+                .iter()
+                .filter_map(|&i| env.recipients[i].address.rsplit_once('@').map(|(_, d)| d))
+                .collect();
+            let domains: Vec<&str> = domains.into_iter().collect();
+            out.push((
+                Scope::recipients(none),
+                Action::quarantine(format!("encryption pending: {reason}")),
+                with(format!(
+                    "Held: no partner certificate and no enforced TLS for {}; it is never sent in clear.",
+                    domains.join(", ")
+                )),
+            ));
+        }
+        out
     }
 
     fn findings(&self, env: &Envelope, view: &MessageView, inputs: &RuleInputs) -> Findings {
@@ -232,14 +315,12 @@ impl RulesCheck {
                     )),
                 },
             };
-            let mut d = Decision::new(
-                scope.clone(),
-                action,
-                Explanation::new("rules", rule.name.clone(), sentence),
-            );
-            if rule.monitor {
-                d = d.monitored();
-            }
+            let explanation = Explanation::new("rules", rule.name.clone(), sentence);
+            let decisions = if matches!(rule.action, RuleAction::Encrypt) {
+                self.encrypt_decisions(env, &scope, &reason, &explanation)
+            } else {
+                vec![(scope.clone(), action, explanation)]
+            };
             let mut entry = json!({"rule": rule.name, "scope": scope, "why": why,
                 "monitor": rule.monitor, "action": rule_action_name(rule.action)});
             if rule.reads().contains(&"dlp") {
@@ -254,7 +335,13 @@ impl RulesCheck {
             }
             entry["reason"] = json!(reason);
             matched.push(entry);
-            f.decisions.push(d);
+            for (scope, action, explanation) in decisions {
+                let mut d = Decision::new(scope, action, explanation);
+                if rule.monitor {
+                    d = d.monitored();
+                }
+                f.decisions.push(d);
+            }
         }
         f.facts = json!({ "rules": self.rules.len(), "matched": matched });
         f
@@ -361,6 +448,7 @@ impl Check for RulesCheck {
             reads: self.reads.clone(),
             reads_domains: self.reads_domains,
             reads_size: self.reads_size,
+            encryption: self.encryption.clone(),
         };
         Box::pin(async move {
             // The checks these rules read (dlp, spam, antivirus) never wait for rules: no

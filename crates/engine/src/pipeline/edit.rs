@@ -181,7 +181,10 @@ pub fn edit_header(header: &[u8], edits: &[Edit]) -> Vec<u8> {
                 }
             }
             // The body's business (see `strip_parts`); signing comes last (`signed`).
-            Edit::StripParts { .. } | Edit::DkimSign { .. } | Edit::ArcSeal { .. } => {}
+            Edit::StripParts { .. }
+            | Edit::DkimSign { .. }
+            | Edit::ArcSeal { .. }
+            | Edit::SmimeEncrypt { .. } => {}
         }
     }
     let mut out = Vec::with_capacity(header.len() + 256);
@@ -289,13 +292,39 @@ pub trait Signer: Send + Sync {
         results: &str,
         message: &[u8],
     ) -> Result<String, String>;
+
+    /// `message` encrypted (and signed) for `partner` ([`Edit::SmimeEncrypt`]).
+    fn smime_protect(&self, partner: &str, message: &[u8]) -> Result<Vec<u8>, String> {
+        let _ = (partner, message);
+        Err("no S/MIME here".into())
+    }
 }
 
-/// Whether `edits` ask for a signature or a seal: the copy is then made in memory.
+/// Whether `edits` ask for a signature, a seal or encryption: the copy is then made in memory.
 pub fn signs(edits: &[Edit]) -> bool {
-    edits
-        .iter()
-        .any(|e| matches!(e, Edit::DkimSign { .. } | Edit::ArcSeal { .. }))
+    edits.iter().any(|e| {
+        matches!(
+            e,
+            Edit::DkimSign { .. } | Edit::ArcSeal { .. } | Edit::SmimeEncrypt { .. }
+        )
+    })
+}
+
+/// `message` with the [`Edit::SmimeEncrypt`] of `edits` applied (unchanged without one).
+pub fn encrypted(
+    message: Vec<u8>,
+    edits: &[Edit],
+    signer: Option<&dyn Signer>,
+) -> Result<Vec<u8>, String> {
+    let Some(partner) = edits.iter().find_map(|e| match e {
+        Edit::SmimeEncrypt { partner } => Some(partner),
+        _ => None,
+    }) else {
+        return Ok(message);
+    };
+    signer
+        .ok_or_else(|| "no encryption keys here".to_string())?
+        .smime_protect(partner, &message)
 }
 
 /// The `DKIM-Signature` fields (each with its CRLF) of `message` (every other edit already
@@ -363,11 +392,17 @@ pub async fn write_edited(
         let (fields, message) = tokio::task::spawn_blocking(move || {
             let message = edited(&raw, &edits);
             drop(raw);
+            // Encryption failing means no copy at all (the caller answers 4xx): never the
+            // clear text in its place.
+            let message = encrypted(message, &edits, signer.as_deref()).map_err(|e| {
+                tracing::error!(event = "smime.encrypt_failed", error = %e);
+                std::io::Error::other(format!("S/MIME encryption failed: {e}"))
+            })?;
             let fields = signatures(&message, &edits, signer.as_deref());
-            (fields, message)
+            Ok::<_, std::io::Error>((fields, message))
         })
         .await
-        .map_err(std::io::Error::other)?;
+        .map_err(std::io::Error::other)??;
         out.write(&fields).await?;
         return out.write(&message).await;
     }

@@ -22,6 +22,7 @@ pub mod dkim;
 pub mod dlp;
 pub mod domains;
 pub mod edit;
+pub mod encryption;
 pub mod spam;
 
 use std::collections::HashMap;
@@ -140,6 +141,7 @@ pub struct Pipeline {
     limits: Limits,
     /// The signing keys of the `dkim` check (read when the pipeline is built).
     dkim_keys: Arc<dkim::DkimKeys>,
+    encryption: Arc<encryption::Encryption>,
 }
 
 /// The result of running the pipeline on one message.
@@ -166,13 +168,17 @@ impl Pipeline {
     /// `filter.check.NAME.enabled = false` is recorded as skipped.
     pub fn from_config(cfg: &Config, data: Option<&DataDir>) -> Pipeline {
         let f = &cfg.filter;
+        let encryption = Arc::new(encryption::Encryption::from_config(cfg, data));
         let mut all: Vec<Arc<dyn Check>> = vec![
             Arc::new(MimeCheck::new(f.uninspectable)),
-            Arc::new(RulesCheck::with_domains(
-                f.rules_with_groups(),
-                cfg.domains.iter().map(|d| d.name.clone()).collect(),
-                data,
-            )),
+            Arc::new(
+                RulesCheck::with_domains(
+                    f.rules_with_groups(),
+                    cfg.domains.iter().map(|d| d.name.clone()).collect(),
+                    data,
+                )
+                .with_encryption(encryption.clone()),
+            ),
         ];
         if cfg.antivirus.enabled
             && let Some(av) = antivirus::AntivirusCheck::from_config(&cfg.antivirus)
@@ -220,6 +226,7 @@ impl Pipeline {
             budget: Duration::from_secs(f.timeout_secs),
             limits: cfg.inspect.clone(),
             dkim_keys,
+            encryption,
         }
     }
 
@@ -230,6 +237,7 @@ impl Pipeline {
             budget,
             limits,
             dkim_keys: Arc::default(),
+            encryption: Arc::default(),
         }
     }
 
@@ -237,9 +245,13 @@ impl Pipeline {
         &self.limits
     }
 
-    /// What applies the `dkim` check's signatures to the copies that leave.
+    /// What applies the `dkim` check's signatures and the `encrypt` action's S/MIME to the
+    /// copies that leave.
     pub fn signer(&self) -> Arc<dyn edit::Signer> {
-        self.dkim_keys.clone()
+        Arc::new(Outgoing {
+            dkim: self.dkim_keys.clone(),
+            encryption: self.encryption.clone(),
+        })
     }
 
     pub fn check_names(&self) -> Vec<String> {
@@ -326,7 +338,9 @@ impl Pipeline {
         let ctx = DecideContext {
             direction: envelope.direction,
             sender_trusted_or_authenticated: envelope.sender_trusted_or_authenticated(),
-            encryption_available: false,
+            // The rules check turns `encrypt` into S/MIME, enforced TLS or a hold per
+            // recipient (`encryption::Route`): what reaches decide() has a way to go.
+            encryption_available: true,
         };
         let verdict = palisade_policy::decide(&recipients, &outcomes, &ctx);
         Evaluation {
@@ -521,3 +535,35 @@ pub async fn evaluate_file(
 
 #[cfg(test)]
 mod tests;
+
+/// The engine's keys for the copies that leave: DKIM and ARC, S/MIME.
+struct Outgoing {
+    dkim: Arc<dkim::DkimKeys>,
+    encryption: Arc<encryption::Encryption>,
+}
+
+impl edit::Signer for Outgoing {
+    fn dkim_signature(
+        &self,
+        domain: &str,
+        selector: &str,
+        message: &[u8],
+    ) -> Result<String, String> {
+        self.dkim.dkim_signature(domain, selector, message)
+    }
+
+    fn arc_set(
+        &self,
+        domain: &str,
+        selector: &str,
+        chain: &str,
+        results: &str,
+        message: &[u8],
+    ) -> Result<String, String> {
+        self.dkim.arc_set(domain, selector, chain, results, message)
+    }
+
+    fn smime_protect(&self, partner: &str, message: &[u8]) -> Result<Vec<u8>, String> {
+        self.encryption.protect(partner, message)
+    }
+}

@@ -1,0 +1,47 @@
+//! Gateway encryption, pure: S/MIME (RFC 8551, CMS RFC 5652) for whole messages.
+//!
+//! - [`protect`]: a message as it will leave (RFC 5322, CRLF) → the same message whose content
+//!   (the `Content-*` fields and the body) is signed with the gateway's key when there is one
+//!   (`multipart/signed`, SHA-256, detached) and then encrypted (`application/pkcs7-mime;
+//!   smime-type=enveloped-data`, AES-256-CBC, the content key transported to every recipient
+//!   certificate with RSA PKCS#1 v1.5, as `openssl cms -encrypt` does). The other header
+//!   fields (From, To, Subject, Date, Message-ID, trace fields) stay outside, readable by every
+//!   hop, as in any S/MIME gateway.
+//! - [`decrypt_entity`] and [`verify_entity`]: the reverse, for mail from partners.
+//! - [`certificate_info`], [`pem_certificates`]: what the partner directory shows and checks.
+//! - [`GatewayKey`]: the organisation's own certificate and RSA key; [`GatewayKey::generate`]
+//!   makes a self-signed one for a first installation.
+//!
+//! Only RSA recipients and signers are supported: RustCrypto cms 0.3.0-rc.0's EC
+//! key-agreement builder is broken (it wraps the content key under an all-zero key), so EC
+//! certificates are refused with a clear error rather than producing mail anyone can read.
+
+#![forbid(unsafe_code)]
+
+mod mime;
+mod smime;
+
+pub use mime::{content_split, to_crlf};
+pub use smime::{
+    CertInfo, GatewayKey, Verified, certificate_info, decrypt_entity, encrypt_entity,
+    pem_certificates, protect, sign_entity, verify_entity,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("certificate: {0}")]
+    Certificate(String),
+    #[error("key: {0}")]
+    Key(String),
+    #[error("encryption: {0}")]
+    Encrypt(String),
+    #[error("decryption: {0}")]
+    Decrypt(String),
+    #[error("signature: {0}")]
+    Signature(String),
+    #[error("not S/MIME: {0}")]
+    NotSmime(String),
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,123 @@
+//! Where the `encrypt` action sends each recipient (ARCHITECTURE.md, "Gateway encryption"):
+//! S/MIME to a partner's certificates, else enforced TLS to a destination whose TLS policy is
+//! `required` or `verified`, else nowhere — the rules check then holds the recipient in
+//! quarantine (`encryption pending: …`). Never clear text.
+//!
+//! The S/MIME copy is an edited artifact ([`palisade_policy::Edit::Encrypt`]), written and
+//! fsync'd before the 250 like any other copy: the queue, the HA replica and a retry all carry
+//! the ciphertext, and a partner certificate changed later applies to new mail.
+
+use std::sync::Arc;
+
+use palisade_crypto::GatewayKey;
+use palisade_store::config::OutboundTls;
+use palisade_store::{Config, DataDir};
+
+/// The gateway's own S/MIME certificate and key, under `DIR/keys/smime/`.
+pub const GATEWAY_CERT: &str = "smime/gateway.crt";
+pub const GATEWAY_KEY: &str = "smime/gateway.key";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// S/MIME to this partner's certificates.
+    Smime { partner: String },
+    /// Plain content over TLS that the destination's policy enforces.
+    Tls { policy: String },
+    /// No way to protect it: hold.
+    None,
+}
+
+#[derive(Default)]
+pub struct Encryption {
+    cfg: Option<Arc<Config>>,
+    gateway: Option<GatewayKey>,
+}
+
+impl std::fmt::Debug for Encryption {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Encryption")
+            .field("gateway", &self.gateway)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Encryption {
+    /// The routes of `cfg`, and the gateway key from `data` when there is one (without it,
+    /// S/MIME mail is encrypted but not signed).
+    pub fn from_config(cfg: &Config, data: Option<&DataDir>) -> Encryption {
+        let gateway = data.and_then(|d| {
+            let cert = d.keys().join(GATEWAY_CERT);
+            let key = d.keys().join(GATEWAY_KEY);
+            if !cert.exists() {
+                return None;
+            }
+            let loaded = std::fs::read_to_string(&cert)
+                .and_then(|c| Ok((c, std::fs::read_to_string(&key)?)))
+                .map_err(|e| e.to_string())
+                .and_then(|(c, k)| GatewayKey::from_pem(&c, &k).map_err(|e| e.to_string()));
+            match loaded {
+                Ok(k) => Some(k),
+                Err(e) => {
+                    tracing::error!(event = "smime.gateway_key_unusable", error = %e,
+                        "S/MIME mail leaves unsigned");
+                    None
+                }
+            }
+        });
+        Encryption {
+            cfg: Some(Arc::new(cfg.clone())),
+            gateway,
+        }
+    }
+
+    /// How mail to `address` can be protected.
+    pub fn route(&self, address: &str) -> Route {
+        let Some(cfg) = &self.cfg else {
+            return Route::None;
+        };
+        let Some(domain) = address
+            .rsplit_once('@')
+            .map(|(_, d)| d.to_ascii_lowercase())
+        else {
+            return Route::None;
+        };
+        if let Some(p) = cfg.partner_for(&domain)
+            && p.prefer == palisade_store::config::PartnerMethod::Smime
+            && !p.smime.is_empty()
+        {
+            return Route::Smime {
+                partner: p.name.clone(),
+            };
+        }
+        // Enforced TLS counts only when the connection goes to the destination itself (its
+        // MX hosts or a static route), not through a smarthost.
+        let key = crate::outbound::route_key(cfg, &domain);
+        let Some(dest) = key
+            .strip_prefix("mx:")
+            .or_else(|| key.strip_prefix("route:"))
+        else {
+            return Route::None;
+        };
+        match cfg.tls_policy_for(dest) {
+            (OutboundTls::Required | OutboundTls::Verified, policy) => Route::Tls {
+                policy: policy
+                    .map(|p| format!("tls_policy {}", p.destination))
+                    .unwrap_or_else(|| "delivery.tls".into()),
+            },
+            _ => Route::None,
+        }
+    }
+
+    /// `message` (as it will leave) signed with the gateway key, when there is one, and
+    /// encrypted to `partner`'s certificates.
+    pub fn protect(&self, partner: &str, message: &[u8]) -> Result<Vec<u8>, String> {
+        let cfg = self.cfg.as_ref().ok_or("no configuration")?;
+        let p = cfg
+            .partners
+            .iter()
+            .find(|p| p.name == partner)
+            .ok_or_else(|| format!("partner '{partner}' is no longer in the configuration"))?;
+        let certs = p.certificates();
+        palisade_crypto::protect(message, &certs, self.gateway.as_ref()).map_err(|e| e.to_string())
+    }
+}

@@ -1,0 +1,145 @@
+//! `[[partner]]`: the partner directory — organisations mail to whom the `encrypt` action
+//! protects with their S/MIME certificates (see ARCHITECTURE.md, "Gateway encryption").
+//!
+//! ```toml
+//! [[partner]]
+//! name = "County Hospital"
+//! domains = ["county.nhs.example"]     # ".county.nhs.example" covers its subdomains
+//! prefer = "smime"                     # or "tls": enforced TLS only, never their certificate
+//! smime = ["""-----BEGIN CERTIFICATE-----
+//! ...
+//! -----END CERTIFICATE-----"""]         # their gateway's (or each person's) certificates
+//! note = "contact: it@county.nhs.example"
+//! ```
+//!
+//! Certificates are public: they live in the configuration, replicate to an HA peer with it,
+//! and every change is a revision with an author.
+
+use serde::{Deserialize, Serialize};
+
+use super::{Config, is_valid_domain};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PartnerMethod {
+    /// S/MIME to the partner's certificates; enforced TLS when it has none.
+    #[default]
+    Smime,
+    /// Enforced TLS only (a `[[tls_policy]]` of `required` or `verified` for the domain).
+    Tls,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Partner {
+    pub name: String,
+    pub domains: Vec<String>,
+    pub prefer: PartnerMethod,
+    /// PEM certificates (one or more per entry).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub smime: Vec<String>,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub note: String,
+}
+
+impl Partner {
+    fn covers(&self, domain: &str) -> Option<usize> {
+        self.domains
+            .iter()
+            .filter_map(|d| {
+                let own = d.trim_end_matches('.').to_ascii_lowercase();
+                if let Some(suffix) = own.strip_prefix('.') {
+                    domain
+                        .strip_suffix(suffix)
+                        .is_some_and(|rest| rest.ends_with('.'))
+                        .then_some(suffix.len())
+                } else {
+                    (own == domain).then_some(usize::MAX)
+                }
+            })
+            .max()
+    }
+
+    /// Every certificate of the entry, DER (validation made sure they parse).
+    pub fn certificates(&self) -> Vec<Vec<u8>> {
+        self.smime
+            .iter()
+            .filter_map(|pem| palisade_crypto::pem_certificates(pem).ok())
+            .flatten()
+            .collect()
+    }
+}
+
+impl Config {
+    /// The partner whose domains cover `domain` (the most specific entry).
+    pub fn partner_for(&self, domain: &str) -> Option<&Partner> {
+        let d = domain.trim_end_matches('.').to_ascii_lowercase();
+        self.partners
+            .iter()
+            .filter_map(|p| p.covers(&d).map(|s| (s, p)))
+            .max_by_key(|(s, _)| *s)
+            .map(|(_, p)| p)
+    }
+
+    pub(super) fn partner_problems(&self, bad: &mut dyn FnMut(&str, String)) {
+        let mut names = std::collections::BTreeSet::new();
+        let mut domains = std::collections::BTreeSet::new();
+        for (i, p) in self.partners.iter().enumerate() {
+            let path = format!("partner[{i}]");
+            if p.name.trim().is_empty() {
+                bad(&format!("{path}.name"), "a partner needs a name".into());
+            } else if !names.insert(p.name.trim().to_lowercase()) {
+                bad(
+                    &format!("{path}.name"),
+                    format!("two partners are called '{}'", p.name),
+                );
+            }
+            if p.domains.is_empty() {
+                bad(
+                    &format!("{path}.domains"),
+                    "needs at least one domain".into(),
+                );
+            }
+            for (j, d) in p.domains.iter().enumerate() {
+                let d = d.trim_end_matches('.').to_ascii_lowercase();
+                if !is_valid_domain(d.strip_prefix('.').unwrap_or(&d)) {
+                    bad(
+                        &format!("{path}.domains[{j}]"),
+                        format!("'{d}' is not a domain or '.domain' (its subdomains)"),
+                    );
+                } else if self.inbound_domain(&d).is_some() {
+                    bad(
+                        &format!("{path}.domains[{j}]"),
+                        format!("'{d}' is one of our own inbound domains"),
+                    );
+                } else if !domains.insert(d.clone()) {
+                    bad(
+                        &format!("{path}.domains[{j}]"),
+                        format!("'{d}' belongs to two partners"),
+                    );
+                }
+            }
+            for (j, pem) in p.smime.iter().enumerate() {
+                let field = format!("{path}.smime[{j}]");
+                match palisade_crypto::pem_certificates(pem) {
+                    Err(e) => bad(&field, e.to_string()),
+                    Ok(certs) => {
+                        for der in certs {
+                            match palisade_crypto::certificate_info(&der) {
+                                Err(e) => bad(&field, e.to_string()),
+                                Ok(info) if !info.can_encrypt => bad(
+                                    &field,
+                                    format!(
+                                        "{}: a {} key cannot be encrypted to yet (RSA of 2048 bits or more)",
+                                        info.subject, info.key
+                                    ),
+                                ),
+                                Ok(_) => {}
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -46,17 +46,7 @@ impl Partner {
     fn covers(&self, domain: &str) -> Option<usize> {
         self.domains
             .iter()
-            .filter_map(|d| {
-                let own = d.trim_end_matches('.').to_ascii_lowercase();
-                if let Some(suffix) = own.strip_prefix('.') {
-                    domain
-                        .strip_suffix(suffix)
-                        .is_some_and(|rest| rest.ends_with('.'))
-                        .then_some(suffix.len())
-                } else {
-                    (own == domain).then_some(usize::MAX)
-                }
-            })
+            .filter_map(|d| super::tls_policy::domain_covers(d, domain))
             .max()
     }
 
@@ -141,5 +131,65 @@ impl Config {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn partner(name: &str, domains: &[&str]) -> Partner {
+        Partner {
+            name: name.into(),
+            domains: domains.iter().map(|d| d.to_string()).collect(),
+            ..Partner::default()
+        }
+    }
+
+    #[test]
+    fn the_most_specific_partner_covers_a_domain() {
+        let cfg = Config {
+            partners: vec![
+                partner("NHS", &[".nhs.test"]),
+                partner("County", &["county.nhs.test", ".wards.county.nhs.test"]),
+            ],
+            ..Config::default()
+        };
+        assert!(cfg.validate().is_ok(), "{:?}", cfg.validate());
+        let who = |d: &str| cfg.partner_for(d).map(|p| p.name.as_str());
+        assert_eq!(who("county.nhs.test"), Some("County"));
+        assert_eq!(who("a.wards.county.nhs.test"), Some("County"));
+        assert_eq!(who("gp.nhs.test"), Some("NHS"));
+        assert_eq!(who("nhs.test"), None);
+        assert_eq!(who("elsewhere.test"), None);
+    }
+
+    #[test]
+    fn bad_partners_are_problems_naming_their_field() {
+        let mut own = partner("Us", &["example.test"]);
+        own.smime = vec!["not a certificate".into()];
+        let cfg = Config {
+            partners: vec![
+                own,
+                partner("", &["a.test"]),
+                partner("Twice", &["a.test"]),
+                partner("twice", &[]),
+            ],
+            ..Config::default()
+        };
+        let problems = cfg.validate().unwrap_err();
+        let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "partner[0].domains[0]",
+                "partner[0].smime[0]",
+                "partner[1].name",
+                "partner[2].domains[0]",
+                "partner[3].name",
+                "partner[3].domains",
+            ],
+            "{problems:?}"
+        );
     }
 }

@@ -55,16 +55,7 @@ impl Default for TlsPolicy {
 impl TlsPolicy {
     /// Whether this entry covers `destination` (lower case, no final dot); `Some(specificity)`.
     fn covers(&self, destination: &str) -> Option<usize> {
-        let own = self.destination.trim_end_matches('.').to_ascii_lowercase();
-        if let Some(suffix) = own.strip_prefix('.') {
-            let under = destination
-                .strip_suffix(suffix)
-                .is_some_and(|rest| rest.ends_with('.'));
-            under.then_some(suffix.len())
-        } else {
-            // An exact match beats any suffix.
-            (own == destination).then_some(usize::MAX)
-        }
+        domain_covers(&self.destination, destination)
     }
 
     /// The certificates of `ca`, DER. Validation made sure they parse.
@@ -82,6 +73,21 @@ pub fn parse_pem_certificates(pem: &str) -> Result<Vec<CertificateDer<'static>>,
         return Err("no PEM certificate (-----BEGIN CERTIFICATE-----) in it".into());
     }
     Ok(certs)
+}
+
+/// Whether `pattern` — `example.org`, or `.example.org` for its subdomains — covers `domain`
+/// (lower case, no final dot), and how specifically: an exact name beats any suffix, a longer
+/// suffix a shorter one. Shared by `[[tls_policy]]` and `[[partner]]`.
+pub(super) fn domain_covers(pattern: &str, domain: &str) -> Option<usize> {
+    let own = pattern.trim_end_matches('.').to_ascii_lowercase();
+    if let Some(suffix) = own.strip_prefix('.') {
+        domain
+            .strip_suffix(suffix)
+            .is_some_and(|rest| rest.ends_with('.'))
+            .then_some(suffix.len())
+    } else {
+        (own == domain).then_some(usize::MAX)
+    }
 }
 
 impl Config {

@@ -29,6 +29,7 @@ def test_encrypt_rule_sends_smime_to_partners_and_holds_the_rest(palisade_factor
             {"domain": "partner.test", "smarthosts": [f"127.0.0.1:{sink.port}"]},
             {"domain": "nokey.test", "smarthosts": [f"127.0.0.1:{sink.port}"]},
             {"domain": "other.test", "smarthosts": [f"127.0.0.1:{sink.port}"]},
+            {"domain": "partner2.test", "smarthosts": [f"127.0.0.1:{sink.port}"]},
         ],
         "filter": {"rule": [{
             "name": "encrypt referrals", "direction": "outbound", "action": "encrypt",
@@ -47,7 +48,7 @@ def test_encrypt_rule_sends_smime_to_partners_and_holds_the_rest(palisade_factor
     (tmp_path / "bad.pem").write_text("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
     r = p.cli("partner", "add", "Bad", "--domain", "partner.test", "--smime-cert", str(tmp_path / "bad.pem"), check=False)
     assert r.returncode == 64 and "partner[0].smime[0]" in r.stderr, r.stderr
-    p.cli("partner", "add", "Partner Registry", "--domain", "partner.test",
+    p.cli("partner", "add", "Partner Registry", "--domain", "partner.test", "--domain", "partner2.test",
           "--smime-cert", str(tmp_path / "partner.pem"))
     listed = p.cli("partner", "list", "--json", json_out=True)
     assert listed[0]["name"] == "Partner Registry"
@@ -88,3 +89,19 @@ def test_encrypt_rule_sends_smime_to_partners_and_holds_the_rest(palisade_factor
     assert "ward@nokey.test" in str(held[0]), held
     tracked = p.track(message_id="ref-1@example.test")
     assert "Encrypted with S/MIME for Partner Registry" in str(tracked), tracked
+
+    # No rule, but the sender typed [secure]: the external recipient's copy is encrypted, the
+    # internal one is not, and neither carries the tag.
+    msg = ("From: Dr Ada <ada@example.test>\r\nTo: y@partner2.test, ward7@example.test\r\n"
+           "Subject: [SECURE] Results\r\nMessage-ID: <ref-2@example.test>\r\n\r\n" + BODY)
+    with smtplib.SMTP("127.0.0.1", p.smtp_port, timeout=30) as s:
+        s.sendmail("ada@example.test", ["y@partner2.test", "ward7@example.test"], msg)
+    wait_for(lambda: len(sink.messages) == 3, 30, interval=0.5, what="the tagged message")
+    enc = sink.messages[2]["data"]
+    assert sink.messages[2]["rcpts"] == ["y@partner2.test"]
+    assert b"application/pkcs7-mime" in enc and b"943 476 5919" not in enc
+    assert b"\r\nSubject: Results\r\n" in enc, enc[:600]
+    wait_for(lambda: p.mailbox(), 30, interval=0.5, what="the internal copy")
+    internal = p.mailbox()[0]
+    assert b"\nSubject: Results\n" in internal and b"943 476 5919" in internal
+    assert b"[SECURE]" not in internal

@@ -191,6 +191,11 @@ pub enum Edit {
     SmimeEncrypt {
         partner: String,
     },
+    /// Removes `tag` (case-insensitive, once, with the space after it) from the Subject: the
+    /// `[secure]` a sender typed to ask for encryption does not travel.
+    UntagSubject {
+        tag: String,
+    },
 }
 
 /// One MIME part an [`Edit::StripParts`] removes.
@@ -360,6 +365,9 @@ enum FlatAction {
     SmimeEncrypt {
         partner: String,
     },
+    UntagSubject {
+        tag: String,
+    },
 }
 
 impl From<FlatAction> for Action {
@@ -394,6 +402,7 @@ impl From<FlatAction> for Action {
             }),
             FlatAction::Bcc { address } => Action::bcc(address),
             FlatAction::SmimeEncrypt { partner } => Action::Edit(Edit::SmimeEncrypt { partner }),
+            FlatAction::UntagSubject { tag } => Action::Edit(Edit::UntagSubject { tag }),
         }
     }
 }
@@ -432,6 +441,7 @@ impl From<Action> for FlatAction {
                     results,
                 },
                 Edit::SmimeEncrypt { partner } => FlatAction::SmimeEncrypt { partner },
+                Edit::UntagSubject { tag } => FlatAction::UntagSubject { tag },
             },
             Action::Bcc { address } => FlatAction::Bcc { address },
         }

@@ -343,6 +343,50 @@ impl RulesCheck {
                 f.decisions.push(d);
             }
         }
+        // The subject tag (`filter.encrypt_tag`, "[secure]"): the sender asks for encryption.
+        // Every external recipient goes encrypted (or is held); every copy loses the tag.
+        if let Some(tag) = self.encryption.tag()
+            && env.direction == Direction::Outbound
+            && view
+                .headers()
+                .subject
+                .as_deref()
+                .is_some_and(|s| s.to_lowercase().contains(&tag.to_lowercase()))
+        {
+            let external: Vec<usize> = env
+                .recipients
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| is_external(&r.address, &self.domains))
+                .map(|(i, _)| i)
+                .collect();
+            let name = "subject tag";
+            let explanation = Explanation::new(
+                "rules",
+                name,
+                format!("The subject carries {tag}: the sender asked for encryption."),
+            );
+            if !external.is_empty() {
+                for (scope, action, explanation) in self.encrypt_decisions(
+                    env,
+                    &Scope::recipients(external.clone()),
+                    &format!("the subject carries {tag}"),
+                    &explanation,
+                ) {
+                    f.decisions.push(Decision::new(scope, action, explanation));
+                }
+            }
+            f.decisions.push(Decision::new(
+                Scope::Message,
+                Action::Edit(Edit::UntagSubject {
+                    tag: tag.to_string(),
+                }),
+                explanation,
+            ));
+            matched.push(json!({"rule": name, "scope": Scope::recipients(external),
+                "why": format!("subject contains \"{tag}\""), "monitor": false,
+                "action": "encrypt", "reason": format!("the subject carries {tag}")}));
+        }
         f.facts = json!({ "rules": self.rules.len(), "matched": matched });
         f
     }

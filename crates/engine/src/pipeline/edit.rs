@@ -181,6 +181,30 @@ pub fn edit_header(header: &[u8], edits: &[Edit]) -> Vec<u8> {
                 }
             }
             // The body's business (see `strip_parts`); signing comes last (`signed`).
+            Edit::UntagSubject { tag } => {
+                if let Some(f) = fields
+                    .iter_mut()
+                    .find(|f| f.name.eq_ignore_ascii_case("subject"))
+                {
+                    let colon = f.raw.iter().position(|&b| b == b':').unwrap_or(0) + 1;
+                    let lower = f.raw.to_ascii_lowercase();
+                    let needle = tag.to_ascii_lowercase();
+                    if !needle.is_empty()
+                        && let Some(at) = lower[colon..]
+                            .windows(needle.len())
+                            .position(|w| w == needle.as_bytes())
+                    {
+                        let start = colon + at;
+                        let mut end = start + needle.len();
+                        if f.raw.get(end) == Some(&b' ') {
+                            end += 1;
+                        }
+                        let mut raw = f.raw[..start].to_vec();
+                        raw.extend_from_slice(&f.raw[end..]);
+                        f.raw = raw;
+                    }
+                }
+            }
             Edit::StripParts { .. }
             | Edit::DkimSign { .. }
             | Edit::ArcSeal { .. }
@@ -525,6 +549,18 @@ mod tests {
             &[Edit::TagSubject { tag: "[X]".into() }],
         );
         assert_eq!(out, b"From: a@b\r\nSubject: [X]\r\n\r\n");
+        // The sender's [secure] goes, whatever its case, once; a Subject without it stays.
+        let untag = [Edit::UntagSubject {
+            tag: "[secure]".into(),
+        }];
+        assert_eq!(
+            edit_header(b"Subject: Re: [SECURE] Results [secure]\r\n\r\n", &untag),
+            b"Subject: Re: Results [secure]\r\n\r\n"
+        );
+        assert_eq!(
+            edit_header(b"Subject: Results\r\n\r\n", &untag),
+            b"Subject: Results\r\n\r\n"
+        );
     }
     #[test]
     fn strip_parts_replaces_ranges_and_skips_bad_ones() {

@@ -70,6 +70,14 @@ impl Encryption {
         }
     }
 
+    /// The subject tag that asks for encryption (`filter.encrypt_tag`), when set.
+    pub fn tag(&self) -> Option<&str> {
+        self.cfg
+            .as_ref()
+            .map(|c| c.filter.encrypt_tag.trim())
+            .filter(|t| !t.is_empty())
+    }
+
     /// How mail to `address` can be protected.
     pub fn route(&self, address: &str) -> Route {
         let Some(cfg) = &self.cfg else {

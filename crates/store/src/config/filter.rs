@@ -61,6 +61,10 @@ pub struct Filter {
     /// Named address groups the rules refer to (`sender_groups`, `recipient_groups`).
     #[serde(rename = "group", skip_serializing_if = "Vec::is_empty")]
     pub groups: Vec<AddressGroup>,
+    /// An outbound message whose Subject contains this (any case) goes to its external
+    /// recipients encrypted — S/MIME to a partner, enforced TLS, else held — as an `encrypt`
+    /// rule would send it; the tag is removed from every copy. Empty: off.
+    pub encrypt_tag: String,
 }
 
 /// A named list of address patterns (as a rule's `senders`): the organisation's groups —
@@ -82,6 +86,7 @@ impl Default for Filter {
             check: BTreeMap::new(),
             rules: Vec::new(),
             groups: Vec::new(),
+            encrypt_tag: "[secure]".into(),
         }
     }
 }
@@ -431,6 +436,12 @@ impl Filter {
     }
 
     pub(super) fn problems(&self, bad: &mut dyn FnMut(&str, String)) {
+        if self.encrypt_tag.len() > 40 || self.encrypt_tag.chars().any(char::is_control) {
+            bad(
+                "filter.encrypt_tag",
+                "at most 40 characters on one line".into(),
+            );
+        }
         let mut group_names = std::collections::BTreeSet::new();
         for (i, g) in self.groups.iter().enumerate() {
             let path = format!("filter.group[{i}]");

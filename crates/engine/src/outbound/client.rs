@@ -77,7 +77,13 @@ impl ClientConn {
             message,
             tls: false,
         };
-        let policy = |message: String| ConnectFailure { message, tls: true };
+        let enforced = matches!(tls.mode, OutboundTls::Required | OutboundTls::Verified);
+        // A TLS failure is the policy's only when the policy demands TLS (opportunistic TLS
+        // that fails is an ordinary connection failure: the next host is tried).
+        let policy = |message: String| ConnectFailure {
+            message,
+            tls: enforced,
+        };
         let tcp = tokio::time::timeout(connect_timeout, TcpStream::connect(target.addr))
             .await
             .map_err(|_| plain(format!("{target}: connection timed out")))?
@@ -97,7 +103,6 @@ impl ClientConn {
             return Err(plain(format!("{target} greeted with: {greeting}")));
         }
         c.hello(helo).await.map_err(plain)?;
-        let enforced = matches!(tls.mode, OutboundTls::Required | OutboundTls::Verified);
         if tls.mode != OutboundTls::None && c.caps.starttls {
             c.send(b"STARTTLS\r\n").await.map_err(plain)?;
             let r = c.read_reply().await.map_err(plain)?;

@@ -105,3 +105,90 @@ def test_encrypt_rule_sends_smime_to_partners_and_holds_the_rest(palisade_factor
     internal = p.mailbox()[0]
     assert b"\nSubject: Results\n" in internal and b"943 476 5919" in internal
     assert b"[SECURE]" not in internal
+
+
+def _identity(tmp_path, name, email):
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.pem",
+            "-days", "2", "-subj", f"/CN={name}", "-addext", f"subjectAltName=email:{email}",
+            "-addext", "extendedKeyUsage=emailProtection", cwd=tmp_path)
+
+
+def _send_in(p, msg: bytes):
+    with smtplib.SMTP("127.0.0.1", p.smtp_port, timeout=30) as s:
+        s.sendmail("ada@partner.test", ["ward7@example.test"], msg)
+
+
+OUTER = ("From: Ada <ada@partner.test>\r\nTo: ward7@example.test\r\nSubject: {subject}\r\n"
+         "Message-ID: <{mid}@partner.test>\r\nDate: Thu, 03 Dec 2026 10:00:00 +0000\r\n")
+ENTITY = ("Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
+          "Discharge summary for patient 943 476 5919.\r\n")
+
+
+def test_inbound_smime_is_decrypted_verified_and_failures_are_never_clean(palisade_factory, tmp_path):
+    """What `openssl cms -sign` then `-encrypt` makes for the gateway arrives decrypted, its
+    signature checked against the partner's certificate (Authentication-Results smime=pass);
+    an altered signature is reported as failed and marked; ciphertext for the gateway that
+    cannot be opened is held; mail encrypted to someone else passes as it is, said so."""
+    _identity(tmp_path, "sender", "ada@partner.test")
+    _identity(tmp_path, "someone", "someone@example.test")
+    p = palisade_factory({"smtp": {"trusted_networks": ["192.0.2.0/24"]}})
+    p.cli("keys", "generate", "--name", "Example gateway", "--email", "gateway@example.test")
+    (tmp_path / "gateway.pem").write_text(p.cli("keys", "export").stdout)
+    p.cli("partner", "add", "Partner", "--domain", "partner.test", "--smime-cert", str(tmp_path / "sender.pem"))
+    (tmp_path / "entity.mime").write_text(ENTITY, newline="")
+    openssl("cms", "-sign", "-in", "entity.mime", "-signer", "sender.pem", "-inkey", "sender.key",
+            "-out", "signed.mime", cwd=tmp_path)
+    openssl("cms", "-encrypt", "-aes256", "-in", "signed.mime", "-out", "enc.mime", "gateway.pem", cwd=tmp_path)
+    openssl("cms", "-encrypt", "-aes256", "-in", "signed.mime", "-out", "other.mime", "someone.pem", cwd=tmp_path)
+
+    def message(subject, mid, body_file):
+        return OUTER.format(subject=subject, mid=mid).encode() + (tmp_path / body_file).read_bytes().replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+
+    # 1. Signed and encrypted to the gateway: decrypted, verified, delivered readable.
+    enc = message("Discharge", "in-1", "enc.mime")
+    (tmp_path / "in-1.eml").write_bytes(enc)
+    assert b"943 476 5919" not in enc
+    _send_in(p, enc)
+    wait_for(lambda: len(p.mailbox()) == 1, 30, interval=0.5, what="the decrypted message")
+    got = p.mailbox()[0]
+    assert b"943 476 5919" in got and b"enveloped-data" not in got, got[:800]
+    assert b"multipart/signed" in got, "the signature stays for the recipient's client"
+    ar = [l for l in got.split(b"\n") if l.startswith(b"Authentication-Results: palisade.test; smime=")]
+    assert len(ar) == 1, got[:1500]
+    assert b"smime=pass (decrypted aes256-cbc; signer trusted: partner) body.smime-identifier=ada@partner.test" in ar[0], ar
+    tracked = p.track(message_id="in-1@partner.test")
+    assert '"decryption":"decrypted"' in str(tracked), tracked
+    # `palisade check` opens it the same way, and its checks read the decrypted content.
+    report = p.cli("check", str(tmp_path / "in-1.eml"), "--json", json_out=True)
+    assert report["checks"]["smime"]["facts"]["decryption"] == "decrypted", report["checks"]["smime"]
+    assert report["checks"]["smime"]["facts"]["result"] == "pass"
+    assert any("text/plain" in str(part) for part in report["parts"]), report["parts"]
+
+    # 2. Signed in the clear, altered on the way: delivered marked, the failure recorded.
+    signed = message("Results", "in-2", "signed.mime")
+    _send_in(p, signed.replace(b"943 476 5919", b"943 476 5918"))
+    wait_for(lambda: len(p.mailbox()) == 2, 30, interval=0.5, what="the altered message")
+    got = [m for m in p.mailbox() if b"in-2@partner.test" in m][0]
+    assert b"smime=fail (signature does not verify)" in got, got[:1500]
+    assert b"Subject: [S/MIME failed] Results" in got
+    # The same message unaltered: pass, untagged.
+    _send_in(p, signed.replace(b"in-2@", b"in-3@"))
+    wait_for(lambda: len(p.mailbox()) == 3, 30, interval=0.5, what="the signed message")
+    got = [m for m in p.mailbox() if b"in-3@partner.test" in m][0]
+    assert b"smime=pass (signer trusted: partner)" in got and b"[S/MIME failed]" not in got, got[:1500]
+
+    # 3. Encrypted to the gateway but damaged: held, never delivered as if it were clean.
+    text = enc.decode().rstrip()
+    broken = (text[:-60] + "\r\n").replace("in-1@", "in-4@").encode()
+    _send_in(p, broken)
+    wait_for(lambda: p.cli("quarantine", "list", "--json", json_out=True), 30, interval=0.5, what="the hold")
+    held = p.cli("quarantine", "list", "--json", json_out=True)
+    assert len(held) == 1 and held[0]["reason"] == "S/MIME: decrypt_failure", held
+    assert not any(b"in-4@partner.test" in m for m in p.mailbox())
+
+    # 4. Encrypted to a person's own certificate: passed on as it is, said so.
+    _send_in(p, message("Personal", "in-5", "other.mime"))
+    wait_for(lambda: len(p.mailbox()) == 4, 30, interval=0.5, what="the personal message")
+    got = [m for m in p.mailbox() if b"in-5@partner.test" in m][0]
+    assert b"enveloped-data" in got
+    assert b"smime=none (encrypted to another recipient, not opened)" in got, got[:1500]

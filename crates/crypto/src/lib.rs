@@ -7,7 +7,8 @@
 //!   certificate with RSA PKCS#1 v1.5, as `openssl cms -encrypt` does). The other header
 //!   fields (From, To, Subject, Date, Message-ID, trace fields) stay outside, readable by every
 //!   hop, as in any S/MIME gateway.
-//! - [`decrypt_entity`] and [`verify_entity`]: the reverse, for mail from partners.
+//! - [`decrypt_entity`] and [`verify_entity`]: the reverse, for mail from partners;
+//!   [`open`] applies them to a whole inbound message (decrypted message, signature result).
 //! - [`certificate_info`], [`pem_certificates`]: what the partner directory shows and checks.
 //! - [`GatewayKey`]: the organisation's own certificate and RSA key; [`GatewayKey::generate`]
 //!   makes a self-signed one for a first installation.
@@ -19,13 +20,20 @@
 #![forbid(unsafe_code)]
 
 mod mime;
+mod open;
 mod smime;
+
+pub use open::{Decryption, MAX_SIGNERS, Opened, Signature, is_smime, open};
 
 pub use mime::{content_split, to_crlf};
 pub use smime::{
-    CertInfo, GatewayKey, Verified, certificate_info, decrypt_entity, encrypt_entity,
+    CertInfo, GatewayKey, Verified, certificate_info, decrypt_entity, encrypt_entity, fingerprint,
     pem_certificates, protect, sign_entity, verify_entity,
 };
+
+fn b64(body: &[u8]) -> Option<Vec<u8>> {
+    mime::b64_decode_loose(body)
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -39,6 +47,9 @@ pub enum Error {
     Decrypt(String),
     #[error("signature: {0}")]
     Signature(String),
+    /// Encrypted, but not to this gateway's certificate.
+    #[error("decryption: {0}")]
+    NotAddressed(String),
     #[error("not S/MIME: {0}")]
     NotSmime(String),
 }

@@ -352,6 +352,34 @@ fn parse_content_info(der_or_ber: &[u8]) -> Result<ContentInfo, Error> {
 /// An `application/pkcs7-mime` enveloped-data entity (its fields and base64 body) → the
 /// entity it carries, decrypted with `key`.
 pub fn decrypt_entity(entity: &[u8], key: &GatewayKey) -> Result<Vec<u8>, Error> {
+    decrypt_entity_with(entity, key).map(|(plain, _)| plain)
+}
+
+/// The CMS content type of a DER/BER ContentInfo (`signed-data`, `enveloped-data`, …).
+pub(crate) fn content_type(der: &[u8]) -> Option<String> {
+    let ci = parse_content_info(der).ok()?;
+    Some(
+        match ci.content_type {
+            o if o == rfc5911::ID_SIGNED_DATA => "signed-data",
+            o if o == rfc5911::ID_ENVELOPED_DATA => "enveloped-data",
+            o if o == rfc5911::ID_DATA => "data",
+            _ => "other",
+        }
+        .to_string(),
+    )
+}
+
+/// SHA-256 of a DER certificate, hex, as [`CertInfo::fingerprint`].
+pub fn fingerprint(der: &[u8]) -> String {
+    hex(&sha2::Sha256::digest(der))
+}
+
+/// [`decrypt_entity`], with the name of the content cipher. `Error::NotAddressed` when the
+/// message has no recipient entry for this gateway's certificate.
+pub(crate) fn decrypt_entity_with(
+    entity: &[u8],
+    key: &GatewayKey,
+) -> Result<(Vec<u8>, String), Error> {
     let dec = |e: String| Error::Decrypt(e);
     let (_h, body) = split_entity(entity);
     let der = b64_decode_loose(body).ok_or_else(|| Error::NotSmime("body is not base64".into()))?;
@@ -375,7 +403,7 @@ pub fn decrypt_entity(entity: &[u8], key: &GatewayKey) -> Result<Vec<u8>, Error>
             RecipientInfo::Ktri(k) if k.rid == me => Some(k),
             _ => None,
         })
-        .ok_or_else(|| dec("not encrypted to this gateway's certificate".into()))?;
+        .ok_or_else(|| Error::NotAddressed("not encrypted to this gateway's certificate".into()))?;
     if ktri.key_enc_alg.oid != rfc5912::RSA_ENCRYPTION {
         return Err(dec(format!(
             "key transport {} is not supported",
@@ -401,21 +429,23 @@ pub fn decrypt_entity(entity: &[u8], key: &GatewayKey) -> Result<Vec<u8>, Error>
         .ok_or_else(|| dec("the encrypted content is detached".into()))?;
     let bad = |_| dec("wrong key or damaged content (padding)".into());
     let pt = match eci.content_enc_alg.oid {
-        o if o == rfc5911::ID_AES_256_CBC => {
+        o if o == rfc5911::ID_AES_256_CBC => (
             cbc::Decryptor::<aes::Aes256>::new_from_slices(&cek, iv.as_bytes())
                 .map_err(|_| dec("key or IV length".into()))?
                 .decrypt_padded_vec::<Pkcs7>(ct.as_bytes())
-                .map_err(bad)?
-        }
-        o if o == rfc5911::ID_AES_128_CBC => {
+                .map_err(bad)?,
+            "aes256-cbc",
+        ),
+        o if o == rfc5911::ID_AES_128_CBC => (
             cbc::Decryptor::<aes::Aes128>::new_from_slices(&cek, iv.as_bytes())
                 .map_err(|_| dec("key or IV length".into()))?
                 .decrypt_padded_vec::<Pkcs7>(ct.as_bytes())
-                .map_err(bad)?
-        }
+                .map_err(bad)?,
+            "aes128-cbc",
+        ),
         o => return Err(dec(format!("content cipher {o} is not supported"))),
     };
-    Ok(pt)
+    Ok((pt.0, pt.1.to_string()))
 }
 
 /// A verified signature: the signer's certificate and the signed entity.
@@ -511,6 +541,13 @@ pub fn verify_entity(entity: &[u8], anchors: &[Vec<u8>]) -> Result<Verified, Err
             _ => None,
         })
         .collect();
+    if sd.signer_infos.0.len() > crate::open::MAX_SIGNERS {
+        return Err(bad(format!(
+            "{} signers (at most {} are checked)",
+            sd.signer_infos.0.len(),
+            crate::open::MAX_SIGNERS
+        )));
+    }
     let mut first_signer: Option<Certificate> = None;
     for si in sd.signer_infos.0.iter() {
         let signer = certs

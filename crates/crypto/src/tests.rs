@@ -217,8 +217,74 @@ fn we_decrypt_and_verify_what_openssl_signs_and_encrypts_and_catch_tampering() {
     let other = GatewayKey::from_pem(&other_cert, &other_key).unwrap();
     assert!(matches!(
         decrypt_entity(&enc, &other),
-        Err(Error::Decrypt(_))
+        Err(Error::NotAddressed(_))
     ));
+
+    // The whole message, as it arrives from the partner: opened, decrypted, signature checked.
+    let (outer, _) = content_split(MESSAGE);
+    let mut message = outer.clone();
+    message.extend_from_slice(&to_crlf(&enc));
+    assert!(is_smime(&message));
+    assert!(!is_smime(MESSAGE));
+    let sender_der = sender_anchor.clone();
+    let o = open(&message, Some(&gw), &[], &sender_der);
+    assert_eq!(
+        o.decryption,
+        Decryption::Decrypted {
+            cipher: "aes256-cbc".into()
+        }
+    );
+    match &o.signature {
+        Signature::Valid {
+            signer,
+            chain_valid,
+            pinned,
+        } => {
+            assert_eq!(signer.emails, ["ada@partner.test"]);
+            assert_eq!((*chain_valid, *pinned), (None, true));
+        }
+        other => panic!("{other:?}"),
+    }
+    let plain = String::from_utf8(o.message.clone().unwrap()).unwrap();
+    assert!(
+        plain.starts_with("Received: from ward7 by gw\r\n"),
+        "{plain}"
+    );
+    assert!(plain.contains("Subject: Referral\r\nMIME-Version: 1.0\r\n"));
+    assert!(plain.contains("multipart/signed") && plain.contains("943 476 5919"));
+    // Not for us: passed on encrypted, said so; no key at all: the same.
+    let o = open(&message, Some(&other), &[], &[]);
+    assert!(matches!(o.decryption, Decryption::NotAddressed(_)) && o.message.is_none());
+    assert!(matches!(
+        open(&message, None, &[], &[]).decryption,
+        Decryption::NotAddressed(_)
+    ));
+    // Damaged ciphertext for us: a failure, never the ciphertext as if it were clean.
+    // (the last 40 base64 characters cut: the CMS structure ends early)
+    let text = String::from_utf8_lossy(&message).trim_end().to_string();
+    let broken = format!("{}\r\n", &text[..text.len() - 40]).into_bytes();
+    let o = open(&broken, Some(&gw), &[], &[]);
+    assert!(
+        matches!(o.decryption, Decryption::Failed(_)),
+        "{:?}",
+        o.decryption
+    );
+    // Signed in the clear, then altered on the way: reported invalid; the message is left.
+    let mut clear = outer;
+    clear.extend_from_slice(&to_crlf(&signed));
+    let o = open(&clear, Some(&gw), &[], &[]);
+    assert_eq!(o.decryption, Decryption::NotEncrypted);
+    assert!(matches!(
+        o.signature,
+        Signature::Valid { pinned: false, .. }
+    ));
+    let altered = String::from_utf8_lossy(&clear).replace("referred", "discharged");
+    let o = open(altered.as_bytes(), Some(&gw), &[], &[]);
+    match o.signature {
+        Signature::Invalid(e) => assert!(e.contains("altered"), "{e}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(o.message.is_none());
 }
 
 #[test]

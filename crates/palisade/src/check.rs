@@ -110,21 +110,37 @@ pub fn run(data: &DataDir, args: CheckArgs) -> Result<ExitCode> {
                 continue;
             }
         };
-        let Some(envelope) = envelope_for(&cfg, &args, &raw) else {
+        let Some(mut envelope) = envelope_for(&cfg, &args, &raw) else {
             eprintln!(
                 "palisade check: {}: no recipients: give --to ADDR (the message has no To or Cc address)",
                 file.display()
             );
             return Ok(ExitCode::from(EX_USAGE));
         };
+        // Inbound S/MIME is opened first, as the engine does: the checks see the decrypted
+        // message (kept in a temporary file for the checks that read the file).
+        let mut raw = raw;
+        let mut decrypted_file = None;
+        if envelope.direction == palisade_policy::Direction::Inbound
+            && let Some((plain, found)) = pipeline.open_inbound(&raw, || Ok(raw.clone()))?
+        {
+            if let Some(plain) = plain {
+                let mut t = tempfile::NamedTempFile::new()?;
+                std::io::Write::write_all(&mut t, &plain)?;
+                raw = plain;
+                decrypted_file = Some(t);
+            }
+            envelope.crypto = Some(found);
+        }
         let view = std::sync::Arc::new(palisade_inspect::MessageView::from_bytes(
             &raw,
             pipeline.limits(),
         ));
+        let path: &std::path::Path = decrypted_file.as_ref().map_or(file.as_path(), |t| t.path());
         let eval = rt.block_on(pipeline.evaluate(
             std::sync::Arc::new(envelope.clone()),
             view.clone(),
-            Some(file),
+            Some(path),
         ));
         let report = Report::new(envelope, &view, eval);
         match (args.json, many) {
@@ -193,6 +209,7 @@ fn envelope_for(cfg: &Config, args: &CheckArgs, raw: &[u8]) -> Option<Envelope> 
                 orcpt: None,
             })
             .collect(),
+        crypto: None,
     })
 }
 

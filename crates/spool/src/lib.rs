@@ -180,6 +180,24 @@ impl Spool {
         IncomingFile::create(self.artifact_path(id, n))
     }
 
+    /// Replaces artifact 0 of message `id`, not yet committed, with `data` (the gateway
+    /// decrypted it): written to a scratch artifact (`<id>.4294967295`), fsync'd and renamed
+    /// over it; the committer fsyncs the directory with the batch that names it. A crash in
+    /// between leaves files without a row, which recovery removes.
+    pub async fn replace_content(&self, id: &str, data: &[u8]) -> io::Result<SpooledContent> {
+        let mut f = self
+            .create_artifact(id, u32::MAX)
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        f.write(data).await?;
+        let c = f.finish().await?;
+        let dest = self.content_path(id);
+        if let Err(e) = std::fs::rename(&c.path, &dest) {
+            let _ = std::fs::remove_file(&c.path);
+            return Err(e);
+        }
+        Ok(SpooledContent { path: dest, ..c })
+    }
+
     /// The held copy of quarantine entry `qid`: `DIR/quarantine/<qid>`.
     pub fn quarantine_path(&self, qid: &str) -> PathBuf {
         self.quarantine_dir.join(qid)

@@ -22,6 +22,7 @@ mod authentication;
 mod digest;
 mod dkim;
 mod dlp;
+mod encryption;
 mod filter;
 mod partner;
 mod spam;
@@ -32,6 +33,7 @@ pub use authentication::{ArcSeal, Authentication, DmarcQuarantineAction, DmarcRe
 pub use digest::Digest;
 pub use dkim::{Dkim, DkimSign};
 pub use dlp::{BUILT_IN_DETECTORS, Dlp, DlpDictionary, DlpFingerprint, DlpPattern};
+pub use encryption::{CryptoFailureAction, Encryption};
 pub use filter::{
     AddressGroup, CHECK_NAMES, CheckSettings, Filter, Rule, RuleAction, RuleDirection,
     UninspectableAction, address_matches,
@@ -96,6 +98,9 @@ pub struct Config {
     pub dkim: Dkim,
     /// Data-loss prevention: the detectors the `dlp` check runs (rules decide).
     pub dlp: Dlp,
+    /// Inbound S/MIME: what decryption and signature failures get, the CAs trusted for signers.
+    #[serde(skip_serializing_if = "Encryption::is_default")]
+    pub encryption: Encryption,
     /// Inbound domains: mail for these is accepted from anyone and routed internally.
     #[serde(rename = "domain", skip_serializing_if = "Vec::is_empty")]
     pub domains: Vec<InboundDomain>,
@@ -422,6 +427,7 @@ impl Default for Config {
             digest: Digest::default(),
             dkim: Dkim::default(),
             dlp: Dlp::default(),
+            encryption: Encryption::default(),
             domains: vec![InboundDomain {
                 name: "example.test".into(),
                 route: DomainRoute::Maildir,
@@ -728,6 +734,7 @@ impl Config {
         self.digest.problems(self, &mut bad);
         self.dkim.problems(&mut bad);
         self.dlp.problems(&mut bad);
+        self.encryption.problems(&mut bad);
         self.tls_policy_problems(&mut bad);
         self.partner_problems(&mut bad);
         for (i, r) in self.filter.rules.iter().enumerate() {
@@ -865,6 +872,7 @@ impl Config {
                 "digest" => section(&key, value, &mut cfg.digest, &mut problems),
                 "dkim" => section(&key, value, &mut cfg.dkim, &mut problems),
                 "dlp" => section(&key, value, &mut cfg.dlp, &mut problems),
+                "encryption" => section(&key, value, &mut cfg.encryption, &mut problems),
                 "domain" => cfg.domains = array(&key, value, &mut problems),
                 "route" => cfg.routes = array(&key, value, &mut problems),
                 "tls_policy" => cfg.tls_policies = array(&key, value, &mut problems),

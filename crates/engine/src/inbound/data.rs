@@ -213,6 +213,45 @@ impl Session {
                 return Flow::Continue;
             }
         };
+        // Inbound S/MIME is opened before anything looks at the content: the checks read
+        // the decrypted message, and the decrypted message is what is kept and delivered.
+        let mut content = content;
+        let crypto = if self.trusted || self.auth_user.is_some() {
+            None
+        } else {
+            match self.open_smime(&id, &pipeline).await {
+                Ok(Some((Some(plain), found))) => {
+                    match self.shared.spool.replace_content(&id, &plain).await {
+                        Ok(c) => {
+                            content = c;
+                            Some(found)
+                        }
+                        Err(e) => {
+                            tracing::error!(event = "smtp.spool_write_failed", queue_id = %id, error = %e);
+                            self.shared.spool.remove_content(&id);
+                            let r = local_error(palisade_spool::is_disk_full(&e));
+                            self.io.reply(&r);
+                            self.record_rejection(tx, Some(&r)).await;
+                            return Flow::Continue;
+                        }
+                    }
+                }
+                Ok(Some((None, found))) => Some(found),
+                Ok(None) => None,
+                Err(e) => {
+                    tracing::error!(event = "smtp.spool_read_failed", queue_id = %id, error = %e);
+                    self.shared.spool.remove_content(&id);
+                    let r = Reply::new(451, "4.3.0", "Local error, try again later");
+                    self.io.reply(&r);
+                    self.record_rejection(tx, Some(&r)).await;
+                    return Flow::Continue;
+                }
+            }
+        };
+        if let Some(c) = &crypto {
+            tracing::info!(event = "smime.opened", queue_id = %id, decryption = %c.decryption,
+                signature = %c.signature, signer = c.signer_emails.first().map(String::as_str).unwrap_or(""));
+        }
         let view = match pipeline::view_of(&self.shared.spool.content_path(&id), pipeline.limits())
             .await
         {
@@ -226,7 +265,9 @@ impl Session {
                 return Flow::Continue;
             }
         };
-        let envelope = Arc::new(self.envelope(&id, &tx));
+        let mut envelope = self.envelope(&id, &tx);
+        envelope.crypto = crypto;
+        let envelope = Arc::new(envelope);
         let content_path = self.shared.spool.content_path(&id);
         let eval = pipeline
             .evaluate(envelope, view.clone(), Some(&content_path))
@@ -343,6 +384,26 @@ impl Session {
     }
 
     /// The envelope the checks see.
+    /// [`pipeline::Pipeline::open_inbound`] on the received file, off the async threads.
+    async fn open_smime(
+        &self,
+        id: &str,
+        pipeline: &Arc<pipeline::Pipeline>,
+    ) -> std::io::Result<Option<(Option<Vec<u8>>, pipeline::encryption::Unwrapped)>> {
+        let path = self.shared.spool.content_path(id);
+        let pipeline = pipeline.clone();
+        tokio::task::spawn_blocking(move || {
+            use std::io::Read;
+            let mut head = Vec::with_capacity(64 * 1024);
+            std::fs::File::open(&path)?
+                .take(64 * 1024)
+                .read_to_end(&mut head)?;
+            pipeline.open_inbound(&head, || std::fs::read(&path))
+        })
+        .await
+        .map_err(std::io::Error::other)?
+    }
+
     fn envelope(&self, id: &str, tx: &super::session::Transaction) -> Envelope {
         Envelope {
             queue_id: id.to_string(),
@@ -370,6 +431,7 @@ impl Session {
                     orcpt: r.orcpt.clone(),
                 })
                 .collect(),
+            crypto: None,
         }
     }
 

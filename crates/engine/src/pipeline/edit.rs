@@ -59,6 +59,8 @@ fn memchr_nl(s: &[u8]) -> Option<usize> {
 struct Field {
     name: String,
     raw: Vec<u8>,
+    /// Added by an `Edit::AddHeader` (not with the message).
+    added: bool,
 }
 
 fn split_fields(header: &[u8]) -> (Vec<Field>, Vec<u8>) {
@@ -87,6 +89,7 @@ fn split_fields(header: &[u8]) -> (Vec<Field>, Vec<u8>) {
             fields.push(Field {
                 name,
                 raw: line.to_vec(),
+                added: false,
             });
         }
         pos = line_end;
@@ -145,13 +148,15 @@ pub fn edit_header(header: &[u8], edits: &[Edit]) -> Vec<u8> {
                 Field {
                     name: name.clone(),
                     raw: format!("{name}: {value}\r\n").into_bytes(),
+                    added: true,
                 },
             ),
             Edit::RemoveHeader { name } => fields.retain(|f| !f.name.eq_ignore_ascii_case(name)),
             Edit::RemoveAuthenticationResults { authserv_id } => fields.retain(|f| {
-                !(f.name.eq_ignore_ascii_case(AUTHENTICATION_RESULTS)
-                    && claimed_authserv_id(&f.raw)
-                        .is_some_and(|id| id.eq_ignore_ascii_case(authserv_id)))
+                f.added
+                    || !(f.name.eq_ignore_ascii_case(AUTHENTICATION_RESULTS)
+                        && claimed_authserv_id(&f.raw)
+                            .is_some_and(|id| id.eq_ignore_ascii_case(authserv_id)))
             }),
             Edit::TagSubject { tag } => {
                 match fields
@@ -177,6 +182,7 @@ pub fn edit_header(header: &[u8], edits: &[Edit]) -> Vec<u8> {
                     None => fields.push(Field {
                         name: "Subject".into(),
                         raw: format!("Subject: {tag}\r\n").into_bytes(),
+                        added: true,
                     }),
                 }
             }

@@ -31,6 +31,46 @@ pub enum Route {
 pub struct Encryption {
     cfg: Option<Arc<Config>>,
     gateway: Option<GatewayKey>,
+    /// `encryption.smime_ca_file`, DER: the CAs signers' chains may reach.
+    anchors: Vec<Vec<u8>>,
+    /// Every partner certificate, DER: signers trusted as they are.
+    pinned: Vec<Vec<u8>>,
+}
+
+/// What the gateway made of an inbound message's S/MIME (`Envelope::crypto`): recorded in
+/// the `smime` check's facts, its `Authentication-Results` and the message's tracking.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Unwrapped {
+    /// `not_encrypted`, `decrypted`, `not_addressed` (encrypted to someone else), `failed`.
+    pub decryption: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cipher: Option<String>,
+    /// `none`, `valid`, `invalid`.
+    pub signature: String,
+    /// The signer's certificate subject.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signer: Option<String>,
+    /// The addresses the signer's certificate names, lower case.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub signer_emails: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signer_fingerprint: Option<String>,
+    /// How the signer is trusted: `partner` (a pinned partner certificate), `ca` (its chain
+    /// reaches `encryption.smime_ca_file`), `untrusted`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust: Option<String>,
+    /// What went wrong, for `failed` and `invalid`, or why `not_addressed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Whether the header section `head` of a message announces S/MIME content: worth reading
+/// the whole message for [`Encryption::open_inbound`].
+pub fn looks_smime(head: &[u8]) -> bool {
+    let end = super::edit::header_end(head);
+    let h = head[..end].to_ascii_lowercase();
+    let has = |n: &[u8]| h.windows(n.len()).any(|w| w == n);
+    has(b"application/pkcs7-mime") || has(b"application/x-pkcs7-mime") || has(b"pkcs7-signature")
 }
 
 impl std::fmt::Debug for Encryption {
@@ -64,10 +104,89 @@ impl Encryption {
                 }
             }
         });
+        let ca_file = cfg.encryption.smime_ca_file.trim();
+        let anchors = if ca_file.is_empty() {
+            Vec::new()
+        } else {
+            match std::fs::read_to_string(ca_file)
+                .map_err(|e| e.to_string())
+                .and_then(|t| palisade_crypto::pem_certificates(&t).map_err(|e| e.to_string()))
+            {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::error!(event = "smime.ca_file_unusable", file = %ca_file, error = %e,
+                        "signers are trusted only by partner certificates");
+                    Vec::new()
+                }
+            }
+        };
+        let pinned = cfg.partners.iter().flat_map(|p| p.certificates()).collect();
         Encryption {
             cfg: Some(Arc::new(cfg.clone())),
             gateway,
+            anchors,
+            pinned,
         }
+    }
+
+    /// Opens an inbound message's S/MIME: (the message with its encryption removed, when the
+    /// gateway decrypted it; what was found).
+    pub fn open_inbound(&self, message: &[u8]) -> (Option<Vec<u8>>, Unwrapped) {
+        use palisade_crypto::{Decryption, Signature};
+        let o = palisade_crypto::open(message, self.gateway.as_ref(), &self.anchors, &self.pinned);
+        let mut u = Unwrapped {
+            decryption: String::new(),
+            cipher: None,
+            signature: "none".into(),
+            signer: None,
+            signer_emails: Vec::new(),
+            signer_fingerprint: None,
+            trust: None,
+            error: None,
+        };
+        u.decryption = match o.decryption {
+            Decryption::NotEncrypted => "not_encrypted".into(),
+            Decryption::Decrypted { cipher } => {
+                u.cipher = Some(cipher);
+                "decrypted".into()
+            }
+            Decryption::NotAddressed(e) => {
+                u.error = Some(e);
+                "not_addressed".into()
+            }
+            Decryption::Failed(e) => {
+                u.error = Some(e);
+                "failed".into()
+            }
+        };
+        match o.signature {
+            Signature::Unsigned => {}
+            Signature::Valid {
+                signer,
+                chain_valid,
+                pinned,
+            } => {
+                u.signature = "valid".into();
+                u.trust = Some(
+                    if pinned {
+                        "partner"
+                    } else if chain_valid == Some(true) {
+                        "ca"
+                    } else {
+                        "untrusted"
+                    }
+                    .into(),
+                );
+                u.signer = Some(signer.subject);
+                u.signer_emails = signer.emails;
+                u.signer_fingerprint = Some(signer.fingerprint);
+            }
+            Signature::Invalid(e) => {
+                u.signature = "invalid".into();
+                u.error = Some(e);
+            }
+        }
+        (o.message, u)
     }
 
     /// The subject tag that asks for encryption (`filter.encrypt_tag`), when set.

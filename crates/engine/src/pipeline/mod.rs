@@ -23,6 +23,7 @@ pub mod dlp;
 pub mod domains;
 pub mod edit;
 pub mod encryption;
+pub mod smime;
 pub mod spam;
 
 use std::collections::HashMap;
@@ -85,6 +86,10 @@ pub struct Envelope {
     /// The envelope sender; empty for the null sender `<>`.
     pub sender: String,
     pub recipients: Vec<EnvelopeRecipient>,
+    /// What opening the message's S/MIME found (inbound mail that carries it); the content
+    /// the checks see is already decrypted when `decryption` is `decrypted`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crypto: Option<encryption::Unwrapped>,
 }
 
 impl Envelope {
@@ -142,6 +147,8 @@ pub struct Pipeline {
     /// The signing keys of the `dkim` check (read when the pipeline is built).
     dkim_keys: Arc<dkim::DkimKeys>,
     encryption: Arc<encryption::Encryption>,
+    /// The `smime` check is enabled: inbound S/MIME is opened.
+    opens_smime: bool,
 }
 
 /// The result of running the pipeline on one message.
@@ -164,7 +171,9 @@ impl Pipeline {
     /// `rules` (the operator's `[[filter.rule]]`s), `antivirus` (with `[antivirus] enabled`),
     /// `attachments` (with `[attachments] enabled`, the default), `authentication` (with
     /// `[authentication] enabled`), `spam` (with `[spam] enabled`, the default; its Bayes
-    /// statistics are `data`'s `bayes.db`, none without `data`). A check with
+    /// statistics are `data`'s `bayes.db`, none without `data`), `dlp` (with `[dlp] enabled`),
+    /// `smime` (always; inbound S/MIME is opened before the checks unless it is disabled),
+    /// `dkim` (with signing domains). A check with
     /// `filter.check.NAME.enabled = false` is recorded as skipped.
     pub fn from_config(cfg: &Config, data: Option<&DataDir>) -> Pipeline {
         let f = &cfg.filter;
@@ -190,6 +199,7 @@ impl Pipeline {
                 cfg,
             )));
         }
+        all.push(Arc::new(smime::SmimeCheck::from_config(cfg)));
         if cfg.attachments.enabled {
             all.push(Arc::new(attachments::AttachmentsCheck::new(
                 cfg.attachments.clone(),
@@ -227,6 +237,7 @@ impl Pipeline {
             limits: cfg.inspect.clone(),
             dkim_keys,
             encryption,
+            opens_smime: f.settings("smime").enabled,
         }
     }
 
@@ -238,11 +249,27 @@ impl Pipeline {
             limits,
             dkim_keys: Arc::default(),
             encryption: Arc::default(),
+            opens_smime: false,
         }
     }
 
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    /// Opens inbound S/MIME (see [`encryption::Encryption::open_inbound`]): `None` when the
+    /// header section `head` does not announce any; else (the decrypted message, if the
+    /// gateway decrypted it; what was found). CPU work: call off the async threads.
+    pub fn open_inbound(
+        &self,
+        head: &[u8],
+        read_all: impl FnOnce() -> std::io::Result<Vec<u8>>,
+    ) -> std::io::Result<Option<(Option<Vec<u8>>, encryption::Unwrapped)>> {
+        if !self.opens_smime || !encryption::looks_smime(head) {
+            return Ok(None);
+        }
+        let raw = read_all()?;
+        Ok(Some(self.encryption.open_inbound(&raw)))
     }
 
     /// What applies the `dkim` check's signatures and the `encrypt` action's S/MIME to the

@@ -26,6 +26,7 @@ fn envelope(rcpts: &[&str]) -> Arc<Envelope> {
         auth_user: None,
         trusted: false,
         sender: "a@example.org".into(),
+        crypto: None,
         recipients: rcpts
             .iter()
             .map(|a| EnvelopeRecipient {
@@ -232,6 +233,7 @@ enabled = false
             "mime",
             "rules",
             "authentication",
+            "smime",
             "attachments",
             "spam",
             "dlp"
@@ -348,7 +350,7 @@ async fn attachments_from_the_configuration() {
         ),
         None,
     );
-    assert_eq!(p.check_names(), vec!["mime", "rules", "spam"]);
+    assert_eq!(p.check_names(), vec!["mime", "rules", "smime", "spam"]);
 }
 
 /// The DLP conditions of the rules, table-tested through the real checks: per detector

@@ -34,6 +34,7 @@ pub const CHECK_NAMES: &[&str] = &[
     "spam",
     "dkim",
     "dlp",
+    "smime",
 ];
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -69,6 +69,7 @@ fn envelope(ip: &str, sender: &str) -> Envelope {
         auth_user: None,
         trusted: false,
         sender: sender.into(),
+        crypto: None,
         recipients: vec![],
     }
 }

@@ -26,6 +26,7 @@ fn envelope(sender: &str) -> Envelope {
         auth_user: None,
         trusted: false,
         sender: sender.into(),
+        crypto: None,
         recipients: vec![EnvelopeRecipient {
             address: "staff@hospital.example".into(),
             route: "maildir".into(),

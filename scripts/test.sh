@@ -52,10 +52,16 @@ apt_install() {
   return 0
 }
 
+# Building needs these (OpenPGP is sequoia on nettle: nettle-sys runs bindgen, which needs
+# libclang); every tier builds.
+tier "build dependencies"
+apt_install build-essential pkg-config nettle-dev clang libclang-dev
+
 if want e2e || want abuse || want console; then
   tier "dependencies"
   apt_install build-essential swaks postfix libnet-ssleay-perl libio-socket-ssl-perl \
-    python3 python3-venv dnsmasq-base nsd sqlite3 ca-certificates clamav-daemon openssl iproute2
+    python3 python3-venv dnsmasq-base nsd sqlite3 ca-certificates clamav-daemon openssl iproute2 \
+    gnupg
   if [ ! -x tests/.venv/bin/pytest ]; then
     /usr/bin/python3 -m venv tests/.venv
   fi

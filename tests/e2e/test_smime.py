@@ -160,8 +160,8 @@ def test_inbound_smime_is_decrypted_verified_and_failures_are_never_clean(palisa
     assert '"decryption":"decrypted"' in str(tracked), tracked
     # `palisade check` opens it the same way, and its checks read the decrypted content.
     report = p.cli("check", str(tmp_path / "in-1.eml"), "--json", json_out=True)
-    assert report["checks"]["smime"]["facts"]["decryption"] == "decrypted", report["checks"]["smime"]
-    assert report["checks"]["smime"]["facts"]["result"] == "pass"
+    assert report["checks"]["encryption"]["facts"]["decryption"] == "decrypted", report["checks"]["encryption"]
+    assert report["checks"]["encryption"]["facts"]["result"] == "pass"
     assert any("text/plain" in str(part) for part in report["parts"]), report["parts"]
 
     # 2. Signed in the clear, altered on the way: delivered marked, the failure recorded.
@@ -170,12 +170,12 @@ def test_inbound_smime_is_decrypted_verified_and_failures_are_never_clean(palisa
     wait_for(lambda: len(p.mailbox()) == 2, 30, interval=0.5, what="the altered message")
     got = [m for m in p.mailbox() if b"in-2@partner.test" in m][0]
     assert b"smime=fail (signature does not verify)" in got, got[:1500]
-    assert b"Subject: [S/MIME failed] Results" in got
+    assert b"Subject: [signature failed] Results" in got
     # The same message unaltered: pass, untagged.
     _send_in(p, signed.replace(b"in-2@", b"in-3@"))
     wait_for(lambda: len(p.mailbox()) == 3, 30, interval=0.5, what="the signed message")
     got = [m for m in p.mailbox() if b"in-3@partner.test" in m][0]
-    assert b"smime=pass (signer trusted: partner)" in got and b"[S/MIME failed]" not in got, got[:1500]
+    assert b"smime=pass (signer trusted: partner)" in got and b"[signature failed]" not in got, got[:1500]
 
     # 3. Encrypted to the gateway but damaged: held, never delivered as if it were clean.
     text = enc.decode().rstrip()
@@ -183,7 +183,7 @@ def test_inbound_smime_is_decrypted_verified_and_failures_are_never_clean(palisa
     _send_in(p, broken)
     wait_for(lambda: p.cli("quarantine", "list", "--json", json_out=True), 30, interval=0.5, what="the hold")
     held = p.cli("quarantine", "list", "--json", json_out=True)
-    assert len(held) == 1 and held[0]["reason"] == "S/MIME: decrypt_failure", held
+    assert len(held) == 1 and held[0]["reason"] == "smime: decrypt_failure", held
     assert not any(b"in-4@partner.test" in m for m in p.mailbox())
 
     # 4. Encrypted to a person's own certificate: passed on as it is, said so.

@@ -14,6 +14,12 @@ PALISADE_LICENSE = AGPL-3.0-only
 # The binary's package inside the workspace; cargo uses the workspace's Cargo.lock
 # (the cargo infrastructure passes --locked --offline).
 PALISADE_SUBDIR = crates/palisade
+# OpenPGP is sequoia on nettle (see ARCHITECTURE.md, "Gateway encryption"): nettle-sys links
+# the target's nettle and generates its bindings with bindgen, which loads the host's libclang.
+PALISADE_DEPENDENCIES = nettle host-clang host-pkgconf
+PALISADE_CARGO_ENV = \
+	LIBCLANG_PATH=$(HOST_DIR)/lib \
+	BINDGEN_EXTRA_CLANG_ARGS="--sysroot=$(STAGING_DIR)"
 
 # Service accounts with the same fixed ids as rootfs-overlay/usr/lib/sysusers.d/palisade.conf:
 # files on /data keep their owners across firmware updates. clamd's account too (the

@@ -21,7 +21,12 @@
 
 mod mime;
 mod open;
+mod pgp;
 mod smime;
+
+pub use pgp::{
+    MAX_PLAINTEXT, PgpInfo, PgpKey, PgpOpened, is_pgp, pgp_certificate_info, pgp_open, pgp_protect,
+};
 
 pub use open::{Decryption, MAX_SIGNERS, Opened, Signature, is_smime, open};
 
@@ -50,6 +55,8 @@ pub enum Error {
     /// Encrypted, but not to this gateway's certificate.
     #[error("decryption: {0}")]
     NotAddressed(String),
+    #[error("OpenPGP: {0}")]
+    Pgp(String),
     #[error("not S/MIME: {0}")]
     NotSmime(String),
 }

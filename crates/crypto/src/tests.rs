@@ -329,3 +329,185 @@ fn ec_certificates_and_broken_input_are_refused() {
         Err(Error::NotSmime(_))
     ));
 }
+
+/// gpg in its own home directory.
+fn gpg(home: &Path, args: &[&str], input: Option<&[u8]>) -> std::process::Output {
+    use std::io::Write as _;
+    let mut child = Command::new("gpg")
+        .arg("--homedir")
+        .arg(home)
+        .args([
+            "--batch",
+            "--yes",
+            "--trust-model",
+            "always",
+            "--status-fd",
+            "2",
+        ])
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("gpg is installed (scripts/test.sh)");
+    if let Some(i) = input {
+        child.stdin.take().unwrap().write_all(i).unwrap();
+    } else {
+        drop(child.stdin.take());
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn gpg_reads_what_we_encrypt_and_we_read_what_gpg_encrypts() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("gnupg");
+    std::fs::create_dir(&home).unwrap();
+    std::fs::set_permissions(&home, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let out = gpg(
+        &home,
+        &[
+            "--passphrase",
+            "",
+            "--quick-gen-key",
+            "Partner <registry@partner.test>",
+            "default",
+            "default",
+            "2d",
+        ],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let partner_pub = String::from_utf8(
+        gpg(
+            &home,
+            &["--armor", "--export", "registry@partner.test"],
+            None,
+        )
+        .stdout,
+    )
+    .unwrap();
+    let info = pgp_certificate_info(&partner_pub).unwrap();
+    assert_eq!(info[0].emails, ["registry@partner.test"]);
+    assert!(info[0].can_encrypt);
+
+    let (secret, public) = PgpKey::generate("Gateway <gateway@hospital.test>", 30).unwrap();
+    let gw = PgpKey::from_armored(&secret).unwrap();
+    assert!(
+        PgpKey::from_armored(&public).is_err(),
+        "a public key is not a secret key"
+    );
+    assert!(
+        pgp_certificate_info(&secret).is_err(),
+        "a secret key is not a partner key"
+    );
+    let imported = gpg(&home, &["--import"], Some(public.as_bytes()));
+    assert!(imported.status.success());
+
+    // Ours → gpg: decrypted, the signature good and by the gateway.
+    let enc = pgp_protect(MESSAGE, std::slice::from_ref(&partner_pub), Some(&gw)).unwrap();
+    let text = String::from_utf8_lossy(&enc).into_owned();
+    assert!(text.contains("Subject: Referral\r\n"));
+    assert!(text.contains("multipart/encrypted; protocol=\"application/pgp-encrypted\""));
+    assert!(!text.contains("943 476 5919"));
+    let out = gpg(&home, &["--decrypt"], Some(&enc));
+    let status = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{status}");
+    assert!(status.contains("[GNUPG:] DECRYPTION_OKAY"), "{status}");
+    // VALIDSIG <signing subkey> … <primary key>: the gateway's key signed it.
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("[GNUPG:] VALIDSIG ") && l.ends_with(&gw.fingerprint())),
+        "{status}"
+    );
+    let (_, inner) = content_split(MESSAGE);
+    assert_eq!(
+        out.stdout, inner,
+        "gpg gets the content entity back byte for byte"
+    );
+
+    // gpg → ours: `gpg --encrypt --sign --armor` as the body of a message, and in PGP/MIME.
+    let out = gpg(
+        &home,
+        &[
+            "--encrypt",
+            "--sign",
+            "--armor",
+            "-r",
+            "gateway@hospital.test",
+            "-u",
+            "registry@partner.test",
+        ],
+        Some(b"Discharge summary for patient 943 476 5919.\n"),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let armored = out.stdout;
+    let mut inline =
+        b"From: registry@partner.test\r\nTo: ward7@hospital.test\r\nSubject: Discharge\r\n\r\n"
+            .to_vec();
+    inline.extend_from_slice(&to_crlf(&armored));
+    assert!(is_pgp(&inline) && !is_pgp(MESSAGE));
+    let o = pgp_open(&inline, Some(&gw), std::slice::from_ref(&partner_pub));
+    assert!(
+        matches!(&o.decryption, Decryption::Decrypted { cipher } if cipher.contains("aes")),
+        "{:?}",
+        o.decryption
+    );
+    match &o.signature {
+        Signature::Valid { signer, pinned, .. } => {
+            assert!(*pinned);
+            assert_eq!(signer.emails, ["registry@partner.test"]);
+            assert_eq!(signer.fingerprint, info[0].fingerprint);
+        }
+        other => panic!("{other:?}"),
+    }
+    let plain = String::from_utf8(o.message.unwrap()).unwrap();
+    assert!(
+        plain.contains("Subject: Discharge\r\nMIME-Version: 1.0\r\nContent-Type: text/plain"),
+        "{plain}"
+    );
+    assert!(plain.ends_with("patient 943 476 5919.\r\n"), "{plain}");
+    // Without the partner's certificate the signature is not claimed good.
+    let o = pgp_open(&inline, Some(&gw), &[]);
+    assert!(
+        matches!(o.signature, Signature::Unsigned),
+        "{:?}",
+        o.signature
+    );
+
+    // The ciphertext altered: a failure (integrity), never the damaged text as clean.
+    let text = String::from_utf8(inline.clone()).unwrap();
+    let mid = text.find("-----BEGIN PGP MESSAGE-----").unwrap() + 200;
+    let mut broken = text.into_bytes();
+    broken[mid] = if broken[mid] == b'A' { b'B' } else { b'A' };
+    let o = pgp_open(&broken, Some(&gw), std::slice::from_ref(&partner_pub));
+    assert!(
+        matches!(o.decryption, Decryption::Failed(_)),
+        "{:?}",
+        o.decryption
+    );
+    assert!(o.message.is_none());
+    // Encrypted to someone else: not ours, said so.
+    let out = gpg(
+        &home,
+        &["--encrypt", "--armor", "-r", "registry@partner.test"],
+        Some(b"x\n"),
+    );
+    let mut other = b"Subject: x\r\n\r\n".to_vec();
+    other.extend_from_slice(&out.stdout);
+    let o = pgp_open(&other, Some(&gw), &[]);
+    assert!(
+        matches!(o.decryption, Decryption::NotAddressed(_)),
+        "{:?}",
+        o.decryption
+    );
+}

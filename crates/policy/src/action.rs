@@ -191,6 +191,11 @@ pub enum Edit {
     SmimeEncrypt {
         partner: String,
     },
+    /// As [`Edit::SmimeEncrypt`], with OpenPGP (PGP/MIME, RFC 3156) to `partner`'s key,
+    /// signed with the gateway's OpenPGP key when there is one.
+    PgpEncrypt {
+        partner: String,
+    },
     /// Removes `tag` (case-insensitive, once, with the space after it) from the Subject: the
     /// `[secure]` a sender typed to ask for encryption does not travel.
     UntagSubject {
@@ -365,6 +370,9 @@ enum FlatAction {
     SmimeEncrypt {
         partner: String,
     },
+    PgpEncrypt {
+        partner: String,
+    },
     UntagSubject {
         tag: String,
     },
@@ -402,6 +410,7 @@ impl From<FlatAction> for Action {
             }),
             FlatAction::Bcc { address } => Action::bcc(address),
             FlatAction::SmimeEncrypt { partner } => Action::Edit(Edit::SmimeEncrypt { partner }),
+            FlatAction::PgpEncrypt { partner } => Action::Edit(Edit::PgpEncrypt { partner }),
             FlatAction::UntagSubject { tag } => Action::Edit(Edit::UntagSubject { tag }),
         }
     }
@@ -441,6 +450,7 @@ impl From<Action> for FlatAction {
                     results,
                 },
                 Edit::SmimeEncrypt { partner } => FlatAction::SmimeEncrypt { partner },
+                Edit::PgpEncrypt { partner } => FlatAction::PgpEncrypt { partner },
                 Edit::UntagSubject { tag } => FlatAction::UntagSubject { tag },
             },
             Action::Bcc { address } => FlatAction::Bcc { address },

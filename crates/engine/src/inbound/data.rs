@@ -213,7 +213,7 @@ impl Session {
                 return Flow::Continue;
             }
         };
-        // Inbound S/MIME is opened before anything looks at the content: the checks read
+        // Inbound S/MIME and OpenPGP are opened before anything looks at the content: the checks read
         // the decrypted message, and the decrypted message is what is kept and delivered.
         let mut content = content;
         let crypto = if self.trusted || self.auth_user.is_some() {
@@ -249,7 +249,7 @@ impl Session {
             }
         };
         if let Some(c) = &crypto {
-            tracing::info!(event = "smime.opened", queue_id = %id, decryption = %c.decryption,
+            tracing::info!(event = "encryption.opened", queue_id = %id, scheme = %c.scheme, decryption = %c.decryption,
                 signature = %c.signature, signer = c.signer_emails.first().map(String::as_str).unwrap_or(""));
         }
         let view = match pipeline::view_of(&self.shared.spool.content_path(&id), pipeline.limits())

@@ -212,6 +212,7 @@ impl RulesCheck {
             Scope::Recipients(set) => set.iter().copied().collect(),
         };
         let mut smime: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        let mut pgp: BTreeMap<String, Vec<usize>> = BTreeMap::new();
         let mut tls: BTreeMap<String, Vec<usize>> = BTreeMap::new();
         let mut none: Vec<usize> = Vec::new();
         for i in indexes {
@@ -220,6 +221,7 @@ impl RulesCheck {
             };
             match self.encryption.route(&r.address) {
                 Route::Smime { partner } => smime.entry(partner).or_default().push(i),
+                Route::Pgp { partner } => pgp.entry(partner).or_default().push(i),
                 Route::Tls { policy } => tls.entry(policy).or_default().push(i),
                 Route::None => none.push(i),
             }
@@ -242,6 +244,19 @@ impl RulesCheck {
             out.push((
                 Scope::recipients(idx),
                 Action::Edit(Edit::SmimeEncrypt { partner }),
+                sentence,
+            ));
+        }
+        for (partner, idx) in pgp {
+            let sentence = with(format!("Encrypted with OpenPGP for {partner}."));
+            out.push((
+                Scope::recipients(idx.clone()),
+                Action::encrypt(Some("openpgp".into())),
+                sentence.clone(),
+            ));
+            out.push((
+                Scope::recipients(idx),
+                Action::Edit(Edit::PgpEncrypt { partner }),
                 sentence,
             ));
         }

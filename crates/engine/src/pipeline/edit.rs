@@ -214,7 +214,8 @@ pub fn edit_header(header: &[u8], edits: &[Edit]) -> Vec<u8> {
             Edit::StripParts { .. }
             | Edit::DkimSign { .. }
             | Edit::ArcSeal { .. }
-            | Edit::SmimeEncrypt { .. } => {}
+            | Edit::SmimeEncrypt { .. }
+            | Edit::PgpEncrypt { .. } => {}
         }
     }
     let mut out = Vec::with_capacity(header.len() + 256);
@@ -328,6 +329,12 @@ pub trait Signer: Send + Sync {
         let _ = (partner, message);
         Err("no S/MIME here".into())
     }
+
+    /// `message` encrypted (and signed) with OpenPGP for `partner` ([`Edit::PgpEncrypt`]).
+    fn pgp_protect(&self, partner: &str, message: &[u8]) -> Result<Vec<u8>, String> {
+        let _ = (partner, message);
+        Err("no OpenPGP here".into())
+    }
 }
 
 /// Whether `edits` ask for a signature, a seal or encryption: the copy is then made in memory.
@@ -335,26 +342,37 @@ pub fn signs(edits: &[Edit]) -> bool {
     edits.iter().any(|e| {
         matches!(
             e,
-            Edit::DkimSign { .. } | Edit::ArcSeal { .. } | Edit::SmimeEncrypt { .. }
+            Edit::DkimSign { .. }
+                | Edit::ArcSeal { .. }
+                | Edit::SmimeEncrypt { .. }
+                | Edit::PgpEncrypt { .. }
         )
     })
 }
 
-/// `message` with the [`Edit::SmimeEncrypt`] of `edits` applied (unchanged without one).
+/// `message` with the [`Edit::SmimeEncrypt`] or [`Edit::PgpEncrypt`] of `edits` applied
+/// (unchanged without one).
 pub fn encrypted(
     message: Vec<u8>,
     edits: &[Edit],
     signer: Option<&dyn Signer>,
 ) -> Result<Vec<u8>, String> {
-    let Some(partner) = edits.iter().find_map(|e| match e {
-        Edit::SmimeEncrypt { partner } => Some(partner),
-        _ => None,
-    }) else {
-        return Ok(message);
-    };
-    signer
-        .ok_or_else(|| "no encryption keys here".to_string())?
-        .smime_protect(partner, &message)
+    for e in edits {
+        match e {
+            Edit::SmimeEncrypt { partner } => {
+                return signer
+                    .ok_or_else(|| "no encryption keys here".to_string())?
+                    .smime_protect(partner, &message);
+            }
+            Edit::PgpEncrypt { partner } => {
+                return signer
+                    .ok_or_else(|| "no encryption keys here".to_string())?
+                    .pgp_protect(partner, &message);
+            }
+            _ => {}
+        }
+    }
+    Ok(message)
 }
 
 /// The `DKIM-Signature` fields (each with its CRLF) of `message` (every other edit already
@@ -425,8 +443,8 @@ pub async fn write_edited(
             // Encryption failing means no copy at all (the caller answers 4xx): never the
             // clear text in its place.
             let message = encrypted(message, &edits, signer.as_deref()).map_err(|e| {
-                tracing::error!(event = "smime.encrypt_failed", error = %e);
-                std::io::Error::other(format!("S/MIME encryption failed: {e}"))
+                tracing::error!(event = "encryption.failed", error = %e);
+                std::io::Error::other(format!("encryption failed: {e}"))
             })?;
             let fields = signatures(&message, &edits, signer.as_deref());
             Ok::<_, std::io::Error>((fields, message))

@@ -16,11 +16,16 @@ use palisade_store::{Config, DataDir};
 /// The gateway's own S/MIME certificate and key, under `DIR/keys/smime/`.
 pub const GATEWAY_CERT: &str = "smime/gateway.crt";
 pub const GATEWAY_KEY: &str = "smime/gateway.key";
+/// The gateway's OpenPGP key (armored), under `DIR/keys/openpgp/`.
+pub const GATEWAY_PGP_PUBLIC: &str = "openpgp/gateway.pub.asc";
+pub const GATEWAY_PGP_SECRET: &str = "openpgp/gateway.sec.asc";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
     /// S/MIME to this partner's certificates.
     Smime { partner: String },
+    /// OpenPGP (PGP/MIME) to this partner's key.
+    Pgp { partner: String },
     /// Plain content over TLS that the destination's policy enforces.
     Tls { policy: String },
     /// No way to protect it: hold.
@@ -31,16 +36,21 @@ pub enum Route {
 pub struct Encryption {
     cfg: Option<Arc<Config>>,
     gateway: Option<GatewayKey>,
+    pgp: Option<palisade_crypto::PgpKey>,
     /// `encryption.smime_ca_file`, DER: the CAs signers' chains may reach.
     anchors: Vec<Vec<u8>>,
     /// Every partner certificate, DER: signers trusted as they are.
     pinned: Vec<Vec<u8>>,
+    /// Every partner's OpenPGP key block: the signers OpenPGP mail is checked against.
+    pinned_pgp: Vec<String>,
 }
 
 /// What the gateway made of an inbound message's S/MIME (`Envelope::crypto`): recorded in
 /// the `smime` check's facts, its `Authentication-Results` and the message's tracking.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Unwrapped {
+    /// `smime` or `openpgp`.
+    pub scheme: String,
     /// `not_encrypted`, `decrypted`, `not_addressed` (encrypted to someone else), `failed`.
     pub decryption: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -64,13 +74,26 @@ pub struct Unwrapped {
     pub error: Option<String>,
 }
 
-/// Whether the header section `head` of a message announces S/MIME content: worth reading
-/// the whole message for [`Encryption::open_inbound`].
-pub fn looks_smime(head: &[u8]) -> bool {
+/// Whether the start of a message (`head`: its header section and what follows) announces
+/// S/MIME or OpenPGP content: worth reading the whole message for
+/// [`Encryption::open_inbound`].
+pub fn looks_encrypted(head: &[u8]) -> bool {
     let end = super::edit::header_end(head);
     let h = head[..end].to_ascii_lowercase();
     let has = |n: &[u8]| h.windows(n.len()).any(|w| w == n);
-    has(b"application/pkcs7-mime") || has(b"application/x-pkcs7-mime") || has(b"pkcs7-signature")
+    if has(b"application/pkcs7-mime")
+        || has(b"application/x-pkcs7-mime")
+        || has(b"pkcs7-signature")
+        || has(b"application/pgp-encrypted")
+    {
+        return true;
+    }
+    let body = &head[end..];
+    let start = body
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(body.len());
+    body[start..].starts_with(b"-----BEGIN PGP MESSAGE-----")
 }
 
 impl std::fmt::Debug for Encryption {
@@ -121,11 +144,35 @@ impl Encryption {
             }
         };
         let pinned = cfg.partners.iter().flat_map(|p| p.certificates()).collect();
+        let pgp = data.and_then(|d| {
+            let path = d.keys().join(GATEWAY_PGP_SECRET);
+            if !path.exists() {
+                return None;
+            }
+            match std::fs::read_to_string(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|t| palisade_crypto::PgpKey::from_armored(&t).map_err(|e| e.to_string()))
+            {
+                Ok(k) => Some(k),
+                Err(e) => {
+                    tracing::error!(event = "openpgp.gateway_key_unusable", error = %e,
+                        "OpenPGP mail leaves unsigned and inbound OpenPGP is not decrypted");
+                    None
+                }
+            }
+        });
         Encryption {
             cfg: Some(Arc::new(cfg.clone())),
             gateway,
+            pgp,
             anchors,
             pinned,
+            pinned_pgp: cfg
+                .partners
+                .iter()
+                .filter(|p| !p.pgp.trim().is_empty())
+                .map(|p| p.pgp.clone())
+                .collect(),
         }
     }
 
@@ -133,8 +180,24 @@ impl Encryption {
     /// gateway decrypted it; what was found).
     pub fn open_inbound(&self, message: &[u8]) -> (Option<Vec<u8>>, Unwrapped) {
         use palisade_crypto::{Decryption, Signature};
-        let o = palisade_crypto::open(message, self.gateway.as_ref(), &self.anchors, &self.pinned);
+        let (scheme, o) = if palisade_crypto::is_pgp(message) {
+            let o = palisade_crypto::pgp_open(message, self.pgp.as_ref(), &self.pinned_pgp);
+            (
+                "openpgp",
+                palisade_crypto::Opened {
+                    message: o.message,
+                    decryption: o.decryption,
+                    signature: o.signature,
+                },
+            )
+        } else {
+            (
+                "smime",
+                palisade_crypto::open(message, self.gateway.as_ref(), &self.anchors, &self.pinned),
+            )
+        };
         let mut u = Unwrapped {
+            scheme: scheme.into(),
             decryption: String::new(),
             cipher: None,
             signature: "none".into(),
@@ -208,13 +271,18 @@ impl Encryption {
         else {
             return Route::None;
         };
-        if let Some(p) = cfg.partner_for(&domain)
-            && p.prefer == palisade_store::config::PartnerMethod::Smime
-            && !p.smime.is_empty()
-        {
-            return Route::Smime {
-                partner: p.name.clone(),
-            };
+        if let Some(p) = cfg.partner_for(&domain) {
+            use palisade_store::config::PartnerMethod;
+            let smime = !p.smime.is_empty();
+            let pgp = !p.pgp.trim().is_empty();
+            let partner = p.name.clone();
+            match p.prefer {
+                PartnerMethod::Smime if smime => return Route::Smime { partner },
+                PartnerMethod::Smime if pgp => return Route::Pgp { partner },
+                PartnerMethod::Pgp if pgp => return Route::Pgp { partner },
+                PartnerMethod::Pgp if smime => return Route::Smime { partner },
+                _ => {}
+            }
         }
         // Enforced TLS counts only when the connection goes to the destination itself (its
         // MX hosts or a static route), not through a smarthost.
@@ -246,5 +314,18 @@ impl Encryption {
             .ok_or_else(|| format!("partner '{partner}' is no longer in the configuration"))?;
         let certs = p.certificates();
         palisade_crypto::protect(message, &certs, self.gateway.as_ref()).map_err(|e| e.to_string())
+    }
+
+    /// `message` signed with the gateway's OpenPGP key, when there is one, and encrypted to
+    /// `partner`'s OpenPGP key (PGP/MIME).
+    pub fn pgp_protect(&self, partner: &str, message: &[u8]) -> Result<Vec<u8>, String> {
+        let cfg = self.cfg.as_ref().ok_or("no configuration")?;
+        let p = cfg
+            .partners
+            .iter()
+            .find(|p| p.name == partner)
+            .ok_or_else(|| format!("partner '{partner}' is no longer in the configuration"))?;
+        palisade_crypto::pgp_protect(message, std::slice::from_ref(&p.pgp), self.pgp.as_ref())
+            .map_err(|e| e.to_string())
     }
 }

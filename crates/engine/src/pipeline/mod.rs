@@ -18,12 +18,12 @@ pub mod antivirus;
 pub mod attachments;
 pub mod authentication;
 mod checks;
+pub mod decryption;
 pub mod dkim;
 pub mod dlp;
 pub mod domains;
 pub mod edit;
 pub mod encryption;
-pub mod smime;
 pub mod spam;
 
 use std::collections::HashMap;
@@ -147,7 +147,7 @@ pub struct Pipeline {
     /// The signing keys of the `dkim` check (read when the pipeline is built).
     dkim_keys: Arc<dkim::DkimKeys>,
     encryption: Arc<encryption::Encryption>,
-    /// The `smime` check is enabled: inbound S/MIME is opened.
+    /// The `encryption` check is enabled: inbound S/MIME and OpenPGP are opened.
     opens_smime: bool,
 }
 
@@ -172,7 +172,8 @@ impl Pipeline {
     /// `attachments` (with `[attachments] enabled`, the default), `authentication` (with
     /// `[authentication] enabled`), `spam` (with `[spam] enabled`, the default; its Bayes
     /// statistics are `data`'s `bayes.db`, none without `data`), `dlp` (with `[dlp] enabled`),
-    /// `smime` (always; inbound S/MIME is opened before the checks unless it is disabled),
+    /// `encryption` (always; inbound S/MIME and OpenPGP are opened before the checks unless it
+    /// is disabled),
     /// `dkim` (with signing domains). A check with
     /// `filter.check.NAME.enabled = false` is recorded as skipped.
     pub fn from_config(cfg: &Config, data: Option<&DataDir>) -> Pipeline {
@@ -199,7 +200,7 @@ impl Pipeline {
                 cfg,
             )));
         }
-        all.push(Arc::new(smime::SmimeCheck::from_config(cfg)));
+        all.push(Arc::new(decryption::DecryptionCheck::from_config(cfg)));
         if cfg.attachments.enabled {
             all.push(Arc::new(attachments::AttachmentsCheck::new(
                 cfg.attachments.clone(),
@@ -237,7 +238,7 @@ impl Pipeline {
             limits: cfg.inspect.clone(),
             dkim_keys,
             encryption,
-            opens_smime: f.settings("smime").enabled,
+            opens_smime: f.settings("encryption").enabled,
         }
     }
 
@@ -257,7 +258,7 @@ impl Pipeline {
         &self.limits
     }
 
-    /// Opens inbound S/MIME (see [`encryption::Encryption::open_inbound`]): `None` when the
+    /// Opens inbound S/MIME and OpenPGP (see [`encryption::Encryption::open_inbound`]): `None` when the
     /// header section `head` does not announce any; else (the decrypted message, if the
     /// gateway decrypted it; what was found). CPU work: call off the async threads.
     pub fn open_inbound(
@@ -265,7 +266,7 @@ impl Pipeline {
         head: &[u8],
         read_all: impl FnOnce() -> std::io::Result<Vec<u8>>,
     ) -> std::io::Result<Option<(Option<Vec<u8>>, encryption::Unwrapped)>> {
-        if !self.opens_smime || !encryption::looks_smime(head) {
+        if !self.opens_smime || !encryption::looks_encrypted(head) {
             return Ok(None);
         }
         let raw = read_all()?;
@@ -592,5 +593,9 @@ impl edit::Signer for Outgoing {
 
     fn smime_protect(&self, partner: &str, message: &[u8]) -> Result<Vec<u8>, String> {
         self.encryption.protect(partner, message)
+    }
+
+    fn pgp_protect(&self, partner: &str, message: &[u8]) -> Result<Vec<u8>, String> {
+        self.encryption.pgp_protect(partner, message)
     }
 }

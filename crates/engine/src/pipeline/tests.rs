@@ -233,7 +233,7 @@ enabled = false
             "mime",
             "rules",
             "authentication",
-            "smime",
+            "encryption",
             "attachments",
             "spam",
             "dlp"
@@ -350,7 +350,7 @@ async fn attachments_from_the_configuration() {
         ),
         None,
     );
-    assert_eq!(p.check_names(), vec!["mime", "rules", "smime", "spam"]);
+    assert_eq!(p.check_names(), vec!["mime", "rules", "encryption", "spam"]);
 }
 
 /// The DLP conditions of the rules, table-tested through the real checks: per detector

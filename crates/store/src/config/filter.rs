@@ -34,7 +34,7 @@ pub const CHECK_NAMES: &[&str] = &[
     "spam",
     "dkim",
     "dlp",
-    "smime",
+    "encryption",
 ];
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -5,10 +5,13 @@
 //! [[partner]]
 //! name = "County Hospital"
 //! domains = ["county.nhs.example"]     # ".county.nhs.example" covers its subdomains
-//! prefer = "smime"                     # or "tls": enforced TLS only, never their certificate
+//! prefer = "smime"                     # "pgp": their OpenPGP key; "tls": enforced TLS only
 //! smime = ["""-----BEGIN CERTIFICATE-----
 //! ...
 //! -----END CERTIFICATE-----"""]         # their gateway's (or each person's) certificates
+//! pgp = """-----BEGIN PGP PUBLIC KEY BLOCK-----
+//! ...
+//! -----END PGP PUBLIC KEY BLOCK-----"""  # their OpenPGP certificate(s)
 //! note = "contact: it@county.nhs.example"
 //! ```
 //!
@@ -22,9 +25,11 @@ use super::{Config, is_valid_domain};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum PartnerMethod {
-    /// S/MIME to the partner's certificates; enforced TLS when it has none.
+    /// S/MIME to the partner's certificates; else OpenPGP when it has a key; else enforced TLS.
     #[default]
     Smime,
+    /// OpenPGP (PGP/MIME) to the partner's key; else S/MIME; else enforced TLS.
+    Pgp,
     /// Enforced TLS only (a `[[tls_policy]]` of `required` or `verified` for the domain).
     Tls,
 }
@@ -38,6 +43,9 @@ pub struct Partner {
     /// PEM certificates (one or more per entry).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub smime: Vec<String>,
+    /// Armored OpenPGP public key block (one or more certificates).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub pgp: String,
     #[serde(skip_serializing_if = "String::is_empty")]
     pub note: String,
 }
@@ -107,6 +115,23 @@ impl Config {
                         &format!("{path}.domains[{j}]"),
                         format!("'{d}' belongs to two partners"),
                     );
+                }
+            }
+            if !p.pgp.trim().is_empty() {
+                let field = format!("{path}.pgp");
+                match palisade_crypto::pgp_certificate_info(&p.pgp) {
+                    Err(e) => bad(&field, e.to_string()),
+                    Ok(certs) => {
+                        for c in certs.iter().filter(|c| !c.can_encrypt) {
+                            bad(
+                                &field,
+                                format!(
+                                    "{}: no valid encryption key (expired, revoked, or signing only)",
+                                    c.fingerprint
+                                ),
+                            );
+                        }
+                    }
                 }
             }
             for (j, pem) in p.smime.iter().enumerate() {

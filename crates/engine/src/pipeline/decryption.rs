@@ -1,10 +1,11 @@
-//! The `smime` check: what the gateway made of an inbound message's S/MIME (see
+//! The `encryption` check: what the gateway made of an inbound message's S/MIME or OpenPGP (see
 //! ARCHITECTURE.md, "Gateway encryption"; the opening itself happens before the view is built,
 //! [`super::encryption::Encryption::open_inbound`], so every other check reads the decrypted
 //! content).
 //!
 //! Its result goes on top of the message as an `Authentication-Results` field (RFC 7281's
-//! `smime` method, our authserv-id): `smime=pass` when every signature verifies and the signer
+//! `smime` method for S/MIME, `x-pgp` for OpenPGP, which has no registered method; our
+//! authserv-id): `pass` when every signature verifies and the signer
 //! is trusted (a partner's certificate, or a chain to `encryption.smime_ca_file`) and its
 //! certificate names the From address; `policy` when the signature verifies but the signer is
 //! not trusted or is someone else; `fail` when it does not verify; `none` when the message was
@@ -19,17 +20,19 @@ use serde_json::json;
 use super::{CheckFuture, Findings, Subject};
 
 /// The tag a delivered message that failed gets on its Subject.
-pub const FAILED_TAG: &str = "[S/MIME failed]";
+pub const FAILED_TAG: &str = "[decryption failed]";
+/// The tag a delivered message whose signature failed gets.
+pub const BAD_SIGNATURE_TAG: &str = "[signature failed]";
 
-pub struct SmimeCheck {
+pub struct DecryptionCheck {
     authserv_id: String,
     decrypt_failure: CryptoFailureAction,
     bad_signature: CryptoFailureAction,
 }
 
-impl SmimeCheck {
-    pub fn from_config(cfg: &Config) -> SmimeCheck {
-        SmimeCheck {
+impl DecryptionCheck {
+    pub fn from_config(cfg: &Config) -> DecryptionCheck {
+        DecryptionCheck {
             authserv_id: cfg.system.hostname.clone(),
             decrypt_failure: cfg.encryption.decrypt_failure,
             bad_signature: cfg.encryption.bad_signature,
@@ -73,17 +76,23 @@ impl SmimeCheck {
             ("fail", _) => comment.push("signature does not verify".into()),
             _ => {}
         }
-        let mut ar = format!("{}; smime={result}", self.authserv_id);
+        let method = if u.scheme == "openpgp" {
+            "x-pgp"
+        } else {
+            "smime"
+        };
+        let mut ar = format!("{}; {method}={result}", self.authserv_id);
         if !comment.is_empty() {
             ar.push_str(&format!(" ({})", comment.join("; ")));
         }
         if let Some(e) = u.signer_emails.first() {
-            ar.push_str(&format!(" body.smime-identifier={e}"));
+            ar.push_str(&format!(" body.{method}-identifier={e}"));
         }
         let ar = super::printable_line(&ar, 900);
         let mut f = Findings {
             facts: json!({
-                "decryption": u.decryption,
+                "scheme": u.scheme,
+            "decryption": u.decryption,
                 "cipher": u.cipher,
                 "signature": u.signature,
                 "result": result,
@@ -96,7 +105,7 @@ impl SmimeCheck {
             }),
             ..Default::default()
         };
-        let explain = |rule: &str, text: String| Explanation::new("smime", rule, text);
+        let explain = |rule: &str, text: String| Explanation::new("encryption", rule, text);
         f.decisions.push(Decision::new(
             Scope::Message,
             Action::remove_authentication_results(self.authserv_id.clone()),
@@ -136,7 +145,7 @@ impl SmimeCheck {
             let d = match action {
                 CryptoFailureAction::Quarantine => Decision::new(
                     Scope::Message,
-                    Action::quarantine(format!("S/MIME: {rule}")),
+                    Action::quarantine(format!("{}: {rule}", u.scheme)),
                     explain(rule, sentence),
                 ),
                 CryptoFailureAction::Reject => Decision::new(
@@ -155,7 +164,12 @@ impl SmimeCheck {
                 CryptoFailureAction::Deliver => Decision::new(
                     Scope::Message,
                     Action::Edit(palisade_policy::Edit::TagSubject {
-                        tag: FAILED_TAG.into(),
+                        tag: if rule == "decrypt_failure" {
+                            FAILED_TAG
+                        } else {
+                            BAD_SIGNATURE_TAG
+                        }
+                        .into(),
                     }),
                     explain(
                         rule,
@@ -169,9 +183,9 @@ impl SmimeCheck {
     }
 }
 
-impl super::Check for SmimeCheck {
+impl super::Check for DecryptionCheck {
     fn name(&self) -> &str {
-        "smime"
+        "encryption"
     }
     fn run(&self, subject: Subject) -> CheckFuture {
         let f = self.findings(&subject);
